@@ -1,0 +1,1 @@
+"""Marketplace: an online marketplace backend of Twisted services on PostgreSQL."""

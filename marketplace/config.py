@@ -1,0 +1,93 @@
+"""Settings of the marketplace daemons: command-line options first, then the
+environment, then a C{.env} file in the working directory, then defaults."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from dotenv import dotenv_values
+
+from marketplace.accounts import DEFAULT_SESSION_TIMEOUT
+from marketplace.protocol import DEFAULT_MAX_FRAME
+
+ENVIRONMENT = {
+    "customer_db": "MARKETPLACE_CUSTOMER_DB",
+    "product_db": "MARKETPLACE_PRODUCT_DB",
+    "data_dir": "MARKETPLACE_DATA_DIR",
+    "pool_size": "MARKETPLACE_POOL_SIZE",
+    "session_timeout": "MARKETPLACE_SESSION_TIMEOUT",
+    "max_frame": "MARKETPLACE_MAX_FRAME",
+}
+
+DEFAULTS = {
+    "customer_db": None,
+    "product_db": None,
+    "data_dir": "var",
+    "pool_size": 4,
+    "session_timeout": DEFAULT_SESSION_TIMEOUT,
+    "max_frame": DEFAULT_MAX_FRAME,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the databases are and how the services behave.
+
+    With neither database set, the services run an embedded PostgreSQL
+    under C{data_dir}.  With only one set, both use it.
+    """
+
+    customer_db: Optional[str] = None
+    product_db: Optional[str] = None
+    data_dir: Path = Path("var")
+    pool_size: int = 4
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the services run their own PostgreSQL."""
+        return self.customer_db is None and self.product_db is None
+
+
+def environment(env: Optional[Mapping[str, str]] = None, dotenv: str = ".env") -> dict:
+    """The process environment over the values of the C{.env} file."""
+    values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
+    values.update(os.environ if env is None else env)
+    return values
+
+
+def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
+    """Settings from parsed options (None where not given) and C{env}.
+
+    Raises ValueError, naming the setting, for a value of the wrong kind.
+    """
+    env = environment() if env is None else env
+    raw = {}
+    for name, variable in ENVIRONMENT.items():
+        value = options.get(name)
+        if value is None:
+            value = env.get(variable) or DEFAULTS[name]
+        raw[name] = value
+    customer = raw["customer_db"] or raw["product_db"]
+    product = raw["product_db"] or raw["customer_db"]
+    try:
+        pool_size = int(raw["pool_size"])
+        timeout = float(raw["session_timeout"])
+        max_frame = int(raw["max_frame"])
+    except ValueError as e:
+        raise ValueError(f"a setting is not a number: {e}")
+    if pool_size < 1 or timeout <= 0 or max_frame < 64:
+        raise ValueError(
+            "pool size must be at least 1, session timeout above 0,"
+            " frame limit at least 64 bytes"
+        )
+    return Settings(
+        customer_db=customer,
+        product_db=product,
+        data_dir=Path(raw["data_dir"]),
+        pool_size=pool_size,
+        session_timeout=timeout,
+        max_frame=max_frame,
+    )

@@ -1,0 +1,168 @@
+"""Non-blocking access to PostgreSQL through txpostgres connection pools.
+
+Each pool connection watches itself with txpostgres's
+L{DeadConnectionDetector}: when the server goes away the connection fails
+fast (the request is answered C{UNAVAILABLE}) and reconnects in the
+background, so the service serves again by itself once the server is back.
+"""
+
+from typing import Any, Callable, List, Optional
+
+import psycopg2
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from txpostgres import reconnection, txpostgres
+
+UNAVAILABLE_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    reconnection.ConnectionDead,
+    txpostgres.RollbackFailed,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether C{error} means the database could not be reached (or gave
+    up on the statement), so the request may simply be retried."""
+    return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def _is_dead(failure) -> bool:
+    """Whether a failed statement means its connection is gone.
+
+    Errors with an SQLSTATE outside the connection classes (a deadlock, a
+    statement timeout) leave the connection usable.
+    """
+    if failure.check(psycopg2.InterfaceError, txpostgres.RollbackFailed):
+        return True
+    if failure.check(psycopg2.OperationalError):
+        code = failure.value.pgcode
+        return code is None or code.startswith("08") or code.startswith("57P")
+    return False
+
+
+class _Pool(txpostgres.ConnectionPool):
+    """A txpostgres pool whose connections reconnect by themselves and
+    which hands out a live connection before a dead one."""
+
+    def __init__(self, dsn: str, size: int, reactor) -> None:
+        self.reactor = reactor
+        super().__init__(None, dsn, min=size)
+
+    def connectionFactory(self, reactor, cooperator):  # noqa: N802 (txpostgres name)
+        detector = reconnection.DeadConnectionDetector(
+            deathChecker=_is_dead, reactor=reactor
+        )
+        return txpostgres.Connection(reactor, cooperator, detector=detector)
+
+    def start(self):
+        log = Logger()
+        connections = list(self.connections)
+
+        def connect(connection):
+            d = connection.connect(*self.connargs, **self.connkw)
+
+            def failed(failure):
+                log.warn(
+                    "cannot connect to the database yet ({error}); retrying",
+                    error=failure.getErrorMessage().strip(),
+                )
+                connection.detector.checkForDeadConnection(failure)
+
+            return d.addErrback(failed)
+
+        return defer.DeferredList([connect(c) for c in connections]).addCallback(
+            lambda _: self
+        )
+
+    def _take(self):
+        for connection in self.connections:
+            if not connection.detector.connectionIsDead:
+                self.connections.remove(connection)
+                return connection
+        return self.connections.pop()
+
+    def _runQuery(self, *args, **kwargs):
+        c = self._take()
+        return c.runQuery(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
+
+    def _runOperation(self, *args, **kwargs):
+        c = self._take()
+        return c.runOperation(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
+
+    def _runInteraction(self, interaction, *args, **kwargs):
+        c = self._take()
+        return c.runInteraction(interaction, *args, **kwargs).addBoth(
+            self._putBackAndPassthrough, c
+        )
+
+    def close(self):
+        for c in self.connections:
+            c.detector.reconnectable = None
+        super().close()
+
+
+class Database(Service):
+    """One PostgreSQL database, reached through a pool of C{size} connections.
+
+    The connection string may be given now or later (L{set_dsn}), for a
+    database that is started by the service itself.
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, dsn: Optional[str] = None, size: int = 4, reactor=None):
+        self.name = name
+        self.dsn = dsn
+        self.size = size
+        self._reactor = reactor
+        self._pool: Optional[_Pool] = None
+
+    def start(self) -> defer.Deferred:
+        """Open the pool; fires once each connection is up or retrying."""
+        if self.dsn is None:
+            raise RuntimeError(f"no connection string for the {self.name} database")
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        self._pool = _Pool(self.dsn, self.size, self._reactor)
+        return self._pool.start()
+
+    def stopService(self):
+        super().stopService()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> _Pool:
+        if self._pool is None:
+            raise psycopg2.InterfaceError(f"the {self.name} database is not open")
+        return self._pool
+
+    def query(self, sql: str, args: Any = None) -> "defer.Deferred[List[tuple]]":
+        """Rows of one statement."""
+        return self.pool.runQuery(sql, args)
+
+    async def one(self, sql: str, args: Any = None) -> Optional[tuple]:
+        """The first row of one statement, or None."""
+        rows = await self.pool.runQuery(sql, args)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, args: Any = None) -> defer.Deferred:
+        """Run one statement for its effect."""
+        return self.pool.runOperation(sql, args)
+
+    def transaction(self, work: Callable, *args: Any) -> defer.Deferred:
+        """Run C{work(cursor, *args)} in one transaction; it may return a
+        Deferred or be a coroutine function."""
+
+        def run(cursor):
+            result = work(cursor, *args)
+            if hasattr(result, "__await__") and not isinstance(result, defer.Deferred):
+                return defer.Deferred.fromCoroutine(result)
+            return result
+
+        return self.pool.runInteraction(run)

@@ -1,0 +1,128 @@
+"""Turning a request frame into an answer frame for one service.
+
+The dispatcher decodes the envelope, checks the session where the API needs
+one, calls the API's handler and turns whatever happens into exactly one
+answer: this is the one place where exceptions become error frames.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from marketplace import envelope
+from marketplace.database import is_unavailable
+from marketplace.errors import (
+    INTERNAL,
+    NOT_LOGGED_IN,
+    UNAVAILABLE,
+    UNKNOWN_API,
+    ApiError,
+)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A checked session: whose it is, and the key its data is filed under."""
+
+    user_id: int
+    key: str
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request and, for session APIs, the session."""
+
+    request: envelope.Request
+    session: Optional[Session] = None
+
+    @property
+    def payload(self) -> dict:
+        return self.request.payload
+
+
+@dataclass
+class Reply:
+    """A handler's answer when it also sets the envelope's session_id."""
+
+    payload: dict
+    session_id: Any
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+Authenticate = Callable[[str], Awaitable[Session]]
+
+
+@dataclass(frozen=True)
+class Api:
+    """One API of a service."""
+
+    handler: Handler
+    needs_session: bool = True
+
+
+class Dispatcher:
+    """Answers the frames of one service (C{name}) with its C{apis}."""
+
+    log = Logger()
+
+    def __init__(
+        self, name: str, apis: Dict[str, Api], authenticate: Authenticate
+    ) -> None:
+        self.name = name
+        self.apis = apis
+        self.authenticate = authenticate
+
+    def handle_frame(self, frame: bytes) -> "defer.Deferred[bytes]":
+        """The encoded answer to one frame; this Deferred never fails."""
+        return defer.Deferred.fromCoroutine(self._answer(frame))
+
+    async def _answer(self, frame: bytes) -> bytes:
+        request = None
+        try:
+            request = envelope.parse_request(frame)
+            answer = await self._call(request)
+        except ApiError as e:
+            request = getattr(e, "request", request)
+            answer = self._error(request, e.code, e.message)
+        except Exception as e:
+            if is_unavailable(e):
+                answer = self._error(
+                    request, UNAVAILABLE, "the database cannot be reached; retry later"
+                )
+            else:
+                self.log.failure(
+                    "{service} {api} failed",
+                    service=self.name,
+                    api=request.api if request else None,
+                )
+                answer = self._error(
+                    request, INTERNAL, "the server failed to answer; it has logged why"
+                )
+        return envelope.encode(answer)
+
+    async def _call(self, request: envelope.Request) -> dict:
+        api = self.apis.get(request.api)
+        if api is None:
+            raise ApiError(
+                UNKNOWN_API, f"the {self.name} service has no API {request.api!r}"
+            )
+        call = Call(request)
+        if api.needs_session:
+            if request.session_id is None:
+                raise ApiError(NOT_LOGGED_IN, f"{request.api} needs a session: log in first")
+            call.session = await self.authenticate(request.session_id)
+        result = await api.handler(call)
+        if isinstance(result, Reply):
+            return envelope.response(request, result.payload, result.session_id)
+        return envelope.response(request, result)
+
+    def _error(self, request, code: str, message: str) -> dict:
+        self.log.info(
+            "{service} {api} answered {code}",
+            service=self.name,
+            api=request.api if request else None,
+            code=code,
+        )
+        return envelope.error(request, code, message)

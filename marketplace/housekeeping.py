@@ -1,0 +1,23 @@
+"""Periodic clean-up: ended sessions and the active carts they leave."""
+
+from marketplace import customerdb, productdb
+from marketplace.database import Database
+
+
+async def sweep_sessions(customer: Database, product: Database, timeout: float) -> int:
+    """Delete expired sessions and every active cart without a live session.
+
+    Sessions are already invalid once idle for C{timeout} (the database
+    checks that on each request); this only frees their rows.  A cart whose
+    session is gone is an orphan if a login or logout failed half-way
+    between the two databases.  Returns how many carts were dropped.
+    """
+    expired = await customerdb.expire_sessions(customer, timeout)
+    await productdb.drop_carts(product, expired)
+    idle = await productdb.idle_cart_sessions(product, timeout)
+    if not idle:
+        return len(expired)
+    live = await customerdb.live_sessions(customer, idle)
+    orphans = [key for key in idle if key not in live]
+    await productdb.drop_carts(product, orphans)
+    return len(set(expired) | set(orphans))

@@ -1,0 +1,336 @@
+"""The product database: items, carts (and later purchases and feedback).
+
+All of its SQL is here.  Items come back as the dicts PROTOCOL.md describes.
+"""
+
+from decimal import Decimal
+from typing import List, Optional, Sequence
+
+from marketplace.database import Database
+from marketplace.validate import format_item_id
+
+ITEM_COLUMNS = (
+    "id, category, name, keywords, condition, price, quantity,"
+    " seller_id, thumbs_up, thumbs_down"
+)
+
+
+def item_from_row(row: Sequence) -> dict:
+    """An item as PROTOCOL.md returns it, from a row of ITEM_COLUMNS."""
+    number, category, name, keywords, condition, price, quantity = row[:7]
+    seller_id, thumbs_up, thumbs_down = row[7:10]
+    return {
+        "item_id": format_item_id(category, number),
+        "item_name": name,
+        "category": category,
+        "keywords": list(keywords),
+        "condition": condition,
+        "price": price,
+        "quantity": quantity,
+        "seller_id": seller_id,
+        "thumbs_up": thumbs_up,
+        "thumbs_down": thumbs_down,
+    }
+
+
+# Items
+
+
+async def register_item(
+    db: Database,
+    seller_id: int,
+    name: str,
+    category: int,
+    keywords: List[str],
+    condition: str,
+    price: Decimal,
+    quantity: int,
+) -> str:
+    """Put a new item up for sale; its item id."""
+    row = await db.one(
+        "INSERT INTO items (seller_id, name, category, keywords, condition,"
+        " price, quantity) VALUES (%s, %s, %s, %s::text[], %s, %s, %s)"
+        " RETURNING id",
+        (seller_id, name, category, keywords, condition, price, quantity),
+    )
+    return format_item_id(category, row[0])
+
+
+async def get_item(db: Database, category: int, number: int) -> Optional[dict]:
+    """The item with this id, or None."""
+    row = await db.one(
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s AND category = %s",
+        (number, category),
+    )
+    return item_from_row(row) if row else None
+
+
+async def item_owner(db: Database, category: int, number: int) -> Optional[int]:
+    """The seller of an item, or None if there is no such item."""
+    row = await db.one(
+        "SELECT seller_id FROM items WHERE id = %s AND category = %s",
+        (number, category),
+    )
+    return row[0] if row else None
+
+
+async def change_price(
+    db: Database, seller_id: int, category: int, number: int, price: Decimal
+) -> Optional[dict]:
+    """Set the price of a seller's own item; None if it is not theirs."""
+    row = await db.one(
+        f"UPDATE items SET price = %s WHERE id = %s AND category = %s"
+        f" AND seller_id = %s RETURNING {ITEM_COLUMNS}",
+        (price, number, category, seller_id),
+    )
+    return item_from_row(row) if row else None
+
+
+async def take_off_sale(
+    db: Database, seller_id: int, category: int, number: int, units: int
+) -> Optional[dict]:
+    """Take C{units} of a seller's own item off sale, if it has that many."""
+    row = await db.one(
+        f"UPDATE items SET quantity = quantity - %s WHERE id = %s AND category = %s"
+        f" AND seller_id = %s AND quantity >= %s RETURNING {ITEM_COLUMNS}",
+        (units, number, category, seller_id, units),
+    )
+    return item_from_row(row) if row else None
+
+
+async def seller_items(db: Database, seller_id: int) -> List[dict]:
+    """Every item of a seller, sold-out ones included."""
+    rows = await db.query(
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE seller_id = %s ORDER BY id",
+        (seller_id,),
+    )
+    return [item_from_row(row) for row in rows]
+
+
+async def seller_counts(db: Database, seller_id: int) -> dict:
+    """The feedback and sales counts over all of a seller's items."""
+    row = await db.one(
+        "SELECT coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_down), 0),"
+        " coalesce(sum(units_sold), 0) FROM items WHERE seller_id = %s",
+        (seller_id,),
+    )
+    return {
+        "thumbs_up": int(row[0]),
+        "thumbs_down": int(row[1]),
+        "items_sold": int(row[2]),
+    }
+
+
+# Search: see PROTOCOL.md (Search) and the README for the scoring.
+_SEARCH = f"""
+SELECT {ITEM_COLUMNS}, score FROM (
+    SELECT i.*,
+        (SELECT count(*) FROM unnest(%(keywords)s::text[]) AS k
+          WHERE k = ANY (i.keywords))
+        + 0.5 * (SELECT count(*) FROM unnest(%(keywords)s::text[]) AS k
+          WHERE strpos(lower(i.name), k) > 0) AS score
+    FROM items AS i
+    WHERE i.category = %(category)s AND i.quantity > 0
+      AND (cardinality(%(keywords)s::text[]) = 0 OR i.keywords && %(keywords)s::text[])
+) AS matches
+ORDER BY score DESC, thumbs_up - thumbs_down DESC, price, id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+async def search(
+    db: Database, category: int, keywords: List[str], limit: int, offset: int
+) -> List[dict]:
+    """Items on sale in C{category} that share a keyword, best first."""
+    rows = await db.query(
+        _SEARCH,
+        {"category": category, "keywords": keywords, "limit": limit, "offset": offset},
+    )
+    items = []
+    for row in rows:
+        item = item_from_row(row)
+        item["score"] = float(row[10])
+        items.append(item)
+    return items
+
+
+# Carts
+
+_ACTIVE_CART = """
+SELECT i.category, l.item_id, i.name, l.quantity, i.price
+FROM active_cart_lines AS l JOIN items AS i ON i.id = l.item_id
+WHERE l.session_key = %s ORDER BY l.item_id
+"""
+
+_SAVED_CART = """
+SELECT i.category, l.item_id, i.name, l.quantity, i.price
+FROM saved_cart_lines AS l JOIN items AS i ON i.id = l.item_id
+WHERE l.buyer_id = %s ORDER BY l.item_id
+"""
+
+
+def cart_from_rows(rows: Sequence[Sequence]) -> dict:
+    """A cart as PROTOCOL.md returns it: its lines and their total."""
+    lines = []
+    total = Decimal(0)
+    for category, number, name, quantity, price in rows:
+        lines.append(
+            {
+                "item_id": format_item_id(category, number),
+                "item_name": name,
+                "quantity": quantity,
+                "price": price,
+            }
+        )
+        total += quantity * price
+    return {"cart": lines, "total": total}
+
+
+async def active_cart(db: Database, session_key: str) -> dict:
+    """The active cart of a session."""
+    return cart_from_rows(await db.query(_ACTIVE_CART, (session_key,)))
+
+
+async def saved_cart(db: Database, buyer_id: int) -> dict:
+    """The saved cart of a buyer."""
+    return cart_from_rows(await db.query(_SAVED_CART, (buyer_id,)))
+
+
+async def start_active_cart(db: Database, session_key: str, buyer_id: int) -> None:
+    """Fill a new session's active cart with a copy of the saved cart."""
+    await db.execute(
+        "INSERT INTO active_cart_lines (session_key, buyer_id, item_id, quantity)"
+        " SELECT %s, buyer_id, item_id, quantity FROM saved_cart_lines"
+        " WHERE buyer_id = %s",
+        (session_key, buyer_id),
+    )
+
+
+# One statement, so concurrent additions to one cart add up exactly: the
+# conflicting row is locked while its new quantity is checked and written.
+_ADD_TO_CART = """
+INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
+SELECT %(key)s, %(buyer)s, i.id, %(units)s FROM items AS i
+WHERE i.id = %(number)s AND i.category = %(category)s AND i.quantity >= %(units)s
+ON CONFLICT (session_key, item_id) DO UPDATE
+    SET quantity = l.quantity + excluded.quantity
+    WHERE l.quantity + excluded.quantity
+          <= (SELECT quantity FROM items WHERE id = excluded.item_id)
+RETURNING l.quantity
+"""
+
+
+async def add_to_cart(
+    db: Database,
+    session_key: str,
+    buyer_id: int,
+    category: int,
+    number: int,
+    units: int,
+) -> bool:
+    """Add units to the active cart if the item has that many on sale."""
+    row = await db.one(
+        _ADD_TO_CART,
+        {
+            "key": session_key,
+            "buyer": buyer_id,
+            "number": number,
+            "category": category,
+            "units": units,
+        },
+    )
+    return row is not None
+
+
+async def units_in_cart(
+    db: Database, session_key: str, category: int, number: int
+) -> int:
+    """How many units of an item the active cart holds."""
+    row = await db.one(
+        "SELECT l.quantity FROM active_cart_lines AS l JOIN items AS i"
+        " ON i.id = l.item_id WHERE l.session_key = %s AND l.item_id = %s"
+        " AND i.category = %s",
+        (session_key, number, category),
+    )
+    return row[0] if row else 0
+
+
+async def remove_from_cart(
+    db: Database, session_key: str, category: int, number: int, units: int
+) -> bool:
+    """Take units out of the active cart; False if the item is not in it.
+
+    Taking out as many units as the line holds, or more, removes the line.
+    """
+
+    async def remove(cursor) -> bool:
+        await cursor.execute(
+            "SELECT l.quantity FROM active_cart_lines AS l JOIN items AS i"
+            " ON i.id = l.item_id WHERE l.session_key = %s AND l.item_id = %s"
+            " AND i.category = %s FOR UPDATE OF l",
+            (session_key, number, category),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        if row[0] <= units:
+            await cursor.execute(
+                "DELETE FROM active_cart_lines WHERE session_key = %s AND item_id = %s",
+                (session_key, number),
+            )
+        else:
+            await cursor.execute(
+                "UPDATE active_cart_lines SET quantity = quantity - %s"
+                " WHERE session_key = %s AND item_id = %s",
+                (units, session_key, number),
+            )
+        return True
+
+    return await db.transaction(remove)
+
+
+async def save_cart(db: Database, session_key: str, buyer_id: int) -> None:
+    """Make the active cart the buyer's saved cart."""
+
+    def replace(cursor):
+        d = cursor.execute(
+            "DELETE FROM saved_cart_lines WHERE buyer_id = %s", (buyer_id,)
+        )
+        d.addCallback(
+            lambda _: cursor.execute(
+                "INSERT INTO saved_cart_lines (buyer_id, item_id, quantity)"
+                " SELECT %s, item_id, quantity FROM active_cart_lines"
+                " WHERE session_key = %s",
+                (buyer_id, session_key),
+            )
+        )
+        return d
+
+    await db.transaction(replace)
+
+
+async def clear_cart(db: Database, session_key: str) -> None:
+    """Empty the active cart of a session."""
+    await db.execute(
+        "DELETE FROM active_cart_lines WHERE session_key = %s", (session_key,)
+    )
+
+
+async def drop_carts(db: Database, session_keys: List[str]) -> None:
+    """Drop the active carts of sessions that have ended."""
+    if session_keys:
+        await db.execute(
+            "DELETE FROM active_cart_lines WHERE session_key = ANY(%s)",
+            (session_keys,),
+        )
+
+
+async def idle_cart_sessions(db: Database, idle: float) -> List[str]:
+    """Session keys of active carts with no line added for C{idle} seconds."""
+    rows = await db.query(
+        "SELECT DISTINCT session_key FROM active_cart_lines"
+        " GROUP BY session_key"
+        " HAVING max(added_at) < now() - %s * interval '1 second'",
+        (idle,),
+    )
+    return [key for (key,) in rows]

@@ -1,0 +1,189 @@
+"""The services a marketplace daemon is made of.
+
+L{Backend} owns the two databases (and the embedded server, if there is
+one); L{ApiServer} listens for one API service once the backend is ready.
+L{OrderedMultiService} stops its children one after the other, last added
+first, so listeners are closed and drained before the pools go.
+"""
+
+from typing import Optional
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+
+from marketplace import schema
+from marketplace.config import Settings
+from marketplace.database import Database
+from marketplace.embedded import EmbeddedPostgres
+from marketplace.housekeeping import sweep_sessions
+from marketplace.passwords import Passwords
+from marketplace.protocol import FrameFactory
+
+
+def stop_reactor(reactor=None) -> None:
+    """Stop the reactor if it runs: a daemon that cannot serve should exit."""
+    if reactor is None:
+        from twisted.internet import reactor
+    if reactor.running:
+        reactor.stop()
+
+
+class OrderedMultiService(MultiService):
+    """A MultiService that stops one child at a time, in reverse order."""
+
+    def stopService(self):
+        Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            await defer.maybeDeferred(child.stopService)
+
+
+class Backend(Service):
+    """The customer and product databases of one daemon.
+
+    Starting it starts the embedded PostgreSQL when no database is
+    configured, applies schema.sql and opens both pools; L{ready} fires
+    then.  If that fails the daemon cannot serve, so the reactor is stopped.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings: Settings, reactor=None) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.customer = Database("customer", settings.customer_db, settings.pool_size, reactor)
+        self.product = Database("product", settings.product_db, settings.pool_size, reactor)
+        self.passwords = Passwords()
+        self._embedded: Optional[EmbeddedPostgres] = None
+        self._waiters: list = []
+        self._outcome = None
+        self._sweeper = TimerService(
+            min(60.0, settings.session_timeout), self._sweep
+        )
+
+    @property
+    def ready_failed(self) -> bool:
+        """Whether the databases could not be set up."""
+        return self._outcome not in (None, True)
+
+    def ready(self) -> defer.Deferred:
+        """A Deferred that fires when both databases are open."""
+        if self._outcome is not None:
+            return defer.succeed(None) if self._outcome is True else defer.fail(self._outcome)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _settle(self, outcome) -> None:
+        self._outcome = outcome
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None) if outcome is True else d.errback(outcome)
+
+    def startService(self):
+        super().startService()
+        d = defer.Deferred.fromCoroutine(self._start())
+        d.addCallbacks(lambda _: self._settle(True), self._start_failed)
+
+    async def _start(self) -> None:
+        if self.settings.embedded:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir)
+            self.log.info(
+                "starting the embedded PostgreSQL under {path}",
+                path=self._embedded.data_dir,
+            )
+            dsns = await threads.deferToThread(self._embedded.start)
+            self.customer.dsn = dsns["customer"]
+            self.product.dsn = dsns["product"]
+        await self.customer.start()
+        await self.product.start()
+        await schema.apply_schema(self.customer, schema.CUSTOMER)
+        await schema.apply_schema(self.product, schema.PRODUCT)
+        self._sweeper.startService()
+        self.log.info("databases ready")
+        return None
+
+    def _start_failed(self, failure) -> None:
+        self.log.failure("the databases could not be set up; stopping", failure)
+        self._settle(failure)
+        stop_reactor(self.reactor)
+
+    async def _sweep_once(self) -> None:
+        try:
+            await sweep_sessions(
+                self.customer, self.product, self.settings.session_timeout
+            )
+        except Exception:
+            self.log.failure("session sweep failed; it will run again")
+
+    def _sweep(self) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self._sweep_once())
+
+    def stopService(self):
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._sweeper.running:
+            await defer.maybeDeferred(self._sweeper.stopService)
+        self.customer.stopService()
+        self.product.stopService()
+        if self._embedded is not None:
+            await threads.deferToThread(self._embedded.stop)
+            self._embedded = None
+
+
+class ApiServer(Service):
+    """One API service (C{name}) listening on C{endpoint} once the backend is up."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: IStreamServerEndpoint,
+        factory: FrameFactory,
+        backend: Backend,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.factory = factory
+        self.backend = backend
+        self.port = None
+        self._listening: Optional[defer.Deferred] = None
+
+    def startService(self):
+        super().startService()
+        self._listening = defer.Deferred.fromCoroutine(self._listen())
+        self._listening.addErrback(self._listen_failed)
+
+    async def _listen(self) -> None:
+        await self.backend.ready()
+        self.port = await self.endpoint.listen(self.factory)
+        self.log.info(
+            "{name} service listening on {address}",
+            name=self.name,
+            address=self.port.getHost(),
+        )
+
+    def _listen_failed(self, failure) -> None:
+        if self.backend.ready_failed:
+            return  # the backend has said why, and stopped the reactor
+        self.log.failure("the {name} service cannot listen", failure, name=self.name)
+        stop_reactor(self.backend.reactor)
+
+    def stopService(self):
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.port is not None:
+            await defer.maybeDeferred(self.port.stopListening)
+            self.port = None
+        await self.factory.drain()
+        self.factory.close_connections()

@@ -1,0 +1,1 @@
+"""Tests of the marketplace; run them with `make test`."""

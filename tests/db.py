@@ -1,0 +1,47 @@
+"""The real PostgreSQL the tests run on.
+
+By default each test process starts a throwaway embedded server of its own
+(deleted at exit); set MARKETPLACE_TEST_CUSTOMER_DB and
+MARKETPLACE_TEST_PRODUCT_DB to run on other databases instead (their tables
+are emptied around every test).  A database that cannot be had fails the
+tests; nothing is skipped.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+from marketplace.embedded import EmbeddedPostgres
+
+CUSTOMER_TABLES = ("sessions", "accounts")
+PRODUCT_TABLES = ("active_cart_lines", "saved_cart_lines", "items")
+
+_dsns: Optional[Dict[str, str]] = None
+
+
+def test_dsns() -> Dict[str, str]:
+    """Connection strings of the test databases, by name (customer, product)."""
+    global _dsns
+    if _dsns is None:
+        customer = os.environ.get("MARKETPLACE_TEST_CUSTOMER_DB")
+        product = os.environ.get("MARKETPLACE_TEST_PRODUCT_DB")
+        if customer or product:
+            _dsns = {"customer": customer or product, "product": product or customer}
+        else:
+            _dsns = _start_embedded()
+    return _dsns
+
+
+def _start_embedded() -> Dict[str, str]:
+    folder = Path(tempfile.mkdtemp(prefix="marketplace-test-"))
+    server = EmbeddedPostgres(folder, throwaway=True)
+
+    def stop():
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(stop)
+    return server.start()

@@ -1,0 +1,196 @@
+"""Test fixtures: the real databases, the real services on loopback, and a
+small wire client that speaks PROTOCOL.md's framing.
+
+Nothing here mocks the database: tests that need one get the PostgreSQL of
+L{tests.db}, emptied before each test.
+"""
+
+import json
+import struct
+from collections import deque
+from typing import Any, Dict, Optional
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols.basic import Int32StringReceiver
+
+from marketplace import schema
+from marketplace.config import Settings
+from marketplace.database import Database
+from marketplace.tap import build
+from tests.db import test_dsns
+
+_EMPTY_ALL_TABLES = """
+DO $$
+DECLARE tables text;
+BEGIN
+    SELECT string_agg(quote_ident(tablename), ', ') INTO tables
+    FROM pg_tables WHERE schemaname = 'public';
+    IF tables IS NOT NULL THEN
+        EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE';
+    END IF;
+END $$;
+"""
+
+
+async def open_database(testcase, name: str) -> Database:
+    """The test database C{name} (customer or product), schema applied and
+    every table emptied; closed when the test ends."""
+    database = Database(name, test_dsns()[name], size=2, reactor=reactor)
+    await database.start()
+    testcase.addCleanup(database.stopService)
+    await schema.apply_schema(database, name)
+    await database.execute(_EMPTY_ALL_TABLES)
+    return database
+
+
+async def empty_databases(testcase) -> None:
+    """Apply the schema to both test databases and empty their tables."""
+    for name in ("customer", "product"):
+        await open_database(testcase, name)
+
+
+def test_settings(**overrides) -> Settings:
+    """Settings of a service on the test databases."""
+    dsns = test_dsns()
+    values = dict(customer_db=dsns["customer"], product_db=dsns["product"], pool_size=2)
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningMarketplace:
+    """The real buyer and seller services, in this process, on loopback ports.
+
+    L{restart} stops them and starts new ones on the same ports, which is
+    what a daemon restart looks like to a client.
+    """
+
+    def __init__(self, settings: Settings, services=("seller", "buyer")) -> None:
+        self.settings = settings
+        self.names = services
+        self.ports: Dict[str, int] = {name: 0 for name in services}
+        self.top = None
+
+    async def start(self) -> None:
+        listen = {
+            name: f"tcp:{self.ports[name]}:interface=127.0.0.1" for name in self.names
+        }
+        self.top = build(listen, self.settings, reactor)
+        self.top.startService()
+        servers = [s for s in self.top if hasattr(s, "endpoint")]
+        await servers[0].backend.ready()
+        for server in servers:
+            while server.port is None:
+                await _later(0.01)
+            self.ports[server.name] = server.port.getHost().port
+
+    async def stop(self) -> None:
+        if self.top is not None and self.top.running:
+            await self.top.stopService()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def backend(self):
+        """The L{Backend} of the running services."""
+        return next(s for s in self.top if hasattr(s, "customer"))
+
+
+async def start_marketplace(testcase, **overrides) -> RunningMarketplace:
+    """Start both services on the emptied test databases for one test."""
+    await empty_databases(testcase)
+    market = RunningMarketplace(test_settings(**overrides))
+    await market.start()
+    testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))
+    return market
+
+
+def _later(seconds: float) -> defer.Deferred:
+    d: defer.Deferred = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+class WireClient(Int32StringReceiver):
+    """A bare client of the framing: requests out, answers back in order."""
+
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def connectionMade(self) -> None:
+        self.pending: deque = deque()
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def send_frame(self, frame: bytes) -> defer.Deferred:
+        """Send raw frame bytes (without the length); the decoded answer."""
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append(d)
+        self.sendString(frame)
+        return d
+
+    def send_bytes(self, data: bytes) -> defer.Deferred:
+        """Send raw bytes, framing included; the next answer."""
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append(d)
+        self.transport.write(data)
+        return d
+
+    def request(
+        self,
+        api: str,
+        payload: Optional[dict] = None,
+        session_id: Optional[str] = None,
+        **extra: Any,
+    ) -> defer.Deferred:
+        """Send one request envelope; the decoded answer."""
+        message = {
+            "type": "request",
+            "api": api,
+            "session_id": session_id,
+            "payload": {} if payload is None else payload,
+        }
+        message.update(extra)
+        return self.send_frame(json.dumps(message).encode("utf-8"))
+
+    def stringReceived(self, frame: bytes) -> None:
+        self.pending.popleft().callback(json.loads(frame))
+
+    def connectionLost(self, reason=None) -> None:
+        while self.pending:
+            self.pending.popleft().errback(reason)
+        self.closed.callback(None)
+
+
+async def connect(testcase, port: int) -> WireClient:
+    """A L{WireClient} connected to a loopback port; closed after the test."""
+    client = await connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), WireClient()
+    )
+
+    def close():
+        if client.transport.connected:
+            client.transport.loseConnection()
+            return client.closed
+
+    testcase.addCleanup(close)
+    return client
+
+
+def frame(message: Any) -> bytes:
+    """Length-prefixed bytes of a JSON message."""
+    body = json.dumps(message).encode("utf-8")
+    return struct.pack(">I", len(body)) + body
+
+
+def payload_of(testcase, answer: dict) -> dict:
+    """The payload of a success answer; fails the test on an error answer."""
+    testcase.assertEqual(answer["type"], "response", answer)
+    return answer["payload"]
+
+
+def assert_error(testcase, answer: dict, code: str) -> dict:
+    """Check that C{answer} is an error with C{code}; its error object."""
+    testcase.assertEqual(answer["type"], "error", answer)
+    testcase.assertEqual(answer["error"]["code"], code, answer)
+    testcase.assertIsInstance(answer["error"]["message"], str)
+    return answer["error"]
