@@ -12,7 +12,8 @@ import psycopg2
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
-from txpostgres import reconnection, txpostgres
+from twisted.python.failure import Failure
+from txpostgres import reconnection, retrying, txpostgres
 
 UNAVAILABLE_ERRORS = (
     psycopg2.OperationalError,
@@ -42,6 +43,38 @@ def _is_dead(failure) -> bool:
     return False
 
 
+class _Detector(reconnection.DeadConnectionDetector):
+    """A dead-connection detector whose reconnection attempts can be stopped,
+    for a pool that is closing."""
+
+    _retrying: Optional[defer.Deferred] = None
+
+    def startReconnecting(self, f):  # noqa: N802 (txpostgres name)
+        call = retrying.RetryingCall(self.reconnect)
+        call.reactor = self.reactor
+        self._retrying = call.start(self.reconnectionIterator())
+        self._retrying.addCallback(lambda _: self.connectionRecovered())
+        self._retrying.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    def stop(self) -> None:
+        """Give up reconnecting."""
+        if self._retrying is not None and not self._retrying.called:
+            self._retrying.cancel()
+
+
+class _Connection(txpostgres.Connection):
+    """A txpostgres connection that reports a server gone away while the
+    connection was idle to its detector, instead of as an unhandled error."""
+
+    def doRead(self):  # noqa: N802 (Twisted name)
+        try:
+            super().doRead()
+        except psycopg2.Error:
+            self.reactor.removeReader(self)
+            if self.detector is not None:
+                self.detector.checkForDeadConnection(Failure())
+
+
 class _Pool(txpostgres.ConnectionPool):
     """A txpostgres pool whose connections reconnect by themselves and
     which hands out a live connection before a dead one."""
@@ -51,10 +84,8 @@ class _Pool(txpostgres.ConnectionPool):
         super().__init__(None, dsn, min=size)
 
     def connectionFactory(self, reactor, cooperator):  # noqa: N802 (txpostgres name)
-        detector = reconnection.DeadConnectionDetector(
-            deathChecker=_is_dead, reactor=reactor
-        )
-        return txpostgres.Connection(reactor, cooperator, detector=detector)
+        detector = _Detector(deathChecker=_is_dead, reactor=reactor)
+        return _Connection(reactor, cooperator, detector=detector)
 
     def start(self):
         log = Logger()
@@ -99,7 +130,7 @@ class _Pool(txpostgres.ConnectionPool):
 
     def close(self):
         for c in self.connections:
-            c.detector.reconnectable = None
+            c.detector.stop()
         super().close()
 
 

@@ -10,13 +10,13 @@ from typing import Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
 from marketplace import schema
 from marketplace.config import Settings
-from marketplace.database import Database
+from marketplace.database import Database, is_unavailable
 from marketplace.embedded import EmbeddedPostgres
 from marketplace.housekeeping import sweep_sessions
 from marketplace.passwords import Passwords
@@ -102,11 +102,41 @@ class Backend(Service):
             self.product.dsn = dsns["product"]
         await self.customer.start()
         await self.product.start()
-        await schema.apply_schema(self.customer, schema.CUSTOMER)
-        await schema.apply_schema(self.product, schema.PRODUCT)
+        await self._apply_schema_when_reachable(
+            [(self.customer, schema.CUSTOMER), (self.product, schema.PRODUCT)]
+        )
         self._sweeper.startService()
         self.log.info("databases ready")
         return None
+
+    async def _apply_schema_when_reachable(self, parts) -> None:
+        """Apply schema.sql, waiting (with backoff) for a database that
+        cannot be reached yet rather than giving up."""
+        delay = 0.5
+        for database, part in parts:
+            while True:
+                try:
+                    await schema.apply_schema(database, part)
+                    break
+                except Exception as e:
+                    if not is_unavailable(e) or not self.running:
+                        raise
+                    self.log.warn(
+                        "the {name} database cannot be reached ({error});"
+                        " trying again in {delay:.0f} s",
+                        name=database.name,
+                        error=str(e).strip(),
+                        delay=delay,
+                    )
+                    await task.deferLater(self._clock(), delay, lambda: None)
+                    delay = min(delay * 2, 10.0)
+
+    def _clock(self):
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
 
     def _start_failed(self, failure) -> None:
         self.log.failure("the databases could not be set up; stopping", failure)
