@@ -1,0 +1,122 @@
+"""The real twistd plugins, as separate processes on the embedded database.
+
+Two daemons on one data folder share one embedded PostgreSQL, which stops
+when the last of them stops.
+"""
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial import unittest
+
+from tests.support import WireClient, payload_of
+from tests.test_seller_api import PHONE_CASE
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Daemon(protocol.ProcessProtocol):
+    def __init__(self):
+        self.output = []
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def log(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+    def processEnded(self, reason):
+        # twistd ends itself with the signal that stopped it, once stopped.
+        value = reason.value
+        self.ended.callback(value.exitCode == 0 or value.signal == signal.SIGTERM)
+
+
+def start_daemon(testcase, cwd: Path, plugin: str, *args: str) -> _Daemon:
+    """Run C{twistd -n PLUGIN ARGS} with this checkout's code; killed after the test."""
+    daemon = _Daemon()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [str(TWISTD), "--nodaemon", "--pidfile=", plugin, *args]
+    process = reactor.spawnProcess(daemon, command[0], command, env=env, path=str(cwd))
+
+    def kill():
+        if not daemon.ended.called:
+            process.signalProcess("KILL")
+            return daemon.ended
+
+    testcase.addCleanup(kill)
+    daemon.process = process
+    return daemon
+
+
+async def connect_when_up(port: int, daemon: _Daemon) -> WireClient:
+    for _ in range(600):
+        if daemon.ended.called:
+            raise AssertionError(daemon.log())
+        try:
+            return await connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", port), WireClient()
+            )
+        except Exception:
+            await task.deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("the daemon did not listen within 60 s")
+
+
+class DaemonTests(unittest.TestCase):
+    timeout = 180
+
+    async def test_two_daemons_share_the_embedded_database(self):
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir(parents=True)
+        data = cwd / "data"
+        seller_port, buyer_port = free_port(), free_port()
+        seller_daemon = start_daemon(
+            self, cwd, "marketplace-seller", "--listen", f"tcp:{seller_port}:interface=127.0.0.1",
+            "--data-dir", str(data),
+        )
+        seller = await connect_when_up(seller_port, seller_daemon)
+        buyer_daemon = start_daemon(
+            self, cwd, "marketplace-buyer", "--listen", f"tcp:{buyer_port}:interface=127.0.0.1",
+            "--data-dir", str(data),
+        )
+        buyer = await connect_when_up(buyer_port, buyer_daemon)
+
+        account = {"username": "s", "password": "p"}
+        payload_of(self, await seller.request("CreateAccount", account))
+        session = payload_of(self, await seller.request("Login", account))["session_id"]
+        item = await seller.request("RegisterItemForSale", PHONE_CASE, session)
+        item_id = payload_of(self, item)["item_id"]
+
+        account = {"username": "b", "password": "p"}
+        payload_of(self, await buyer.request("CreateAccount", account))
+        session = payload_of(self, await buyer.request("Login", account))["session_id"]
+        found = await buyer.request("GetItem", {"item_id": item_id}, session)
+        self.assertEqual(payload_of(self, found)["item_name"], "Phone case")
+
+        seller.transport.loseConnection()
+        seller_daemon.process.signalProcess(signal.SIGTERM)
+        self.assertTrue(await seller_daemon.ended, seller_daemon.log())
+        pid_file = data / "postgres" / "postmaster.pid"
+        self.assertTrue(pid_file.exists(), "the buyer daemon still uses the server")
+        found = await buyer.request("GetItem", {"item_id": item_id}, session)
+        payload_of(self, found)
+
+        buyer.transport.loseConnection()
+        buyer_daemon.process.signalProcess(signal.SIGTERM)
+        self.assertTrue(await buyer_daemon.ended, buyer_daemon.log())
+        self.assertFalse(pid_file.exists(), "the last daemon stopped the server")
