@@ -1,0 +1,252 @@
+"""One service's connection: made when first needed, made again when lost.
+
+A L{Connection} sends request envelopes over a L{ClientProtocol} and turns
+error answers into L{ClientError}.  When the connection is lost, the next
+request connects again, waiting between attempts with exponential backoff.
+A request that was on the wire when the connection went is sent again only
+if the caller says that doing it twice cannot matter (C{retry=True});
+otherwise it fails with C{UNAVAILABLE}, since it may or may not have been
+carried out.
+"""
+
+import random
+from typing import Callable, Optional, Union
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from marketplace.client.errors import ClientError
+from marketplace.client.wire import ClientProtocol
+from marketplace.errors import INTERNAL, UNAVAILABLE
+
+
+def _quote(value: str) -> str:
+    """Escape a value for an endpoint description."""
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def endpoint_description(host: str, port: int) -> str:
+    """The client endpoint description of a plain TCP connection."""
+    return f"tcp:host={_quote(host)}:port={int(port)}"
+
+
+class Connection:
+    """Requests to one service over one connection at a time.
+
+    @param endpoint: where the service is: a client endpoint description
+        for L{clientFromString} (C{"tcp:host=example.com:port=8081"},
+        C{"tls:example.com:8081"}) or an L{IStreamClientEndpoint}.
+    @param initial_delay: seconds to wait after the first failed attempt to
+        connect; each further failure doubles it, up to C{max_delay}.
+    @param give_up_after: seconds of failed attempts after which a request
+        fails with C{UNAVAILABLE}.
+    @param max_retries: how many times one request is sent again after
+        losing its connection or being answered C{UNAVAILABLE}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: Union[str, IStreamClientEndpoint],
+        reactor=None,
+        *,
+        initial_delay: float = 0.1,
+        max_delay: float = 5.0,
+        give_up_after: float = 30.0,
+        max_retries: int = 5,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        if isinstance(endpoint, str):
+            self.description = endpoint
+            endpoint = clientFromString(reactor, endpoint)
+        else:
+            self.description = repr(endpoint)
+        self._endpoint = endpoint
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.give_up_after = give_up_after
+        self.max_retries = max_retries
+        self._protocol: Optional[ClientProtocol] = None
+        self._connect_waiters: Optional[list] = None
+        # Connection attempts and backoff waits under way, so that close()
+        # can cancel them.
+        self._pending: set = set()
+        self._closed = False
+        #: How many connections were made (the first one included).
+        self.connections_made = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now."""
+        return self._protocol is not None and self._protocol.open
+
+    def connect(self) -> "defer.Deferred[None]":
+        """Connect now rather than at the first request."""
+        return self._connection().addCallback(lambda _: None)
+
+    def _connection(self) -> "defer.Deferred[ClientProtocol]":
+        """The open connection, connecting first if there is none."""
+        protocol = self._protocol
+        if protocol is not None and protocol.open:
+            return defer.succeed(protocol)
+        if self._closed:
+            return defer.fail(ClientError(UNAVAILABLE, "the client is closed"))
+        d: defer.Deferred = defer.Deferred()
+        if self._connect_waiters is None:
+            # One attempt serves every request that waits for it; they are
+            # sent in the order they asked, which keeps the answers in order.
+            self._connect_waiters = [d]
+            defer.Deferred.fromCoroutine(self._reconnect()).addBoth(self._connected)
+        else:
+            self._connect_waiters.append(d)
+        return d
+
+    def _connected(self, result) -> None:
+        waiters, self._connect_waiters = self._connect_waiters, None
+        for d in waiters:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    async def _reconnect(self) -> ClientProtocol:
+        clock = self._reactor
+        deadline = clock.seconds() + self.give_up_after
+        delay = self.initial_delay
+        while True:
+            try:
+                protocol = await self._cancellable(
+                    connectProtocol(self._endpoint, ClientProtocol())
+                )
+            except defer.CancelledError:
+                raise ClientError(UNAVAILABLE, "the client is closed")
+            except (ConnectError, DNSLookupError, OSError) as e:
+                # Jitter keeps many clients of a restarted service from
+                # coming back all at the same moment.
+                wait = delay * random.uniform(0.8, 1.2)
+                if clock.seconds() + wait > deadline:
+                    raise ClientError(
+                        UNAVAILABLE,
+                        f"the service at {self.description} cannot be reached ({e})",
+                    )
+                self.log.info(
+                    "cannot connect to {where} ({error}); trying again in {wait:.2f} s",
+                    where=self.description,
+                    error=e,
+                    wait=wait,
+                )
+                await self._sleep(wait)
+                delay = min(delay * 2, self.max_delay)
+            else:
+                self.connections_made += 1
+                self._protocol = protocol
+                return protocol
+
+    async def _cancellable(self, d: defer.Deferred):
+        """Await C{d}, letting L{close} cancel it meanwhile."""
+        self._pending.add(d)
+        try:
+            return await d
+        finally:
+            self._pending.discard(d)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await self._cancellable(
+                task.deferLater(self._reactor, seconds, lambda: None)
+            )
+        except defer.CancelledError:
+            raise ClientError(UNAVAILABLE, "the client is closed")
+
+    async def call(
+        self,
+        message: dict,
+        retry: bool,
+        on_retry: Optional[Callable[[], None]] = None,
+    ) -> dict:
+        """Send a request envelope; the payload of its answer.
+
+        Raises L{ClientError} for an error answer, and C{UNAVAILABLE} when
+        the service cannot be reached.  With C{retry}, a request whose
+        connection was lost before the answer came (or that was answered
+        C{UNAVAILABLE}) is sent again, calling C{on_retry} first; without
+        it that is an C{UNAVAILABLE} error.
+        """
+        api = message.get("api", "")
+        retries = 0
+        while True:
+            protocol = await self._connection()
+            try:
+                answer = await protocol.request(message)
+            except ConnectionLost:
+                if self._closed:
+                    raise ClientError(
+                        UNAVAILABLE, "the client was closed before the answer came", api
+                    )
+                if not retry:
+                    raise ClientError(
+                        UNAVAILABLE,
+                        f"the connection was lost before {api} was answered;"
+                        " it may or may not have been carried out",
+                        api,
+                    )
+                failed = "the connection was lost"
+            else:
+                kind = answer.get("type")
+                if kind == "response":
+                    payload = answer.get("payload")
+                    return payload if isinstance(payload, dict) else {}
+                error = _error_of(answer, api)
+                if error.code != UNAVAILABLE or not retry or self._closed:
+                    raise error
+                failed = error.message
+            retries += 1
+            if retries > self.max_retries:
+                raise ClientError(
+                    UNAVAILABLE, f"{api} failed {retries} times: {failed}", api
+                )
+            self.log.info(
+                "{api} failed ({failed}); sending it again", api=api, failed=failed
+            )
+            if on_retry is not None:
+                on_retry()
+            if retries > 1 or self.connected:
+                await self._sleep(
+                    min(self.initial_delay * 2 ** (retries - 1), self.max_delay)
+                )
+
+    def close(self) -> "defer.Deferred[None]":
+        """Close the connection (requests still waiting fail with
+        C{UNAVAILABLE}); no request can be made after this."""
+        self._closed = True
+        for d in list(self._pending):
+            d.cancel()
+        protocol = self._protocol
+        if protocol is not None and protocol.open:
+            protocol.transport.loseConnection()
+            return protocol.when_lost()
+        return defer.succeed(None)
+
+
+def _error_of(answer: dict, api: str) -> ClientError:
+    """The L{ClientError} of an error answer (or of a malformed one)."""
+    error = answer.get("error")
+    if answer.get("type") != "error" or not isinstance(error, dict):
+        return ClientError(INTERNAL, "the server sent an answer this client cannot read", api)
+    code = error.get("code")
+    message = error.get("message")
+    return ClientError(
+        code if isinstance(code, str) else INTERNAL,
+        message if isinstance(message, str) else "the server gave no reason",
+        api,
+    )
+
+
+__all__ = ["Connection", "endpoint_description"]

@@ -1,0 +1,497 @@
+"""The client library (marketplace.client) against the real services.
+
+L{CuttingProxy} sits between a client and a service to lose connections at
+chosen moments: after the service has answered, before the client hears
+it, which is when a retry could do a thing twice.
+"""
+
+import json
+from decimal import Decimal
+from typing import List, Optional
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.trial import unittest
+
+from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.errors import (
+    BAD_REQUEST,
+    EMPTY_CART,
+    FORBIDDEN,
+    INVALID_CREDENTIALS,
+    INVALID_SESSION,
+    NOT_FOUND,
+    NOT_LOGGED_IN,
+    OUT_OF_STOCK,
+    UNAVAILABLE,
+    UNKNOWN_API,
+    USERNAME_TAKEN,
+    ApiError,
+)
+from tests.support import start_marketplace
+
+#: What MakePurchase and ProvideFeedback may answer while their server side
+#: is being written: the real error, or UNKNOWN_API before it exists.
+PURCHASE_ERRORS = {EMPTY_CART, UNKNOWN_API}
+FEEDBACK_ERRORS = {FORBIDDEN, UNKNOWN_API}
+
+
+class _Front(Int32StringReceiver):
+    """The proxy's side facing the client."""
+
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def connectionMade(self) -> None:
+        self.proxy = self.factory
+        self.proxy.fronts.append(self)
+        self.back: Optional[_Back] = None
+        self.queued: List[bytes] = []
+        d = connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port), _Back(self)
+        )
+        d.addCallback(self._back_ready)
+        d.addErrback(lambda _: self.transport.abortConnection())
+
+    def _back_ready(self, back: "_Back") -> None:
+        self.back = back
+        for frame in self.queued:
+            back.sendString(frame)
+        self.queued = []
+
+    def stringReceived(self, frame: bytes) -> None:
+        self.proxy.requests.append(json.loads(frame))
+        if self.back is None:
+            self.queued.append(frame)
+        else:
+            self.back.sendString(frame)
+
+    def connectionLost(self, reason=None) -> None:
+        if self.back is not None:
+            self.back.transport.abortConnection()
+
+
+class _Back(Int32StringReceiver):
+    """The proxy's side facing the service."""
+
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def __init__(self, front: _Front) -> None:
+        self.front = front
+
+    def stringReceived(self, frame: bytes) -> None:
+        proxy = self.front.proxy
+        if proxy.cuts > 0:
+            # The service has done the request; the client never hears so.
+            proxy.cuts -= 1
+            self.front.transport.abortConnection()
+            self.transport.abortConnection()
+        else:
+            self.front.sendString(frame)
+
+
+class CuttingProxy(Factory):
+    """A framing-aware TCP proxy to a service on loopback C{port}.
+
+    It records every request it forwards (decoded) in L{requests}; while
+    L{cuts} is above zero, each answer from the service is dropped together
+    with both connections, and L{cuts} goes down by one.
+    """
+
+    protocol = _Front
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cuts = 0
+        self.requests: List[dict] = []
+        self.fronts: List[_Front] = []
+        self.listening = None
+
+    def apis(self) -> List[str]:
+        """The APIs of the requests forwarded so far, in order."""
+        return [r["api"] for r in self.requests]
+
+    async def start(self, testcase) -> str:
+        """Listen on a loopback port; the endpoint description to use."""
+        self.listening = reactor.listenTCP(0, self, interface="127.0.0.1")
+        testcase.addCleanup(self.stop)
+        return f"tcp:host=127.0.0.1:port={self.listening.getHost().port}"
+
+    def stop(self) -> defer.Deferred:
+        for front in self.fronts:
+            front.transport.abortConnection()
+        return defer.maybeDeferred(self.listening.stopListening)
+
+
+def service(market, name: str) -> str:
+    """The endpoint description of one of the running services."""
+    return f"tcp:host=127.0.0.1:port={market.ports[name]}"
+
+
+def make_client(testcase, client_class, endpoint: str, **options):
+    """A client of C{endpoint}, closed when the test ends."""
+    client = client_class(endpoint, reactor=reactor, **options)
+    testcase.addCleanup(client.close)
+    return client
+
+
+async def seller_with_items(testcase, market, username="sam"):
+    """A logged-in seller with two items on sale; (client, [item ids])."""
+    seller = make_client(testcase, SellerClient, service(market, "seller"))
+    await seller.create_account(username, "pw", "Sam's Shop")
+    await seller.login(username, "pw")
+    mug = await seller.register_item_for_sale(
+        "Blue mug", 3, ["mug", "kitchen"], "new", Decimal("4.50"), 10
+    )
+    lamp = await seller.register_item_for_sale("Desk lamp", 3, ["lamp"], "used", 12, 2)
+    return seller, [mug["item_id"], lamp["item_id"]]
+
+
+async def logged_in_buyer(testcase, endpoint: str, username="bea", **options):
+    """A buyer with an account, logged in."""
+    buyer = make_client(testcase, BuyerClient, endpoint, **options)
+    await buyer.create_account(username, "pw")
+    await buyer.login(username, "pw")
+    return buyer
+
+
+class ClientErrorTests(unittest.SynchronousTestCase):
+    """The exception type itself."""
+
+    def test_carries_code_message_and_api(self):
+        e = ClientError(OUT_OF_STOCK, "only 2 units of 3-17 left", "AddItemToCart")
+        self.assertIsInstance(e, ApiError)
+        self.assertEqual(
+            (e.code, e.message, e.api), (OUT_OF_STOCK, "only 2 units of 3-17 left", "AddItemToCart")
+        )
+        self.assertEqual(str(e), "OUT_OF_STOCK: only 2 units of 3-17 left")
+
+    def test_accepts_codes_added_later(self):
+        self.assertEqual(ClientError("SOMETHING_NEW", "m").code, "SOMETHING_NEW")
+
+
+class SellerClientTests(unittest.TestCase):
+    """Every seller API through L{SellerClient}."""
+
+    async def test_every_method(self):
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        created = await seller.create_account("sam", "pw", "Sam's Shop")
+        self.assertIsInstance(created["seller_id"], int)
+        answer = await seller.login("sam", "pw")
+        self.assertEqual(seller.session_id, answer["session_id"])
+        self.assertEqual(seller.user_id, created["seller_id"])
+        self.assertEqual(seller.username, "sam")
+
+        registered = await seller.register_item_for_sale(
+            "Blue mug", 3, ["Mug", "kitchen"], "NEW", "4.50", 10
+        )
+        item_id = registered["item_id"]
+        self.assertTrue(item_id.startswith("3-"), item_id)
+
+        item = await seller.change_item_price(item_id, Decimal("3.99"))
+        self.assertEqual(item["price"], Decimal("3.99"))
+        item = await seller.update_units_for_sale(item_id, 4)
+        self.assertEqual(item["quantity"], 6)
+
+        items = (await seller.display_items_for_sale())["items"]
+        self.assertEqual([i["item_id"] for i in items], [item_id])
+        self.assertEqual(items[0]["keywords"], ["mug", "kitchen"])
+        self.assertEqual(items[0]["condition"], "new")
+
+        rating = await seller.get_seller_rating()
+        self.assertEqual(
+            rating,
+            {
+                "seller_id": created["seller_id"],
+                "name": "Sam's Shop",
+                "thumbs_up": 0,
+                "thumbs_down": 0,
+                "items_sold": 0,
+            },
+        )
+
+        self.assertEqual(await seller.logout(), {})
+        self.assertIsNone(seller.session_id)
+        e = await self.assertFailure(seller.display_items_for_sale(), ClientError)
+        self.assertEqual(e.code, NOT_LOGGED_IN)
+
+
+class BuyerClientTests(unittest.TestCase):
+    """Every buyer API through L{BuyerClient}."""
+
+    async def test_every_method(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        buyer = make_client(self, BuyerClient, service(market, "buyer"))
+        created = await buyer.create_account("bea", "pw")
+        self.assertIsInstance(created["buyer_id"], int)
+        await buyer.login("bea", "pw")
+        self.assertEqual(buyer.user_id, created["buyer_id"])
+
+        found = (await buyer.search_items_for_sale(3, ["mug"]))["items"]
+        self.assertEqual([i["item_id"] for i in found], [mug])
+        self.assertEqual(found[0]["score"], Decimal("1.5"))
+        everything = await buyer.search_items_for_sale(3, limit=1, offset=1)
+        self.assertEqual(len(everything["items"]), 1)
+
+        item = await buyer.get_item(lamp)
+        self.assertEqual((item["item_name"], item["price"]), ("Desk lamp", 12))
+
+        cart = await buyer.add_item_to_cart(mug, 3)
+        self.assertEqual(cart["total"], Decimal("13.5"))
+        cart = await buyer.add_item_to_cart(lamp)
+        self.assertEqual([(line["item_id"], line["quantity"]) for line in cart["cart"]], [(mug, 3), (lamp, 1)])
+        cart = await buyer.remove_item_from_cart(mug, 2)
+        self.assertEqual(cart["total"], Decimal("16.5"))
+        self.assertEqual((await buyer.save_cart())["total"], Decimal("16.5"))
+        self.assertEqual(await buyer.clear_cart(), {"cart": [], "total": 0})
+        self.assertEqual((await buyer.display_cart())["cart"], [])
+
+        # A new session starts with the saved cart.
+        await buyer.logout()
+        await buyer.login("bea", "pw")
+        cart = await buyer.display_cart()
+        self.assertEqual(cart["total"], Decimal("16.5"))
+
+        rating = await buyer.get_seller_rating(seller.user_id)
+        self.assertEqual(rating["name"], "Sam's Shop")
+        purchases = await buyer.get_buyer_purchases()
+        self.assertEqual(purchases["items_purchased"], 0)
+
+        await buyer.logout()
+        self.assertIsNone(buyer.session_id)
+
+    async def test_purchase_and_feedback_are_sent(self):
+        """MakePurchase and ProvideFeedback send PROTOCOL.md's payloads (with
+        a fresh idempotency key per purchase) and their errors are mapped."""
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await proxy.start(self))
+
+        for _ in range(2):
+            e = await self.assertFailure(
+                buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123"),
+                ClientError,
+            )
+            self.assertIn(e.code, PURCHASE_ERRORS)
+            self.assertEqual(e.api, "MakePurchase")
+        first, second = [r for r in proxy.requests if r["api"] == "MakePurchase"]
+        self.assertEqual(first["session_id"], buyer.session_id)
+        key = first["payload"].pop("idempotency_key")
+        self.assertEqual(
+            first["payload"],
+            {
+                "name": "Bea B",
+                "card_number": "4111111111111111",
+                "expiration_date": "12/30",
+                "security_code": "123",
+            },
+        )
+        self.assertTrue(key)
+        self.assertNotEqual(key, second["payload"]["idempotency_key"])
+
+        await self.assertFailure(
+            buyer.make_purchase("Bea B", "4111", "12/30", "123", idempotency_key="k-1"),
+            ClientError,
+        )
+        self.assertEqual(proxy.requests[-1]["payload"]["idempotency_key"], "k-1")
+
+        e = await self.assertFailure(buyer.provide_feedback(mug, True), ClientError)
+        self.assertIn(e.code, FEEDBACK_ERRORS)
+        self.assertEqual(proxy.requests[-1]["api"], "ProvideFeedback")
+        self.assertEqual(proxy.requests[-1]["payload"], {"item_id": mug, "thumbs_up": True})
+
+
+class ErrorMappingTests(unittest.TestCase):
+    """Error answers become L{ClientError} with the server's code."""
+
+    async def assert_code(self, d: defer.Deferred, code: str) -> ClientError:
+        e = await self.assertFailure(d, ClientError)
+        self.assertEqual(e.code, code, e.message)
+        self.assertIsInstance(e.message, str)
+        self.assertTrue(e.message)
+        return e
+
+    async def test_codes(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        other = make_client(self, SellerClient, service(market, "seller"))
+        await self.assert_code(other.create_account("sam", "x"), USERNAME_TAKEN)
+        await self.assert_code(other.login("sam", "wrong"), INVALID_CREDENTIALS)
+        self.assertIsNone(other.session_id)
+        await other.create_account("otto", "pw")
+        await other.login("otto", "pw")
+        await self.assert_code(other.change_item_price(mug, 1), FORBIDDEN)
+        await self.assert_code(seller.update_units_for_sale(lamp, 3), BAD_REQUEST)
+
+        buyer = await logged_in_buyer(self, service(market, "buyer"))
+        e = await self.assert_code(buyer.get_item("3-999999"), NOT_FOUND)
+        self.assertEqual(e.api, "GetItem")
+        await self.assert_code(buyer.add_item_to_cart(lamp, 3), OUT_OF_STOCK)
+        await self.assert_code(buyer.add_item_to_cart(lamp, 0), BAD_REQUEST)
+        await self.assert_code(buyer.call("NoSuchApi", {}), UNKNOWN_API)
+
+        # A seller's session is not a buyer's; the dead session is forgotten.
+        buyer.session_id = seller.session_id
+        await self.assert_code(buyer.display_cart(), INVALID_SESSION)
+        self.assertIsNone(buyer.session_id)
+        await self.assert_code(buyer.display_cart(), NOT_LOGGED_IN)
+
+    async def test_unreachable_service(self):
+        """With nothing listening, a call fails with UNAVAILABLE once the
+        client gives up connecting."""
+        market = await start_marketplace(self)
+        endpoint = service(market, "buyer")
+        await market.stop()
+        buyer = make_client(
+            self, BuyerClient, endpoint, initial_delay=0.01, give_up_after=0.1
+        )
+        e = await self.assertFailure(buyer.create_account("bea", "pw"), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("cannot be reached", e.message)
+
+    async def test_closed_client(self):
+        market = await start_marketplace(self)
+        buyer = await logged_in_buyer(self, service(market, "buyer"))
+        await buyer.close()
+        e = await self.assertFailure(buyer.display_cart(), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+
+
+class PipeliningTests(unittest.TestCase):
+    """Many requests in flight on one connection, answered in order."""
+
+    async def test_answers_match_requests(self):
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        await seller.create_account("sam", "pw")
+        await seller.login("sam", "pw")
+        names = [f"thing {n}" for n in range(20)]
+        # All twenty registrations are on the wire before any answer.
+        pending = [seller.register_item_for_sale(name, 1, [], "new", n, 1) for n, name in enumerate(names)]
+        self.assertEqual(len(seller.connection._protocol._waiting), 20)
+        ids = [answer["item_id"] for answer in await defer.gatherResults(pending)]
+
+        buyer = await logged_in_buyer(self, service(market, "buyer"))
+        pending = [buyer.get_item(item_id) for item_id in reversed(ids)]
+        pending.append(buyer.display_cart())
+        answers = await defer.gatherResults(pending)
+        self.assertEqual([a["item_name"] for a in answers[:-1]], list(reversed(names)))
+        self.assertEqual(answers[-1]["cart"], [])
+        self.assertEqual(seller.connection.connections_made, 1)
+        self.assertEqual(buyer.connection.connections_made, 1)
+
+    async def test_open_clients(self):
+        """open_clients connects each client on its own connection."""
+        market = await start_marketplace(self)
+        buyers = await open_clients(BuyerClient, 3, service(market, "buyer"), reactor)
+        for buyer in buyers:
+            self.addCleanup(buyer.close)
+        self.assertTrue(all(b.connection.connected for b in buyers))
+        protocols = {id(b.connection._protocol) for b in buyers}
+        self.assertEqual(len(protocols), 3)
+        await defer.gatherResults(
+            [b.create_account(f"b{n}", "pw") for n, b in enumerate(buyers)]
+        )
+        await defer.gatherResults([b.login(f"b{n}", "pw") for n, b in enumerate(buyers)])
+        self.assertEqual(len({b.session_id for b in buyers}), 3)
+
+
+class ReconnectTests(unittest.TestCase):
+    """Restarts and lost connections keep the session."""
+
+    async def test_restart_keeps_the_session(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        buyer = await logged_in_buyer(self, service(market, "buyer"))
+        await buyer.add_item_to_cart(mug, 2)
+        session = buyer.session_id
+
+        await market.restart()
+
+        cart = await buyer.display_cart()
+        self.assertEqual([(line["item_id"], line["quantity"]) for line in cart["cart"]], [(mug, 2)])
+        self.assertEqual(buyer.session_id, session)
+        self.assertEqual(buyer.connection.connections_made, 2)
+        # Not in flight when the connection went, so sent once, normally.
+        cart = await buyer.add_item_to_cart(lamp)
+        self.assertEqual(len(cart["cart"]), 2)
+        items = (await seller.display_items_for_sale())["items"]
+        self.assertEqual(len(items), 2)
+        self.assertEqual(seller.connection.connections_made, 2)
+
+    async def test_waits_for_a_stopped_service(self):
+        """A call made while the service is down is answered once it is up."""
+        market = await start_marketplace(self)
+        buyer = await logged_in_buyer(self, service(market, "buyer"), initial_delay=0.02)
+        await market.stop()
+        d = buyer.display_cart()
+        await market.start()
+        self.assertEqual((await d)["cart"], [])
+
+    async def test_reads_are_sent_again(self):
+        market = await start_marketplace(self)
+        proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await proxy.start(self))
+        proxy.cuts = 1
+        self.assertEqual((await buyer.display_cart())["cart"], [])
+        self.assertEqual(proxy.apis()[-2:], ["DisplayCart", "DisplayCart"])
+        self.assertEqual(buyer.connection.connections_made, 2)
+
+    async def test_logout_sent_again(self):
+        """A Logout that took effect before its answer was lost succeeds."""
+        market = await start_marketplace(self)
+        proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await proxy.start(self))
+        proxy.cuts = 1
+        self.assertEqual(await buyer.logout(), {})
+        self.assertEqual(proxy.apis()[-2:], ["Logout", "Logout"])
+        self.assertIsNone(buyer.session_id)
+
+    async def test_purchase_sent_again_with_its_key(self):
+        market = await start_marketplace(self)
+        proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await proxy.start(self))
+        proxy.cuts = 1
+        e = await self.assertFailure(
+            buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123"), ClientError
+        )
+        self.assertIn(e.code, PURCHASE_ERRORS)
+        first, second = proxy.requests[-2:]
+        self.assertEqual(first["api"], "MakePurchase")
+        self.assertEqual(first, second)
+
+    async def test_non_idempotent_calls_are_not_sent_again(self):
+        """AddItemToCart, CreateAccount and RegisterItemForSale whose answer
+        was lost fail with UNAVAILABLE, and were carried out exactly once."""
+        market = await start_marketplace(self)
+        seller_proxy = CuttingProxy(market.ports["seller"])
+        seller = make_client(self, SellerClient, await seller_proxy.start(self))
+        seller_proxy.cuts = 1
+        e = await self.assertFailure(seller.create_account("sam", "pw"), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("may or may not", e.message)
+        await seller.login("sam", "pw")
+        seller_proxy.cuts = 1
+        e = await self.assertFailure(
+            seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5), ClientError
+        )
+        self.assertEqual(e.code, UNAVAILABLE)
+        items = (await seller.display_items_for_sale())["items"]
+        self.assertEqual([i["item_name"] for i in items], ["Blue mug"])
+        self.assertEqual(
+            seller_proxy.apis(),
+            ["CreateAccount", "Login", "RegisterItemForSale", "DisplayItemsForSale"],
+        )
+
+        buyer_proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await buyer_proxy.start(self))
+        buyer_proxy.cuts = 1
+        e = await self.assertFailure(buyer.add_item_to_cart(items[0]["item_id"]), ClientError)
+        self.assertEqual((e.code, e.api), (UNAVAILABLE, "AddItemToCart"))
+        cart = await buyer.display_cart()
+        self.assertEqual(cart["cart"][0]["quantity"], 1)
+        self.assertEqual(buyer_proxy.apis().count("AddItemToCart"), 1)
