@@ -97,6 +97,7 @@ class FrameFactory(Factory):
     """
 
     protocol = FrameProtocol
+    noisy = False
 
     def __init__(
         self,
