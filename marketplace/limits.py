@@ -1,0 +1,130 @@
+"""Limits that keep hostile or broken clients from starving honest ones.
+
+One L{Limits} is shared by every listener of a daemon:
+
+- C{max_connections}: connections open at once, over all of the daemon's
+  services; a connection beyond it is closed as soon as it is accepted.
+- C{max_in_flight}: requests of one connection being worked on at once.  A
+  client that pipelines more is not refused: the server stops reading from
+  that connection until answers drain below the cap, so the client's own
+  sending slows down (TCP flow control) and the other connections go on.
+- C{frame_timeout}: seconds a connection may take to send the rest of a
+  frame it has started; one that stalls half-way is closed.
+
+Failed logins are limited in the customer database (see
+L{marketplace.accounts}); their numbers are here.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from twisted.python import usage
+
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_FRAME_TIMEOUT = 30.0
+
+#: Failed logins of one username (per role) after which Login answers
+#: RATE_LIMITED, until LOGIN_WINDOW seconds have passed since the first.
+MAX_LOGIN_FAILURES = 5
+LOGIN_WINDOW = 300.0
+
+OPTIONS = [
+    ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
+     "Connections open at once, over all of this daemon's services;"
+     " more are closed as soon as they are accepted."],
+    ["max-in-flight", None, str(DEFAULT_MAX_IN_FLIGHT),
+     "Requests of one connection worked on at once; beyond it the server"
+     " stops reading that connection until answers drain."],
+    ["frame-timeout", None, str(DEFAULT_FRAME_TIMEOUT),
+     "Seconds a client may take to finish sending a frame it has started;"
+     " a connection that stalls half-way is closed."],
+]
+
+
+@dataclass
+class Limits:
+    """The limits of one daemon, and its count of open connections.
+
+    C{clock} (an L{IReactorTime}) runs the frame timeouts; None means the
+    global reactor.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    clock: Any = None
+    open_connections: int = 0
+    #: Whether connections are being refused now (to log it once).
+    refusing: bool = False
+
+    def admit(self) -> bool:
+        """Count a new connection in, unless the daemon is full."""
+        if self.open_connections >= self.max_connections:
+            return False
+        self.open_connections += 1
+        return True
+
+    def release(self) -> None:
+        """Count an admitted connection out."""
+        self.open_connections -= 1
+        self.refusing = False
+
+    def call_later(self, seconds: float, f, *args):
+        """Schedule C{f(*args)} on the clock; the L{IDelayedCall}."""
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        return clock.callLater(seconds, f, *args)
+
+
+def from_options(options) -> Limits:
+    """The L{Limits} named by the L{OPTIONS} of parsed twistd options."""
+    try:
+        limits = Limits(
+            max_connections=int(options["max-connections"]),
+            max_in_flight=int(options["max-in-flight"]),
+            frame_timeout=float(options["frame-timeout"]),
+        )
+    except ValueError as e:
+        raise usage.UsageError(f"a limit is not a number: {e}")
+    if limits.max_connections < 1 or limits.max_in_flight < 1 or limits.frame_timeout <= 0:
+        raise usage.UsageError(
+            "--max-connections and --max-in-flight must be at least 1,"
+            " --frame-timeout above 0"
+        )
+    return limits
+
+
+def listen_descriptions(value: Optional[Any]) -> list:
+    """Endpoint descriptions given as one string or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def make_repeatable(options: usage.Options, *names: str) -> None:
+    """Let the parameters C{names} of C{options} be given several times.
+
+    The value stays the default string until the option is given; then it
+    is the list of every value given, in order.
+    """
+    for name in names:
+        options._dispatch[name] = _Appending(options)
+
+
+class _Appending:
+    """A usage.Options dispatcher that collects every value of a parameter."""
+
+    def __init__(self, options: usage.Options) -> None:
+        self.options = options
+        self.given: dict = {}
+
+    def __call__(self, name: str, value: Optional[str]) -> None:
+        if value is None:
+            raise usage.UsageError(f"parameter {name} requires an argument")
+        values = self.given.setdefault(name, [])
+        values.append(value)
+        self.options.opts[name] = list(values)
