@@ -163,7 +163,8 @@ class ClientErrorTests(unittest.SynchronousTestCase):
         e = ClientError(OUT_OF_STOCK, "only 2 units of 3-17 left", "AddItemToCart")
         self.assertIsInstance(e, ApiError)
         self.assertEqual(
-            (e.code, e.message, e.api), (OUT_OF_STOCK, "only 2 units of 3-17 left", "AddItemToCart")
+            (e.code, e.message, e.api),
+            (OUT_OF_STOCK, "only 2 units of 3-17 left", "AddItemToCart"),
         )
         self.assertEqual(str(e), "OUT_OF_STOCK: only 2 units of 3-17 left")
 
@@ -242,7 +243,10 @@ class BuyerClientTests(unittest.TestCase):
         cart = await buyer.add_item_to_cart(mug, 3)
         self.assertEqual(cart["total"], Decimal("13.5"))
         cart = await buyer.add_item_to_cart(lamp)
-        self.assertEqual([(line["item_id"], line["quantity"]) for line in cart["cart"]], [(mug, 3), (lamp, 1)])
+        self.assertEqual(
+            [(line["item_id"], line["quantity"]) for line in cart["cart"]],
+            [(mug, 3), (lamp, 1)],
+        )
         cart = await buyer.remove_item_from_cart(mug, 2)
         self.assertEqual(cart["total"], Decimal("16.5"))
         self.assertEqual((await buyer.save_cart())["total"], Decimal("16.5"))
@@ -302,7 +306,9 @@ class BuyerClientTests(unittest.TestCase):
         e = await self.assertFailure(buyer.provide_feedback(mug, True), ClientError)
         self.assertIn(e.code, FEEDBACK_ERRORS)
         self.assertEqual(proxy.requests[-1]["api"], "ProvideFeedback")
-        self.assertEqual(proxy.requests[-1]["payload"], {"item_id": mug, "thumbs_up": True})
+        self.assertEqual(
+            proxy.requests[-1]["payload"], {"item_id": mug, "thumbs_up": True}
+        )
 
 
 class ErrorMappingTests(unittest.TestCase):
@@ -371,7 +377,10 @@ class PipeliningTests(unittest.TestCase):
         await seller.login("sam", "pw")
         names = [f"thing {n}" for n in range(20)]
         # All twenty registrations are on the wire before any answer.
-        pending = [seller.register_item_for_sale(name, 1, [], "new", n, 1) for n, name in enumerate(names)]
+        pending = [
+            seller.register_item_for_sale(name, 1, [], "new", n, 1)
+            for n, name in enumerate(names)
+        ]
         self.assertEqual(len(seller.connection._protocol._waiting), 20)
         ids = [answer["item_id"] for answer in await defer.gatherResults(pending)]
 
@@ -396,7 +405,9 @@ class PipeliningTests(unittest.TestCase):
         await defer.gatherResults(
             [b.create_account(f"b{n}", "pw") for n, b in enumerate(buyers)]
         )
-        await defer.gatherResults([b.login(f"b{n}", "pw") for n, b in enumerate(buyers)])
+        await defer.gatherResults(
+            [b.login(f"b{n}", "pw") for n, b in enumerate(buyers)]
+        )
         self.assertEqual(len({b.session_id for b in buyers}), 3)
 
 
@@ -413,7 +424,9 @@ class ReconnectTests(unittest.TestCase):
         await market.restart()
 
         cart = await buyer.display_cart()
-        self.assertEqual([(line["item_id"], line["quantity"]) for line in cart["cart"]], [(mug, 2)])
+        self.assertEqual(
+            [(line["item_id"], line["quantity"]) for line in cart["cart"]], [(mug, 2)]
+        )
         self.assertEqual(buyer.session_id, session)
         self.assertEqual(buyer.connection.connections_made, 2)
         # Not in flight when the connection went, so sent once, normally.
@@ -426,7 +439,9 @@ class ReconnectTests(unittest.TestCase):
     async def test_waits_for_a_stopped_service(self):
         """A call made while the service is down is answered once it is up."""
         market = await start_marketplace(self)
-        buyer = await logged_in_buyer(self, service(market, "buyer"), initial_delay=0.02)
+        buyer = await logged_in_buyer(
+            self, service(market, "buyer"), initial_delay=0.02
+        )
         await market.stop()
         d = buyer.display_cart()
         await market.start()
@@ -457,7 +472,8 @@ class ReconnectTests(unittest.TestCase):
         buyer = await logged_in_buyer(self, await proxy.start(self))
         proxy.cuts = 1
         e = await self.assertFailure(
-            buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123"), ClientError
+            buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123"),
+            ClientError,
         )
         self.assertIn(e.code, PURCHASE_ERRORS)
         first, second = proxy.requests[-2:]
@@ -490,7 +506,9 @@ class ReconnectTests(unittest.TestCase):
         buyer_proxy = CuttingProxy(market.ports["buyer"])
         buyer = await logged_in_buyer(self, await buyer_proxy.start(self))
         buyer_proxy.cuts = 1
-        e = await self.assertFailure(buyer.add_item_to_cart(items[0]["item_id"]), ClientError)
+        e = await self.assertFailure(
+            buyer.add_item_to_cart(items[0]["item_id"]), ClientError
+        )
         self.assertEqual((e.code, e.api), (UNAVAILABLE, "AddItemToCart"))
         cart = await buyer.display_cart()
         self.assertEqual(cart["cart"][0]["quantity"], 1)

@@ -202,7 +202,9 @@ class SellerClient(_ServiceClient):
         payload = {"item_id": item_id, "price": _price(price)}
         return self.call("ChangeItemPrice", payload, retry=True)
 
-    def update_units_for_sale(self, item_id: str, quantity: int) -> "defer.Deferred[dict]":
+    def update_units_for_sale(
+        self, item_id: str, quantity: int
+    ) -> "defer.Deferred[dict]":
         """UpdateUnitsForSale: take C{quantity} units off sale; the item."""
         payload = {"item_id": item_id, "quantity": quantity}
         return self.call("UpdateUnitsForSale", payload, retry=False)
@@ -237,7 +239,9 @@ class BuyerClient(_ServiceClient):
         """GetItem: the item."""
         return self.call("GetItem", {"item_id": item_id}, retry=True)
 
-    def add_item_to_cart(self, item_id: str, quantity: int = 1) -> "defer.Deferred[dict]":
+    def add_item_to_cart(
+        self, item_id: str, quantity: int = 1
+    ) -> "defer.Deferred[dict]":
         """AddItemToCart: the active cart."""
         payload = {"item_id": item_id, "quantity": quantity}
         return self.call("AddItemToCart", payload, retry=False)

@@ -239,7 +239,9 @@ def _error_of(answer: dict, api: str) -> ClientError:
     """The L{ClientError} of an error answer (or of a malformed one)."""
     error = answer.get("error")
     if answer.get("type") != "error" or not isinstance(error, dict):
-        return ClientError(INTERNAL, "the server sent an answer this client cannot read", api)
+        return ClientError(
+            INTERNAL, "the server sent an answer this client cannot read", api
+        )
     code = error.get("code")
     message = error.get("message")
     return ClientError(

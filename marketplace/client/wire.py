@@ -88,13 +88,17 @@ class ClientProtocol(Int32StringReceiver):
         try:
             answer = decode(frame)
         except ValueError as e:
-            self.log.warn("the server sent a frame that is not a JSON object ({error})", error=e)
+            self.log.warn(
+                "the server sent a frame that is not a JSON object ({error})", error=e
+            )
             self.transport.abortConnection()
             return
         self._waiting.popleft().callback(answer)
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self.log.warn("an answer of {length} bytes is over the limit; closing", length=length)
+        self.log.warn(
+            "an answer of {length} bytes is over the limit; closing", length=length
+        )
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:

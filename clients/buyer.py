@@ -1,0 +1,203 @@
+"""marketplace-buyer-cli: the buyer's terminal program.
+
+Usage: marketplace-buyer-cli [HOST [PORT]] | --connect ENDPOINT
+(defaults: localhost 8081).
+"""
+
+from typing import Dict, List, Optional
+
+from marketplace.client import BuyerClient
+
+from clients import format
+from clients.shell import (
+    Command,
+    Shell,
+    UsageError,
+    arity,
+    choice,
+    command_table,
+    common_commands,
+    item_id,
+    keywords,
+    whole,
+)
+
+
+async def search(shell: Shell, words: List[str]) -> None:
+    arity(words, 1)
+    category = whole(words[0], "CATEGORY", 0)
+    wanted = keywords(words[1:])
+    answer = await shell.client.search_items_for_sale(category, wanted)
+    shell.write(format.search_results(answer["items"], category))
+
+
+async def item(shell: Shell, words: List[str]) -> None:
+    arity(words, 1, 1)
+    shell.write(format.item_details(await shell.client.get_item(item_id(words[0]))))
+
+
+def _units(words: List[str]) -> int:
+    return whole(words[1], "N") if len(words) > 1 else 1
+
+
+async def add(shell: Shell, words: List[str]) -> None:
+    arity(words, 1, 2)
+    wanted, units = item_id(words[0]), _units(words)
+    cart = await shell.client.add_item_to_cart(wanted, units)
+    shell.write(format.cart(cart, f"Added {format.plural(units, 'unit')} of {wanted}."))
+
+
+async def remove(shell: Shell, words: List[str]) -> None:
+    arity(words, 1, 2)
+    wanted, units = item_id(words[0]), _units(words)
+    cart = await shell.client.remove_item_from_cart(wanted, units)
+    shell.write(
+        format.cart(cart, f"Took {format.plural(units, 'unit')} of {wanted} out.")
+    )
+
+
+async def cart(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    shell.write(format.cart(await shell.client.display_cart()))
+
+
+async def save(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    answer = await shell.client.save_cart()
+    shell.write(
+        format.cart(answer, "Saved the cart; it will be there at your next login.")
+    )
+
+
+async def clear(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    await shell.client.clear_cart()
+    shell.write("Emptied the cart (the saved cart stays until you save again).")
+
+
+async def buy(shell: Shell, words: List[str]) -> None:
+    if words:
+        arity(words, 4, 4)
+        name, number, expires, code = words
+    elif not shell.interactive:
+        raise UsageError("give the card as arguments in a script")
+    else:
+        current = await shell.client.display_cart()
+        if not current.get("cart"):
+            shell.fail("the cart is empty: add items first")
+            return
+        shell.write(format.cart(current, "Buying:"))
+        name = await shell.ask("Name on the card: ")
+        number = await shell.ask("Card number: ")
+        expires = await shell.ask("Expires (MM/YY): ")
+        code = await shell.ask("Security code: ", secret=True)
+    answer = await shell.client.make_purchase(name, number, expires, code)
+    shell.write(format.purchase(answer))
+
+
+async def rate(shell: Shell, words: List[str]) -> None:
+    arity(words, 2, 2)
+    rated = item_id(words[0])
+    thumbs_up = choice(words[1], "the vote", ("up", "down")) == "up"
+    answer = await shell.client.provide_feedback(rated, thumbs_up)
+    shell.write(format.feedback(answer, thumbs_up))
+
+
+async def seller_rating(shell: Shell, words: List[str]) -> None:
+    arity(words, 1, 1)
+    seller_id = whole(words[0], "SELLER_ID", 0)
+    shell.write(format.rating(await shell.client.get_seller_rating(seller_id)))
+
+
+async def history(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    shell.write(format.purchases(await shell.client.get_buyer_purchases()))
+
+
+COMMANDS: Dict[str, Command] = command_table(
+    common_commands(
+        lambda: COMMANDS,
+        [
+            Command(
+                "search",
+                "CATEGORY [KEYWORD...]",
+                "find items for sale in a category",
+                "search 3 mug kitchen",
+                search,
+                details="Best matches first. With no keywords, every item of the"
+                " category that has units on sale. At most 5 keywords.",
+                aliases=("find",),
+            ),
+            Command(
+                "item", "ITEM_ID", "show one item", "item 3-17", item, aliases=("show",)
+            ),
+            Command(
+                "add",
+                "ITEM_ID [N]",
+                "put N units (default 1) in the cart",
+                "add 3-17 2",
+                add,
+            ),
+            Command(
+                "remove",
+                "ITEM_ID [N]",
+                "take N units (default 1) out of the cart",
+                "remove 3-17",
+                remove,
+            ),
+            Command("cart", "", "show the cart and its total", "cart", cart),
+            Command(
+                "save",
+                "",
+                "keep the cart for your next login",
+                "save",
+                save,
+            ),
+            Command("clear", "", "empty the cart", "clear", clear),
+            Command(
+                "buy",
+                "[NAME CARD MM/YY CODE]",
+                "buy everything in the cart",
+                'buy "Alice Smith" 4111111111111111 12/30 123',
+                buy,
+                details="Without arguments the card is asked for, the security code"
+                " without showing it.",
+                aliases=("checkout",),
+            ),
+            Command(
+                "rate",
+                "ITEM_ID up|down",
+                "give thumbs up or down to an item you bought",
+                "rate 3-17 up",
+                rate,
+            ),
+            Command(
+                "seller-rating",
+                "SELLER_ID",
+                "show a seller's thumbs and sales",
+                "seller-rating 4",
+                seller_rating,
+                aliases=("seller",),
+            ),
+            Command(
+                "history",
+                "",
+                "list what you bought",
+                "history",
+                history,
+                aliases=("purchases",),
+            ),
+        ],
+    )
+)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The console command marketplace-buyer-cli."""
+    from clients.program import run
+
+    run(argv, BuyerClient, COMMANDS)
+
+
+if __name__ == "__main__":
+    main()

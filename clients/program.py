@@ -1,0 +1,117 @@
+"""Starting a terminal program: its arguments, stdin/stdout, exit status.
+
+C{run} parses C{[HOST [PORT]] | --connect ENDPOINT}, connects the shell to
+standard input and output, and exits with the shell's status once the input
+ends, C{quit} is typed, or Ctrl-C is pressed (all three log out first).
+"""
+
+import os
+import sys
+from typing import Dict, List, Optional, Type
+
+from twisted.internet import stdio, task
+from twisted.python import usage
+
+from marketplace.client import endpoint_description
+from clients.shell import Command, Shell, Terminal
+
+# How long a command waits for an unreachable service before it fails.
+GIVE_UP_AFTER = 15.0
+
+
+class Options(usage.Options):
+    """The command line of a terminal program."""
+
+    optParameters = [
+        [
+            "connect",
+            "c",
+            None,
+            "Client endpoint description of the service, instead of HOST and"
+            " PORT: tcp:host=HOST:port=PORT, tls:HOST:PORT, unix:path=PATH",
+        ],
+    ]
+
+    def __init__(self, default_port: int) -> None:
+        super().__init__()
+        self.default_port = default_port
+        self["host"] = "localhost"
+        self["port"] = default_port
+
+    def getSynopsis(self) -> str:
+        name = os.path.basename(sys.argv[0])
+        return (
+            f"Usage: {name} [HOST [PORT]] | --connect ENDPOINT\n"
+            f"  (defaults: localhost {self.default_port})"
+        )
+
+    def parseArgs(self, host: str = "localhost", port: Optional[str] = None) -> None:
+        self["host"] = host
+        if port is not None:
+            try:
+                self["port"] = int(port)
+            except ValueError:
+                raise usage.UsageError(f"PORT must be a number, not {port!r}")
+            if not 0 < self["port"] < 65536:
+                raise usage.UsageError("PORT must be from 1 to 65535")
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint description to connect to."""
+        if self["connect"]:
+            return self["connect"]
+        return endpoint_description(self["host"], self["port"])
+
+    @property
+    def where(self) -> str:
+        """The service's address, for people."""
+        return self["connect"] or f"{self['host']}:{self['port']}"
+
+
+def parse(argv: List[str], default_port: int) -> Options:
+    """The options of C{argv} (without the program name); on a usage error
+    print it and exit with status 2."""
+    options = Options(default_port)
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"{options}\nerror: {e}\n")
+        raise SystemExit(2)
+    return options
+
+
+async def _main(reactor, options: Options, client_class, commands) -> None:
+    interactive = os.isatty(0)
+    try:
+        client = client_class(
+            options.endpoint, reactor=reactor, give_up_after=GIVE_UP_AFTER
+        )
+    except ValueError as e:
+        # clientFromString could not read the description.
+        sys.stderr.write(f"error: cannot use --connect {options['connect']!r}: {e}\n")
+        raise SystemExit(2)
+    shell = Shell(
+        client,
+        commands,
+        interactive=interactive,
+        terminal=Terminal(0) if interactive else None,
+        where=options.where,
+    )
+    stdio.StandardIO(shell, reactor=reactor)
+    # Ctrl-C stops the reactor; log out before it does.
+    reactor.addSystemEventTrigger("before", "shutdown", shell.interrupt)
+    status = await shell.finished
+    await shell.when_disconnected()
+    if status:
+        raise SystemExit(status)
+
+
+def run(
+    argv: Optional[List[str]], client_class: Type, commands: Dict[str, Command]
+) -> None:
+    """Run a terminal program for C{client_class} with C{commands}; exits."""
+    options = parse(sys.argv[1:] if argv is None else argv, client_class.default_port)
+    task.react(_main, (options, client_class, commands))
+
+
+__all__ = ["Options", "parse", "run"]

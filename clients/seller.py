@@ -1,0 +1,126 @@
+"""marketplace-seller-cli: the seller's terminal program.
+
+Usage: marketplace-seller-cli [HOST [PORT]] | --connect ENDPOINT
+(defaults: localhost 8080).
+"""
+
+from typing import Dict, List, Optional
+
+from marketplace.client import SellerClient
+
+from clients import format
+from clients.shell import (
+    Command,
+    Shell,
+    UsageError,
+    arity,
+    choice,
+    command_table,
+    common_commands,
+    item_id,
+    keywords,
+    price,
+    whole,
+)
+
+
+async def sell(shell: Shell, words: List[str]) -> None:
+    if not words and shell.interactive:
+        words = [
+            await shell.ask("Item name: "),
+            await shell.ask("Category (a number): "),
+            await shell.ask("Condition (new or used): "),
+            await shell.ask("Price: "),
+            await shell.ask("Units for sale: "),
+        ] + (await shell.ask("Keywords (up to 5, space-separated): ")).split()
+    arity(words, 5)
+    name = words[0]
+    if not 1 <= len(name) <= 32:
+        raise UsageError("NAME must be 1 to 32 characters")
+    category = whole(words[1], "CATEGORY", 0)
+    condition = choice(words[2], "CONDITION", ("new", "used"))
+    amount = price(words[3])
+    units = whole(words[4], "QUANTITY")
+    tags = keywords(words[5:])
+    answer = await shell.client.register_item_for_sale(
+        name, category, tags, condition, amount, units
+    )
+    shell.write(
+        f"Item {answer['item_id']} is on sale: {format.plural(units, 'unit')} of"
+        f" {name} at {format.money(amount)}."
+    )
+
+
+async def change_price(shell: Shell, words: List[str]) -> None:
+    arity(words, 2, 2)
+    item = await shell.client.change_item_price(item_id(words[0]), price(words[1]))
+    shell.write(
+        f"{item['item_id']} {item['item_name']} now costs {format.money(item['price'])}."
+    )
+
+
+async def remove_units(shell: Shell, words: List[str]) -> None:
+    arity(words, 2, 2)
+    units = whole(words[1], "N")
+    item = await shell.client.update_units_for_sale(item_id(words[0]), units)
+    shell.write(
+        f"Took {format.plural(units, 'unit')} of {item['item_id']} {item['item_name']}"
+        f" off sale; {item['quantity']} left."
+    )
+
+
+async def items(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    answer = await shell.client.display_items_for_sale()
+    shell.write(format.seller_items(answer["items"]))
+
+
+async def rating(shell: Shell, words: List[str]) -> None:
+    arity(words, 0, 0)
+    shell.write(format.rating(await shell.client.get_seller_rating()))
+
+
+COMMANDS: Dict[str, Command] = command_table(
+    common_commands(
+        lambda: COMMANDS,
+        [
+            Command(
+                "sell",
+                "NAME CATEGORY new|used PRICE QUANTITY [KEYWORD...]",
+                "put a new item on sale",
+                'sell "Blue mug" 3 new 4.50 10 mug kitchen',
+                sell,
+                details="Quote a NAME of several words. Without arguments each"
+                " field is asked for. At most 5 keywords of 1 to 8 characters.",
+                aliases=("new-item",),
+            ),
+            Command(
+                "price",
+                "ITEM_ID PRICE",
+                "change the price of one of your items",
+                "price 3-17 3.99",
+                change_price,
+            ),
+            Command(
+                "remove-units",
+                "ITEM_ID N",
+                "take N units of an item off sale",
+                "remove-units 3-17 2",
+                remove_units,
+            ),
+            Command("items", "", "list your items, sold-out ones too", "items", items),
+            Command("rating", "", "show your thumbs and sales", "rating", rating),
+        ],
+    )
+)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The console command marketplace-seller-cli."""
+    from clients.program import run
+
+    run(argv, SellerClient, COMMANDS)
+
+
+if __name__ == "__main__":
+    main()

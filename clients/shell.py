@@ -1,0 +1,592 @@
+"""The line-based shell both terminal programs are made of.
+
+A L{Shell} reads commands one line at a time (from a person at a terminal or
+from a script piped in), runs them one after the other through a
+L{marketplace.client} client, and writes the answers as text.  Which
+commands there are is the business of L{clients.buyer} and
+L{clients.seller}; the words of a line are split like a shell's (quotes
+group words, C{#} starts a comment).
+"""
+
+import re
+import shlex
+import textwrap
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
+
+from marketplace.client import ClientError
+
+_ITEM_ID = re.compile(r"[0-9]{1,10}-[0-9]{1,18}")
+_CENT = Decimal("0.01")
+
+# Exit status of a script in which a command failed, and of an interrupt.
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line that does not fit the command's usage."""
+
+
+class EndOfInput(Exception):
+    """The input ended while a command was asking for more."""
+
+
+@dataclass
+class Command:
+    """One command of a shell.
+
+    C{run} gets the shell and the words after the command's name.
+    """
+
+    name: str
+    args: str
+    summary: str
+    example: str
+    run: Callable[["Shell", List[str]], Awaitable[None]]
+    needs_login: bool = True
+    aliases: Tuple[str, ...] = ()
+    details: str = ""
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name} {self.args}".rstrip()
+
+
+# Checking and converting the words of a command line.
+
+
+def arity(words: Sequence[str], low: int, high: Optional[int] = None) -> None:
+    """Fail unless there are C{low} to C{high} words (no limit when None)."""
+    if len(words) < low:
+        raise UsageError("too few arguments")
+    if high is not None and len(words) > high:
+        raise UsageError("too many arguments")
+
+
+def take_option(words: List[str], *names: str) -> Tuple[Optional[str], List[str]]:
+    """Take C{--name VALUE} or C{--name=VALUE} out of C{words}; (value, rest)."""
+    rest: List[str] = []
+    value = None
+    remaining = iter(words)
+    for word in remaining:
+        name, equals, attached = word.partition("=")
+        if name in names:
+            if equals:
+                value = attached
+            else:
+                value = next(remaining, None)
+                if value is None:
+                    raise UsageError(f"{name} needs a value")
+        else:
+            rest.append(word)
+    return value, rest
+
+
+def item_id(word: str) -> str:
+    """An item id such as C{3-17}."""
+    if not _ITEM_ID.fullmatch(word):
+        raise UsageError(f"{word!r} is not an item id (they look like 3-17)")
+    return word
+
+
+def whole(word: str, what: str, low: int = 1) -> int:
+    """A whole number of at least C{low}."""
+    try:
+        value = int(word)
+    except ValueError:
+        value = None
+    if value is None or value < low or value > 2**31 - 1:
+        raise UsageError(
+            f"{what} must be a whole number of {low} or more, not {word!r}"
+        )
+    return value
+
+
+def price(word: str) -> Decimal:
+    """A price: a number of 0 or more with at most two decimals."""
+    try:
+        value = Decimal(word)
+        exact = value.is_finite() and value == value.quantize(_CENT)
+    except (InvalidOperation, ValueError):
+        exact = False
+    if not exact or value < 0:
+        raise UsageError(f"PRICE must be an amount such as 4.50, not {word!r}")
+    return value.quantize(_CENT)
+
+
+def choice(word: str, what: str, options: Sequence[str]) -> str:
+    """One of C{options}, in any case."""
+    if word.lower() not in options:
+        raise UsageError(f"{what} must be {' or '.join(options)}, not {word!r}")
+    return word.lower()
+
+
+def keywords(words: Sequence[str]) -> List[str]:
+    """At most 5 keywords of 1 to 8 characters."""
+    if len(words) > 5 or any(not 1 <= len(w) <= 8 for w in words):
+        raise UsageError("give at most 5 keywords of 1 to 8 characters")
+    return list(words)
+
+
+class Terminal:
+    """Echo control of the terminal on C{fd}, for secrets typed in."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self._saved = None
+
+    def echo(self, on: bool) -> None:
+        """Turn echo of typed characters on or off."""
+        import termios
+
+        try:
+            if not on:
+                self._saved = termios.tcgetattr(self.fd)
+                quiet = termios.tcgetattr(self.fd)
+                quiet[3] &= ~termios.ECHO
+                termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
+            elif self._saved is not None:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+                self._saved = None
+        except termios.error:
+            pass
+
+
+@implementer(IHalfCloseableProtocol)
+class Shell(LineReceiver):
+    """Runs command lines against a client, one at a time, in order.
+
+    @param client: a L{BuyerClient} or L{SellerClient}.
+    @param commands: the commands, by name (aliases included).
+    @param interactive: whether a person types the lines: then there is a
+        prompt, and missing passwords and card details are asked for.  When
+        not (a script), errors name their line and L{finished} fires with
+        status 1 if any command failed.
+    @param terminal: echo control while a secret is typed (interactive).
+    @param where: the service's address, for the greeting.
+
+    L{finished} fires with the exit status once the input has ended (or
+    C{quit}) and the session is logged out.
+    """
+
+    delimiter = b"\n"
+    log = Logger()
+
+    def __init__(
+        self,
+        client,
+        commands: Dict[str, Command],
+        interactive: bool,
+        terminal: Optional[Terminal] = None,
+        where: str = "",
+    ) -> None:
+        self.client = client
+        self.commands = commands
+        self.interactive = interactive
+        self.terminal = terminal
+        self.where = where
+        self.failed = False
+        self.line_number = 0
+        self.finished: defer.Deferred = defer.Deferred()
+        self._lines: deque = deque()
+        self._answer: Optional[defer.Deferred] = None
+        self._busy = False
+        self._pumping = False
+        self._input_done = False
+        self._interrupted = False
+        self._finishing: Optional[defer.Deferred] = None
+        self._idle_waiters: List[defer.Deferred] = []
+        self._lost_waiters: List[defer.Deferred] = []
+        self._disconnected = False
+
+    @property
+    def role(self) -> str:
+        return self.client.role
+
+    # Output
+
+    def write(self, text: str) -> None:
+        """Write lines of text."""
+        self.transport.write((text + "\n").encode("utf-8", "replace"))
+
+    def fail(self, message: str) -> None:
+        """Report a failed command in one line."""
+        self.failed = True
+        if self.interactive:
+            self.write(f"error: {message}")
+        else:
+            self.write(f"line {self.line_number}: error: {message}")
+
+    def prompt(self) -> str:
+        """The prompt: the role, and who is logged in."""
+        if self.client.username:
+            return f"{self.role} {self.client.username}> "
+        return f"{self.role}> "
+
+    def _show_prompt(self) -> None:
+        if self.interactive and not self._lines and not self._input_done:
+            self.transport.write(self.prompt().encode("utf-8"))
+
+    # Input
+
+    def connectionMade(self) -> None:
+        if self.interactive:
+            where = f" at {self.where}" if self.where else ""
+            self.write(
+                f"Marketplace {self.role}{where}."
+                " Type 'help' for the commands, 'quit' to leave."
+            )
+            self._show_prompt()
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            answer.callback(text)
+            return
+        self._lines.append(text)
+        self._pump()
+
+    def readConnectionLost(self) -> None:
+        """End of input: run what is left, then log out and finish."""
+        if self.interactive and not self._input_done:
+            # Ctrl-D leaves the cursor after the prompt.
+            self.transport.write(b"\n")
+        self._input_done = True
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            answer.errback(EndOfInput())
+        self._pump()
+
+    def writeConnectionLost(self) -> None:
+        """Nobody reads the output any more: stop."""
+        self._lines.clear()
+        self.readConnectionLost()
+
+    def connectionLost(self, reason=None) -> None:
+        self._disconnected = True
+        self._lines.clear()
+        self._input_done = True
+        for d in self._drain(self._lost_waiters):
+            d.callback(None)
+        self._pump()
+
+    def when_disconnected(self) -> defer.Deferred:
+        """A Deferred that fires once the terminal connection is closed."""
+        if self._disconnected:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    async def ask(self, question: str, secret: bool = False) -> str:
+        """Ask the person for a line (not echoed when C{secret})."""
+        self.transport.write(question.encode("utf-8"))
+        if secret and self.terminal is not None:
+            self.terminal.echo(False)
+        try:
+            if self._lines:
+                return self._lines.popleft()
+            if self._input_done:
+                raise EndOfInput()
+            self._answer = defer.Deferred()
+            return await self._answer
+        finally:
+            if secret:
+                if self.terminal is not None:
+                    self.terminal.echo(True)
+                # The Enter that ended the secret was not echoed either.
+                self.transport.write(b"\n")
+
+    # Running commands
+
+    def _pump(self) -> None:
+        """Start the next line unless one runs; finish at the end of input."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self._busy and self._lines and self._finishing is None:
+                self._busy = True
+                d = defer.Deferred.fromCoroutine(self.run_line(self._lines.popleft()))
+                d.addErrback(self._bug)
+                d.addBoth(self._line_done)
+        finally:
+            self._pumping = False
+        if not self._busy and not self._lines:
+            for d in self._drain(self._idle_waiters):
+                d.callback(None)
+            if self._input_done:
+                self.finish()
+
+    def _line_done(self, _) -> None:
+        self._busy = False
+        self._show_prompt()
+        self._pump()
+
+    def _bug(self, failure) -> None:
+        self.log.failure("the shell failed", failure)
+        self.fail("this program failed; it has logged why")
+
+    def when_idle(self) -> defer.Deferred:
+        """A Deferred that fires once every line received so far has run."""
+        if not self._busy and not self._lines:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    async def run_line(self, text: str) -> None:
+        """Run one command line, reporting any error as one line of text."""
+        self.line_number += 1
+        try:
+            words = shlex.split(text, comments=True)
+        except ValueError as e:
+            self.fail(f"cannot read that line ({e})")
+            return
+        if not words:
+            return
+        name, args = words[0].lower(), words[1:]
+        command = self.commands.get(name)
+        if command is None:
+            self.fail(f"there is no command {name!r}; type 'help' for the list")
+            return
+        if command.needs_login and self.client.session_id is None:
+            self.fail(f"{command.name} needs you to log in first: login USER")
+            return
+        try:
+            await command.run(self, args)
+        except UsageError as e:
+            self.fail(f"{e}; usage: {command.usage}  (see 'help {command.name}')")
+        except ClientError as e:
+            self.fail(e.message)
+        except EndOfInput:
+            self.fail(f"{command.name} cancelled: the input ended")
+
+    def quit(self) -> None:
+        """Stop reading: the lines after this one are not run."""
+        self._lines.clear()
+        self._input_done = True
+
+    # Ending
+
+    def finish(self) -> defer.Deferred:
+        """Log out if logged in, close the connection and fire L{finished}."""
+        if self._finishing is None:
+            self._finishing = defer.Deferred.fromCoroutine(self._finish())
+        return self._finishing
+
+    async def _finish(self) -> None:
+        if self.client.session_id is not None:
+            try:
+                await self.client.logout()
+                self.write("Logged out.")
+            except ClientError as e:
+                self.write(f"could not log out: {e.message}")
+        await self.client.close()
+        if self._interrupted and not self.interactive:
+            status = EXIT_INTERRUPTED
+        elif self.failed and not self.interactive:
+            status = EXIT_FAILED
+        else:
+            status = 0
+        if not self._disconnected:
+            self.transport.loseConnection()
+        self.finished.callback(status)
+
+    def interrupt(self) -> defer.Deferred:
+        """Ctrl-C: restore the terminal, log out and finish."""
+        self._interrupted = True
+        if self.terminal is not None:
+            self.terminal.echo(True)
+        if self.interactive and self._finishing is None and not self._disconnected:
+            # Past the ^C the terminal shows.
+            self.transport.write(b"\n")
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            answer.errback(EndOfInput())
+        self._lines.clear()
+        self._input_done = True
+        return self.finish()
+
+    @staticmethod
+    def _drain(waiters: List[defer.Deferred]) -> List[defer.Deferred]:
+        taken = list(waiters)
+        waiters.clear()
+        return taken
+
+
+def command_table(commands: Sequence[Command]) -> Dict[str, Command]:
+    """Commands by name and by alias."""
+    table: Dict[str, Command] = {}
+    for command in commands:
+        table[command.name] = command
+        for alias in command.aliases:
+            table[alias] = command
+    return table
+
+
+# The commands both programs have.
+
+
+def common_commands(
+    all_commands: Callable[[], Dict[str, Command]], own: List[Command]
+) -> List[Command]:
+    """register, login and logout, then a program's C{own} commands, then
+    help and quit; C{all_commands} gives the program's commands for help."""
+
+    async def register(shell: Shell, words: List[str]) -> None:
+        password, words = take_option(words, "--password", "-p")
+        arity(words, 1, 2)
+        username = words[0]
+        name = words[1] if len(words) > 1 else None
+        if password is None:
+            password = await _ask_password(shell, confirm=True)
+        answer = await shell.client.create_account(username, password, name)
+        shell.write(
+            f"Registered {shell.role} {username} ({shell.role} id"
+            f" {answer[shell.client.id_field]}). Now: login {username}"
+        )
+
+    async def login(shell: Shell, words: List[str]) -> None:
+        password, words = take_option(words, "--password", "-p")
+        arity(words, 1, 1)
+        if password is None:
+            password = await _ask_password(shell)
+        if shell.client.session_id is not None:
+            await shell.client.logout()
+        answer = await shell.client.login(words[0], password)
+        shell.write(
+            f"Logged in as {words[0]} ({shell.role} {answer[shell.client.id_field]})."
+        )
+
+    async def logout(shell: Shell, words: List[str]) -> None:
+        arity(words, 0, 0)
+        await shell.client.logout()
+        shell.write("Logged out.")
+
+    async def help_(shell: Shell, words: List[str]) -> None:
+        arity(words, 0, 1)
+        commands = all_commands()
+        if words:
+            command = commands.get(words[0].lower())
+            if command is None:
+                raise UsageError(f"there is no command {words[0]!r}")
+            shell.write(help_text(command))
+            return
+        seen: List[Command] = []
+        for command in commands.values():
+            if command not in seen:
+                seen.append(command)
+        width = max(len(c.usage) for c in seen)
+        lines = [f"  {c.usage.ljust(width)}  {c.summary}" for c in seen]
+        shell.write(
+            "Commands:\n"
+            + "\n".join(lines)
+            + "\nType 'help COMMAND' for details and an example."
+        )
+
+    async def quit_(shell: Shell, words: List[str]) -> None:
+        arity(words, 0, 0)
+        shell.quit()
+
+    account = [
+        Command(
+            "register",
+            "USER [NAME] [--password PASSWORD]",
+            "create an account",
+            'register alice "Alice Smith"',
+            register,
+            needs_login=False,
+            details="Without --password the password is asked for, and not shown"
+            " as you type. NAME is the name others see; it defaults to USER.",
+        ),
+        Command(
+            "login",
+            "USER [--password PASSWORD]",
+            "log in (asks for the password)",
+            "login alice",
+            login,
+            needs_login=False,
+            details="Without --password the password is asked for, and not shown"
+            " as you type. Logging in again ends the session you had.",
+        ),
+        Command("logout", "", "log out", "logout", logout),
+    ]
+    general = [
+        Command(
+            "help",
+            "[COMMAND]",
+            "list the commands, or explain one",
+            "help login",
+            help_,
+            needs_login=False,
+            aliases=("?",),
+        ),
+        Command(
+            "quit",
+            "",
+            "log out and leave (Ctrl-D and Ctrl-C too)",
+            "quit",
+            quit_,
+            needs_login=False,
+            aliases=("exit",),
+        ),
+    ]
+    return account + own + general
+
+
+async def _ask_password(shell: Shell, confirm: bool = False) -> str:
+    if not shell.interactive:
+        raise UsageError("give the password with --password PASSWORD in a script")
+    password = await shell.ask("Password: ", secret=True)
+    if confirm and password != await shell.ask("Password again: ", secret=True):
+        raise UsageError("the two passwords differ")
+    if not password:
+        raise UsageError("the password must not be empty")
+    return password
+
+
+def help_text(command: Command) -> str:
+    """The usage, summary, details and example of one command."""
+    lines = [f"usage: {command.usage}", f"  {command.summary}"]
+    if command.details:
+        lines.extend(
+            textwrap.wrap(
+                command.details, 76, initial_indent="  ", subsequent_indent="  "
+            )
+        )
+    if command.aliases:
+        lines.append(f"  also: {', '.join(command.aliases)}")
+    lines.append(f"example: {command.example}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Command",
+    "Shell",
+    "Terminal",
+    "UsageError",
+    "EndOfInput",
+    "arity",
+    "take_option",
+    "item_id",
+    "whole",
+    "price",
+    "choice",
+    "keywords",
+    "command_table",
+    "common_commands",
+    "help_text",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+]

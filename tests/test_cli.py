@@ -1,0 +1,584 @@
+"""The terminal programs (clients/): formatting and parsing on their own,
+the shells driven line by line over a StringTransport against the real
+services, and the installed console scripts as processes."""
+
+import os
+import sys
+from decimal import Decimal
+from typing import List
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from clients import buyer as buyer_cli
+from clients import format
+from clients import seller as seller_cli
+from clients.program import Options
+from clients.shell import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    Shell,
+    UsageError,
+    item_id,
+    price,
+    take_option,
+    whole,
+)
+from marketplace.client import BuyerClient, ClientError, SellerClient
+from marketplace.errors import INVALID_SESSION
+from tests.support import start_marketplace
+from tests.test_client import make_client, seller_with_items, service
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FormatTests(unittest.SynchronousTestCase):
+    """Answers as text, without a network."""
+
+    def test_table_aligns_columns(self):
+        text = format.table(
+            ("ITEM", "NAME", "PRICE"),
+            [("3-1", "Blue mug", "4.50"), ("3-22", "Lamp", "12.00")],
+            right={2},
+            footer=("", "Total", "16.50"),
+        )
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "ITEM  NAME      PRICE",
+                "----  --------  -----",
+                "3-1   Blue mug   4.50",
+                "3-22  Lamp      12.00",
+                "----  --------  -----",
+                "      Total     16.50",
+            ],
+        )
+
+    def test_money_and_plural(self):
+        self.assertEqual(format.money(Decimal("4.5")), "4.50")
+        self.assertEqual(format.money(12), "12.00")
+        self.assertEqual(format.plural(1, "unit"), "1 unit")
+        self.assertEqual(format.plural(0, "unit"), "0 units")
+
+    def test_cart_has_subtotals_and_total(self):
+        text = format.cart(
+            {
+                "cart": [
+                    {
+                        "item_id": "3-1",
+                        "item_name": "Mug",
+                        "quantity": 3,
+                        "price": Decimal("4.5"),
+                    },
+                    {"item_id": "3-2", "item_name": "Lamp", "quantity": 1, "price": 12},
+                ],
+                "total": Decimal("25.5"),
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[2].split(), ["3-1", "Mug", "3", "4.50", "13.50"])
+        self.assertEqual(lines[-1].split(), ["Total", "4", "25.50"])
+        self.assertEqual(format.cart({"cart": [], "total": 0}), "The cart is empty.")
+
+    def test_purchases_have_dates(self):
+        text = format.purchases(
+            {
+                "items": [
+                    {
+                        "purchase_id": 7,
+                        "item_id": "3-1",
+                        "item_name": "Mug",
+                        "quantity": 2,
+                        "price": Decimal("4.5"),
+                        "purchased_at": "2024-05-01T14:03:09",
+                    }
+                ],
+                "items_purchased": 2,
+            }
+        )
+        self.assertIn("2024-05-01 14:03", text)
+        self.assertEqual(text.splitlines()[-1].split(), ["Total", "2", "9.00"])
+        self.assertEqual(
+            format.purchases({"items": [], "items_purchased": 0}), "No purchases yet."
+        )
+
+    def test_rating_as_counts(self):
+        self.assertEqual(
+            format.rating(
+                {
+                    "seller_id": 4,
+                    "name": "Sam",
+                    "thumbs_up": 5,
+                    "thumbs_down": 1,
+                    "items_sold": 1,
+                }
+            ),
+            "Sam (seller 4): 5 thumbs up, 1 thumbs down, 1 item sold.",
+        )
+
+
+class ArgumentTests(unittest.SynchronousTestCase):
+    """Checking the words of a command line."""
+
+    def test_item_id(self):
+        self.assertEqual(item_id("3-17"), "3-17")
+        self.assertRaises(UsageError, item_id, "317")
+
+    def test_whole(self):
+        self.assertEqual(whole("2", "N"), 2)
+        self.assertEqual(whole("0", "CATEGORY", 0), 0)
+        for word in ("0", "-1", "two", "1.5"):
+            self.assertRaises(UsageError, whole, word, "N")
+
+    def test_price(self):
+        self.assertEqual(price("4.5"), Decimal("4.50"))
+        for word in ("-1", "4.555", "four", "nan", "inf"):
+            self.assertRaises(UsageError, price, word)
+
+    def test_take_option(self):
+        self.assertEqual(take_option(["a", "-p", "x", "b"], "-p"), ("x", ["a", "b"]))
+        self.assertEqual(take_option(["--password=x=y"], "--password"), ("x=y", []))
+        self.assertEqual(take_option(["a"], "-p"), (None, ["a"]))
+        self.assertRaises(UsageError, take_option, ["a", "-p"], "-p")
+
+    def test_program_arguments(self):
+        options = Options(8081)
+        options.parseOptions([])
+        self.assertEqual(options.endpoint, "tcp:host=localhost:port=8081")
+        options = Options(8080)
+        options.parseOptions(["shop.example", "9000"])
+        self.assertEqual(options.endpoint, "tcp:host=shop.example:port=9000")
+        options = Options(8080)
+        options.parseOptions(["--connect", "tls:shop.example:8080"])
+        self.assertEqual(options.endpoint, "tls:shop.example:8080")
+        from twisted.python.usage import UsageError as OptionsError
+
+        self.assertRaises(OptionsError, Options(8080).parseOptions, ["h", "port"])
+
+
+class FakeTerminal:
+    """Records echo changes instead of changing a terminal."""
+
+    def __init__(self) -> None:
+        self.changes: List[bool] = []
+
+    def echo(self, on: bool) -> None:
+        self.changes.append(on)
+
+
+class Driver:
+    """A shell on a StringTransport, fed line by line."""
+
+    def __init__(self, testcase, client, commands, interactive=False) -> None:
+        self.terminal = FakeTerminal()
+        self.shell = Shell(
+            client,
+            commands,
+            interactive=interactive,
+            terminal=self.terminal,
+            where="test",
+        )
+        self.transport = StringTransport()
+        self.shell.makeConnection(self.transport)
+        testcase.addCleanup(client.close)
+
+    def output(self) -> str:
+        """What was written since the last call."""
+        text = self.transport.value().decode("utf-8")
+        self.transport.clear()
+        return text
+
+    async def run(self, *lines: str) -> str:
+        """Feed lines, wait until they have run; what was written."""
+        for line in lines:
+            self.shell.dataReceived(line.encode("utf-8") + b"\n")
+        await self.shell.when_idle()
+        return self.output()
+
+    async def end(self) -> int:
+        """End of input; the exit status."""
+        self.shell.readConnectionLost()
+        return await self.shell.finished
+
+
+def seller_shell(testcase, market, interactive=False) -> Driver:
+    client = SellerClient(service(market, "seller"), reactor=reactor)
+    return Driver(testcase, client, seller_cli.COMMANDS, interactive)
+
+
+def buyer_shell(testcase, market, interactive=False) -> Driver:
+    client = BuyerClient(service(market, "buyer"), reactor=reactor)
+    return Driver(testcase, client, buyer_cli.COMMANDS, interactive)
+
+
+class SellerShellTests(unittest.TestCase):
+    async def test_every_command(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market)
+        out = await cli.run('register sam "Sam Shop" --password pw')
+        self.assertRegex(out, r"^Registered seller sam \(seller id \d+\)")
+        out = await cli.run("login sam -p pw")
+        self.assertRegex(out, r"^Logged in as sam \(seller \d+\)\.\n$")
+        self.assertEqual(cli.shell.prompt(), "seller sam> ")
+
+        out = await cli.run('sell "Blue mug" 3 new 4.5 10 mug kitchen')
+        self.assertRegex(
+            out, r"^Item 3-\d+ is on sale: 10 units of Blue mug at 4.50\.\n$"
+        )
+        mug = out.split()[1]
+        out = await cli.run("new-item Lamp 3 USED 12 2")
+        lamp = out.split()[1]
+
+        out = await cli.run(f"price {mug} 3.99")
+        self.assertEqual(out, f"{mug} Blue mug now costs 3.99.\n")
+        out = await cli.run(f"remove-units {lamp} 2")
+        self.assertEqual(out, f"Took 2 units of {lamp} Lamp off sale; 0 left.\n")
+
+        lines = (await cli.run("items")).splitlines()
+        self.assertEqual(
+            lines[0].split(),
+            ["ITEM", "NAME", "CAT", "COND", "PRICE", "ON", "SALE", "VOTES", "KEYWORDS"],
+        )
+        self.assertIn("3.99", lines[2])
+        self.assertIn("mug, kitchen", lines[2])
+        self.assertIn("sold out", lines[3])
+        self.assertEqual(lines[-1], "2 items, 10 units on sale.")
+        # Columns line up: every row puts the price at the same place.
+        self.assertEqual(lines[2].index("3.99") + 4, lines[3].index("12.00") + 5)
+
+        out = await cli.run("rating")
+        self.assertRegex(
+            out,
+            r"^Sam Shop \(seller \d+\): 0 thumbs up, 0 thumbs down, 0 items sold\.\n$",
+        )
+
+        self.assertEqual(await cli.run("logout"), "Logged out.\n")
+        self.assertEqual(cli.shell.prompt(), "seller> ")
+        self.assertEqual(await cli.end(), 0)
+
+    async def test_errors_are_one_line_from_the_server(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = seller_shell(self, market)
+        out = await cli.run("register sam --password x")
+        self.assertEqual(out, "line 1: error: there is already a seller called 'sam'\n")
+        out = await cli.run("login sam --password wrong")
+        self.assertEqual(out, "line 2: error: wrong username or password\n")
+        await cli.run("register otto -p pw", "login otto -p pw")
+        out = await cli.run(f"price {mug} 1")
+        self.assertEqual(out, f"line 5: error: item {mug} belongs to another seller\n")
+        self.assertEqual(await cli.end(), EXIT_FAILED)
+
+    async def test_interactive_sell_asks_each_field(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        await cli.run("register sam -p pw", "login sam -p pw")
+        cli.shell.dataReceived(b"sell\n")
+        out = await cli.run("Green mug", "3", "new", "2.25", "4", "mug green")
+        self.assertIn("Item name: Category (a number): ", out)
+        self.assertIn("units of Green mug at 2.25.", out)
+        self.assertTrue(out.endswith("seller sam> "), out)
+
+
+class BuyerShellTests(unittest.TestCase):
+    async def test_every_command(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = buyer_shell(self, market)
+        out = await cli.run("register bea --password pw")
+        self.assertRegex(
+            out, r"^Registered buyer bea \(buyer id \d+\)\. Now: login bea\n$"
+        )
+        await cli.run("login bea --password pw")
+
+        lines = (await cli.run("search 3 mug lamp")).splitlines()
+        self.assertEqual(lines[0].split()[:4], ["ITEM", "NAME", "COND", "PRICE"])
+        self.assertEqual([line.split()[0] for line in lines[2:4]], [mug, lamp])
+        self.assertEqual(lines[-1], "2 items found.")
+        out = await cli.run("search 9")
+        self.assertEqual(out, "No items for sale in category 9 match.\n")
+
+        out = await cli.run(f"item {mug}")
+        self.assertIn(f"Item {mug}: Blue mug\n", out)
+        self.assertIn("  price      4.50\n", out)
+        self.assertIn("  on sale    10 units\n", out)
+
+        out = await cli.run(f"add {mug} 3")
+        self.assertTrue(out.startswith(f"Added 3 units of {mug}.\n"), out)
+        self.assertEqual(out.splitlines()[-1].split(), ["Total", "3", "13.50"])
+        await cli.run(f"add {lamp}")
+        out = await cli.run(f"remove {mug} 2")
+        self.assertEqual(out.splitlines()[-1].split(), ["Total", "2", "16.50"])
+        lines = (await cli.run("cart")).splitlines()
+        self.assertEqual(
+            lines[0].split(), ["ITEM", "NAME", "UNITS", "PRICE", "SUBTOTAL"]
+        )
+        self.assertEqual(lines[2].split(), [mug, "Blue", "mug", "1", "4.50", "4.50"])
+        self.assertEqual(
+            lines[3].split(), [lamp, "Desk", "lamp", "1", "12.00", "12.00"]
+        )
+        out = await cli.run("save")
+        self.assertTrue(out.startswith("Saved the cart"), out)
+        out = await cli.run("clear")
+        self.assertTrue(out.startswith("Emptied the cart"), out)
+        self.assertEqual(await cli.run("cart"), "The cart is empty.\n")
+
+        out = await cli.run(f"seller-rating {seller.user_id}")
+        self.assertEqual(
+            out,
+            f"Sam's Shop (seller {seller.user_id}): 0 thumbs up, 0 thumbs down, 0 items sold.\n",
+        )
+        self.assertEqual(await cli.run("history"), "No purchases yet.\n")
+
+        # The purchase and feedback requests go out; whatever the server
+        # answers for an empty cart or an item not bought is one line.
+        out = await cli.run('buy "Bea B" 4111111111111111 12/30 123')
+        self.assertRegex(out, r"^line \d+: error: [^\n]+\n$")
+        out = await cli.run(f"rate {mug} up")
+        self.assertRegex(out, r"^line \d+: error: [^\n]+\n$")
+
+        self.assertEqual(await cli.run("logout"), "Logged out.\n")
+        self.assertEqual(await cli.end(), EXIT_FAILED)
+
+    async def test_usage_errors(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p pw", "login bea -p pw")
+        cli.shell.line_number = 0
+        cases = {
+            "add": "add ITEM_ID [N]",
+            "add 3-1 2 3": "add ITEM_ID [N]",
+            "add three": "add ITEM_ID [N]",
+            "remove 3-1 none": "remove ITEM_ID [N]",
+            "search": "search CATEGORY [KEYWORD...]",
+            "search books": "search CATEGORY [KEYWORD...]",
+            "search 1 a b c d e f": "search CATEGORY [KEYWORD...]",
+            "rate 3-1 sideways": "rate ITEM_ID up|down",
+            "seller-rating x": "seller-rating SELLER_ID",
+            "buy alice": "buy [NAME CARD MM/YY CODE]",
+            "cart please": "cart",
+            "login": "login USER [--password PASSWORD]",
+        }
+        for line, usage in cases.items():
+            out = await cli.run(line)
+            self.assertIn(f"; usage: {usage}  (see 'help ", out)
+            self.assertEqual(out.count("\n"), 1, out)
+        out = await cli.run("buy")
+        self.assertIn("give the card as arguments in a script", out)
+        out = await cli.run("login bea")
+        self.assertIn("give the password with --password PASSWORD in a script", out)
+        self.assertEqual(
+            await cli.run("dance"),
+            f"line {len(cases) + 3}: error: there is no command 'dance'; type 'help' for the list\n",
+        )
+        out = await cli.run('item "3-1')
+        self.assertIn("cannot read that line", out)
+        # Nothing above logged the shell out.
+        self.assertIsNotNone(cli.shell.client.session_id)
+
+    async def test_needs_login(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        out = await cli.run("cart")
+        self.assertEqual(
+            out, "line 1: error: cart needs you to log in first: login USER\n"
+        )
+
+    async def test_help(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        out = await cli.run("help")
+        for name in (
+            "register",
+            "login",
+            "logout",
+            "search",
+            "item",
+            "add",
+            "remove",
+            "cart",
+            "save",
+            "clear",
+            "buy",
+            "rate",
+            "seller-rating",
+            "history",
+            "help",
+            "quit",
+        ):
+            self.assertRegex(out, rf"\n  {name}\b")
+        out = await cli.run("help add")
+        self.assertIn("usage: add ITEM_ID [N]\n", out)
+        self.assertIn("example: add 3-17 2\n", out)
+        out = await cli.run("help nope")
+        self.assertIn("there is no command 'nope'", out)
+        self.assertEqual(await cli.end(), EXIT_FAILED)
+
+
+class InteractiveTests(unittest.TestCase):
+    """A person at a terminal: prompts, secrets not echoed."""
+
+    async def test_passwords_are_asked_without_echo(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market, interactive=True)
+        self.assertEqual(
+            cli.output(),
+            "Marketplace buyer at test. Type 'help' for the commands, 'quit' to leave.\nbuyer> ",
+        )
+        cli.shell.dataReceived(b"register bea\n")
+        out = await cli.run("pw", "pw")
+        self.assertTrue(
+            out.startswith("Password: \nPassword again: \nRegistered buyer bea"), out
+        )
+        self.assertEqual(cli.terminal.changes, [False, True, False, True])
+        cli.shell.dataReceived(b"login bea\n")
+        out = await cli.run("pw")
+        self.assertEqual(
+            out,
+            "Password: \nLogged in as bea (buyer %d).\nbuyer bea> "
+            % cli.shell.client.user_id,
+        )
+        out = await cli.run("add 3-1 x")
+        self.assertTrue(out.startswith("error: N must be a whole number"), out)
+        self.assertTrue(out.endswith("buyer bea> "))
+
+    async def test_buy_asks_for_the_card(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = buyer_shell(self, market, interactive=True)
+        await cli.run("register bea -p pw", "login bea -p pw", f"add {mug} 2")
+        cli.terminal.changes.clear()
+        cli.shell.dataReceived(b"buy\n")
+        out = await cli.run("Bea B", "4111111111111111", "12/30", "123")
+        self.assertIn("Buying:\n", out)
+        self.assertIn(
+            "Name on the card: Card number: Expires (MM/YY): Security code: \n", out
+        )
+        self.assertEqual(cli.terminal.changes, [False, True])
+        self.assertNotIn("123", out.split("Security code:")[1])
+
+    async def test_end_of_input_while_asking(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market, interactive=True)
+        cli.shell.dataReceived(b"login bea\n")
+        status = await cli.end()
+        self.assertIn("error: login cancelled: the input ended", cli.output())
+        self.assertEqual(status, 0)
+        self.assertEqual(cli.terminal.changes, [False, True])
+
+
+class EndingTests(unittest.TestCase):
+    """quit, end of input and Ctrl-C log out; scripts get an exit status."""
+
+    async def assert_logged_out(self, market, session_id):
+        probe = make_client(self, BuyerClient, service(market, "buyer"))
+        probe.session_id = session_id
+        e = await self.assertFailure(probe.display_cart(), ClientError)
+        self.assertEqual(e.code, INVALID_SESSION)
+
+    async def test_script_that_succeeds(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        await cli.run(
+            "register bea -p pw", "# a comment", "", "login bea -p pw", "cart"
+        )
+        session = cli.shell.client.session_id
+        self.assertEqual(await cli.end(), 0)
+        self.assertTrue(cli.output().endswith("Logged out.\n"))
+        self.assertTrue(cli.transport.disconnecting)
+        await self.assert_logged_out(market, session)
+
+    async def test_script_with_a_failure_runs_on_and_exits_1(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        for line in ("register bea -p pw", "login bea -p pw", "item 3-999", "cart"):
+            cli.shell.dataReceived(line.encode() + b"\n")
+        cli.shell.readConnectionLost()
+        self.assertEqual(await cli.shell.finished, EXIT_FAILED)
+        out = cli.output()
+        self.assertIn("line 3: error: there is no item 3-999\n", out)
+        self.assertIn("The cart is empty.\nLogged out.\n", out)
+
+    async def test_quit_skips_the_rest(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market, interactive=True)
+        await cli.run("register bea -p pw", "login bea -p pw")
+        session = cli.shell.client.session_id
+        cli.shell.dataReceived(b"quit\ncart\n")
+        self.assertEqual(await cli.shell.finished, 0)
+        self.assertEqual(cli.output(), "Logged out.\n")
+        await self.assert_logged_out(market, session)
+
+    async def test_interrupt(self):
+        market = await start_marketplace(self)
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p pw", "login bea -p pw")
+        session = cli.shell.client.session_id
+        await cli.shell.interrupt()
+        self.assertEqual(await cli.shell.finished, EXIT_INTERRUPTED)
+        await self.assert_logged_out(market, session)
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self, stdin: bytes) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+async def run_program(name: str, args: List[str], script: str):
+    """Run an installed console script with C{script} piped in; (status,
+    stdout, stderr).  The working tree's code is imported, not an older copy."""
+    program = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(program):
+        raise AssertionError(f"{program} is not installed: run make install")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    collect = _Collect(script.encode("utf-8"))
+    reactor.spawnProcess(collect, program, [program] + args, env=env)
+    status = await collect.ended
+    return status, collect.out.decode("utf-8"), collect.err.decode("utf-8")
+
+
+class ConsoleScriptTests(unittest.TestCase):
+    """The installed programs, with a script piped in."""
+
+    async def test_seller_script(self):
+        market = await start_marketplace(self)
+        port = str(market.ports["seller"])
+        script = (
+            "register sam -p pw\nlogin sam -p pw\nsell Mug 3 new 4.50 10 mug\nitems\n"
+        )
+        status, out, err = await run_program(
+            "marketplace-seller-cli", ["127.0.0.1", port], script
+        )
+        self.assertEqual((status, err), (0, ""), out)
+        self.assertIn("Item 3-", out)
+        self.assertIn("1 item, 10 units on sale.\nLogged out.\n", out)
+        self.assertNotIn("seller>", out)
+
+    async def test_buyer_script_that_fails(self):
+        market = await start_marketplace(self)
+        endpoint = service(market, "buyer")
+        script = "register bea -p pw\nlogin bea -p pw\nadd 3-1\ncart\n"
+        status, out, err = await run_program(
+            "marketplace-buyer-cli", ["--connect", endpoint], script
+        )
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("line 3: error: there is no item 3-1\n", out)
+        self.assertIn("The cart is empty.\nLogged out.\n", out)
+        self.assertNotIn("Traceback", out + err)
