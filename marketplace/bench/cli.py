@@ -1,0 +1,357 @@
+"""The marketplace-bench command.
+
+    marketplace-bench [--seller EP] [--buyer EP] [--scenarios 1,10,100]
+                      [--calls 1000] [--runs 10] [--workload seed]
+                      [--procs 1] [--out DIR] [--json] [--launch]
+
+For each scenario N it creates N sellers and N buyers (each with its own
+connection, account and session) on a running deployment, then runs the
+workload C{--runs} times, every client making C{--calls} calls one after
+the other.  A progress bar goes to stderr; the report to stdout (Markdown,
+or JSON with C{--json}) and, with C{--out}, to report.md, results.json and
+a chart in that folder.
+"""
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from marketplace.bench import report
+from marketplace.bench.runner import Plan, Progress, drive
+from marketplace.bench.stats import RunResult, merge_runs, summarise
+from marketplace.bench.workloads import WORKLOADS
+
+
+def _scenarios(text: str) -> tuple:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("scenarios are numbers, e.g. 1,10,100")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("scenarios are numbers of at least 1")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="marketplace-bench",
+        description="Closed-loop load test of a running marketplace: N sellers and"
+        " N buyers per scenario, each on its own connection and session.",
+    )
+    p.add_argument("--seller", default="tcp:host=127.0.0.1:port=8080",
+                   help="client endpoint of the seller service (default %(default)s)")
+    p.add_argument("--buyer", default="tcp:host=127.0.0.1:port=8081",
+                   help="client endpoint of the buyer service (default %(default)s)")
+    p.add_argument("--scenarios", type=_scenarios, default=(1, 10, 100),
+                   help="sellers (= buyers) per scenario, comma-separated (default 1,10,100)")
+    p.add_argument("--calls", type=_positive, default=1000,
+                   help="calls per client per run (default %(default)s)")
+    p.add_argument("--runs", type=_positive, default=10,
+                   help="runs per scenario (default %(default)s)")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="seed",
+                   help="what the clients call (default %(default)s): "
+                   + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()))
+    p.add_argument("--items", type=_positive, default=5,
+                   help="items each seller puts on sale (default %(default)s)")
+    p.add_argument("--procs", type=_positive, default=1,
+                   help="processes that drive the clients, each a share (default 1)")
+    p.add_argument("--out", type=Path, help="folder for report.md, results.json and chart.png")
+    p.add_argument("--into", type=Path,
+                   help="Markdown file whose bench section (between the bench markers)"
+                   " is replaced by the report")
+    p.add_argument("--chart-name", default="chart.png", help="file name of the chart in --out")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--launch", action="store_true",
+                   help="start a marketplace (twistd, throwaway embedded database, ports"
+                   " --base-port and the next) for the benchmark and stop it after")
+    p.add_argument("--base-port", type=_positive, default=9080,
+                   help="seller port with --launch; the buyer's is the next (default 9080)")
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                   help="processes per service with --launch (default: the cores, %(default)s)")
+    p.add_argument("--idle", type=int, default=0, metavar="N",
+                   help="also open N idle connections to each service and report the"
+                   " resident memory of the processes listening on its port")
+    return p
+
+
+def _log_warnings() -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
+        redirectStandardIO=False,
+    )
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="call", file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
+
+
+def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
+    """Every client in this process, in one reactor."""
+    from twisted.internet import defer, reactor, task
+
+    bar = _progress_bar(plan.total_calls(), show_progress)
+    progress = Progress()
+    shown = [0]
+
+    def tick() -> None:
+        if bar is not None:
+            bar.update(progress.done - shown[0])
+            shown[0] = progress.done
+
+    outcome: dict = {}
+
+    async def main() -> None:
+        ticker = task.LoopingCall(tick)
+        ticker.start(0.25)
+        try:
+            outcome["results"] = await drive(plan, reactor, progress)
+            if idle:
+                outcome["memory"] = await _memory(plan, idle, reactor)
+        finally:
+            ticker.stop()
+            tick()
+
+    def finished(result):
+        outcome["failure"] = result if hasattr(result, "getTraceback") else None
+        reactor.stop()
+
+    reactor.callWhenRunning(
+        lambda: defer.Deferred.fromCoroutine(main()).addBoth(finished)
+    )
+    reactor.run()
+    if bar is not None:
+        bar.close()
+    if outcome.get("failure") is not None:
+        failure = outcome["failure"]
+        raise SystemExit(f"marketplace-bench: {failure.getErrorMessage()}")
+    return outcome["results"], outcome.get("memory")
+
+
+async def _memory(plan: Plan, count: int, reactor) -> List[dict]:
+    from marketplace.bench.memory import idle_connections
+
+    measured = []
+    for role, endpoint in (("seller", plan.seller), ("buyer", plan.buyer)):
+        port = _port_of(endpoint)
+        measured.append(await idle_connections(role, endpoint, port, count, reactor))
+    return measured
+
+
+def _port_of(endpoint: str) -> int:
+    for part in endpoint.split(":"):
+        if part.startswith("port="):
+            return int(part[5:])
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def _child(plan: Plan, me: int, processes: int, barrier, queue) -> None:
+    """One process of C{--procs}: its share of the clients."""
+    from twisted.internet import defer, reactor, task, threads
+
+    progress = Progress()
+    reported = [0]
+
+    def tick() -> None:
+        if progress.done != reported[0]:
+            queue.put(("progress", me, progress.done - reported[0]))
+            reported[0] = progress.done
+
+    def sync() -> defer.Deferred:
+        return threads.deferToThread(barrier.wait, 600)
+
+    async def main() -> None:
+        ticker = task.LoopingCall(tick)
+        ticker.start(0.25)
+        try:
+            results = await drive(plan, reactor, progress, (me, processes), sync)
+        finally:
+            ticker.stop()
+            tick()
+        queue.put(("results", me, results))
+
+    def finished(result) -> None:
+        if hasattr(result, "getTraceback"):
+            barrier.abort()
+            queue.put(("failed", me, result.getTraceback()))
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(main()).addBoth(finished))
+    reactor.run()
+
+
+def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[int, List[RunResult]]:
+    """The clients shared out over C{processes} child processes."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    queue = context.Queue()
+    children = [
+        context.Process(target=_child, args=(plan, me, processes, barrier, queue), daemon=True)
+        for me in range(processes)
+    ]
+    for child in children:
+        child.start()
+    bar = _progress_bar(plan.total_calls(), show_progress)
+    shares: List[Dict[int, List[RunResult]]] = []
+    try:
+        while len(shares) < processes:
+            kind, me, value = queue.get()
+            if kind == "progress":
+                if bar is not None:
+                    bar.update(value)
+            elif kind == "results":
+                shares.append(value)
+            else:
+                raise SystemExit(f"marketplace-bench: process {me} failed:\n{value}")
+    finally:
+        if bar is not None:
+            bar.close()
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.terminate()
+    return {
+        clients: [
+            merge_runs(share[clients][run] for share in shares)
+            for run in range(plan.runs)
+        ]
+        for clients in plan.scenarios
+    }
+
+
+def _facts(args, launched) -> Dict[str, str]:
+    facts = {
+        "machine": f"{os.cpu_count()} cores, {_memory_total()}, Python {sys.version.split()[0]}",
+        "deployment": (
+            f"launched by the bench: twistd marketplace, {args.workers} worker process(es)"
+            " per service, embedded PostgreSQL"
+            if launched else f"seller {args.seller}, buyer {args.buyer}"
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    return facts
+
+
+def _memory_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    except OSError:
+        pass
+    return "RAM unknown"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the benchmark; the exit status (1 if any call failed)."""
+    args = parser().parse_args(argv)
+    launched = None
+    if args.launch:
+        from marketplace.bench.deploy import LocalMarketplace
+
+        launched = LocalMarketplace(args.base_port, args.workers)
+        print(f"starting: {' '.join(launched.command())}", file=sys.stderr)
+        launched.start()
+        args.seller, args.buyer = launched.seller, launched.buyer
+    plan = Plan(
+        seller=args.seller,
+        buyer=args.buyer,
+        scenarios=args.scenarios,
+        calls=args.calls,
+        runs=args.runs,
+        workload=args.workload,
+        items=args.items,
+    ).with_tag()
+    show_progress = not args.no_progress
+    memory = None
+    try:
+        if args.procs == 1:
+            _log_warnings()
+            results, memory = _run_here(plan, show_progress, args.idle)
+        else:
+            results = _run_in_processes(plan, args.procs, show_progress)
+            if args.idle:
+                _log_warnings()
+                _, memory = _run_here(
+                    Plan(**{**vars(plan), "scenarios": ()}), False, args.idle
+                )
+    finally:
+        if launched is not None:
+            launched.stop()
+    summaries = [summarise(clients, results[clients]) for clients in plan.scenarios]
+    setup = report.Setup(
+        workload=plan.workload,
+        description=WORKLOADS[plan.workload].description,
+        calls=plan.calls,
+        runs=plan.runs,
+        seller=plan.seller,
+        buyer=plan.buyer,
+        procs=args.procs,
+        facts=_facts(args, launched),
+    )
+    if memory:
+        for m in memory:
+            setup.facts[f"memory, {m['role']} service with {m['connections']} idle connections"] = (
+                ", ".join(
+                    f"process {pid}: {m['rss_before_mb'][pid]:.1f} MiB before,"
+                    f" {rss:.1f} MiB with them"
+                    for pid, rss in m["rss_with_connections_mb"].items()
+                )
+                or "no listening process found on this machine"
+            )
+    chart_name = ""
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        report.chart(summaries, args.out / args.chart_name, f"workload {plan.workload}")
+        chart_name = args.chart_name
+        (args.out / "results.json").write_text(report.to_json(setup, summaries, memory) + "\n")
+        (args.out / "report.md").write_text(report.markdown(setup, summaries, chart_name))
+    if args.into:
+        section = report.markdown(setup, summaries, _relative(args.out, args.into, chart_name))
+        text = args.into.read_text() if args.into.exists() else ""
+        args.into.write_text(report.replace_section(text, section))
+    if args.json:
+        print(report.to_json(setup, summaries, memory))
+    else:
+        print(report.markdown(setup, summaries, chart_name))
+    return 1 if any(s.errors for s in summaries) else 0
+
+
+def _relative(out: Optional[Path], document: Path, name: str) -> str:
+    if not out or not name:
+        return ""
+    return os.path.relpath(out.resolve() / name, document.resolve().parent)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
