@@ -24,6 +24,7 @@ from clients.shell import (
 
 
 async def search(shell: Shell, words: List[str]) -> None:
+    """search CATEGORY [KEYWORD...]: a table of matching items."""
     arity(words, 1)
     category = whole(words[0], "CATEGORY", 0)
     wanted = keywords(words[1:])
@@ -32,6 +33,7 @@ async def search(shell: Shell, words: List[str]) -> None:
 
 
 async def item(shell: Shell, words: List[str]) -> None:
+    """item ITEM_ID: one item, a field per line."""
     arity(words, 1, 1)
     shell.write(format.item_details(await shell.client.get_item(item_id(words[0]))))
 
@@ -41,6 +43,7 @@ def _units(words: List[str]) -> int:
 
 
 async def add(shell: Shell, words: List[str]) -> None:
+    """add ITEM_ID [N]: add units to the cart; the cart."""
     arity(words, 1, 2)
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.add_item_to_cart(wanted, units)
@@ -48,6 +51,7 @@ async def add(shell: Shell, words: List[str]) -> None:
 
 
 async def remove(shell: Shell, words: List[str]) -> None:
+    """remove ITEM_ID [N]: take units out of the cart; the cart."""
     arity(words, 1, 2)
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.remove_item_from_cart(wanted, units)
@@ -57,11 +61,13 @@ async def remove(shell: Shell, words: List[str]) -> None:
 
 
 async def cart(shell: Shell, words: List[str]) -> None:
+    """cart: the active cart with its total."""
     arity(words, 0, 0)
     shell.write(format.cart(await shell.client.display_cart()))
 
 
 async def save(shell: Shell, words: List[str]) -> None:
+    """save: make the active cart the saved one."""
     arity(words, 0, 0)
     answer = await shell.client.save_cart()
     shell.write(
@@ -70,12 +76,14 @@ async def save(shell: Shell, words: List[str]) -> None:
 
 
 async def clear(shell: Shell, words: List[str]) -> None:
+    """clear: empty the active cart."""
     arity(words, 0, 0)
     await shell.client.clear_cart()
     shell.write("Emptied the cart (the saved cart stays until you save again).")
 
 
 async def buy(shell: Shell, words: List[str]) -> None:
+    """buy [NAME CARD MM/YY CODE]: buy the cart, asking for the card if need be."""
     if words:
         arity(words, 4, 4)
         name, number, expires, code = words
@@ -96,6 +104,7 @@ async def buy(shell: Shell, words: List[str]) -> None:
 
 
 async def rate(shell: Shell, words: List[str]) -> None:
+    """rate ITEM_ID up|down: feedback on a bought item."""
     arity(words, 2, 2)
     rated = item_id(words[0])
     thumbs_up = choice(words[1], "the vote", ("up", "down")) == "up"
@@ -104,12 +113,14 @@ async def rate(shell: Shell, words: List[str]) -> None:
 
 
 async def seller_rating(shell: Shell, words: List[str]) -> None:
+    """seller-rating SELLER_ID: a seller's rating."""
     arity(words, 1, 1)
     seller_id = whole(words[0], "SELLER_ID", 0)
     shell.write(format.rating(await shell.client.get_seller_rating(seller_id)))
 
 
 async def history(shell: Shell, words: List[str]) -> None:
+    """history: the buyer's purchases, with dates."""
     arity(words, 0, 0)
     shell.write(format.purchases(await shell.client.get_buyer_purchases()))
 

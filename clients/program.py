@@ -10,6 +10,13 @@ import sys
 from typing import Dict, List, Optional, Type
 
 from twisted.internet import stdio, task
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 from twisted.python import usage
 
 from marketplace.client import endpoint_description
@@ -80,8 +87,19 @@ def parse(argv: List[str], default_port: int) -> Options:
     return options
 
 
+def _log_problems_to_stderr() -> None:
+    """Warnings and failures (bugs) go to standard error; the info messages
+    about reconnecting do not clutter the terminal."""
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stderr),
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
 async def _main(reactor, options: Options, client_class, commands) -> None:
     interactive = os.isatty(0)
+    _log_problems_to_stderr()
     try:
         client = client_class(
             options.endpoint, reactor=reactor, give_up_after=GIVE_UP_AFTER

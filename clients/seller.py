@@ -25,6 +25,7 @@ from clients.shell import (
 
 
 async def sell(shell: Shell, words: List[str]) -> None:
+    """sell NAME CATEGORY CONDITION PRICE QUANTITY [KEYWORD...], or asked field by field."""
     if not words and shell.interactive:
         words = [
             await shell.ask("Item name: "),
@@ -52,6 +53,7 @@ async def sell(shell: Shell, words: List[str]) -> None:
 
 
 async def change_price(shell: Shell, words: List[str]) -> None:
+    """price ITEM_ID PRICE: change an item's price."""
     arity(words, 2, 2)
     item = await shell.client.change_item_price(item_id(words[0]), price(words[1]))
     shell.write(
@@ -60,6 +62,7 @@ async def change_price(shell: Shell, words: List[str]) -> None:
 
 
 async def remove_units(shell: Shell, words: List[str]) -> None:
+    """remove-units ITEM_ID N: take units off sale."""
     arity(words, 2, 2)
     units = whole(words[1], "N")
     item = await shell.client.update_units_for_sale(item_id(words[0]), units)
@@ -70,12 +73,14 @@ async def remove_units(shell: Shell, words: List[str]) -> None:
 
 
 async def items(shell: Shell, words: List[str]) -> None:
+    """items: the seller's items as a table."""
     arity(words, 0, 0)
     answer = await shell.client.display_items_for_sale()
     shell.write(format.seller_items(answer["items"]))
 
 
 async def rating(shell: Shell, words: List[str]) -> None:
+    """rating: this seller's rating."""
     arity(words, 0, 0)
     shell.write(format.rating(await shell.client.get_seller_rating()))
 

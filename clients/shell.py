@@ -58,6 +58,7 @@ class Command:
 
     @property
     def usage(self) -> str:
+        """The command's name and arguments, as help shows them."""
         return f"{self.name} {self.args}".rstrip()
 
 
@@ -210,6 +211,7 @@ class Shell(LineReceiver):
 
     @property
     def role(self) -> str:
+        """buyer or seller."""
         return self.client.role
 
     # Output
@@ -335,7 +337,7 @@ class Shell(LineReceiver):
 
     def _bug(self, failure) -> None:
         self.log.failure("the shell failed", failure)
-        self.fail("this program failed; it has logged why")
+        self.fail("this program failed (a bug); the details are on standard error")
 
     def when_idle(self) -> defer.Deferred:
         """A Deferred that fires once every line received so far has run."""

@@ -73,6 +73,7 @@ class _ServiceClient:
 
     @property
     def id_field(self) -> str:
+        """The answer field of the account id: buyer_id or seller_id."""
         return f"{self.role}_id"
 
     def connect(self) -> "defer.Deferred[None]":
