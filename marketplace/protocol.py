@@ -7,7 +7,7 @@ takes.  What a frame means is the dispatcher's business, not this module's.
 """
 
 from collections import deque
-from typing import Callable
+from typing import Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
@@ -16,6 +16,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import envelope
 from marketplace.errors import FRAME_TOO_LARGE
+from marketplace.limits import Limits
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 
@@ -41,15 +42,56 @@ class FrameProtocol(Int32StringReceiver):
         self.MAX_LENGTH = self.factory.max_frame
         self._answers: deque = deque()
         self._closing = False
-        self.factory.connection_made(self)
+        # The frame timeout (see limits.py): the timer that closes a
+        # connection stuck half-way through a frame, and how many frames had
+        # arrived when it was set.
+        self._stall = None
+        self._frames = 0
+        self._stall_frames = 0
+        if not self.factory.connection_made(self):
+            self._closing = True
+            self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
         self._closing = True
+        self._stop_stall_timer()
         self.factory.connection_lost(self)
 
     def dataReceived(self, data: bytes) -> None:
         if not self._closing:
             super().dataReceived(data)
+            self._watch_for_stall()
+
+    def _watch_for_stall(self) -> None:
+        """Time the frame being received: from its first byte, or from the
+        last whole frame, it must be complete within the frame timeout."""
+        limits = self.factory.limits
+        if limits is None or self._closing:
+            return
+        if self._unprocessed and not self.paused:
+            if self._stall is None or self._frames != self._stall_frames:
+                self._stop_stall_timer()
+                self._stall_frames = self._frames
+                self._stall = limits.call_later(limits.frame_timeout, self._stalled)
+        else:
+            # Nothing half-received, or paused by us: not the client's fault.
+            self._stop_stall_timer()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall is not None:
+            if self._stall.active():
+                self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.log.info(
+            "closing the connection from {peer}: half a frame for {timeout} s",
+            peer=self.transport.getPeer(),
+            timeout=self.factory.limits.frame_timeout,
+        )
+        self._closing = True
+        self.transport.abortConnection()
 
     def stringReceived(self, frame: bytes) -> None:
         slot = _Slot()
@@ -57,6 +99,13 @@ class FrameProtocol(Int32StringReceiver):
         d = self.factory.track(self.factory.handle_frame(frame))
         d.addCallback(self._answer_ready, slot)
         d.addErrback(self._handler_failed, slot)
+        self._frames += 1
+        limits = self.factory.limits
+        if limits is not None and len(self._answers) >= limits.max_in_flight:
+            # Read no more of this connection until answers drain: the
+            # client's pipelining is slowed down, not refused.
+            if not self.paused and not self._closing:
+                self.pauseProducing()
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.info(
@@ -87,6 +136,9 @@ class FrameProtocol(Int32StringReceiver):
             self.sendString(answers.popleft().data)
         if self._closing and not answers:
             self.transport.loseConnection()
+        elif self.paused and len(answers) < self.factory.limits.max_in_flight:
+            if not self._closing:
+                self.resumeProducing()
 
 
 class FrameFactory(Factory):
@@ -97,23 +149,42 @@ class FrameFactory(Factory):
     """
 
     protocol = FrameProtocol
+    log = Logger()
     noisy = False
 
     def __init__(
         self,
         handle_frame: FrameHandler,
         max_frame: int = DEFAULT_MAX_FRAME,
+        limits: Optional[Limits] = None,
     ) -> None:
         self.handle_frame = handle_frame
         self.max_frame = max_frame
+        #: The daemon's L{Limits}, shared with its other factories; None
+        #: for no limits.
+        self.limits = limits
         self.connections: set = set()
         self._in_flight: set = set()
 
-    def connection_made(self, protocol: FrameProtocol) -> None:
+    def connection_made(self, protocol: FrameProtocol) -> bool:
+        """Count a new connection in; False if the daemon has too many."""
+        limits = self.limits
+        if limits is not None and not limits.admit():
+            if not limits.refusing:
+                limits.refusing = True
+                self.log.warn(
+                    "{count} connections are open, the limit: refusing new ones",
+                    count=limits.open_connections,
+                )
+            return False
         self.connections.add(protocol)
+        return True
 
     def connection_lost(self, protocol: FrameProtocol) -> None:
-        self.connections.discard(protocol)
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            if self.limits is not None:
+                self.limits.release()
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
         """Remember C{d} until it fires."""

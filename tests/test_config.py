@@ -55,14 +55,14 @@ class OptionsTests(unittest.SynchronousTestCase):
     def test_buyer_options(self):
         options = BuyerOptions()
         options.parseOptions(["--listen", "tcp:9000", "--customer-db", "dbname=c"])
-        self.assertEqual(options["listen"], "tcp:9000")
+        self.assertEqual(options["listen"], ["tcp:9000"])
         self.assertEqual(options.settings.customer_db, "dbname=c")
 
     def test_all_options_defaults(self):
         options = AllOptions()
         options.parseOptions([])
-        self.assertEqual(options["seller-listen"], "tcp:8080")
-        self.assertEqual(options["buyer-listen"], "tcp:8081")
+        self.assertEqual(options["seller-listen"], ["tcp:8080"])
+        self.assertEqual(options["buyer-listen"], ["tcp:8081"])
 
     def test_bad_option_is_a_usage_error(self):
         self.assertRaises(usage.UsageError, BuyerOptions().parseOptions, ["--pool-size", "x"])
