@@ -1,12 +1,16 @@
 """twistd plugin module of marketplace: every service in one process."""
 
-from marketplace.tap import AllOptions as Options
-from marketplace.tap import make_all_services
+from marketplace.tap import AllOptions, make_all_services
+from marketplace.workers import WorkerOptions, with_workers
+
+
+class Options(WorkerOptions, AllOptions):
+    """The daemon's options and C{--workers}."""
 
 
 def makeService(config: Options, reactor=None):  # noqa: N802 (twistd's name)
     """Every marketplace service in one process, for one machine."""
-    return make_all_services(config, reactor)
+    return with_workers(config, __name__, make_all_services, reactor)
 
 
 __all__ = ["Options", "makeService"]
