@@ -1,5 +1,6 @@
--- The marketplace's tables, in two parts: the customer database (accounts,
--- sessions) and the product database (items, carts, purchases, feedback).
+-- The marketplace's tables, in three parts: the customer database (accounts,
+-- sessions), the product database (items, carts, purchases, feedback) and
+-- the payments database of the financial-transactions service.
 -- The services apply each part to its own database when they start; the
 -- "-- database:" lines mark where a part begins.  Applying the whole file to
 -- one database (psql -f schema.sql) also works.  Applying it again changes
@@ -65,4 +66,70 @@ CREATE TABLE IF NOT EXISTS saved_cart_lines (
     item_id  bigint NOT NULL REFERENCES items (id),
     quantity integer NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (buyer_id, item_id)
+);
+
+-- Purchases (see marketplace/purchasedb.py for their states).  A pending
+-- purchase holds its units off sale until it is settled; the partial unique
+-- index files it under the buyer's idempotency key, which an aborted
+-- purchase frees for another try.  payment_key is the idempotency key of
+-- its payment at the financial-transactions service: fresh for every try.
+CREATE TABLE IF NOT EXISTS purchases (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    buyer_id         bigint NOT NULL,
+    idempotency_key  text NOT NULL,
+    session_key      text NOT NULL,
+    payment_key      text NOT NULL UNIQUE DEFAULT gen_random_uuid()::text,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'completed', 'declined', 'aborted')),
+    total            numeric(20, 2) NOT NULL DEFAULT 0,
+    authorization_id text,
+    reason           text,
+    void_needed      boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    settled_at       timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS purchases_idempotency_key
+    ON purchases (buyer_id, idempotency_key) WHERE state <> 'aborted';
+CREATE INDEX IF NOT EXISTS purchases_pending ON purchases (created_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS purchases_void_needed ON purchases (id) WHERE void_needed;
+
+-- What a purchase took: the units of each item and the price paid for one.
+CREATE TABLE IF NOT EXISTS purchase_lines (
+    purchase_id bigint NOT NULL REFERENCES purchases (id),
+    item_id     bigint NOT NULL REFERENCES items (id),
+    category    integer NOT NULL,
+    item_name   text NOT NULL,
+    quantity    integer NOT NULL CHECK (quantity > 0),
+    price       numeric(12, 2) NOT NULL,
+    PRIMARY KEY (purchase_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS purchase_lines_item ON purchase_lines (item_id);
+
+-- One vote per buyer and item; items.thumbs_up and thumbs_down are their
+-- counts, kept in the same transaction as each vote.
+CREATE TABLE IF NOT EXISTS feedback (
+    buyer_id  bigint NOT NULL,
+    item_id   bigint NOT NULL REFERENCES items (id),
+    thumbs_up boolean NOT NULL,
+    voted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (buyer_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
+
+-- database: payments
+
+-- Card authorisations of the financial-transactions service, filed under
+-- the caller's idempotency key.  Only the last four digits of a card are
+-- kept, and never its security code.  A row with voided_at set and no
+-- amount bars a key that was voided before any request used it.
+CREATE TABLE IF NOT EXISTS authorizations (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    idempotency_key text NOT NULL UNIQUE,
+    name            text,
+    card_last_four  text CHECK (length(card_last_four) <= 4),
+    amount          numeric(20, 2),
+    approved        boolean NOT NULL,
+    reason          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    voided_at       timestamptz
 );

@@ -1,13 +1,16 @@
 """The buyer service's APIs (PROTOCOL.md, Buyer service)."""
 
-from typing import Dict
+from typing import Dict, Optional
 
-from marketplace import customerdb, productdb, validate
+from marketplace import customerdb, productdb, purchasedb, validate
 from marketplace.accounts import Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
-from marketplace.errors import NOT_FOUND, OUT_OF_STOCK, ApiError
+from marketplace.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError
 from marketplace.passwords import Passwords
+from marketplace.paymentclient import PaymentsClient
+from marketplace.payments import KEY_MAX
+from marketplace.purchase import Card, Purchases
 from marketplace.seller import seller_rating
 
 SEARCH_LIMIT_DEFAULT = 50
@@ -23,9 +26,14 @@ class BuyerApis:
         product: Database,
         passwords: Passwords,
         session_timeout: float,
+        payments: Optional[PaymentsClient] = None,
+        clock=None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.customer = customer
         self.product = product
+        self.purchases = Purchases(product, payments or PaymentsClient(reactor=clock), clock)
         self.accounts = Accounts(
             customerdb.BUYER,
             customer,
@@ -108,8 +116,39 @@ class BuyerApis:
             raise ApiError(NOT_FOUND, f"there is no seller {seller_id}")
         return rating
 
+    async def make_purchase(self, call: Call) -> dict:
+        payload = call.payload
+        # The card's fields are checked here for their type only: whether
+        # they make a good card is the financial-transactions service's call.
+        card = Card(
+            name=validate.text(payload, "name", 0, 200),
+            number=validate.text(payload, "card_number", 0, 64),
+            expiration=validate.text(payload, "expiration_date", 0, 16),
+            security_code=validate.text(payload, "security_code", 0, 16),
+        )
+        key = validate.text(payload, "idempotency_key", 1, KEY_MAX, required=False)
+        return await self.purchases.make(call.session.user_id, call.session.key, card, key)
+
+    async def provide_feedback(self, call: Call) -> dict:
+        category, number = validate.item_id(call.payload)
+        thumbs_up = validate.boolean(call.payload, "thumbs_up")
+        item_id = validate.format_item_id(category, number)
+        counts = await purchasedb.vote(
+            self.product, call.session.user_id, category, number, thumbs_up
+        )
+        if counts == purchasedb.FEEDBACK_NO_ITEM:
+            raise ApiError(NOT_FOUND, f"there is no item {item_id}")
+        if counts == purchasedb.FEEDBACK_NOT_BOUGHT:
+            raise ApiError(FORBIDDEN, f"only a buyer of item {item_id} may rate it")
+        return {"item_id": item_id, **counts}
+
     async def get_purchases(self, call: Call) -> dict:
-        return {"items": [], "items_purchased": 0}
+        return await purchasedb.history(self.product, call.session.user_id)
+
+    async def settle_stale_purchases(self, settle_after: float) -> int:
+        """Settle purchases left pending by a daemon that died (see
+        L{Purchases.sweep}); how many were settled."""
+        return await self.purchases.sweep(settle_after)
 
     def apis(self) -> Dict[str, Api]:
         """Every buyer API, by name."""
@@ -124,6 +163,8 @@ class BuyerApis:
             "DisplayCart": Api(self.display_cart),
             "GetSellerRating": Api(self.get_seller_rating),
             "GetBuyerPurchases": Api(self.get_purchases),
+            "MakePurchase": Api(self.make_purchase),
+            "ProvideFeedback": Api(self.provide_feedback),
         }
 
     def dispatcher(self) -> Dispatcher:

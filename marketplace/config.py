@@ -9,7 +9,12 @@ from typing import Mapping, Optional
 from dotenv import dotenv_values
 
 from marketplace.accounts import DEFAULT_SESSION_TIMEOUT
+from marketplace.paymentclient import DEFAULT_PAYMENTS
+from marketplace.paymentclient import DEFAULT_TIMEOUT as DEFAULT_PAYMENTS_TIMEOUT
+from marketplace.payments import DEFAULT_APPROVAL_RATE
 from marketplace.protocol import DEFAULT_MAX_FRAME
+
+DEFAULT_SETTLE_AFTER = 30.0
 
 ENVIRONMENT = {
     "customer_db": "MARKETPLACE_CUSTOMER_DB",
@@ -18,6 +23,11 @@ ENVIRONMENT = {
     "pool_size": "MARKETPLACE_POOL_SIZE",
     "session_timeout": "MARKETPLACE_SESSION_TIMEOUT",
     "max_frame": "MARKETPLACE_MAX_FRAME",
+    "payments_db": "MARKETPLACE_PAYMENTS_DB",
+    "approval_rate": "MARKETPLACE_APPROVAL_RATE",
+    "payments": "MARKETPLACE_PAYMENTS",
+    "payments_timeout": "MARKETPLACE_PAYMENTS_TIMEOUT",
+    "settle_after": "MARKETPLACE_SETTLE_AFTER",
 }
 
 DEFAULTS = {
@@ -27,6 +37,11 @@ DEFAULTS = {
     "pool_size": 4,
     "session_timeout": DEFAULT_SESSION_TIMEOUT,
     "max_frame": DEFAULT_MAX_FRAME,
+    "payments_db": None,
+    "approval_rate": DEFAULT_APPROVAL_RATE,
+    "payments": DEFAULT_PAYMENTS,
+    "payments_timeout": DEFAULT_PAYMENTS_TIMEOUT,
+    "settle_after": DEFAULT_SETTLE_AFTER,
 }
 
 
@@ -35,7 +50,9 @@ class Settings:
     """Where the databases are and how the services behave.
 
     With neither database set, the services run an embedded PostgreSQL
-    under C{data_dir}.  With only one set, both use it.
+    under C{data_dir}.  With only one set, both use it.  The payments
+    database defaults to the product database when that is set, else to
+    the embedded server's "payments" database.
     """
 
     customer_db: Optional[str] = None
@@ -44,6 +61,16 @@ class Settings:
     pool_size: int = 4
     session_timeout: float = DEFAULT_SESSION_TIMEOUT
     max_frame: int = DEFAULT_MAX_FRAME
+    # The financial-transactions service: its database (with other
+    # databases set but not this one, the product database), the chance it
+    # approves a well-formed card, and where the buyer service reaches it.
+    payments_db: Optional[str] = None
+    approval_rate: float = DEFAULT_APPROVAL_RATE
+    payments: str = DEFAULT_PAYMENTS
+    payments_timeout: float = DEFAULT_PAYMENTS_TIMEOUT
+    # Seconds after which a purchase still pending (its buyer daemon died
+    # before the payment was settled) is settled by the sweeper.
+    settle_after: float = DEFAULT_SETTLE_AFTER
 
     @property
     def embedded(self) -> bool:
@@ -72,16 +99,25 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         raw[name] = value
     customer = raw["customer_db"] or raw["product_db"]
     product = raw["product_db"] or raw["customer_db"]
+    payments_db = raw["payments_db"] or product
     try:
         pool_size = int(raw["pool_size"])
         timeout = float(raw["session_timeout"])
         max_frame = int(raw["max_frame"])
+        approval_rate = float(raw["approval_rate"])
+        payments_timeout = float(raw["payments_timeout"])
+        settle_after = float(raw["settle_after"])
     except ValueError as e:
         raise ValueError(f"a setting is not a number: {e}")
     if pool_size < 1 or timeout <= 0 or max_frame < 64:
         raise ValueError(
             "pool size must be at least 1, session timeout above 0,"
             " frame limit at least 64 bytes"
+        )
+    if not 0 <= approval_rate <= 1 or payments_timeout <= 0 or settle_after < 0:
+        raise ValueError(
+            "approval rate must be from 0 to 1, payments timeout above 0,"
+            " settle-after at least 0"
         )
     return Settings(
         customer_db=customer,
@@ -90,4 +126,9 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         pool_size=pool_size,
         session_timeout=timeout,
         max_frame=max_frame,
+        payments_db=payments_db,
+        approval_rate=approval_rate,
+        payments=raw["payments"],
+        payments_timeout=payments_timeout,
+        settle_after=settle_after,
     )

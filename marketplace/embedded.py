@@ -14,7 +14,7 @@ from typing import Dict
 import psycopg2
 from psycopg2 import errors
 
-DATABASES = ("customer", "product")
+DATABASES = ("customer", "product", "payments")
 
 
 def _server_module():
@@ -26,7 +26,7 @@ def _server_module():
 
 
 class EmbeddedPostgres:
-    """One embedded PostgreSQL server holding the two marketplace databases."""
+    """One embedded PostgreSQL server holding the marketplace databases."""
 
     def __init__(self, data_dir: Path, throwaway: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()

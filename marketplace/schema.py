@@ -1,4 +1,4 @@
-"""Finding schema.sql and applying its parts to the two databases."""
+"""Finding schema.sql and applying its parts to the databases."""
 
 import sys
 from pathlib import Path
@@ -8,6 +8,7 @@ from marketplace.database import Database
 
 CUSTOMER = "customer"
 PRODUCT = "product"
+PAYMENTS = "payments"
 
 # Any fixed number will do: it only keeps two services that start at once
 # from creating the same tables at the same time.

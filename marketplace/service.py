@@ -1,7 +1,8 @@
 """The services a marketplace daemon is made of.
 
-L{Backend} owns the two databases (and the embedded server, if there is
-one); L{ApiServer} listens for one API service once the backend is ready.
+L{Backend} owns the databases (and the embedded server, if there is one);
+L{ApiServer} listens for one API service once the backend is ready;
+L{PeriodicJob} runs a job now and then once the backend is ready.
 L{OrderedMultiService} stops its children one after the other, last added
 first, so listeners are closed and drained before the pools go.
 """
@@ -44,20 +45,27 @@ class OrderedMultiService(MultiService):
 
 
 class Backend(Service):
-    """The customer and product databases of one daemon.
+    """The databases of one daemon: of customer, product and payments, those
+    named in C{databases}.
 
-    Starting it starts the embedded PostgreSQL when no database is
-    configured, applies schema.sql and opens both pools; L{ready} fires
+    Starting it starts the embedded PostgreSQL when one of them is not
+    configured, applies schema.sql and opens their pools; L{ready} fires
     then.  If that fails the daemon cannot serve, so the reactor is stopped.
     """
 
     log = Logger()
 
-    def __init__(self, settings: Settings, reactor=None) -> None:
+    def __init__(
+        self, settings: Settings, reactor=None, databases=("customer", "product")
+    ) -> None:
         self.settings = settings
         self.reactor = reactor
         self.customer = Database("customer", settings.customer_db, settings.pool_size, reactor)
         self.product = Database("product", settings.product_db, settings.pool_size, reactor)
+        self.payments = Database("payments", settings.payments_db, settings.pool_size, reactor)
+        self.databases = [
+            db for db in (self.customer, self.product, self.payments) if db.name in databases
+        ]
         self.passwords = Passwords()
         self._embedded: Optional[EmbeddedPostgres] = None
         self._waiters: list = []
@@ -72,7 +80,7 @@ class Backend(Service):
         return self._outcome not in (None, True)
 
     def ready(self) -> defer.Deferred:
-        """A Deferred that fires when both databases are open."""
+        """A Deferred that fires when the databases are open."""
         if self._outcome is not None:
             return defer.succeed(None) if self._outcome is True else defer.fail(self._outcome)
         d: defer.Deferred = defer.Deferred()
@@ -91,21 +99,22 @@ class Backend(Service):
         d.addCallbacks(lambda _: self._settle(True), self._start_failed)
 
     async def _start(self) -> None:
-        if self.settings.embedded:
+        if any(db.dsn is None for db in self.databases):
             self._embedded = EmbeddedPostgres(self.settings.data_dir)
             self.log.info(
                 "starting the embedded PostgreSQL under {path}",
                 path=self._embedded.data_dir,
             )
             dsns = await threads.deferToThread(self._embedded.start)
-            self.customer.dsn = dsns["customer"]
-            self.product.dsn = dsns["product"]
-        await self.customer.start()
-        await self.product.start()
-        await self._apply_schema_when_reachable(
-            [(self.customer, schema.CUSTOMER), (self.product, schema.PRODUCT)]
-        )
-        self._sweeper.startService()
+            for db in self.databases:
+                if db.dsn is None:
+                    db.dsn = dsns[db.name]
+        for db in self.databases:
+            await db.start()
+        # Each database's part of schema.sql is named after it.
+        await self._apply_schema_when_reachable([(db, db.name) for db in self.databases])
+        if self.customer in self.databases and self.product in self.databases:
+            self._sweeper.startService()
         self.log.info("databases ready")
         return None
 
@@ -161,8 +170,8 @@ class Backend(Service):
     async def _stop(self) -> None:
         if self._sweeper.running:
             await defer.maybeDeferred(self._sweeper.stopService)
-        self.customer.stopService()
-        self.product.stopService()
+        for db in self.databases:
+            db.stopService()
         if self._embedded is not None:
             await threads.deferToThread(self._embedded.stop)
             self._embedded = None
@@ -217,3 +226,49 @@ class ApiServer(Service):
             self.port = None
         await self.factory.drain()
         self.factory.close_connections()
+
+
+class PeriodicJob(Service):
+    """Runs C{job} (a coroutine function) every C{interval} seconds, the
+    first time as soon as the backend is ready; a failed run is logged and
+    the job runs again at the next interval."""
+
+    log = Logger()
+
+    def __init__(self, name: str, interval: float, job, backend: Backend) -> None:
+        self.name = name
+        self.interval = interval
+        self.job = job
+        self.backend = backend
+        self._loop: Optional[task.LoopingCall] = None
+        self._started: Optional[defer.Deferred] = None
+
+    def startService(self):
+        super().startService()
+        self._started = self.backend.ready()
+        self._started.addCallbacks(self._start_loop, lambda _: None)
+
+    def _start_loop(self, _) -> None:
+        if not self.running:
+            return
+        self._loop = task.LoopingCall(self._run)
+        self._loop.clock = self.backend._clock()
+        self._loop.start(self.interval, now=True)
+
+    def _run(self) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self._run_once())
+
+    async def _run_once(self) -> None:
+        try:
+            await self.job()
+        except Exception:
+            self.log.failure("{name} failed; it will run again", name=self.name)
+
+    def stopService(self):
+        super().stopService()
+        loop, self._loop = self._loop, None
+        if loop is not None and loop.running:
+            d = loop.deferred
+            loop.stop()
+            return d
+        return None

@@ -2,8 +2,9 @@
 
 By default each test process starts a throwaway embedded server of its own
 (deleted at exit); set MARKETPLACE_TEST_CUSTOMER_DB and
-MARKETPLACE_TEST_PRODUCT_DB to run on other databases instead (their tables
-are emptied around every test).  A database that cannot be had fails the
+MARKETPLACE_TEST_PRODUCT_DB (and MARKETPLACE_TEST_PAYMENTS_DB, else the
+product database) to run on other databases instead (their tables are
+emptied around every test).  A database that cannot be had fails the
 tests; nothing is skipped.
 """
 
@@ -23,13 +24,19 @@ _dsns: Optional[Dict[str, str]] = None
 
 
 def test_dsns() -> Dict[str, str]:
-    """Connection strings of the test databases, by name (customer, product)."""
+    """Connection strings of the test databases, by name (customer, product,
+    payments)."""
     global _dsns
     if _dsns is None:
         customer = os.environ.get("MARKETPLACE_TEST_CUSTOMER_DB")
         product = os.environ.get("MARKETPLACE_TEST_PRODUCT_DB")
+        payments = os.environ.get("MARKETPLACE_TEST_PAYMENTS_DB")
         if customer or product:
-            _dsns = {"customer": customer or product, "product": product or customer}
+            _dsns = {
+                "customer": customer or product,
+                "product": product or customer,
+                "payments": payments or product or customer,
+            }
         else:
             _dsns = _start_embedded()
     return _dsns

@@ -8,6 +8,7 @@ L{tests.db}, emptied before each test.
 import json
 import struct
 from collections import deque
+from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer, reactor
@@ -34,8 +35,8 @@ END $$;
 
 
 async def open_database(testcase, name: str) -> Database:
-    """The test database C{name} (customer or product), schema applied and
-    every table emptied; closed when the test ends."""
+    """The test database C{name} (customer, product or payments), schema
+    applied and every table emptied; closed when the test ends."""
     database = Database(name, test_dsns()[name], size=2, reactor=reactor)
     await database.start()
     testcase.addCleanup(database.stopService)
@@ -45,15 +46,27 @@ async def open_database(testcase, name: str) -> Database:
 
 
 async def empty_databases(testcase) -> None:
-    """Apply the schema to both test databases and empty their tables."""
-    for name in ("customer", "product"):
+    """Apply the schema to the test databases and empty their tables."""
+    for name in ("customer", "product", "payments"):
         await open_database(testcase, name)
+
+
+# Nothing listens on port 1: a buyer service without a payments service
+# finds it unreachable at once (and never reaches a real one on 8082).
+NO_PAYMENTS = "tcp:host=127.0.0.1:port=1"
 
 
 def test_settings(**overrides) -> Settings:
     """Settings of a service on the test databases."""
     dsns = test_dsns()
-    values = dict(customer_db=dsns["customer"], product_db=dsns["product"], pool_size=2)
+    values = dict(
+        customer_db=dsns["customer"],
+        product_db=dsns["product"],
+        payments_db=dsns["payments"],
+        pool_size=2,
+        approval_rate=1.0,
+        payments=NO_PAYMENTS,
+    )
     values.update(overrides)
     return Settings(**values)
 
@@ -62,31 +75,66 @@ class RunningMarketplace:
     """The real buyer and seller services, in this process, on loopback ports.
 
     L{restart} stops them and starts new ones on the same ports, which is
-    what a daemon restart looks like to a client.
+    what a daemon restart looks like to a client.  With "payments" among
+    the services, the financial-transactions service runs too, as a daemon
+    of its own (L{stop_payments}, L{start_payments}), and the buyer service
+    is pointed at it.
     """
 
     def __init__(self, settings: Settings, services=("seller", "buyer")) -> None:
         self.settings = settings
-        self.names = services
+        self.names = [name for name in services if name != "payments"]
+        self.with_payments = "payments" in services
         self.ports: Dict[str, int] = {name: 0 for name in services}
         self.top = None
+        self.payments_top = None
 
     async def start(self) -> None:
+        settings = self.settings
+        if self.with_payments:
+            if self.payments_top is None or not self.payments_top.running:
+                await self.start_payments()
+            settings = replace(
+                settings, payments=f"tcp:host=127.0.0.1:port={self.ports['payments']}"
+            )
+        if not self.names:
+            return
         listen = {
             name: f"tcp:{self.ports[name]}:interface=127.0.0.1" for name in self.names
         }
-        self.top = build(listen, self.settings, reactor)
-        self.top.startService()
-        servers = [s for s in self.top if hasattr(s, "endpoint")]
+        self.top = build(listen, settings, reactor)
+        await self._serving(self.top)
+
+    async def _serving(self, top) -> None:
+        top.startService()
+        servers = [s for s in top if hasattr(s, "endpoint")]
         await servers[0].backend.ready()
         for server in servers:
             while server.port is None:
                 await _later(0.01)
             self.ports[server.name] = server.port.getHost().port
 
+    async def start_payments(self) -> None:
+        """Start the financial-transactions service (on its earlier port)."""
+        listen = {"payments": f"tcp:{self.ports['payments']}:interface=127.0.0.1"}
+        self.payments_top = build(listen, self.settings, reactor)
+        await self._serving(self.payments_top)
+
+    async def stop_payments(self) -> None:
+        """Stop the financial-transactions service."""
+        if self.payments_top is not None and self.payments_top.running:
+            await self.payments_top.stopService()
+
+    def set_approval_rate(self, rate: float) -> None:
+        """Change the running financial-transactions service's approval rate."""
+        server = next(s for s in self.payments_top if hasattr(s, "endpoint"))
+        dispatcher = server.factory.handle_frame.__self__
+        dispatcher.apis["AuthorizePayment"].handler.__self__.approval_rate = rate
+
     async def stop(self) -> None:
         if self.top is not None and self.top.running:
             await self.top.stopService()
+        await self.stop_payments()
 
     async def restart(self) -> None:
         await self.stop()
@@ -97,10 +145,14 @@ class RunningMarketplace:
         return next(s for s in self.top if hasattr(s, "customer"))
 
 
-async def start_marketplace(testcase, **overrides) -> RunningMarketplace:
-    """Start both services on the emptied test databases for one test."""
+async def start_marketplace(
+    testcase, services=("seller", "buyer", "payments"), **overrides
+) -> RunningMarketplace:
+    """Start the services (by default seller, buyer and payments, which
+    approves every well-formed card) on the emptied test databases for one
+    test."""
     await empty_databases(testcase)
-    market = RunningMarketplace(test_settings(**overrides))
+    market = RunningMarketplace(test_settings(**overrides), services)
     await market.start()
     testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))
     return market
