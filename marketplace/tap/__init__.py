@@ -6,7 +6,7 @@ C{marketplace} runs every service in one process.  The
 modules of this package are what the twistd plugins name.
 """
 
-from typing import Dict
+from typing import Dict, List, Optional, Union
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
@@ -14,6 +14,8 @@ from twisted.python import usage
 
 from marketplace import config
 from marketplace.buyer import BuyerApis
+from marketplace.limits import OPTIONS as LIMIT_OPTIONS
+from marketplace.limits import Limits, from_options, listen_descriptions, make_repeatable
 from marketplace.paymentclient import PaymentsClient
 from marketplace.payments import PaymentApis
 from marketplace.protocol import FrameFactory
@@ -65,7 +67,12 @@ class _DatabaseOptions(usage.Options):
          " Default: $MARKETPLACE_SESSION_TIMEOUT, else 300"],
         ["max-frame", None, None,
          "Largest request frame in bytes. Default: $MARKETPLACE_MAX_FRAME, else 1048576"],
-    ]
+    ] + LIMIT_OPTIONS
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each service may listen on several endpoints at once (TCP and TLS).
+        make_repeatable(self, *[n for n in self._dispatch if n.endswith("listen")])
 
     def postOptions(self) -> None:
         # Every setting this daemon has an option for (subclasses add some).
@@ -76,6 +83,10 @@ class _DatabaseOptions(usage.Options):
             self.settings = config.load(names)
         except ValueError as e:
             raise usage.UsageError(str(e))
+        self.limits = from_options(self)
+        for name in list(self.keys()):
+            if name.endswith("listen"):
+                self[name] = listen_descriptions(self[name])
 
 
 class BuyerOptions(_DatabaseOptions):
@@ -116,10 +127,19 @@ class AllOptions(_DatabaseOptions):
     ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT
 
 
-def build(listen: Dict[str, str], settings: config.Settings, reactor=None) -> OrderedMultiService:
-    """The daemon: a backend and one L{ApiServer} per entry of C{listen}."""
+def build(
+    listen: Dict[str, Union[str, List[str]]],
+    settings: config.Settings,
+    reactor=None,
+    limits: Optional[Limits] = None,
+) -> OrderedMultiService:
+    """The daemon: a backend and, for each entry of C{listen} (a service's
+    name and one or more endpoint descriptions), one L{ApiServer} per
+    endpoint.  C{limits} default to those of limits.py."""
     if reactor is None:
         from twisted.internet import reactor
+    if limits is None:
+        limits = Limits(clock=reactor)
     top = OrderedMultiService()
     databases = {"payments"} if "payments" in listen else set()
     if "buyer" in listen or "seller" in listen:
@@ -149,9 +169,10 @@ def build(listen: Dict[str, str], settings: config.Settings, reactor=None) -> Or
             apis = SellerApis(
                 backend.customer, backend.product, backend.passwords, settings.session_timeout
             )
-        factory = FrameFactory(apis.dispatcher().handle_frame, settings.max_frame)
-        endpoint = serverFromString(reactor, description)
-        ApiServer(name, endpoint, factory, backend).setServiceParent(top)
+        factory = FrameFactory(apis.dispatcher().handle_frame, settings.max_frame, limits)
+        for one in listen_descriptions(description):
+            endpoint = serverFromString(reactor, one)
+            ApiServer(name, endpoint, factory, backend).setServiceParent(top)
     for job in jobs:
         job.setServiceParent(top)
     return top
@@ -171,17 +192,17 @@ def _purchase_sweep(apis: BuyerApis, settings: config.Settings, backend: Backend
 
 def make_buyer_service(options: BuyerOptions, reactor=None) -> IService:
     """The buyer service on its own."""
-    return build({"buyer": options["listen"]}, options.settings, reactor)
+    return build({"buyer": options["listen"]}, options.settings, reactor, options.limits)
 
 
 def make_payments_service(options: PaymentsOptions, reactor=None) -> IService:
     """The financial-transactions service on its own."""
-    return build({"payments": options["listen"]}, options.settings, reactor)
+    return build({"payments": options["listen"]}, options.settings, reactor, options.limits)
 
 
 def make_seller_service(options: SellerOptions, reactor=None) -> IService:
     """The seller service on its own."""
-    return build({"seller": options["listen"]}, options.settings, reactor)
+    return build({"seller": options["listen"]}, options.settings, reactor, options.limits)
 
 
 def make_all_services(options: AllOptions, reactor=None) -> IService:
@@ -194,4 +215,5 @@ def make_all_services(options: AllOptions, reactor=None) -> IService:
         },
         options.settings,
         reactor,
+        options.limits,
     )
