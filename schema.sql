@@ -29,6 +29,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
 
+-- Failed logins of each username, per role (marketplace/limits.py): the
+-- attempts that did not succeed since window_start.  Login answers
+-- RATE_LIMITED while a window holds too many; rows of windows that have
+-- passed are swept away.  Usernames need not have an account here.
+CREATE TABLE IF NOT EXISTS login_failures (
+    role         text NOT NULL,
+    username     text NOT NULL,
+    window_start timestamptz NOT NULL DEFAULT now(),
+    failures     integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (role, username)
+);
+CREATE INDEX IF NOT EXISTS login_failures_window ON login_failures (window_start);
+
 -- database: product
 
 CREATE TABLE IF NOT EXISTS items (

@@ -15,9 +15,11 @@ from marketplace.dispatch import Api, Call, Reply, Session
 from marketplace.errors import (
     INVALID_CREDENTIALS,
     INVALID_SESSION,
+    RATE_LIMITED,
     USERNAME_TAKEN,
     ApiError,
 )
+from marketplace.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 from marketplace.passwords import Passwords
 
 DEFAULT_SESSION_TIMEOUT = 300.0
@@ -38,7 +40,10 @@ class Accounts:
     """The account APIs of one role, on the customer database.
 
     C{on_login} and C{on_logout} let the buyer service set up and drop a
-    session's active cart.
+    session's active cart.  After C{max_login_failures} failed logins of
+    one username within C{login_window} seconds, Login answers RATE_LIMITED
+    until the window has passed; the count is in the customer database, so
+    every instance of the service shares it.
     """
 
     role: str
@@ -47,6 +52,8 @@ class Accounts:
     session_timeout: float = DEFAULT_SESSION_TIMEOUT
     on_login: Optional[Callable[[str, int], Awaitable[None]]] = None
     on_logout: Optional[Callable[[str], Awaitable[None]]] = None
+    max_login_failures: int = MAX_LOGIN_FAILURES
+    login_window: float = LOGIN_WINDOW
 
     @property
     def id_field(self) -> str:
@@ -83,10 +90,27 @@ class Accounts:
     async def login(self, call: Call) -> Reply:
         username = validate.text(call.payload, "username", 1, 32, spaces=False)
         password = validate.text(call.payload, "password", 1, 128)
-        found = await customerdb.find_login(self.customer, self.role, username)
-        stored = found[1] if found else None
-        if not await self.passwords.verify(stored, password):
+        attempts, window_start = await customerdb.count_login_attempt(
+            self.customer, self.role, username, self.login_window
+        )
+        if attempts > self.max_login_failures:
+            raise ApiError(
+                RATE_LIMITED,
+                "too many failed logins for this username; try again in a few minutes",
+            )
+        try:
+            found = await customerdb.find_login(self.customer, self.role, username)
+            stored = found[1] if found else None
+            verified = await self.passwords.verify(stored, password)
+        except Exception:
+            # Not a failed login: the attempt could not be checked.
+            await self._forget_attempt(username, window_start)
+            raise
+        if not verified:
             raise ApiError(INVALID_CREDENTIALS, "wrong username or password")
+        await customerdb.forget_login_attempt(
+            self.customer, self.role, username, window_start
+        )
         account_id = found[0]
         session_id = new_session_id()
         key = session_key(session_id)
@@ -96,6 +120,14 @@ class Accounts:
         return Reply(
             {"session_id": session_id, self.id_field: account_id}, session_id
         )
+
+    async def _forget_attempt(self, username: str, window_start) -> None:
+        try:
+            await customerdb.forget_login_attempt(
+                self.customer, self.role, username, window_start
+            )
+        except Exception:
+            pass  # the database is gone too; the count errs on the safe side
 
     async def logout(self, call: Call) -> Reply:
         await customerdb.close_session(self.customer, call.session.key, self.role)

@@ -1,6 +1,6 @@
 """The customer database: accounts and sessions.  All of its SQL is here."""
 
-from typing import Iterable, List, Optional, Set, Tuple
+from typing import Any, Iterable, List, Optional, Set, Tuple
 
 from marketplace.database import Database
 
@@ -96,3 +96,53 @@ async def live_sessions(db: Database, keys: Iterable[str]) -> Set[str]:
         "SELECT key FROM sessions WHERE key = ANY(%s)", (list(keys),)
     )
     return {key for (key,) in rows}
+
+
+# Counted before the password is checked, so that many guesses sent at once
+# are counted as they come rather than all let through; a login that then
+# succeeds takes its count back (forget_login_attempt).  A window that has
+# passed starts again from this attempt.
+_COUNT_LOGIN_ATTEMPT = """
+INSERT INTO login_failures AS f (role, username, window_start, failures)
+VALUES (%(role)s, %(username)s, now(), 1)
+ON CONFLICT (role, username) DO UPDATE SET
+    window_start = CASE
+        WHEN f.window_start <= now() - %(window)s * interval '1 second'
+        THEN now() ELSE f.window_start END,
+    failures = CASE
+        WHEN f.window_start <= now() - %(window)s * interval '1 second'
+        THEN 1 ELSE f.failures + 1 END
+RETURNING failures, window_start
+"""
+
+
+async def count_login_attempt(
+    db: Database, role: str, username: str, window: float
+) -> Tuple[int, Any]:
+    """Count a login attempt of C{username}: (attempts not known to have
+    succeeded in the current window, this one included; the window's start)."""
+    row = await db.one(
+        _COUNT_LOGIN_ATTEMPT, {"role": role, "username": username, "window": window}
+    )
+    return row[0], row[1]
+
+
+async def forget_login_attempt(
+    db: Database, role: str, username: str, window_start: Any
+) -> None:
+    """Take back an attempt counted in the window starting C{window_start}
+    (it succeeded, or could not be checked)."""
+    await db.execute(
+        "UPDATE login_failures SET failures = failures - 1"
+        " WHERE role = %s AND username = %s AND window_start = %s AND failures > 0",
+        (role, username, window_start),
+    )
+
+
+async def expire_login_failures(db: Database, window: float) -> None:
+    """Delete the counts of windows that have passed."""
+    await db.execute(
+        "DELETE FROM login_failures"
+        " WHERE window_start <= now() - %s * interval '1 second'",
+        (window,),
+    )

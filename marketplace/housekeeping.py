@@ -1,7 +1,9 @@
-"""Periodic clean-up: ended sessions and the active carts they leave."""
+"""Periodic clean-up: ended sessions and the active carts they leave, and
+counts of failed logins whose window has passed."""
 
 from marketplace import customerdb, productdb
 from marketplace.database import Database
+from marketplace.limits import LOGIN_WINDOW
 
 
 async def sweep_sessions(customer: Database, product: Database, timeout: float) -> int:
@@ -13,6 +15,7 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
     between the two databases.  Returns how many carts were dropped.
     """
     expired = await customerdb.expire_sessions(customer, timeout)
+    await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
     await productdb.drop_carts(product, expired)
     idle = await productdb.idle_cart_sessions(product, timeout)
     if not idle:

@@ -170,9 +170,11 @@ def build(
                 backend.customer, backend.product, backend.passwords, settings.session_timeout
             )
         factory = FrameFactory(apis.dispatcher().handle_frame, settings.max_frame, limits)
-        for one in listen_descriptions(description):
+        for n, one in enumerate(listen_descriptions(description)):
             endpoint = serverFromString(reactor, one)
-            ApiServer(name, endpoint, factory, backend).setServiceParent(top)
+            # Services of a MultiService need names of their own.
+            label = name if n == 0 else f"{name} {n + 1}"
+            ApiServer(label, endpoint, factory, backend).setServiceParent(top)
     for job in jobs:
         job.setServiceParent(top)
     return top
