@@ -7,6 +7,7 @@ from marketplace.accounts import Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
 from marketplace.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError
+from marketplace.hotpath import BuyerHotPath
 from marketplace.passwords import Passwords
 from marketplace.paymentclient import PaymentsClient
 from marketplace.payments import KEY_MAX
@@ -169,4 +170,11 @@ class BuyerApis:
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher that answers the buyer service's frames."""
-        return Dispatcher("buyer", self.apis(), self.accounts.authenticate)
+        hot_path = BuyerHotPath(
+            "buyer",
+            self.customer,
+            self.product,
+            self.accounts.session_timeout,
+            search_limits=(SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX),
+        )
+        return Dispatcher("buyer", self.apis(), self.accounts.authenticate, hot_path)

@@ -14,7 +14,13 @@ from typing import Dict
 import psycopg2
 from psycopg2 import errors
 
-DATABASES = ("customer", "product", "payments")
+DATABASES = ("customer", "product", "payments", "marketplace")
+
+#: The databases the daemons use: customer and product data share one, so
+#: that a request checks its session and does its work in one statement
+#: (marketplace/hotpath.py).  The separate "customer" and "product"
+#: databases are for the tests of the two-database layout.
+DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
 
 
 def _server_module():

@@ -7,6 +7,7 @@ from marketplace.accounts import Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
 from marketplace.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, ApiError
+from marketplace.hotpath import SellerHotPath
 from marketplace.passwords import Passwords
 
 
@@ -107,4 +108,7 @@ class SellerApis:
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher that answers the seller service's frames."""
-        return Dispatcher("seller", self.apis(), self.accounts.authenticate)
+        hot_path = SellerHotPath(
+            "seller", self.customer, self.product, self.accounts.session_timeout
+        )
+        return Dispatcher("seller", self.apis(), self.accounts.authenticate, hot_path)

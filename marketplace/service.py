@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from marketplace import schema
 from marketplace.config import Settings
 from marketplace.database import Database, is_unavailable
-from marketplace.embedded import EmbeddedPostgres
+from marketplace.embedded import DAEMON_DATABASES, EmbeddedPostgres
 from marketplace.housekeeping import sweep_sessions
 from marketplace.passwords import Passwords
 from marketplace.protocol import FrameFactory
@@ -108,7 +108,7 @@ class Backend(Service):
             dsns = await threads.deferToThread(self._embedded.start)
             for db in self.databases:
                 if db.dsn is None:
-                    db.dsn = dsns[db.name]
+                    db.dsn = dsns[DAEMON_DATABASES[db.name]]
         for db in self.databases:
             await db.start()
         # Each database's part of schema.sql is named after it.

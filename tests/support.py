@@ -152,6 +152,9 @@ async def start_marketplace(
     approves every well-formed card) on the emptied test databases for one
     test."""
     await empty_databases(testcase)
+    # A test case may run on another layout of the databases (see
+    # tests/test_one_database.py).
+    overrides = {**getattr(testcase, "settings_overrides", {}), **overrides}
     market = RunningMarketplace(test_settings(**overrides), services)
     await market.start()
     testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))

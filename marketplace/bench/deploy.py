@@ -64,6 +64,8 @@ class LocalMarketplace:
             f"--payments-listen=tcp:{self.payments_port}:interface=127.0.0.1",
             f"--payments=tcp:host=127.0.0.1:port={self.payments_port}",
             f"--data-dir={self.folder / 'data'}",
+            # Room for the scenarios' and --idle's connections.
+            "--max-connections=5000",
         ]
         if self.workers != 1:
             command.append(f"--workers={self.workers}")
