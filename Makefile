@@ -9,7 +9,7 @@ SOURCES = $(shell find marketplace clients twisted -name '*.py') schema.sql setu
 # Processes per service for `make run` and `make bench`: one per core.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean dev-certs
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ run: install
 # The whole test suite, on its own throwaway embedded database.
 test: install
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
+
+# A development CA and a server certificate for localhost in ./certs (see
+# marketplace/devcerts.py), for trying TLS out; never for production.
+dev-certs: install
+	$(BIN)/python -m marketplace.devcerts certs
 
 # The benchmark of docs/PERFORMANCE.md: starts the marketplace on a
 # throwaway embedded database on ports 9080-9082, runs marketplace-bench

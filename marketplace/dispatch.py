@@ -27,6 +27,15 @@ from marketplace.errors import (
 USUAL_PATH = object()
 
 
+def _loggable(api: Any) -> Any:
+    """An API name as the client sent it, made safe for a log line: at most
+    64 characters, lone surrogates escaped (a log file writes UTF-8, and an
+    observer that fails is dropped, so such a name could stop the logging)."""
+    if not isinstance(api, str):
+        return api
+    return api[:64].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class Session:
     """A checked session: whose it is, and the key its data is filed under."""
@@ -108,7 +117,7 @@ class Dispatcher:
                 self.log.failure(
                     "{service} {api} failed",
                     service=self.name,
-                    api=request.api if request else None,
+                    api=_loggable(request.api if request else None),
                 )
                 answer = self._error(
                     request, INTERNAL, "the server failed to answer; it has logged why"
@@ -140,7 +149,7 @@ class Dispatcher:
         self.log.info(
             "{service} {api} answered {code}",
             service=self.name,
-            api=request.api if request else None,
+            api=_loggable(request.api if request else None),
             code=code,
         )
         return envelope.error(request, code, message)

@@ -67,6 +67,13 @@ def parse_request(frame: bytes) -> Request:
         has_request_id="request_id" in message,
     )
     try:
+        if partial.has_request_id and not _echoable(partial.request_id):
+            partial.request_id = None
+            partial.has_request_id = False
+            raise bad_request(
+                'field "request_id" cannot be echoed (a number out of range,'
+                " or nested too deeply)"
+            )
         if message.get("type") != "request":
             raise bad_request('field "type" must be "request"')
         if not isinstance(api, str) or not api:
@@ -87,6 +94,16 @@ def parse_request(frame: bytes) -> Request:
     return partial
 
 
+def _echoable(value: Any) -> bool:
+    """Whether C{value} can be sent back as JSON: no number beyond a float's
+    range, no nesting too deep to encode."""
+    try:
+        json.dumps(value, default=_to_json, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
+
+
 def _to_json(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
@@ -97,9 +114,17 @@ def _to_json(value: Any) -> Any:
 
 def encode(message: dict) -> bytes:
     """Encode an answer dict as one frame body."""
-    return json.dumps(
+    text = json.dumps(
         message, default=_to_json, ensure_ascii=False, separators=(",", ":")
-    ).encode("utf-8")
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate echoed from the request (JSON can carry one as
+        # an escape, UTF-8 cannot): escape every non-ASCII character.
+        return json.dumps(
+            message, default=_to_json, ensure_ascii=True, separators=(",", ":")
+        ).encode("utf-8")
 
 
 def _answer(kind: str, request: Optional[Request], session_id: Any) -> dict:

@@ -2,8 +2,19 @@
 certificates: clients that verify the server against the right CA are
 served; a client trusting another CA is not."""
 
+import io
+import sys
+from pathlib import Path
+
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import SSL4ServerEndpoint, clientFromString, connectProtocol
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    clientFromString,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.trial import unittest
 
 from marketplace import tls
@@ -106,15 +117,11 @@ class TlsTests(unittest.TestCase):
 
     async def test_wrong_host_name_is_refused(self):
         """The certificate is for localhost and loopback addresses only."""
-        endpoint = tls.client_endpoint(
-            reactor, "marketplace.invalid", self.tls_ports["buyer"], self.certs["ca_cert"]
-        )
-        # Reach the right port under a name the certificate does not have.
-        from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-        from twisted.internet.ssl import optionsForClientTLS
-
+        # The right port and CA, under a name the certificate does not have.
         endpoint = wrapClientTLS(
-            optionsForClientTLS("marketplace.invalid", trustRoot=tls.trust_root(self.certs["ca_cert"])),
+            optionsForClientTLS(
+                "marketplace.invalid", trustRoot=tls.trust_root(self.certs["ca_cert"])
+            ),
             TCP4ClientEndpoint(reactor, "127.0.0.1", self.tls_ports["buyer"]),
         )
         wire = await connectProtocol(endpoint, WireClient())
@@ -133,9 +140,8 @@ class TlsTests(unittest.TestCase):
 class DevCertsTests(unittest.SynchronousTestCase):
     def test_command_writes_once(self):
         folder = self.mktemp()
+        self.patch(sys, "stdout", io.StringIO())
         self.assertEqual(devcerts_main([folder, "--host", "shop.example"]), 0)
-        from pathlib import Path
-
         first = Path(folder, "server.pem").read_bytes()
         self.assertEqual(devcerts_main([folder]), 0)
         self.assertEqual(Path(folder, "server.pem").read_bytes(), first)
