@@ -7,9 +7,10 @@ ends, C{quit} is typed, or Ctrl-C is pressed (all three log out first).
 
 import os
 import sys
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Type, Union
 
 from twisted.internet import stdio, task
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -19,6 +20,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
+from marketplace import tls
 from marketplace.client import endpoint_description
 from clients.shell import Command, Shell, Terminal
 
@@ -37,6 +39,13 @@ class Options(usage.Options):
             "Client endpoint description of the service, instead of HOST and"
             " PORT: tcp:host=HOST:port=PORT, tls:HOST:PORT, unix:path=PATH",
         ],
+        [
+            "ca-cert",
+            None,
+            None,
+            "Connect to HOST PORT with TLS, verifying the server's certificate"
+            " against this CA certificate (a PEM file)",
+        ],
     ]
 
     def __init__(self, default_port: int) -> None:
@@ -48,7 +57,7 @@ class Options(usage.Options):
     def getSynopsis(self) -> str:
         name = os.path.basename(sys.argv[0])
         return (
-            f"Usage: {name} [HOST [PORT]] | --connect ENDPOINT\n"
+            f"Usage: {name} [--ca-cert CA.pem] [HOST [PORT]] | --connect ENDPOINT\n"
             f"  (defaults: localhost {self.default_port})"
         )
 
@@ -62,11 +71,18 @@ class Options(usage.Options):
             if not 0 < self["port"] < 65536:
                 raise usage.UsageError("PORT must be from 1 to 65535")
 
-    @property
-    def endpoint(self) -> str:
-        """The endpoint description to connect to."""
+    def postOptions(self) -> None:
+        if self["connect"] and self["ca-cert"]:
+            raise usage.UsageError(
+                "give --ca-cert with HOST and PORT, or put trustRoots= in --connect"
+            )
+
+    def endpoint(self, reactor) -> Union[str, IStreamClientEndpoint]:
+        """What to connect to: an endpoint description, or a TLS endpoint."""
         if self["connect"]:
             return self["connect"]
+        if self["ca-cert"]:
+            return tls.client_endpoint(reactor, self["host"], self["port"], self["ca-cert"])
         return endpoint_description(self["host"], self["port"])
 
     @property
@@ -102,7 +118,7 @@ async def _main(reactor, options: Options, client_class, commands) -> None:
     _log_problems_to_stderr()
     try:
         client = client_class(
-            options.endpoint, reactor=reactor, give_up_after=GIVE_UP_AFTER
+            options.endpoint(reactor), reactor=reactor, give_up_after=GIVE_UP_AFTER
         )
     except ValueError as e:
         # clientFromString could not read the description.

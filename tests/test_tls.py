@@ -22,6 +22,7 @@ from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.devcerts import main as devcerts_main
 from marketplace.devcerts import make_dev_certs
 from marketplace.tap import build
+from tests.test_cli import run_program
 from tests.support import (
     WireClient,
     _later,
@@ -88,6 +89,22 @@ class TlsTests(unittest.TestCase):
         await buyer.create_account("bea", "pw")
         await buyer.login("bea", "pw")
         self.assertEqual((await buyer.display_cart())["cart"], [])
+
+    async def test_terminal_program_with_ca_cert(self):
+        port = str(self.tls_ports["seller"])
+        script = "register sam -p pw\nlogin sam -p pw\nitems\n"
+        status, out, err = await run_program(
+            "marketplace-seller-cli", ["--ca-cert", self.certs["ca_cert"], "localhost", port], script
+        )
+        self.assertEqual((status, err), (0, ""), out)
+        self.assertIn("Logged in as sam", out)
+        status, out, err = await run_program(
+            "marketplace-seller-cli",
+            ["--ca-cert", self.other_ca["ca_cert"], "localhost", port],
+            "login sam -p pw\n",
+        )
+        self.assertEqual(status, 1, out + err)
+        self.assertNotIn("Logged in", out)
 
     async def test_wrong_ca_is_refused(self):
         for endpoint in (
