@@ -139,8 +139,8 @@ class _Fused:
             **more,
         }
 
-    async def _rows(self, sql: str, args: dict) -> list:
-        rows = await self.product.query(sql, args)
+    async def _rows(self, name: str, sql: str, args: dict) -> list:
+        rows = await self.product.prepared(name, sql, args)
         if not rows:
             raise _invalid(self.role)
         return rows
@@ -150,7 +150,7 @@ class SellerHotPath(_Fused):
     """DisplayItemsForSale and ChangeItemPrice in one statement each."""
 
     async def display_items(self, call: Call) -> Any:
-        rows = await self._rows(_SELLER_ITEMS, self._args(call))
+        rows = await self._rows("hot_seller_items", _SELLER_ITEMS, self._args(call))
         return {
             "items": [productdb.item_from_row(row[1:]) for row in rows if row[1] is not None]
         }
@@ -162,7 +162,7 @@ class SellerHotPath(_Fused):
         except ApiError:
             return USUAL_PATH
         args = self._args(call, category=category, number=number, price=price)
-        row = (await self._rows(_CHANGE_PRICE, args))[0]
+        row = (await self._rows("hot_change_price", _CHANGE_PRICE, args))[0]
         if row[1] is None:
             return USUAL_PATH
         return productdb.item_from_row(row[1:])
@@ -197,7 +197,7 @@ class BuyerHotPath(_Fused):
             call, category=category, keywords=keywords, limit=limit, offset=offset
         )
         items = []
-        for row in await self._rows(_SEARCH, args):
+        for row in await self._rows("hot_search", _SEARCH, args):
             if row[1] is None:
                 continue
             item = productdb.item_from_row(row[1:])
@@ -210,7 +210,8 @@ class BuyerHotPath(_Fused):
             category, number = validate.item_id(call.payload)
         except ApiError:
             return USUAL_PATH
-        row = (await self._rows(_GET_ITEM, self._args(call, category=category, number=number)))[0]
+        args = self._args(call, category=category, number=number)
+        row = (await self._rows("hot_get_item", _GET_ITEM, args))[0]
         if row[1] is None:
             return USUAL_PATH
         return productdb.item_from_row(row[1:])
@@ -222,13 +223,13 @@ class BuyerHotPath(_Fused):
         except ApiError:
             return USUAL_PATH
         args = self._args(call, category=category, number=number, units=units)
-        rows = await self._rows(_ADD_TO_CART, args)
+        rows = await self._rows("hot_add_to_cart", _ADD_TO_CART, args)
         if not rows[0][1]:
             return USUAL_PATH
         return productdb.cart_from_rows([row[2:] for row in rows if row[3] is not None])
 
     async def display_cart(self, call: Call) -> Any:
-        rows = await self._rows(_DISPLAY_CART, self._args(call))
+        rows = await self._rows("hot_display_cart", _DISPLAY_CART, self._args(call))
         return productdb.cart_from_rows([row[1:] for row in rows if row[2] is not None])
 
     def handlers(self) -> Dict[str, FusedHandler]:

@@ -175,17 +175,19 @@ class ScenarioSummary:
                 {"role": role, "api": api, "code": code, "count": count}
                 for (role, api, code), count in sorted(self.errors_by_api.items())
             ],
-            "bench_cpu_per_call_us": self.bench_cpu_per_call_us,
-            "bench_cpu_share": self.bench_cpu_share,
+            "bench_cpu_per_call_us": _finite(self.bench_cpu_per_call_us),
+            "bench_cpu_share": _finite(self.bench_cpu_share),
         }
 
 
+def _finite(value):
+    """NaN as None: JSON has no NaN."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def vars_of(figures) -> dict:
-    """The fields of a L{Latency} or L{Spread}, NaN as None (JSON has no NaN)."""
-    return {
-        name: (None if isinstance(value, float) and math.isnan(value) else value)
-        for name, value in vars(figures).items()
-    }
+    """The fields of a L{Latency} or L{Spread}, NaN as None."""
+    return {name: _finite(value) for name, value in vars(figures).items()}
 
 
 def summarise(clients: int, runs: List[RunResult]) -> ScenarioSummary:
