@@ -145,16 +145,20 @@ class ArgumentTests(unittest.SynchronousTestCase):
     def test_program_arguments(self):
         options = Options(8081)
         options.parseOptions([])
-        self.assertEqual(options.endpoint, "tcp:host=localhost:port=8081")
+        self.assertEqual(options.endpoint(None), "tcp:host=localhost:port=8081")
         options = Options(8080)
         options.parseOptions(["shop.example", "9000"])
-        self.assertEqual(options.endpoint, "tcp:host=shop.example:port=9000")
+        self.assertEqual(options.endpoint(None), "tcp:host=shop.example:port=9000")
         options = Options(8080)
         options.parseOptions(["--connect", "tls:shop.example:8080"])
-        self.assertEqual(options.endpoint, "tls:shop.example:8080")
-        from twisted.python.usage import UsageError as OptionsError
-
-        self.assertRaises(OptionsError, Options(8080).parseOptions, ["h", "port"])
+        self.assertEqual(options.endpoint(None), "tls:shop.example:8080")
+        self.assertRaises(UsageError, Options(8080).parseOptions, ["h", "port"])
+        self.assertRaises(
+            UsageError, Options(8080).parseOptions, ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"]
+        )
+        options = Options(8080)
+        options.parseOptions(["--ca-cert", "ca.pem", "shop.example", "8443"])
+        self.assertEqual(options["ca-cert"], "ca.pem")
 
 
 class FakeTerminal:
