@@ -9,6 +9,7 @@ from typing import List
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import StringTransport
+from twisted.python import usage
 from twisted.trial import unittest
 
 from clients import buyer as buyer_cli
@@ -152,9 +153,9 @@ class ArgumentTests(unittest.SynchronousTestCase):
         options = Options(8080)
         options.parseOptions(["--connect", "tls:shop.example:8080"])
         self.assertEqual(options.endpoint(None), "tls:shop.example:8080")
-        self.assertRaises(UsageError, Options(8080).parseOptions, ["h", "port"])
+        self.assertRaises(usage.UsageError, Options(8080).parseOptions, ["h", "port"])
         self.assertRaises(
-            UsageError, Options(8080).parseOptions, ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"]
+            usage.UsageError, Options(8080).parseOptions, ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"]
         )
         options = Options(8080)
         options.parseOptions(["--ca-cert", "ca.pem", "shop.example", "8443"])
