@@ -49,8 +49,10 @@ async def open_session(db: Database, key: str, role: str, account_id: int) -> No
 
 # The session is valid if it was seen within the timeout.  Its last_seen is
 # moved on at most once a second, so a busy session is not a write on every
-# request; an idle one may thus end up to a second early.
-_TOUCH = """
+# request; an idle one may thus end up to a second early.  C{live} has one
+# row (the account) for a live session and none otherwise; the hot path
+# (marketplace/hotpath.py) joins its work onto it.
+LIVE_SESSION = """
 WITH live AS (
     SELECT account_id FROM sessions
     WHERE key = %(key)s AND role = %(role)s
@@ -59,9 +61,9 @@ WITH live AS (
     UPDATE sessions SET last_seen = now()
     WHERE key = %(key)s AND last_seen < now() - interval '1 second'
       AND EXISTS (SELECT 1 FROM live)
-)
-SELECT account_id FROM live
-"""
+)"""
+
+_TOUCH = LIVE_SESSION + "\nSELECT account_id FROM live\n"
 
 
 async def touch_session(

@@ -22,7 +22,7 @@ session is still reported before a malformed payload.
 
 from typing import Any, Awaitable, Callable, Dict
 
-from marketplace import productdb, validate
+from marketplace import customerdb, productdb, validate
 from marketplace.accounts import session_key
 from marketplace.database import Database
 from marketplace.dispatch import USUAL_PATH, Call
@@ -30,16 +30,7 @@ from marketplace.errors import INVALID_SESSION, ApiError
 
 FusedHandler = Callable[[Call], Awaitable[Any]]
 
-_LIVE = """
-WITH live AS (
-    SELECT account_id FROM sessions
-    WHERE key = %(key)s AND role = %(role)s
-      AND last_seen > now() - %(timeout)s * interval '1 second'
-), touched AS (
-    UPDATE sessions SET last_seen = now()
-    WHERE key = %(key)s AND last_seen < now() - interval '1 second'
-      AND EXISTS (SELECT 1 FROM live)
-)"""
+_LIVE = customerdb.LIVE_SESSION
 
 _ITEM = ", ".join(f"i.{c.strip()}" for c in productdb.ITEM_COLUMNS.split(","))
 
