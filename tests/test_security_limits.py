@@ -3,7 +3,6 @@ StringTransport with a fake clock: requests in flight, open connections,
 frames that stall half-way; and the repeatable --listen options."""
 
 import json
-import struct
 
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
@@ -13,19 +12,9 @@ from twisted.trial import unittest
 from marketplace.limits import Limits
 from marketplace.protocol import FrameFactory
 from marketplace.tap import AllOptions, BuyerOptions, SellerOptions
+from tests.test_protocol import framed, frames_in
 
 
-def framed(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
-def frames_in(data: bytes):
-    out = []
-    while data:
-        (length,) = struct.unpack(">I", data[:4])
-        out.append(json.loads(data[4 : 4 + length]))
-        data = data[4 + length :]
-    return out
 
 
 class LimitsTests(unittest.SynchronousTestCase):
