@@ -365,9 +365,9 @@ class BuyerShellTests(unittest.TestCase):
             "cart please": "cart",
             "login": "login USER [--password PASSWORD]",
         }
-        for line, usage in cases.items():
+        for line, expected in cases.items():
             out = await cli.run(line)
-            self.assertIn(f"; usage: {usage}  (see 'help ", out)
+            self.assertIn(f"; usage: {expected}  (see 'help ", out)
             self.assertEqual(out.count("\n"), 1, out)
         out = await cli.run("buy")
         self.assertIn("give the card as arguments in a script", out)

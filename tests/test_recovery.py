@@ -5,7 +5,6 @@ the purchase: completed if the payment went through, undone if not."""
 
 import json
 import os
-import signal
 import socket
 import sys
 from pathlib import Path

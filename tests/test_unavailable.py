@@ -3,7 +3,6 @@
 import psycopg2
 from psycopg2.extensions import make_dsn
 from twisted.internet import reactor, task, threads
-from twisted.trial import unittest
 
 from tests.db import test_dsns
 from tests.support import assert_error, connect, payload_of

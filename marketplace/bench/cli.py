@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Dict, List, Optional
 
