@@ -9,7 +9,7 @@ takes.  What a frame means is the dispatcher's business, not this module's.
 from collections import deque
 from typing import Callable, Optional
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -132,13 +132,29 @@ class FrameProtocol(Int32StringReceiver):
         slot.data = data
         slot.ready = True
         answers = self._answers
+        sent = False
         while answers and answers[0].ready:
             self.sendString(answers.popleft().data)
+            sent = True
+        if sent:
+            _write_now(self.transport)
         if self._closing and not answers:
             self.transport.loseConnection()
         elif self.paused and len(answers) < self.factory.limits.max_in_flight:
             if not self._closing:
                 self.resumeProducing()
+
+
+def _write_now(transport) -> None:
+    """Hand what was just written to a plain TCP connection's socket now,
+    rather than on the reactor's next iteration."""
+    if (
+        type(transport) is tcp.Server
+        and transport.producer is None
+        and not transport.disconnecting
+        and not transport.disconnected
+    ):
+        transport.doWrite()
 
 
 class FrameFactory(Factory):
