@@ -9,7 +9,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -78,6 +78,13 @@ class ClientProtocol(Int32StringReceiver):
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
         self.sendString(encode(message))
+        transport = self.transport
+        if type(transport) is tcp.Client and not (
+            transport.disconnecting or transport.disconnected
+        ):
+            # Hand the request to the socket now rather than on the
+            # reactor's next iteration: it is all the client has to say.
+            transport.doWrite()
         return d
 
     def stringReceived(self, frame: bytes) -> None:
