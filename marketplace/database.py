@@ -12,7 +12,6 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import psycopg2
 import psycopg2.errors
-import psycopg2.extensions
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -66,47 +65,9 @@ class _Detector(reconnection.DeadConnectionDetector):
             self._retrying.cancel()
 
 
-class _Cursor(txpostgres.Cursor):
-    """A txpostgres cursor whose statement's Deferred fires as soon as the
-    statement is done, not on the reactor's next iteration.
-
-    txpostgres fires it through C{callLater(0, ...)} so that code run by
-    its callbacks never runs inside C{doRead}; a cursor's C{doRead} does
-    nothing after polling, so firing at once is safe, and it saves a
-    reactor iteration (a timed call and an extra C{epoll_wait}) per
-    statement.
-    """
-
-    def continuePolling(self, swallowErrors=False):  # noqa: N802 (txpostgres name)
-        try:
-            state = self.pollable().poll()
-        except Exception:
-            if self._pollingD:
-                d, self._pollingD = self._pollingD, None
-                d.errback(Failure())
-            elif not swallowErrors:
-                raise
-            return
-        if state == psycopg2.extensions.POLL_OK:
-            if self._pollingD:
-                d, self._pollingD = self._pollingD, None
-                d.callback(self)
-        elif state == psycopg2.extensions.POLL_READ:
-            self.reactor.addReader(self)
-        elif state == psycopg2.extensions.POLL_WRITE:
-            self.reactor.addWriter(self)
-        elif self._pollingD:
-            d, self._pollingD = self._pollingD, None
-            d.errback(txpostgres.UnexpectedPollResult())
-        elif not swallowErrors:
-            raise txpostgres.UnexpectedPollResult()
-
-
 class _Connection(txpostgres.Connection):
     """A txpostgres connection that reports a server gone away while the
     connection was idle to its detector, instead of as an unhandled error."""
-
-    cursorFactory = _Cursor
 
     def doRead(self):  # noqa: N802 (Twisted name)
         try:
