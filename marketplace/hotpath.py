@@ -58,7 +58,7 @@ FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(cate
 # the search's order, which a join need not keep.
 _SEARCH = f"""{_LIVE}
 SELECT s.account_id, m.*
-FROM live AS s LEFT JOIN LATERAL ({productdb._SEARCH}) AS m ON true
+FROM live AS s LEFT JOIN LATERAL ({productdb.SEARCH}) AS m ON true
 ORDER BY m.score DESC, m.thumbs_up - m.thumbs_down DESC, m.price, m.id
 """
 

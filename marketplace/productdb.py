@@ -121,8 +121,9 @@ async def seller_counts(db: Database, seller_id: int) -> dict:
     }
 
 
-# Search: see PROTOCOL.md (Search) and the README for the scoring.
-_SEARCH = f"""
+# Search: see PROTOCOL.md (Search) and the README for the scoring.  The hot
+# path (marketplace/hotpath.py) joins this same statement onto the session.
+SEARCH = f"""
 SELECT {ITEM_COLUMNS}, score FROM (
     SELECT i.*,
         (SELECT count(*) FROM unnest(%(keywords)s::text[]) AS k
@@ -143,7 +144,7 @@ async def search(
 ) -> List[dict]:
     """Items on sale in C{category} that share a keyword, best first."""
     rows = await db.query(
-        _SEARCH,
+        SEARCH,
         {"category": category, "keywords": keywords, "limit": limit, "offset": offset},
     )
     items = []
@@ -292,19 +293,16 @@ async def remove_from_cart(
 async def save_cart(db: Database, session_key: str, buyer_id: int) -> None:
     """Make the active cart the buyer's saved cart."""
 
-    def replace(cursor):
-        d = cursor.execute(
+    async def replace(cursor) -> None:
+        await cursor.execute(
             "DELETE FROM saved_cart_lines WHERE buyer_id = %s", (buyer_id,)
         )
-        d.addCallback(
-            lambda _: cursor.execute(
-                "INSERT INTO saved_cart_lines (buyer_id, item_id, quantity)"
-                " SELECT %s, item_id, quantity FROM active_cart_lines"
-                " WHERE session_key = %s",
-                (buyer_id, session_key),
-            )
+        await cursor.execute(
+            "INSERT INTO saved_cart_lines (buyer_id, item_id, quantity)"
+            " SELECT %s, item_id, quantity FROM active_cart_lines"
+            " WHERE session_key = %s",
+            (buyer_id, session_key),
         )
-        return d
 
     await db.transaction(replace)
 
