@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from marketplace import envelope
 from marketplace.database import is_unavailable
@@ -98,30 +99,65 @@ class Dispatcher:
 
     def handle_frame(self, frame: bytes) -> "defer.Deferred[bytes]":
         """The encoded answer to one frame; this Deferred never fails."""
-        return defer.Deferred.fromCoroutine(self._answer(frame))
-
-    async def _answer(self, frame: bytes) -> bytes:
-        request = None
         try:
             request = envelope.parse_request(frame)
+        except Exception:
+            return defer.succeed(self._failure_answer(None, Failure()))
+        if request.session_id is not None:
+            fused = self.fused.get(request.api)
+            if fused is not None and self.hot_path.enabled():
+                # The hot APIs in one statement, with callbacks alone: no
+                # coroutine to start and resume on the way.
+                try:
+                    d = fused(Call(request))
+                except Exception:
+                    d = defer.fail()
+                return d.addCallbacks(
+                    self._fused_answer,
+                    self._fused_failed,
+                    callbackArgs=(request,),
+                    errbackArgs=(request,),
+                )
+        return defer.Deferred.fromCoroutine(self._answer(request))
+
+    def _fused_answer(self, result: Any, request: envelope.Request):
+        if result is USUAL_PATH:
+            return defer.Deferred.fromCoroutine(self._answer(request))
+        try:
+            return envelope.encode(envelope.response(request, result))
+        except Exception:
+            return self._failure_answer(request, Failure())
+
+    def _fused_failed(self, failure: Failure, request: envelope.Request) -> bytes:
+        return self._failure_answer(request, failure)
+
+    async def _answer(self, request: envelope.Request) -> bytes:
+        try:
             answer = await self._call(request)
-        except ApiError as e:
-            request = getattr(e, "request", request)
-            answer = self._error(request, e.code, e.message)
-        except Exception as e:
-            if is_unavailable(e):
-                answer = self._error(
-                    request, UNAVAILABLE, "the database cannot be reached; retry later"
-                )
-            else:
-                self.log.failure(
-                    "{service} {api} failed",
-                    service=self.name,
-                    api=_loggable(request.api if request else None),
-                )
-                answer = self._error(
-                    request, INTERNAL, "the server failed to answer; it has logged why"
-                )
+        except Exception:
+            return self._failure_answer(request, Failure())
+        return envelope.encode(answer)
+
+    def _failure_answer(self, request: Optional[envelope.Request], failure: Failure) -> bytes:
+        """The encoded error answer for what went wrong."""
+        error = failure.value
+        if isinstance(error, ApiError):
+            request = getattr(error, "request", request)
+            answer = self._error(request, error.code, error.message)
+        elif is_unavailable(error):
+            answer = self._error(
+                request, UNAVAILABLE, "the database cannot be reached; retry later"
+            )
+        else:
+            self.log.failure(
+                "{service} {api} failed",
+                failure,
+                service=self.name,
+                api=_loggable(request.api if request else None),
+            )
+            answer = self._error(
+                request, INTERNAL, "the server failed to answer; it has logged why"
+            )
         return envelope.encode(answer)
 
     async def _call(self, request: envelope.Request) -> dict:
@@ -134,11 +170,6 @@ class Dispatcher:
         if api.needs_session:
             if request.session_id is None:
                 raise ApiError(NOT_LOGGED_IN, f"{request.api} needs a session: log in first")
-            fused = self.fused.get(request.api)
-            if fused is not None and self.hot_path.enabled():
-                result = await fused(call)
-                if result is not USUAL_PATH:
-                    return envelope.response(request, result)
             call.session = await self.authenticate(request.session_id)
         result = await api.handler(call)
         if isinstance(result, Reply):

@@ -6,10 +6,11 @@ answers are written in the order the requests arrived, however long each one
 takes.  What a frame means is the dispatcher's business, not this module's.
 """
 
+import struct
 from collections import deque
 from typing import Callable, Optional
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -17,8 +18,11 @@ from twisted.protocols.basic import Int32StringReceiver
 from marketplace import envelope
 from marketplace.errors import FRAME_TOO_LARGE
 from marketplace.limits import Limits
+from marketplace.writes import write_now
 
 DEFAULT_MAX_FRAME = 1024 * 1024
+
+_PREFIX = struct.Struct(Int32StringReceiver.structFormat)
 
 FrameHandler = Callable[[bytes], "defer.Deferred[bytes]"]
 
@@ -132,29 +136,18 @@ class FrameProtocol(Int32StringReceiver):
         slot.data = data
         slot.ready = True
         answers = self._answers
-        sent = False
+        frames = []
         while answers and answers[0].ready:
-            self.sendString(answers.popleft().data)
-            sent = True
-        if sent:
-            _write_now(self.transport)
+            data = answers.popleft().data
+            frames.append(_PREFIX.pack(len(data)))
+            frames.append(data)
+        if frames:
+            write_now(self.transport, b"".join(frames))
         if self._closing and not answers:
             self.transport.loseConnection()
         elif self.paused and len(answers) < self.factory.limits.max_in_flight:
             if not self._closing:
                 self.resumeProducing()
-
-
-def _write_now(transport) -> None:
-    """Hand what was just written to a plain TCP connection's socket now,
-    rather than on the reactor's next iteration."""
-    if (
-        type(transport) is tcp.Server
-        and transport.producer is None
-        and not transport.disconnecting
-        and not transport.disconnected
-    ):
-        transport.doWrite()
 
 
 class FrameFactory(Factory):

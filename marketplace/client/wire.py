@@ -5,15 +5,20 @@ so each answer completes the oldest request still waiting.
 """
 
 import json
+import struct
 from collections import deque
 from decimal import Decimal
 from typing import Any
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
+
+from marketplace.writes import write_now
+
+_PREFIX = struct.Struct(Int32StringReceiver.structFormat)
 
 
 def _to_json(value: Any) -> Any:
@@ -77,14 +82,8 @@ class ClientProtocol(Int32StringReceiver):
         """Send one request envelope; a Deferred of its answer."""
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
-        self.sendString(encode(message))
-        transport = self.transport
-        if type(transport) is tcp.Client and not (
-            transport.disconnecting or transport.disconnected
-        ):
-            # Hand the request to the socket now rather than on the
-            # reactor's next iteration: it is all the client has to say.
-            transport.doWrite()
+        data = encode(message)
+        write_now(self.transport, _PREFIX.pack(len(data)) + data)
         return d
 
     def stringReceived(self, frame: bytes) -> None:

@@ -1,0 +1,37 @@
+"""Writing a frame to a TCP connection without waiting for the reactor.
+
+C{transport.write} queues the bytes and asks the reactor to say when the
+socket can take them: two epoll changes and a wait of one reactor turn for
+every answer, while the socket almost always has room at once.  For a
+plain TCP connection with nothing queued, L{write_now} hands the bytes to
+the socket straight away and queues only what it did not take.  Any other
+transport (TLS, or a test's) gets an ordinary C{write}.
+"""
+
+from twisted.internet import tcp
+
+_PLAIN = (tcp.Server, tcp.Client)
+
+
+def write_now(transport, data: bytes) -> None:
+    """Write C{data} to C{transport}, to its socket now where it can."""
+    if (
+        type(transport) not in _PLAIN
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport.producer is not None
+        or transport._tempDataLen
+        or len(transport.dataBuffer) > transport.offset
+    ):
+        transport.write(data)
+        return
+    sent = transport.writeSomeData(data)
+    if isinstance(sent, Exception) or sent < 0:
+        # The connection is gone; the reactor will notice and close it.
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+__all__ = ["write_now"]
