@@ -97,16 +97,16 @@ class _ServiceClient:
         C{retry} says whether the request may be sent again after losing its
         connection (only where doing it twice cannot matter).
         """
-        return defer.Deferred.fromCoroutine(self._call(api, payload, retry, session))
+        return self._call(api, payload, retry, session)
 
-    async def _call(
+    def _call(
         self,
         api: str,
         payload: Optional[dict],
         retry: bool,
         session: bool,
         on_retry=None,
-    ) -> dict:
+    ) -> "defer.Deferred[dict]":
         session_id = self.session_id if session else None
         message = {
             "type": "request",
@@ -114,13 +114,19 @@ class _ServiceClient:
             "session_id": session_id,
             "payload": {} if payload is None else payload,
         }
-        try:
-            return await self.connection.call(message, retry, on_retry)
-        except ClientError as e:
-            if e.code == INVALID_SESSION and session_id == self.session_id:
-                # The session is over (logged out elsewhere or expired).
-                self._forget_session()
-            raise
+        d = self.connection.call(message, retry, on_retry)
+        return d.addErrback(self._failed, session_id)
+
+    def _failed(self, failure, session_id: Optional[str]):
+        error = failure.value
+        if (
+            isinstance(error, ClientError)
+            and error.code == INVALID_SESSION
+            and session_id == self.session_id
+        ):
+            # The session is over (logged out elsewhere or expired).
+            self._forget_session()
+        return failure
 
     def _forget_session(self) -> None:
         self.session_id = None

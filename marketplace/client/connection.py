@@ -165,62 +165,104 @@ class Connection:
         except defer.CancelledError:
             raise ClientError(UNAVAILABLE, "the client is closed")
 
-    async def call(
+    def call(
         self,
         message: dict,
         retry: bool,
         on_retry: Optional[Callable[[], None]] = None,
-    ) -> dict:
-        """Send a request envelope; the payload of its answer.
+    ) -> "defer.Deferred[dict]":
+        """Send a request envelope; a Deferred of the payload of its answer.
 
-        Raises L{ClientError} for an error answer, and C{UNAVAILABLE} when
-        the service cannot be reached.  With C{retry}, a request whose
+        Fails with L{ClientError} for an error answer, and C{UNAVAILABLE}
+        when the service cannot be reached.  With C{retry}, a request whose
         connection was lost before the answer came (or that was answered
         C{UNAVAILABLE}) is sent again, calling C{on_retry} first; without
         it that is an C{UNAVAILABLE} error.
         """
+        protocol = self._protocol
+        if protocol is None or not protocol.open:
+            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, None))
+        # The usual case, with callbacks alone: the connection is open and
+        # the first answer is the one that counts.
+        args = (message, retry, on_retry)
+        return protocol.request(message).addCallbacks(
+            self._answered, self._lost, callbackArgs=args, errbackArgs=args
+        )
+
+    def _answered(self, answer: dict, message: dict, retry: bool, on_retry):
+        failed = self._outcome(answer, message.get("api", ""), retry)
+        if isinstance(failed, str):
+            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+        return failed
+
+    def _lost(self, failure: Failure, message: dict, retry: bool, on_retry):
+        failure.trap(ConnectionLost)
+        failed = self._lost_reason(message.get("api", ""), retry)
+        return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+
+    def _outcome(self, answer: dict, api: str, retry: bool):
+        """The payload of an answer, or why it is to be sent again (a str);
+        raises L{ClientError} for any other error answer."""
+        if answer.get("type") == "response":
+            payload = answer.get("payload")
+            return payload if isinstance(payload, dict) else {}
+        error = _error_of(answer, api)
+        if error.code != UNAVAILABLE or not retry or self._closed:
+            raise error
+        return error.message
+
+    def _lost_reason(self, api: str, retry: bool) -> str:
+        """Why a request whose connection was lost is to be sent again;
+        raises L{ClientError} where it is not."""
+        if self._closed:
+            raise ClientError(
+                UNAVAILABLE, "the client was closed before the answer came", api
+            )
+        if not retry:
+            raise ClientError(
+                UNAVAILABLE,
+                f"the connection was lost before {api} was answered;"
+                " it may or may not have been carried out",
+                api,
+            )
+        return "the connection was lost"
+
+    async def _call(
+        self,
+        message: dict,
+        retry: bool,
+        on_retry: Optional[Callable[[], None]],
+        failed: Optional[str],
+    ) -> dict:
+        """Send C{message} until it is answered, connecting first where
+        needed; C{failed} says why an attempt already made failed."""
         api = message.get("api", "")
         retries = 0
         while True:
+            if failed is not None:
+                retries += 1
+                if retries > self.max_retries:
+                    raise ClientError(
+                        UNAVAILABLE, f"{api} failed {retries} times: {failed}", api
+                    )
+                self.log.info(
+                    "{api} failed ({failed}); sending it again", api=api, failed=failed
+                )
+                if on_retry is not None:
+                    on_retry()
+                if retries > 1 or self.connected:
+                    await self._sleep(
+                        min(self.initial_delay * 2 ** (retries - 1), self.max_delay)
+                    )
             protocol = await self._connection()
             try:
                 answer = await protocol.request(message)
             except ConnectionLost:
-                if self._closed:
-                    raise ClientError(
-                        UNAVAILABLE, "the client was closed before the answer came", api
-                    )
-                if not retry:
-                    raise ClientError(
-                        UNAVAILABLE,
-                        f"the connection was lost before {api} was answered;"
-                        " it may or may not have been carried out",
-                        api,
-                    )
-                failed = "the connection was lost"
-            else:
-                kind = answer.get("type")
-                if kind == "response":
-                    payload = answer.get("payload")
-                    return payload if isinstance(payload, dict) else {}
-                error = _error_of(answer, api)
-                if error.code != UNAVAILABLE or not retry or self._closed:
-                    raise error
-                failed = error.message
-            retries += 1
-            if retries > self.max_retries:
-                raise ClientError(
-                    UNAVAILABLE, f"{api} failed {retries} times: {failed}", api
-                )
-            self.log.info(
-                "{api} failed ({failed}); sending it again", api=api, failed=failed
-            )
-            if on_retry is not None:
-                on_retry()
-            if retries > 1 or self.connected:
-                await self._sleep(
-                    min(self.initial_delay * 2 ** (retries - 1), self.max_delay)
-                )
+                failed = self._lost_reason(api, retry)
+                continue
+            failed = self._outcome(answer, api, retry)
+            if not isinstance(failed, str):
+                return failed
 
     def close(self) -> "defer.Deferred[None]":
         """Close the connection (requests still waiting fail with
