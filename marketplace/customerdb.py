@@ -48,8 +48,9 @@ async def open_session(db: Database, key: str, role: str, account_id: int) -> No
 
 
 # The session is valid if it was seen within the timeout.  Its last_seen is
-# moved on at most once a second, so a busy session is not a write on every
-# request; an idle one may thus end up to a second early.  C{live} has one
+# moved on at most once a second (by touch_session of schema.sql, which the
+# CASE calls only when that second is up), so a busy session is not a write
+# on every request; an idle one may thus end up to a second early.  C{live} has one
 # row (the account) for a live session and none otherwise; the hot path
 # (marketplace/hotpath.py) joins its work onto it.
 LIVE_SESSION = """
@@ -57,10 +58,8 @@ WITH live AS (
     SELECT account_id FROM sessions
     WHERE key = %(key)s AND role = %(role)s
       AND last_seen > now() - %(timeout)s * interval '1 second'
-), touched AS (
-    UPDATE sessions SET last_seen = now()
-    WHERE key = %(key)s AND last_seen < now() - interval '1 second'
-      AND EXISTS (SELECT 1 FROM live)
+      AND CASE WHEN last_seen < now() - interval '1 second'
+               THEN touch_session(key, role, %(timeout)s) ELSE true END
 )"""
 
 _TOUCH = LIVE_SESSION + "\nSELECT account_id FROM live\n"

@@ -6,9 +6,9 @@ With two databases a session API costs two round trips: the session check
 database.  When both are one database (the embedded default, or settings
 that name one database for both) the statements here check the session
 and do the work together, in one round trip: the session check is the
-same C{live}/C{touched} pair of common table expressions as
-L{customerdb.touch_session} (so the touch is still a write at most once a
-second), and the work joins on C{live}, which has one row for a live
+same C{live} common table expression as L{customerdb.touch_session} (so
+the touch is still a write at most once a second), and the work joins on
+C{live}, which has one row for a live
 session of the role and none otherwise.  No row at all therefore means
 INVALID_SESSION.
 

@@ -3,6 +3,7 @@
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from marketplace.accounts import session_key
 from marketplace.housekeeping import sweep_sessions
 from tests.support import (
     assert_error,
@@ -100,6 +101,41 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(rows[0][0], 0, "the expired session's active cart is gone")
         rows = await backend.product.query("SELECT count(*) FROM saved_cart_lines")
         self.assertEqual(rows[0][0], 1, "the saved cart stays")
+
+    async def test_session_is_written_at_most_once_a_second(self):
+        market = await start_marketplace(self, session_timeout=60)
+        buyer = await connect(self, market.ports["buyer"])
+        _, session = await buyer_session(self, buyer)
+        customer = market.backend().customer
+        key = session_key(session)
+
+        async def row_version():
+            rows = await customer.query(
+                "SELECT xmin::text, last_seen FROM sessions WHERE key = %s", (key,)
+            )
+            return rows[0]
+
+        await customer.execute("UPDATE sessions SET last_seen = now() WHERE key = %s", (key,))
+        before = await row_version()
+        for _ in range(20):
+            payload_of(self, await buyer.request("DisplayCart", {}, session))
+        self.assertEqual(await row_version(), before, "seen just now: no write")
+
+        await customer.execute(
+            "UPDATE sessions SET last_seen = now() - interval '2 seconds' WHERE key = %s", (key,)
+        )
+        stale = await row_version()
+        payload_of(self, await buyer.request("DisplayCart", {}, session))
+        touched = await row_version()
+        self.assertNotEqual(touched[0], stale[0], "seen 2 s ago: touched")
+        self.assertGreater(touched[1], stale[1])
+
+        await customer.execute(
+            "UPDATE sessions SET last_seen = now() - interval '61 seconds' WHERE key = %s", (key,)
+        )
+        expired = await row_version()
+        assert_error(self, await buyer.request("DisplayCart", {}, session), "INVALID_SESSION")
+        self.assertEqual(await row_version(), expired, "an expired session is not revived")
 
     async def test_sweep_drops_orphan_carts(self):
         market = await start_marketplace(self, session_timeout=0.5)
