@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict
 
 from twisted.internet import defer
 
-from marketplace import customerdb, productdb, validate
+from marketplace import customerdb, envelope, productdb, validate
 from marketplace.accounts import session_key
 from marketplace.database import Database
 from marketplace.dispatch import USUAL_PATH, Call
@@ -34,45 +34,55 @@ FusedHandler = Callable[[Call], "defer.Deferred[Any]"]
 
 _LIVE = customerdb.LIVE_SESSION
 
-_ITEM = ", ".join(f"i.{c.strip()}" for c in productdb.ITEM_COLUMNS.split(","))
+# Every statement answers one row for a live session and none otherwise:
+# the account, whether the work found something to do, and the answer's
+# payload as JSON text, written by PostgreSQL (productdb.item_json).
 
 _SELLER_ITEMS = f"""{_LIVE}
-SELECT s.account_id, {_ITEM}
-FROM live AS s LEFT JOIN items AS i ON i.seller_id = s.account_id
-ORDER BY i.id
+SELECT s.account_id, true, json_build_object('items', coalesce((
+    SELECT json_agg({productdb.item_json('i')} ORDER BY i.id)
+    FROM items AS i WHERE i.seller_id = s.account_id
+), '[]'))::text
+FROM live AS s
 """
 
 _CHANGE_PRICE = f"""{_LIVE}, changed AS (
     UPDATE items AS i SET price = %(price)s
     WHERE i.id = %(number)s AND i.category = %(category)s
       AND i.seller_id = (SELECT account_id FROM live)
-    RETURNING {_ITEM}
+    RETURNING i.*
 )
-SELECT s.account_id, i.* FROM live AS s LEFT JOIN changed AS i ON true
+SELECT s.account_id, i.id IS NOT NULL, {productdb.item_json('i')}::text
+FROM live AS s LEFT JOIN changed AS i ON true
 """
 
 _GET_ITEM = f"""{_LIVE}
-SELECT s.account_id, {_ITEM}
+SELECT s.account_id, i.id IS NOT NULL, {productdb.item_json('i')}::text
 FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
 """
 
-# productdb's search, joined to the session; the outer ORDER BY repeats
-# the search's order, which a join need not keep.
+# productdb's search, for a live session.
 _SEARCH = f"""{_LIVE}
-SELECT s.account_id, m.*
-FROM live AS s LEFT JOIN LATERAL ({productdb.SEARCH}) AS m ON true
-ORDER BY m.score DESC, m.thumbs_up - m.thumbs_down DESC, m.price, m.id
-"""
-
-_CART_LINES = """
-SELECT s.account_id, i.category, c.item_id, i.name, c.quantity, i.price
+SELECT s.account_id, true, json_build_object('items', coalesce((
+    SELECT json_agg({productdb.item_json('m', "'score', m.score")}
+                    ORDER BY m.score DESC, m.thumbs_up - m.thumbs_down DESC, m.price, m.id)
+    FROM ({productdb.SEARCH}) AS m
+), '[]'))::text
 FROM live AS s
-LEFT JOIN active_cart_lines AS c ON c.session_key = %(key)s
-LEFT JOIN items AS i ON i.id = c.item_id
-ORDER BY c.item_id
 """
 
-_DISPLAY_CART = _LIVE + _CART_LINES
+_CART_LINES = "SELECT item_id, quantity FROM active_cart_lines WHERE session_key = %(key)s"
+
+_DISPLAY_CART = f"""{_LIVE}
+SELECT s.account_id, true, {productdb.cart_json(_CART_LINES)}::text
+FROM live AS s
+"""
+
+_LINES_AFTER_ADDING = """
+    SELECT item_id, quantity FROM added
+    UNION ALL
+    SELECT item_id, quantity FROM active_cart_lines
+    WHERE session_key = %(key)s AND item_id NOT IN (SELECT item_id FROM added)"""
 
 # productdb's AddItemToCart upsert, for a live session only; the cart that
 # follows is the lines the statement did not touch (as they were when it
@@ -87,18 +97,9 @@ _ADD_TO_CART = f"""{_LIVE}, added AS (
         WHERE l.quantity + excluded.quantity
               <= (SELECT quantity FROM items WHERE id = excluded.item_id)
     RETURNING l.item_id, l.quantity
-), lines AS (
-    SELECT item_id, quantity FROM added
-    UNION ALL
-    SELECT item_id, quantity FROM active_cart_lines
-    WHERE session_key = %(key)s AND item_id NOT IN (SELECT item_id FROM added)
 )
-SELECT s.account_id, (SELECT count(*) FROM added), i.category, c.item_id, i.name,
-       c.quantity, i.price
+SELECT s.account_id, EXISTS (SELECT FROM added), {productdb.cart_json(_LINES_AFTER_ADDING)}::text
 FROM live AS s
-LEFT JOIN lines AS c ON true
-LEFT JOIN items AS i ON i.id = c.item_id
-ORDER BY c.item_id
 """
 
 
@@ -137,48 +138,17 @@ class _Fused:
             **more,
         }
 
-    def _rows(self, name: str, sql: str, args: dict, then: Callable[[list], Any]):
-        """The rows of a fused statement, given to C{then}; no rows means
-        the session is not live."""
-        return self.product.prepared(name, sql, args).addCallback(self._live, then)
+    def _answer(self, name: str, sql: str, args: dict) -> defer.Deferred:
+        """The answer of a fused statement: its payload as JSON text
+        (L{envelope.JsonPayload}), or L{USUAL_PATH} where the work found
+        nothing to do; no row means the session is not live."""
+        return self.product.prepared(name, sql, args).addCallback(self._payload)
 
-    def _live(self, rows: list, then: Callable[[list], Any]) -> Any:
+    def _payload(self, rows: list) -> Any:
         if not rows:
             raise _invalid(self.role)
-        return then(rows)
-
-
-def _first_item(rows: list) -> Any:
-    # The work's row, or the usual path where the work found nothing to do.
-    row = rows[0]
-    if row[1] is None:
-        return USUAL_PATH
-    return productdb.item_from_row(row[1:])
-
-
-def _seller_items(rows: list) -> dict:
-    return {"items": [productdb.item_from_row(row[1:]) for row in rows if row[1] is not None]}
-
-
-def _search_results(rows: list) -> dict:
-    items = []
-    for row in rows:
-        if row[1] is None:
-            continue
-        item = productdb.item_from_row(row[1:])
-        item["score"] = float(row[11])
-        items.append(item)
-    return {"items": items}
-
-
-def _cart_after_adding(rows: list) -> Any:
-    if not rows[0][1]:
-        return USUAL_PATH
-    return productdb.cart_from_rows([row[2:] for row in rows if row[3] is not None])
-
-
-def _cart(rows: list) -> dict:
-    return productdb.cart_from_rows([row[1:] for row in rows if row[2] is not None])
+        _, done, payload = rows[0]
+        return envelope.JsonPayload(payload) if done else USUAL_PATH
 
 
 def _usual_path():
@@ -189,7 +159,7 @@ class SellerHotPath(_Fused):
     """DisplayItemsForSale and ChangeItemPrice in one statement each."""
 
     def display_items(self, call: Call) -> defer.Deferred:
-        return self._rows("hot_seller_items", _SELLER_ITEMS, self._args(call), _seller_items)
+        return self._answer("hot_seller_items", _SELLER_ITEMS, self._args(call))
 
     def change_price(self, call: Call) -> defer.Deferred:
         try:
@@ -198,7 +168,7 @@ class SellerHotPath(_Fused):
         except ApiError:
             return _usual_path()
         args = self._args(call, category=category, number=number, price=price)
-        return self._rows("hot_change_price", _CHANGE_PRICE, args, _first_item)
+        return self._answer("hot_change_price", _CHANGE_PRICE, args)
 
     def handlers(self) -> Dict[str, FusedHandler]:
         return {
@@ -229,7 +199,7 @@ class BuyerHotPath(_Fused):
         args = self._args(
             call, category=category, keywords=keywords, limit=limit, offset=offset
         )
-        return self._rows("hot_search", _SEARCH, args, _search_results)
+        return self._answer("hot_search", _SEARCH, args)
 
     def get_item(self, call: Call) -> defer.Deferred:
         try:
@@ -237,7 +207,7 @@ class BuyerHotPath(_Fused):
         except ApiError:
             return _usual_path()
         args = self._args(call, category=category, number=number)
-        return self._rows("hot_get_item", _GET_ITEM, args, _first_item)
+        return self._answer("hot_get_item", _GET_ITEM, args)
 
     def add_to_cart(self, call: Call) -> defer.Deferred:
         try:
@@ -246,10 +216,10 @@ class BuyerHotPath(_Fused):
         except ApiError:
             return _usual_path()
         args = self._args(call, category=category, number=number, units=units)
-        return self._rows("hot_add_to_cart", _ADD_TO_CART, args, _cart_after_adding)
+        return self._answer("hot_add_to_cart", _ADD_TO_CART, args)
 
     def display_cart(self, call: Call) -> defer.Deferred:
-        return self._rows("hot_display_cart", _DISPLAY_CART, self._args(call), _cart)
+        return self._answer("hot_display_cart", _DISPLAY_CART, self._args(call))
 
     def handlers(self) -> Dict[str, FusedHandler]:
         return {

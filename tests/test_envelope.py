@@ -90,6 +90,21 @@ class EncodeTests(unittest.SynchronousTestCase):
             },
         )
 
+    def test_json_payload_goes_in_as_it_is(self):
+        parsed = envelope.parse_request(request(session_id="s", request_id="\ud800"))
+        text = '{"items" : [{"item_name" : "Tasse \u00fc \\"x\\"", "price" : 10.00}]}'
+        answer = envelope.response(parsed, envelope.JsonPayload(text))
+        self.assertEqual(
+            json.loads(envelope.encode(answer), parse_float=Decimal),
+            {
+                "type": "response",
+                "api": "GetItem",
+                "session_id": "s",
+                "payload": {"items": [{"item_name": 'Tasse \u00fc "x"', "price": Decimal("10.00")}]},
+                "request_id": "\ud800",
+            },
+        )
+
     def test_no_request_id_unless_sent(self):
         parsed = envelope.parse_request(request())
         self.assertNotIn("request_id", envelope.response(parsed, {}))
