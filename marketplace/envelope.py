@@ -28,6 +28,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def decode_json(frame: bytes) -> Any:
     """Parse one frame as UTF-8 JSON; numbers with a fraction become Decimal.
 
@@ -38,9 +41,7 @@ def decode_json(frame: bytes) -> Any:
     except UnicodeDecodeError:
         raise bad_request("the frame is not UTF-8")
     try:
-        return json.loads(
-            text, parse_float=Decimal, parse_constant=_reject_constant
-        )
+        return _DECODER.decode(text)
     except RecursionError:
         raise bad_request("the JSON is nested too deeply")
     except ValueError as e:
@@ -138,18 +139,17 @@ def encode(message: dict) -> bytes:
     return _encode(message)
 
 
+_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=True, separators=(",", ":"))
+
+
 def _encode(message: dict) -> bytes:
-    text = json.dumps(
-        message, default=_to_json, ensure_ascii=False, separators=(",", ":")
-    )
     try:
-        return text.encode("utf-8")
+        return _ENCODER.encode(message).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate echoed from the request (JSON can carry one as
         # an escape, UTF-8 cannot): escape every non-ASCII character.
-        return json.dumps(
-            message, default=_to_json, ensure_ascii=True, separators=(",", ":")
-        ).encode("utf-8")
+        return _ASCII_ENCODER.encode(message).encode("utf-8")
 
 
 def _answer(kind: str, request: Optional[Request], session_id: Any) -> dict:

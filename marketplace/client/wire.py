@@ -29,17 +29,19 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def encode(message: dict) -> bytes:
     """A request envelope as one frame body."""
-    return json.dumps(
-        message, default=_to_json, ensure_ascii=False, separators=(",", ":")
-    ).encode("utf-8")
+    return _ENCODER.encode(message).encode("utf-8")
 
 
 def decode(frame: bytes) -> dict:
     """An answer frame as a dict; numbers with a fraction become Decimal, so
     prices and totals stay exact.  Raises ValueError for anything else."""
-    answer = json.loads(frame.decode("utf-8"), parse_float=Decimal)
+    answer = _DECODER.decode(frame.decode("utf-8"))
     if not isinstance(answer, dict):
         raise ValueError("the answer is not a JSON object")
     return answer
