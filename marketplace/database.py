@@ -18,6 +18,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 
+#: Seconds a closing pool waits for a connection attempt under way.
+STOP_WAIT = 5.0
+
 UNAVAILABLE_ERRORS = (
     psycopg2.OperationalError,
     psycopg2.InterfaceError,
@@ -51,18 +54,57 @@ class _Detector(reconnection.DeadConnectionDetector):
     for a pool that is closing."""
 
     _retrying: Optional[defer.Deferred] = None
+    _stopped = False
 
     def startReconnecting(self, f):  # noqa: N802 (txpostgres name)
         call = retrying.RetryingCall(self.reconnect)
         call.reactor = self.reactor
         self._retrying = call.start(self.reconnectionIterator())
-        self._retrying.addCallback(lambda _: self.connectionRecovered())
-        self._retrying.addErrback(lambda f: f.trap(defer.CancelledError))
+        self._retrying.addCallbacks(self._reconnected, self._gave_up)
 
-    def stop(self) -> None:
-        """Give up reconnecting."""
-        if self._retrying is not None and not self._retrying.called:
-            self._retrying.cancel()
+    def _reconnected(self, _) -> None:
+        if self._stopped:
+            self._close()
+        else:
+            self.connectionRecovered()
+
+    def _gave_up(self, failure) -> None:
+        if not self._stopped:
+            # Only stop() ends the retrying: its backoff never runs out.
+            failure.trap(defer.CancelledError)
+
+    def _close(self) -> None:
+        try:
+            self.reconnectable.close()
+        except Exception:
+            pass
+
+    def stop(self) -> defer.Deferred:
+        """Give up reconnecting; fires once no attempt is under way."""
+        self._stopped = True
+        retrying = self._retrying
+        if retrying is None or retrying.called:
+            return defer.succeed(None)
+        try:
+            retrying.cancel()
+        except psycopg2.Error:
+            # psycopg2 cannot cancel a connection attempt that is under
+            # way: it ends by itself, and _reconnected closes what it made.
+            pass
+        return _when_over(retrying)
+
+
+def _when_over(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred that fires (with None) once C{d} has fired."""
+    over: defer.Deferred = defer.Deferred()
+
+    def fire(result):
+        if not over.called:
+            over.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return over
 
 
 class _QuickCursor(txpostgres.Cursor):
@@ -213,10 +255,14 @@ class _Pool(txpostgres.ConnectionPool):
             self._putBackAndPassthrough, c
         )
 
-    def close(self):
-        for c in self.connections:
-            c.detector.stop()
+    def close(self) -> defer.Deferred:
+        """Close the connections; fires once no reconnection is under way,
+        or after L{STOP_WAIT} seconds (a connection attempt to a host that
+        does not answer can take minutes)."""
+        stopped = defer.gatherResults([c.detector.stop() for c in self.connections])
         super().close()
+        stopped.addTimeout(STOP_WAIT, self.reactor)
+        return stopped.addErrback(lambda f: f.trap(defer.TimeoutError))
 
     def run_prepared(self, name: str, prepare: str, execute: str, args: Any):
         semaphore = self._semaphore
@@ -324,9 +370,10 @@ class Database(Service):
 
     def stopService(self):
         super().stopService()
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        if self._pool is None:
+            return None
+        pool, self._pool = self._pool, None
+        return pool.close()
 
     @property
     def pool(self) -> _Pool:

@@ -170,8 +170,7 @@ class Backend(Service):
     async def _stop(self) -> None:
         if self._sweeper.running:
             await defer.maybeDeferred(self._sweeper.stopService)
-        for db in self.databases:
-            db.stopService()
+        await defer.gatherResults([defer.maybeDeferred(db.stopService) for db in self.databases])
         if self._embedded is not None:
             await threads.deferToThread(self._embedded.stop)
             self._embedded = None
