@@ -8,15 +8,17 @@ other test modules run on two databases, where they cannot.
 import json
 from decimal import Decimal
 
+from twisted.internet import reactor, task, threads
 from twisted.trial import unittest
 
 from marketplace import envelope
 from marketplace.dispatch import Call, Dispatcher
 from tests import test_buyer_api, test_seller_api, test_sessions
 from tests.db import test_dsns
-from tests.support import connect, payload_of, start_marketplace
+from tests.support import assert_error, connect, payload_of, start_marketplace
 from tests.test_buyer_api import buyer_session
 from tests.test_seller_api import seller_session
+from tests.test_unavailable import allow_connections
 
 
 class _OneDatabase:
@@ -157,3 +159,29 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
         shown = await self.answer(self.usual, "buyer", "GetItem", {"item_id": self.item_ids[3]})
         self.assertEqual(changed, shown["payload"])
         self.assertEqual(changed["price"], Decimal("0.01"))
+
+
+class UnavailableTests(_OneDatabase, test_buyer_api.BuyerTestCase):
+    """The one database goes away while the hot path's connections are
+    open and have their statements prepared."""
+
+    async def test_gone_then_back(self):
+        item_id = await self.item()
+        add = {"item_id": item_id, "quantity": 1}
+        for _ in range(5):
+            payload_of(self, await self.call("DisplayCart"))
+        await threads.deferToThread(allow_connections, "customer", False)
+        self.addCleanup(threads.deferToThread, allow_connections, "customer", True)
+        for _ in range(3):
+            assert_error(self, await self.call("AddItemToCart", add), "UNAVAILABLE")
+            assert_error(self, await self.call("DisplayCart"), "UNAVAILABLE")
+        await threads.deferToThread(allow_connections, "customer", True)
+        for _ in range(150):
+            answer = await self.call("AddItemToCart", add)
+            if answer["type"] == "response":
+                break
+            assert_error(self, answer, "UNAVAILABLE")
+            await task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(payload_of(self, answer)["cart"][0]["quantity"], 1,
+                         "the refused requests changed nothing")
+        self.assertEqual(payload_of(self, await self.call("DisplayCart"))["cart"][0]["quantity"], 1)

@@ -20,7 +20,9 @@ def _admin(sql: str, database: str) -> None:
         connection.close()
 
 
-def _cut_off(database: str, allow: bool) -> None:
+def allow_connections(database: str, allow: bool) -> None:
+    """Let the test database take connections, or refuse them and end the
+    ones it has."""
     name = psycopg2.extensions.parse_dsn(test_dsns()[database])["dbname"]
     _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}', database)
     if not allow:
@@ -33,8 +35,8 @@ def _cut_off(database: str, allow: bool) -> None:
 
 class UnavailableTests(BuyerTestCase):
     async def cut_off(self, database: str) -> None:
-        await threads.deferToThread(_cut_off, database, False)
-        self.addCleanup(threads.deferToThread, _cut_off, database, True)
+        await threads.deferToThread(allow_connections, database, False)
+        self.addCleanup(threads.deferToThread, allow_connections, database, True)
 
     async def test_product_database_gone_then_back(self):
         item_id = await self.item()
@@ -46,7 +48,7 @@ class UnavailableTests(BuyerTestCase):
         seller = await connect(self, self.market.ports["seller"])
         answer = await seller.request("CreateAccount", {"username": "dora", "password": "pw"})
         payload_of(self, answer)
-        await threads.deferToThread(_cut_off, "product", True)
+        await threads.deferToThread(allow_connections, "product", True)
         answer = await self._until_served({"item_id": item_id, "quantity": 1})
         self.assertEqual(payload_of(self, answer)["cart"][0]["quantity"], 1,
                          "the refused requests changed nothing")
@@ -57,7 +59,7 @@ class UnavailableTests(BuyerTestCase):
         assert_error(self, answer, "UNAVAILABLE")
         answer = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
         assert_error(self, answer, "UNAVAILABLE")
-        await threads.deferToThread(_cut_off, "customer", True)
+        await threads.deferToThread(allow_connections, "customer", True)
         for _ in range(150):
             answer = await self.call("DisplayCart")
             if answer["type"] == "response":
