@@ -18,6 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 
+from marketplace.deferreds import when_fired
+
 #: Seconds a closing pool waits for a connection attempt under way.
 STOP_WAIT = 5.0
 
@@ -91,20 +93,7 @@ class _Detector(reconnection.DeadConnectionDetector):
             # psycopg2 cannot cancel a connection attempt that is under
             # way: it ends by itself, and _reconnected closes what it made.
             pass
-        return _when_over(retrying)
-
-
-def _when_over(d: defer.Deferred) -> defer.Deferred:
-    """A Deferred that fires (with None) once C{d} has fired."""
-    over: defer.Deferred = defer.Deferred()
-
-    def fire(result):
-        if not over.called:
-            over.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return over
+        return when_fired(retrying)
 
 
 class _QuickCursor(txpostgres.Cursor):

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import envelope
+from marketplace.deferreds import when_fired
 from marketplace.errors import FRAME_TOO_LARGE
 from marketplace.limits import Limits
 from marketplace.writes import write_now
@@ -207,25 +208,12 @@ class FrameFactory(Factory):
 
     def drain(self) -> defer.Deferred:
         """A Deferred that fires once every request in flight is answered."""
-        return defer.DeferredList([_when_fired(d) for d in list(self._in_flight)])
+        return defer.DeferredList([when_fired(d) for d in list(self._in_flight)])
 
     def close_connections(self) -> None:
         """Close every open connection once its answers are written."""
         for protocol in list(self.connections):
             protocol.transport.loseConnection()
-
-
-def _when_fired(d: defer.Deferred) -> defer.Deferred:
-    """A new Deferred that fires (with None) when C{d} does, leaving C{d} be."""
-    waiter: defer.Deferred = defer.Deferred()
-
-    def fire(result):
-        if not waiter.called:
-            waiter.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return waiter
 
 
 __all__ = ["FrameProtocol", "FrameFactory", "DEFAULT_MAX_FRAME"]
