@@ -118,31 +118,34 @@ class _QuickCursor(txpostgres.Cursor):
         self._connection.quick = self
         return self.poll()
 
+    def finish(self) -> defer.Deferred:
+        """End this statement on its connection; the Deferred to fire.
+
+        Done before firing it: its callbacks may start the next statement
+        on the same connection.
+        """
+        self._connection.quick = None
+        d, self._pollingD = self._pollingD, None
+        return d
+
     def continuePolling(self, swallowErrors=False):  # noqa: N802 (txpostgres name)
         connection = self._connection
         try:
             state = self.pollable().poll()
         except Exception:
-            connection.quick = None
-            d, self._pollingD = self._pollingD, None
+            failure = Failure()
             if connection.pollable().closed:
                 self.reactor.removeReader(connection)
-            d.errback(Failure())
+            self.finish().errback(failure)
             return
         if state == psycopg2.extensions.POLL_OK:
-            # Cleared first: the Deferred's callbacks may start the next
-            # statement on this connection.
-            connection.quick = None
-            d, self._pollingD = self._pollingD, None
-            d.callback(self)
+            self.finish().callback(self)
         elif state == psycopg2.extensions.POLL_WRITE:
             # The connection, not this cursor: the reactor keeps one object
             # per file descriptor.
             self.reactor.addWriter(connection)
         elif state != psycopg2.extensions.POLL_READ:
-            connection.quick = None
-            d, self._pollingD = self._pollingD, None
-            d.errback(txpostgres.UnexpectedPollResult())
+            self.finish().errback(txpostgres.UnexpectedPollResult())
         # POLL_READ: the connection is a reader and passes its reads on.
 
 
@@ -185,9 +188,7 @@ class _Connection(txpostgres.Connection):
             # Let the statement under way fail with the connection's error.
             self.quick.continuePolling()
             if self.quick is not None:
-                quick, self.quick = self.quick, None
-                d, quick._pollingD = quick._pollingD, None
-                d.errback(reason)
+                self.quick.finish().errback(reason)
         super().connectionLost(reason)
 
 
