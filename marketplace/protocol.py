@@ -6,7 +6,6 @@ answers are written in the order the requests arrived, however long each one
 takes.  What a frame means is the dispatcher's business, not this module's.
 """
 
-import struct
 from collections import deque
 from typing import Callable, Optional
 
@@ -19,11 +18,9 @@ from marketplace import envelope
 from marketplace.deferreds import when_fired
 from marketplace.errors import FRAME_TOO_LARGE
 from marketplace.limits import Limits
-from marketplace.writes import write_now
+from marketplace.writes import framed, write_now
 
 DEFAULT_MAX_FRAME = 1024 * 1024
-
-_PREFIX = struct.Struct(Int32StringReceiver.structFormat)
 
 FrameHandler = Callable[[bytes], "defer.Deferred[bytes]"]
 
@@ -139,9 +136,7 @@ class FrameProtocol(Int32StringReceiver):
         answers = self._answers
         frames = []
         while answers and answers[0].ready:
-            data = answers.popleft().data
-            frames.append(_PREFIX.pack(len(data)))
-            frames.append(data)
+            frames.append(framed(answers.popleft().data))
         if frames:
             write_now(self.transport, b"".join(frames))
         if self._closing and not answers:

@@ -8,9 +8,18 @@ the socket straight away and queues only what it did not take.  Any other
 transport (TLS, or a test's) gets an ordinary C{write}.
 """
 
+import struct
+
 from twisted.internet import tcp
+from twisted.protocols.basic import Int32StringReceiver
 
 _PLAIN = (tcp.Server, tcp.Client)
+_PREFIX = struct.Struct(Int32StringReceiver.structFormat)
+
+
+def framed(body: bytes) -> bytes:
+    """A frame: C{body} after its length, as L{Int32StringReceiver} reads it."""
+    return _PREFIX.pack(len(body)) + body
 
 
 def write_now(transport, data: bytes) -> None:
@@ -34,4 +43,4 @@ def write_now(transport, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-__all__ = ["write_now"]
+__all__ = ["framed", "write_now"]

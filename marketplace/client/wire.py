@@ -5,7 +5,6 @@ so each answer completes the oldest request still waiting.
 """
 
 import json
-import struct
 from collections import deque
 from decimal import Decimal
 from typing import Any
@@ -16,9 +15,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
-from marketplace.writes import write_now
-
-_PREFIX = struct.Struct(Int32StringReceiver.structFormat)
+from marketplace.writes import framed, write_now
 
 
 def _to_json(value: Any) -> Any:
@@ -84,8 +81,7 @@ class ClientProtocol(Int32StringReceiver):
         """Send one request envelope; a Deferred of its answer."""
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
-        data = encode(message)
-        write_now(self.transport, _PREFIX.pack(len(data)) + data)
+        write_now(self.transport, framed(encode(message)))
         return d
 
     def stringReceived(self, frame: bytes) -> None:
