@@ -102,7 +102,7 @@ class Dispatcher:
         try:
             request = envelope.parse_request(frame)
         except Exception:
-            return defer.succeed(self._failure_answer(None, Failure()))
+            return defer.succeed(self._failure_answer(Failure(), None))
         if request.session_id is not None:
             fused = self.fused.get(request.api)
             if fused is not None and self.hot_path.enabled():
@@ -114,7 +114,7 @@ class Dispatcher:
                     d = defer.fail()
                 return d.addCallbacks(
                     self._fused_answer,
-                    self._fused_failed,
+                    self._failure_answer,
                     callbackArgs=(request,),
                     errbackArgs=(request,),
                 )
@@ -126,19 +126,16 @@ class Dispatcher:
         try:
             return envelope.encode(envelope.response(request, result))
         except Exception:
-            return self._failure_answer(request, Failure())
-
-    def _fused_failed(self, failure: Failure, request: envelope.Request) -> bytes:
-        return self._failure_answer(request, failure)
+            return self._failure_answer(Failure(), request)
 
     async def _answer(self, request: envelope.Request) -> bytes:
         try:
             answer = await self._call(request)
         except Exception:
-            return self._failure_answer(request, Failure())
+            return self._failure_answer(Failure(), request)
         return envelope.encode(answer)
 
-    def _failure_answer(self, request: Optional[envelope.Request], failure: Failure) -> bytes:
+    def _failure_answer(self, failure: Failure, request: Optional[envelope.Request]) -> bytes:
         """The encoded error answer for what went wrong."""
         error = failure.value
         if isinstance(error, ApiError):

@@ -122,9 +122,6 @@ class JsonPayload:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JsonPayload) and other.text == self.text
-
     def __repr__(self) -> str:
         return f"JsonPayload({self.text!r})"
 
