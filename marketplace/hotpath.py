@@ -78,24 +78,28 @@ SELECT s.account_id, true, {productdb.cart_json(_CART_LINES)}::text
 FROM live AS s
 """
 
+# The cart after adding: the line the statement wrote (as RETURNING gives
+# it) and the cart's other lines as they were when it began, since the rest
+# of a statement cannot see its own writes.  Where nothing was written the
+# payload is not used (the usual path answers), so "other" can simply mean
+# "not this item".
 _LINES_AFTER_ADDING = """
     SELECT item_id, quantity FROM added
     UNION ALL
     SELECT item_id, quantity FROM active_cart_lines
-    WHERE session_key = %(key)s AND item_id NOT IN (SELECT item_id FROM added)"""
+    WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
-# productdb's AddItemToCart upsert, for a live session only; the cart that
-# follows is the lines the statement did not touch (as they were when it
-# began) and the line it wrote (as RETURNING gives it), since the rest of
-# a statement cannot see its own writes.
-_ADD_TO_CART = f"""{_LIVE}, added AS (
+# productdb's AddItemToCart upsert, for a live session only, reading the
+# item once for both its stock checks.
+_ADD_TO_CART = f"""{_LIVE}, item AS (
+    SELECT id, quantity FROM items WHERE id = %(number)s AND category = %(category)s
+), added AS (
     INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
-    SELECT %(key)s, s.account_id, i.id, %(units)s FROM items AS i, live AS s
-    WHERE i.id = %(number)s AND i.category = %(category)s AND i.quantity >= %(units)s
+    SELECT %(key)s, s.account_id, i.id, %(units)s FROM item AS i, live AS s
+    WHERE i.quantity >= %(units)s
     ON CONFLICT (session_key, item_id) DO UPDATE
         SET quantity = l.quantity + excluded.quantity
-        WHERE l.quantity + excluded.quantity
-              <= (SELECT quantity FROM items WHERE id = excluded.item_id)
+        WHERE l.quantity + excluded.quantity <= (SELECT quantity FROM item)
     RETURNING l.item_id, l.quantity
 )
 SELECT s.account_id, EXISTS (SELECT FROM added), {productdb.cart_json(_LINES_AFTER_ADDING)}::text
