@@ -89,19 +89,9 @@ _LINES_AFTER_ADDING = """
     SELECT item_id, quantity FROM active_cart_lines
     WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
-# productdb's AddItemToCart upsert, for a live session only, reading the
-# item once for both its stock checks.
-_ADD_TO_CART = f"""{_LIVE}, item AS (
-    SELECT id, quantity FROM items WHERE id = %(number)s AND category = %(category)s
-), added AS (
-    INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
-    SELECT %(key)s, s.account_id, i.id, %(units)s FROM item AS i, live AS s
-    WHERE i.quantity >= %(units)s
-    ON CONFLICT (session_key, item_id) DO UPDATE
-        SET quantity = l.quantity + excluded.quantity
-        WHERE l.quantity + excluded.quantity <= (SELECT quantity FROM item)
-    RETURNING l.item_id, l.quantity
-)
+# productdb's AddItemToCart upsert, for a live session only.
+_ADD_TO_CART = f"""{_LIVE}, {productdb.ADD_ITEM}, added AS ({productdb.add_line(
+    "s.account_id", "item AS i, live AS s")})
 SELECT s.account_id, EXISTS (SELECT FROM added), {productdb.cart_json(_LINES_AFTER_ADDING)}::text
 FROM live AS s
 """

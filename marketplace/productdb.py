@@ -238,18 +238,35 @@ async def start_active_cart(db: Database, session_key: str, buyer_id: int) -> No
     )
 
 
-# One statement, so concurrent additions to one cart add up exactly: the
-# conflicting row is locked while its new quantity is checked and written.
-_ADD_TO_CART = """
+# The item a cart line is added for (a common table expression), read once
+# for both stock checks of L{add_line}.
+ADD_ITEM = (
+    "item AS (SELECT id, quantity FROM items"
+    " WHERE id = %(number)s AND category = %(category)s)"
+)
+
+
+def add_line(buyer: str, sources: str = "item AS i") -> str:
+    """SQL that adds %(units)s of the C{item} of L{ADD_ITEM} to the active
+    cart of session %(key)s for C{buyer} (an SQL expression over
+    C{sources}), unless the cart would then hold more than is on sale;
+    it returns the line written (item_id, quantity), or nothing.
+
+    One statement, so concurrent additions to one cart add up exactly: the
+    conflicting row is locked while its new quantity is checked and written.
+    """
+    return f"""
 INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
-SELECT %(key)s, %(buyer)s, i.id, %(units)s FROM items AS i
-WHERE i.id = %(number)s AND i.category = %(category)s AND i.quantity >= %(units)s
+SELECT %(key)s, {buyer}, i.id, %(units)s FROM {sources}
+WHERE i.quantity >= %(units)s
 ON CONFLICT (session_key, item_id) DO UPDATE
     SET quantity = l.quantity + excluded.quantity
-    WHERE l.quantity + excluded.quantity
-          <= (SELECT quantity FROM items WHERE id = excluded.item_id)
-RETURNING l.quantity
+    WHERE l.quantity + excluded.quantity <= (SELECT quantity FROM item)
+RETURNING l.item_id, l.quantity
 """
+
+
+_ADD_TO_CART = f"WITH {ADD_ITEM}{add_line('%(buyer)s')}"
 
 
 async def add_to_cart(
