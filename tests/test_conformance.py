@@ -264,35 +264,31 @@ class Conformance(unittest.TestCase):
 
     # ----------------------------------------------------------- helpers
 
-    async def seller(self, username=None, password="pw", name=None):
+    async def _account(self, role, username, password, name):
+        """Create an account of C{role} and log in; the session id, the
+        account id and the username."""
         self.counter += 1
-        username = username or f"seller{self.counter}"
+        username = username or f"{role}{self.counter}"
+        conn = self.s if role == "seller" else self.b
+        id_field = f"{role}_id"
         payload = {"username": username, "password": password}
         if name is not None:
             payload["name"] = name
-        created = await self.ok(self.s, "CreateAccount", payload)
-        self.assertEqual(set(created), {"seller_id"}, created)
+        created = await self.ok(conn, "CreateAccount", payload)
+        self.assertEqual(set(created), {id_field}, created)
         login = await self.ok(
-            self.s, "Login", {"username": username, "password": password}
+            conn, "Login", {"username": username, "password": password}
         )
-        self.assertEqual(set(login), {"session_id", "seller_id"}, login)
-        self.assertEqual(login["seller_id"], created["seller_id"])
-        return login["session_id"], login["seller_id"]
+        self.assertEqual(set(login), {"session_id", id_field}, login)
+        self.assertEqual(login[id_field], created[id_field])
+        return login["session_id"], login[id_field], username
+
+    async def seller(self, username=None, password="pw", name=None):
+        session_id, seller_id, _ = await self._account("seller", username, password, name)
+        return session_id, seller_id
 
     async def buyer(self, username=None, password="pw", name=None):
-        self.counter += 1
-        username = username or f"buyer{self.counter}"
-        payload = {"username": username, "password": password}
-        if name is not None:
-            payload["name"] = name
-        created = await self.ok(self.b, "CreateAccount", payload)
-        self.assertEqual(set(created), {"buyer_id"}, created)
-        login = await self.ok(
-            self.b, "Login", {"username": username, "password": password}
-        )
-        self.assertEqual(set(login), {"session_id", "buyer_id"}, login)
-        self.assertEqual(login["buyer_id"], created["buyer_id"])
-        return login["session_id"], login["buyer_id"], username
+        return await self._account("buyer", username, password, name)
 
     async def login_buyer(self, username, password="pw"):
         login = await self.ok(
