@@ -1,4 +1,4 @@
-"""Conformance of the running services to ../shared/PROTOCOL.md.
+"""Conformance of the running services to docs/PROTOCOL.md.
 
 Written as a third-party client author would, from PROTOCOL.md alone: every
 check below cites the rule it comes from.  The services are the real ones
