@@ -1,5 +1,9 @@
 """Settings of the marketplace daemons: command-line options first, then the
-environment, then a C{.env} file in the working directory, then defaults."""
+environment, then a C{.env} file in the working directory, then defaults.
+
+Every option C{--some-name} of a daemon may be set in the environment as
+C{MARKETPLACE_SOME_NAME} (L{variable}).
+"""
 
 import os
 from dataclasses import dataclass
@@ -16,19 +20,14 @@ from marketplace.protocol import DEFAULT_MAX_FRAME
 
 DEFAULT_SETTLE_AFTER = 30.0
 
-ENVIRONMENT = {
-    "customer_db": "MARKETPLACE_CUSTOMER_DB",
-    "product_db": "MARKETPLACE_PRODUCT_DB",
-    "data_dir": "MARKETPLACE_DATA_DIR",
-    "pool_size": "MARKETPLACE_POOL_SIZE",
-    "session_timeout": "MARKETPLACE_SESSION_TIMEOUT",
-    "max_frame": "MARKETPLACE_MAX_FRAME",
-    "payments_db": "MARKETPLACE_PAYMENTS_DB",
-    "approval_rate": "MARKETPLACE_APPROVAL_RATE",
-    "payments": "MARKETPLACE_PAYMENTS",
-    "payments_timeout": "MARKETPLACE_PAYMENTS_TIMEOUT",
-    "settle_after": "MARKETPLACE_SETTLE_AFTER",
-}
+PREFIX = "MARKETPLACE_"
+
+
+def variable(option: str) -> str:
+    """The environment variable of an option: C{--pool-size} (or the
+    setting C{pool_size}) is C{MARKETPLACE_POOL_SIZE}."""
+    return PREFIX + option.upper().replace("-", "_")
+
 
 DEFAULTS = {
     "customer_db": None,
@@ -43,6 +42,9 @@ DEFAULTS = {
     "payments_timeout": DEFAULT_PAYMENTS_TIMEOUT,
     "settle_after": DEFAULT_SETTLE_AFTER,
 }
+
+#: The environment variable of each setting.
+ENVIRONMENT = {name: variable(name) for name in DEFAULTS}
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,10 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
     """
     env = environment() if env is None else env
     raw = {}
-    for name, variable in ENVIRONMENT.items():
+    for name, key in ENVIRONMENT.items():
         value = options.get(name)
         if value is None:
-            value = env.get(variable) or DEFAULTS[name]
+            value = env.get(key) or DEFAULTS[name]
         raw[name] = value
     customer = raw["customer_db"] or raw["product_db"]
     product = raw["product_db"] or raw["customer_db"]

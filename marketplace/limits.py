@@ -103,28 +103,3 @@ def listen_descriptions(value: Optional[Any]) -> list:
     if isinstance(value, str):
         return [value]
     return list(value)
-
-
-def make_repeatable(options: usage.Options, *names: str) -> None:
-    """Let the parameters C{names} of C{options} be given several times.
-
-    The value stays the default string until the option is given; then it
-    is the list of every value given, in order.
-    """
-    for name in names:
-        options._dispatch[name] = _Appending(options)
-
-
-class _Appending:
-    """A usage.Options dispatcher that collects every value of a parameter."""
-
-    def __init__(self, options: usage.Options) -> None:
-        self.options = options
-        self.given: dict = {}
-
-    def __call__(self, name: str, value: Optional[str]) -> None:
-        if value is None:
-            raise usage.UsageError(f"parameter {name} requires an argument")
-        values = self.given.setdefault(name, [])
-        values.append(value)
-        self.options.opts[name] = list(values)

@@ -117,7 +117,7 @@ class WorkerOptions(usage.Options):
     optParameters = [
         ["workers", None, "1",
          "Processes serving each service's ports (SO_REUSEPORT); use one per"
-         " core. Needs tcp: or ssl: endpoints. Default 1."],
+         " core. Needs tcp: or ssl: endpoints."],
     ]
 
     def postOptions(self) -> None:

@@ -1,10 +1,12 @@
 """The real twistd plugins, as separate processes on the embedded database.
 
 Two daemons on one data folder share one embedded PostgreSQL, which stops
-when the last of them stops.
+when the last of them stops.  The daemons are started with the twistd
+options README.md gives for the foreground, from one working folder.
 """
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,6 +21,18 @@ from tests.test_seller_api import PHONE_CASE
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
+
+
+def readme_foreground_options() -> list:
+    """The twistd options before the plugin in README's foreground commands
+    (all the same), e.g. C{["--nodaemon", "--pidfile="]}."""
+    found = set(
+        re.findall(r"^ +\.venv/bin/twistd (.*?) marketplace\S* ", (ROOT / "README.md").read_text(),
+                   re.M)
+    )
+    foreground = [line for line in found if "--nodaemon" in line.split()]
+    assert len(foreground) == 1, f"README's foreground commands: {found}"
+    return foreground[0].split()
 
 
 def free_port() -> int:
@@ -46,12 +60,15 @@ class _Daemon(protocol.ProcessProtocol):
         self.ended.callback(value.exitCode == 0 or value.signal == signal.SIGTERM)
 
 
-def start_daemon(testcase, cwd: Path, plugin: str, *args: str) -> _Daemon:
-    """Run C{twistd -n PLUGIN ARGS} with this checkout's code; killed after the test."""
+def start_daemon(testcase, cwd: Path, plugin: str, *args: str, **variables: str) -> _Daemon:
+    """Run C{twistd OPTIONS PLUGIN ARGS} with this checkout's code, the
+    foreground OPTIONS of README.md and the environment C{variables};
+    killed after the test."""
     daemon = _Daemon()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
     env["PYTHONPATH"] = str(ROOT)
-    command = [str(TWISTD), "--nodaemon", "--pidfile=", plugin, *args]
+    env.update(variables)
+    command = [str(TWISTD), *readme_foreground_options(), plugin, *args]
     process = reactor.spawnProcess(daemon, command[0], command, env=env, path=str(cwd))
 
     def kill():
@@ -120,3 +137,36 @@ class DaemonTests(unittest.TestCase):
         buyer_daemon.process.signalProcess(signal.SIGTERM)
         self.assertTrue(await buyer_daemon.ended, buyer_daemon.log())
         self.assertFalse(pid_file.exists(), "the last daemon stopped the server")
+
+    async def test_payments_daemon_from_the_environment_with_workers(self):
+        # Every option from the environment: where to listen, the data
+        # folder, and two worker processes (marketplace-payments has them too).
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir(parents=True)
+        port = free_port()
+        daemon = start_daemon(
+            self, cwd, "marketplace-payments",
+            MARKETPLACE_LISTEN=f"tcp:{port}:interface=127.0.0.1",
+            MARKETPLACE_DATA_DIR=str(cwd / "data"),
+            MARKETPLACE_WORKERS="2",
+            MARKETPLACE_APPROVAL_RATE="0",
+        )
+        client = await connect_when_up(port, daemon)
+        for _ in range(600):
+            if "started 1 more worker processes" in daemon.log():
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(daemon.log())
+        card = {
+            "name": "B", "card_number": "4111 1111 1111 1111", "expiration_date": "12/99",
+            "security_code": "123", "amount": 5, "idempotency_key": "k1",
+        }
+        answer = payload_of(self, await client.request("AuthorizePayment", card))
+        self.assertFalse(answer["approved"], "MARKETPLACE_APPROVAL_RATE=0 was ignored")
+        self.assertFalse((cwd / "twistd.pid").exists())
+        self.assertTrue((cwd / "data" / "postgres").is_dir())
+
+        client.transport.loseConnection()
+        daemon.process.signalProcess(signal.SIGTERM)
+        self.assertTrue(await daemon.ended, daemon.log())

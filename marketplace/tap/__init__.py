@@ -6,8 +6,11 @@ C{marketplace} runs every service in one process.  The
 modules of this package are what the twistd plugins name.
 """
 
-from typing import Dict, List, Optional, Union
+import sys
+from importlib import metadata
+from typing import Dict, List, Mapping, Optional, Union
 
+import twisted
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -15,7 +18,7 @@ from twisted.python import usage
 from marketplace import config
 from marketplace.buyer import BuyerApis
 from marketplace.limits import OPTIONS as LIMIT_OPTIONS
-from marketplace.limits import Limits, from_options, listen_descriptions, make_repeatable
+from marketplace.limits import Limits, from_options, listen_descriptions
 from marketplace.paymentclient import PaymentsClient
 from marketplace.payments import PaymentApis
 from marketplace.protocol import FrameFactory
@@ -24,107 +27,191 @@ from marketplace.service import ApiServer, Backend, OrderedMultiService, Periodi
 
 DEFAULT_LISTEN = {"seller": "tcp:8080", "buyer": "tcp:8081", "payments": "tcp:8082"}
 
+_ENDPOINT = (
+    "a Twisted endpoint description (tcp:PORT, tcp:PORT:interface=ADDR, ssl:…);"
+    " give it several times to listen on several endpoints."
+)
+
+
+def _default(setting: str) -> Optional[str]:
+    """The default of a setting as --help shows it."""
+    value = config.DEFAULTS[setting]
+    if isinstance(value, float):
+        return f"{value:g}"
+    return None if value is None else str(value)
+
+
+_PAYMENTS_DB = (
+    "Payments database (card authorisations): a libpq connection string or URI."
+)
+
 # Options of the financial-transactions service.
 _PAYMENTS_SERVICE = [
-    ["payments-db", None, None,
-     "Payments database (card authorisations). Default: $MARKETPLACE_PAYMENTS_DB,"
-     " else the product database if one is set, else the embedded server."],
-    ["approval-rate", None, None,
-     "Chance (0 to 1) that a well-formed card is approved."
-     " Default: $MARKETPLACE_APPROVAL_RATE, else 0.9"],
+    ["approval-rate", None, _default("approval_rate"),
+     "Chance (0 to 1) that a well-formed card is approved."],
 ]
 
 # Options of the buyer service about reaching it.
 _PAYMENTS_CLIENT = [
-    ["payments", None, None,
-     "Client endpoint of the financial-transactions service."
-     " Default: $MARKETPLACE_PAYMENTS, else tcp:host=127.0.0.1:port=8082"],
-    ["payments-timeout", None, None,
-     "Seconds to wait for the financial-transactions service."
-     " Default: $MARKETPLACE_PAYMENTS_TIMEOUT, else 10"],
-    ["settle-after", None, None,
-     "Seconds after which a purchase left pending by a daemon that died is"
-     " settled. Default: $MARKETPLACE_SETTLE_AFTER, else 30"],
+    ["payments", None, _default("payments"),
+     "Client endpoint of the financial-transactions service."],
+    ["payments-timeout", None, _default("payments_timeout"),
+     "Seconds to wait for the financial-transactions service."],
+    ["settle-after", None, _default("settle_after"),
+     "Seconds after which a purchase left pending by a daemon that died is settled."],
 ]
 
 
-class _DatabaseOptions(usage.Options):
-    """Options every marketplace daemon takes."""
+def version() -> str:
+    """The marketplace's version, as installed."""
+    try:
+        return metadata.version("marketplace")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+class _DaemonOptions(usage.Options):
+    """Options every marketplace daemon takes, and how they are read.
+
+    Each option may also be set in the environment (L{config.variable}),
+    which C{environment} stands for (by default the process environment
+    over the C{.env} file).  An option's value is None until
+    L{postOptions} where it was not given on the command line.
+    """
 
     optParameters = [
-        ["customer-db", None, None,
-         "Customer database (accounts, sessions): a libpq connection string"
-         " or URI. Default: $MARKETPLACE_CUSTOMER_DB, else the embedded server."],
-        ["product-db", None, None,
-         "Product database (items, carts, purchases, feedback)."
-         " Default: $MARKETPLACE_PRODUCT_DB, else the embedded server."],
-        ["data-dir", None, None,
-         "Folder of the embedded PostgreSQL. Default: $MARKETPLACE_DATA_DIR, else ./var"],
-        ["pool-size", None, None,
-         "Connections per database pool. Default: $MARKETPLACE_POOL_SIZE, else 4"],
-        ["session-timeout", None, None,
-         "Seconds without a request after which a session ends."
-         " Default: $MARKETPLACE_SESSION_TIMEOUT, else 300"],
-        ["max-frame", None, None,
-         "Largest request frame in bytes. Default: $MARKETPLACE_MAX_FRAME, else 1048576"],
+        ["data-dir", None, _default("data_dir"), "Folder of the embedded PostgreSQL."],
+        ["pool-size", None, _default("pool_size"), "Connections per database pool."],
+        ["max-frame", None, _default("max_frame"), "Largest request frame, in bytes."],
     ] + LIMIT_OPTIONS
 
-    def __init__(self) -> None:
+    longdesc = (
+        "Every option may also be set in the environment, or in a .env file in"
+        " the working directory, as MARKETPLACE_ and the option's name in capitals"
+        " with underscores (MARKETPLACE_WORKERS=2 for --workers=2); an option that"
+        " may be given several times takes its values there separated by spaces."
+        " The command line wins over the environment, which wins over .env."
+    )
+
+    def __init__(self, environment: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
-        # Each service may listen on several endpoints at once (TCP and TLS).
-        make_repeatable(self, *[n for n in self._dispatch if n.endswith("listen")])
+        self.environment = config.environment() if environment is None else environment
+        # None means "not on the command line": the environment or the
+        # default (kept in self.defaults, which --help shows) then decide.
+        for name in self.defaults:
+            self[name] = None
+
+    def opt_version(self) -> None:
+        """Display the marketplace's version and exit."""
+        print(f"marketplace {version()} (Twisted {twisted.__version__})")
+        sys.exit(0)
+
+    def _add_endpoint(self, name: str, description: str) -> None:
+        """One more value of the repeatable endpoint option C{name}."""
+        if self[name] is None:
+            self[name] = []
+        self[name].append(description)
 
     def postOptions(self) -> None:
-        # Every setting this daemon has an option for (subclasses add some).
-        names = {
-            name: self.get(name.replace("_", "-")) for name in config.ENVIRONMENT
-        }
+        settings = {}
+        for name, default in self.defaults.items():
+            setting = name.replace("-", "_")
+            if setting in config.DEFAULTS:
+                # config.load looks in the environment itself; a database
+                # named there stays out of this dict, and so out of the
+                # command lines of --workers processes.
+                settings[setting] = self[name]
+            elif self[name] is None:
+                value = self.environment.get(config.variable(name)) or None
+                if value is not None and name.endswith("listen"):
+                    value = value.split()
+                self[name] = default if value is None else value
         try:
-            self.settings = config.load(names)
+            self.settings = config.load(settings, self.environment)
         except ValueError as e:
             raise usage.UsageError(str(e))
         self.limits = from_options(self)
-        for name in list(self.keys()):
+        for name in self.defaults:
             if name.endswith("listen"):
                 self[name] = listen_descriptions(self[name])
 
 
-class BuyerOptions(_DatabaseOptions):
-    """Options of marketplace-buyer."""
+class _ShopOptions(_DaemonOptions):
+    """Options of the daemons that serve accounts (buyer, seller, all-in-one)."""
 
     optParameters = [
-        ["listen", None, DEFAULT_LISTEN["buyer"],
-         "Endpoint description to listen on (tcp:PORT, tcp:PORT:interface=ADDR, ssl:…)."],
-    ] + _PAYMENTS_CLIENT
-
-
-class PaymentsOptions(_DatabaseOptions):
-    """Options of marketplace-payments, the financial-transactions service."""
-
-    optParameters = [
-        ["listen", None, DEFAULT_LISTEN["payments"],
-         "Endpoint description to listen on (tcp:PORT, tcp:PORT:interface=ADDR, ssl:…)."],
-    ] + _PAYMENTS_SERVICE
-
-
-class SellerOptions(_DatabaseOptions):
-    """Options of marketplace-seller."""
-
-    optParameters = [
-        ["listen", None, DEFAULT_LISTEN["seller"],
-         "Endpoint description to listen on (tcp:PORT, tcp:PORT:interface=ADDR, ssl:…)."],
+        ["customer-db", None, None,
+         "Customer database (accounts, sessions): a libpq connection string"
+         " or URI. Default: the product database if one is set, else the"
+         " embedded server."],
+        ["product-db", None, None,
+         "Product database (items, carts, purchases, feedback). Default: the"
+         " customer database if one is set, else the embedded server."],
+        ["session-timeout", None, _default("session_timeout"),
+         "Seconds without a request after which a session ends."],
     ]
 
 
-class AllOptions(_DatabaseOptions):
+class BuyerOptions(_ShopOptions):
+    """Options of marketplace-buyer."""
+
+    optParameters = [
+        ["listen", None, DEFAULT_LISTEN["buyer"], "Where to listen: " + _ENDPOINT],
+    ] + _PAYMENTS_CLIENT
+
+    def opt_listen(self, description: str) -> None:  # help: the row above
+        self._add_endpoint("listen", description)
+
+
+class PaymentsOptions(_DaemonOptions):
+    """Options of marketplace-payments, the financial-transactions service."""
+
+    optParameters = [
+        ["listen", None, DEFAULT_LISTEN["payments"], "Where to listen: " + _ENDPOINT],
+        ["payments-db", None, None,
+         _PAYMENTS_DB + " Default: $MARKETPLACE_PRODUCT_DB (or $MARKETPLACE_CUSTOMER_DB)"
+         " if set, else the embedded server's payments database."],
+    ] + _PAYMENTS_SERVICE
+
+    def opt_listen(self, description: str) -> None:  # help: the row above
+        self._add_endpoint("listen", description)
+
+
+class SellerOptions(_ShopOptions):
+    """Options of marketplace-seller."""
+
+    optParameters = [
+        ["listen", None, DEFAULT_LISTEN["seller"], "Where to listen: " + _ENDPOINT],
+    ]
+
+    def opt_listen(self, description: str) -> None:  # help: the row above
+        self._add_endpoint("listen", description)
+
+
+class AllOptions(_ShopOptions):
     """Options of marketplace, every service in one process."""
 
     optParameters = [
-        ["seller-listen", None, DEFAULT_LISTEN["seller"], "Endpoint of the seller service."],
-        ["buyer-listen", None, DEFAULT_LISTEN["buyer"], "Endpoint of the buyer service."],
+        ["seller-listen", None, DEFAULT_LISTEN["seller"],
+         "Where the seller service listens: " + _ENDPOINT],
+        ["buyer-listen", None, DEFAULT_LISTEN["buyer"],
+         "Where the buyer service listens: " + _ENDPOINT],
         ["payments-listen", None, DEFAULT_LISTEN["payments"],
-         "Endpoint of the financial-transactions service."],
+         "Where the financial-transactions service listens: " + _ENDPOINT],
+        ["payments-db", None, None,
+         _PAYMENTS_DB + " Default: the product database if one is set, else the"
+         " embedded server's payments database."],
     ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT
+
+    # The help of each is its row above.
+    def opt_seller_listen(self, description: str) -> None:
+        self._add_endpoint("seller-listen", description)
+
+    def opt_buyer_listen(self, description: str) -> None:
+        self._add_endpoint("buyer-listen", description)
+
+    def opt_payments_listen(self, description: str) -> None:
+        self._add_endpoint("payments-listen", description)
 
 
 def build(
