@@ -13,12 +13,25 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: $(SOURCES)
+# The marketplace with the extras of setup.cfg a target needs: none for the
+# daemons, test and bench (whose report the tests check) for the tests,
+# bench for the benchmark.  One stamp file per set.
+define install-with
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check '.$(1)'
 	@# refresh twisted's plugin cache, so twistd --help lists the plugins
 	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 	touch $@
+endef
+
+$(VENV)/.installed: $(SOURCES)
+	$(call install-with,)
+
+$(VENV)/.installed-test: $(SOURCES)
+	$(call install-with,[test,bench])
+
+$(VENV)/.installed-bench: $(SOURCES)
+	$(call install-with,[bench])
 
 # Every service in the foreground on the embedded database (./var), until
 # Ctrl-C or SIGTERM; WORKERS processes share each service's port.
@@ -26,7 +39,7 @@ run: install
 	$(BIN)/twistd --nodaemon --pidfile= marketplace --workers=$(WORKERS)
 
 # The whole test suite, on its own throwaway embedded database.
-test: install
+test: $(VENV)/.installed-test
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
 
 # A development CA and a server certificate for localhost in ./certs (see
@@ -37,13 +50,16 @@ dev-certs: install
 # The benchmark of docs/PERFORMANCE.md: starts the marketplace on a
 # throwaway embedded database on ports 9080-9082, runs marketplace-bench
 # (scenarios 1+1, 10+10, 100+100; 1000 calls per client, 10 runs), measures
-# the memory of 1000 idle connections, and rewrites the bench section of
-# docs/PERFORMANCE.md and docs/bench/ (chart, results.json).  To measure a
-# running deployment instead: $(BIN)/marketplace-bench --seller EP --buyer EP.
+# the memory of 1000 idle connections.  Without BENCH_ARGS it rewrites the
+# committed figures: the bench section of docs/PERFORMANCE.md and
+# docs/bench/ (chart, results.json).  With BENCH_ARGS (a smoke run, another
+# workload) the report goes to a folder of its own under bench-results/,
+# unless BENCH_ARGS names --into (or --out).  To measure a running
+# deployment instead: $(BIN)/marketplace-bench --seller EP --buyer EP.
 BENCH_ARGS ?=
-bench: install
+bench: $(VENV)/.installed-bench
 	$(BIN)/marketplace-bench --launch --workers=$(WORKERS) --idle=1000 \
-		--out docs/bench --into docs/PERFORMANCE.md $(BENCH_ARGS)
+		$(if $(strip $(BENCH_ARGS)),,--into docs/PERFORMANCE.md) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp

@@ -3,15 +3,18 @@ tiny benchmark against the real services."""
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.trial import unittest
 
 from marketplace.bench import report
+from marketplace.bench.cli import RESULTS, output_folder
 from marketplace.bench.runner import Plan, Progress, drive
 from marketplace.bench.stats import (
     Latency,
+    LiveThroughput,
     Recorder,
     RunResult,
     Spread,
@@ -20,6 +23,8 @@ from marketplace.bench.stats import (
     summarise,
 )
 from tests.support import start_marketplace
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(started, finished, samples, errors=()):
@@ -120,7 +125,7 @@ class ReportTests(unittest.SynchronousTestCase):
 
     def test_markdown_has_a_row_per_scenario(self):
         text = report.markdown(self.setup, self.summaries, "chart.png")
-        self.assertIn("| 1 sellers + 1 buyers | 10 |", text)
+        self.assertIn("| 1 seller + 1 buyer | 10 |", text)
         self.assertIn("| 10 sellers + 10 buyers | 10 |", text)
         self.assertIn("| 10+10 | buyer | AddItemToCart | 10 | 10.00 |", text)
         self.assertIn("![throughput and response time per scenario](chart.png)", text)
@@ -130,10 +135,42 @@ class ReportTests(unittest.SynchronousTestCase):
         self.assertEqual([s["clients"] for s in data["scenarios"]], [1, 10])
         self.assertEqual(data["scenarios"][0]["throughput"]["mean"], 10.0)
 
+    def test_singular_and_plural(self):
+        self.assertEqual(report.plural(1, "run"), "1 run")
+        self.assertEqual(report.plural(1000, "call"), "1,000 calls")
+        self.assertEqual(report.plural(2, "process", "processes"), "2 processes")
+        self.assertEqual(report.scenario_name(1), "1 seller + 1 buyer")
+        self.assertEqual(report.scenario_name(10), "10 sellers + 10 buyers")
+        text = report.markdown(self.setup, self.summaries)
+        self.assertIn("each client makes 10 calls per run, 1 run per scenario;", text)
+        self.assertIn("load generator in 1 process.", text)
+        self.assertNotIn("1 sellers", text)
+
     def test_chart_is_a_png(self):
         path = Path(self.mktemp() + ".png")
-        report.chart(self.summaries, path)
+        report.chart(self.summaries, path, setup=self.setup)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_chart_response_times_on_a_log_scale_with_values(self):
+        summaries = [
+            summarise(n, [_run(0.0, 1.0, [("buyer", "AddItemToCart", seconds)] * 10)])
+            for n, seconds in ((1, 0.0005), (100, 0.07))
+        ]
+        drawing = report.figure(summaries, self.setup)
+        throughput, response = drawing.axes
+        self.assertEqual(response.get_yscale(), "log")
+        labels = [t.get_text() for t in response.texts]
+        self.assertIn("0.50", labels)  # the 1+1 bars, half a millisecond
+        self.assertIn("70", labels)
+        self.assertIn("10", [t.get_text() for t in throughput.texts])
+
+    def test_chart_says_runs_machine_and_date(self):
+        self.setup.facts.update(machine="2 cores, 24 GiB RAM", date="2026-12-01 15:00 UTC")
+        drawing = report.figure(self.summaries, self.setup)
+        footer = " ".join(t.get_text() for t in drawing.texts)
+        self.assertIn("1 run per scenario, 10 calls per client per run", footer)
+        self.assertIn("2 cores, 24 GiB RAM", footer)
+        self.assertIn("2026-12-01 15:00 UTC", footer)
 
     def test_replace_section(self):
         document = f"intro\n{report.BEGIN}\nold\n{report.END}\nafter\n"
@@ -142,6 +179,103 @@ class ReportTests(unittest.SynchronousTestCase):
             f"intro\n{report.BEGIN}\nnew\n{report.END}\nafter\n",
         )
         self.assertIn("new", report.replace_section("no markers yet", "new"))
+
+
+class LiveThroughputTests(unittest.SynchronousTestCase):
+    """The progress bar's rate is the table's throughput."""
+
+    RUNS = [
+        _run(0.0, 2.0, [("buyer", "AddItemToCart", 0.002)] * 3337),
+        _run(5.0, 6.5, [("buyer", "AddItemToCart", 0.002)] * 2000),
+        _run(9.0, 9.7, [("buyer", "AddItemToCart", 0.002)] * 1000),
+    ]
+
+    def table_rate(self) -> str:
+        summary = summarise(1, self.RUNS)
+        row = report.markdown(report.Setup("seed", "", 1, 3, "", ""), [summary]).split(
+            "| 1 seller + 1 buyer | ")[1]
+        return row.split(" |")[0]
+
+    def test_bar_shows_the_table_s_figure(self):
+        live = LiveThroughput(runs=3)
+        done = 0
+        for run in self.RUNS:
+            live.run_started(1, run.started, done)
+            done += run.calls
+            live.run_ended(1, run.started, run.finished, run.calls)
+        self.assertTrue(live.scenario_done)
+        _, rate = report.progress_text(live, 100.0, done)
+        self.assertEqual(rate, f"{self.table_rate()} calls/s")
+        self.assertEqual(
+            report.scenario_done_text(live),
+            f"1 seller + 1 buyer: {self.table_rate()} calls/s, mean of 3 runs",
+        )
+
+    def test_shares_of_several_processes_are_merged(self):
+        live = LiveThroughput(runs=3, shares=2)
+        for run in self.RUNS:
+            # Two processes, each with half of the calls and part of the time.
+            live.run_started(1, run.started, 0)
+            live.run_started(1, run.started + 0.1, 0)
+            half = run.calls // 2
+            self.assertFalse(live.run_ended(1, run.started + 0.1, run.finished, half))
+            self.assertTrue(live.run_ended(1, run.started, run.finished - 0.1, run.calls - half))
+        _, rate = report.progress_text(live, 100.0, 0)
+        self.assertEqual(rate, f"{self.table_rate()} calls/s")
+
+    def test_first_run_shows_its_rate_so_far(self):
+        live = LiveThroughput(runs=10)
+        self.assertEqual(report.progress_text(live, 0.0, 0), ("setting up", ""))
+        live.run_started(10, 100.0, 40)  # 40 calls were made before, untimed
+        self.assertEqual(report.progress_text(live, 102.0, 3040), ("10+10 run 1/10", "1,500 calls/s"))
+        live.run_ended(10, 100.0, 102.0, 3000)
+        live.run_started(10, 103.0, 3040)
+        self.assertEqual(report.progress_text(live, 200.0, 3041), ("10+10 run 2/10", "1,500 calls/s"))
+
+    def test_a_new_scenario_starts_afresh(self):
+        live = LiveThroughput(runs=1)
+        live.run_started(1, 0.0, 0)
+        live.run_ended(1, 0.0, 1.0, 100)
+        live.run_started(10, 2.0, 100)
+        self.assertEqual(live.ended, [])
+        self.assertEqual(report.progress_text(live, 2.0, 100), ("10+10 run 1/1", ""))
+
+
+class OutputFolderTests(unittest.SynchronousTestCase):
+    """A run other than make bench's does not overwrite the committed figures."""
+
+    def test_out_wins(self):
+        self.assertEqual(output_folder(Path("x"), Path("docs/PERFORMANCE.md")), Path("x"))
+
+    def test_into_writes_beside_the_document(self):
+        self.assertEqual(output_folder(None, Path("docs/PERFORMANCE.md")), Path("docs/bench"))
+
+    def test_otherwise_a_folder_of_its_own(self):
+        folder = output_folder(None, None, now=0.0)
+        self.assertEqual(folder.parent, Path(RESULTS))
+        self.assertNotEqual(output_folder(None, None, now=3600.0), folder)
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", str(folder / "chart.png")], cwd=ROOT
+        )
+        self.assertEqual(ignored.returncode, 0, f"{folder} is not in .gitignore")
+
+    def make_bench(self, *args: str) -> str:
+        lines = subprocess.run(
+            ["make", "-n", "bench", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.replace("\\\n", " ")
+        (command,) = [line for line in lines.splitlines() if "marketplace-bench" in line]
+        return command
+
+    def test_make_bench_writes_the_committed_figures(self):
+        command = self.make_bench()
+        self.assertIn("--into docs/PERFORMANCE.md", command)
+        self.assertNotIn("--out", command)
+
+    def test_make_bench_with_arguments_does_not(self):
+        command = self.make_bench("BENCH_ARGS=--runs 1 --scenarios 1")
+        self.assertNotIn("--into", command)
+        self.assertNotIn("--out", command)
+        self.assertIn("--runs 1 --scenarios 1", command)
 
 
 class EndToEndTests(unittest.TestCase):
@@ -158,9 +292,11 @@ class EndToEndTests(unittest.TestCase):
                 runs=1,
                 workload=workload,
             ).with_tag()
-            progress = Progress()
+            live = LiveThroughput(runs=1)
+            progress = _LiveProgress(live)
             results = await drive(plan, reactor, progress)
             summary = summarise(2, results[2])
+            self.assertEqual(live.mean, summary.throughput.mean)
             self.assertEqual(summary.errors, {}, summary.errors_by_api)
             self.assertEqual(summary.calls, 2 * 2 * 20)
             self.assertEqual(progress.done, 80)
@@ -169,3 +305,15 @@ class EndToEndTests(unittest.TestCase):
             self.assertGreater(summary.throughput.mean, 0)
             text = report.markdown(report.Setup(workload, "", 20, 1, "", ""), [summary])
             self.assertIn("| 2 sellers + 2 buyers |", text)
+
+
+class _LiveProgress(Progress):
+    def __init__(self, live: LiveThroughput) -> None:
+        super().__init__()
+        self.live = live
+
+    def run_started(self, clients, at):
+        self.live.run_started(clients, at, self.done)
+
+    def run_ended(self, clients, started, finished, calls):
+        self.live.run_ended(clients, started, finished, calls)

@@ -7,12 +7,16 @@
 For each scenario N it creates N sellers and N buyers (each with its own
 connection, account and session) on a running deployment, then runs the
 workload C{--runs} times, every client making C{--calls} calls one after
-the other.  A progress bar goes to stderr; the report to stdout (Markdown,
-or JSON with C{--json}) and, with C{--out}, to report.md, results.json and
-a chart in that folder.
+the other.  A progress bar goes to stderr, with the rate as the report
+gives it; the report to stdout (Markdown, or JSON with C{--json}) and to
+report.md, results.json and a chart in the C{--out} folder: by default,
+with C{--into DOC}, the folder C{bench} beside DOC (C{make bench}: the
+committed docs/bench and docs/PERFORMANCE.md), else a folder of its own
+under bench-results/, so that trying the bench out overwrites nothing.
 """
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import sys
@@ -22,8 +26,23 @@ from typing import Dict, List, Optional
 
 from marketplace.bench import report
 from marketplace.bench.runner import Plan, Progress, drive
-from marketplace.bench.stats import RunResult, merge_runs, summarise
+from marketplace.bench.stats import LiveThroughput, RunResult, merge_runs, summarise
 from marketplace.bench.workloads import WORKLOADS
+
+
+#: Where runs go that name neither --out nor --into (not committed).
+RESULTS = "bench-results"
+
+
+def output_folder(out: Optional[Path], into: Optional[Path], now: Optional[float] = None) -> Path:
+    """The folder of a run's report, results and chart: C{out} if given;
+    else, with C{into}, the folder C{bench} beside that document; else a
+    folder of its own under L{RESULTS}, named after the time C{now}."""
+    if out is not None:
+        return out
+    if into is not None:
+        return into.parent / "bench"
+    return Path(RESULTS) / time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
 
 
 def _scenarios(text: str) -> tuple:
@@ -66,10 +85,13 @@ def parser() -> argparse.ArgumentParser:
                    help="items each seller puts on sale (default %(default)s)")
     p.add_argument("--procs", type=_positive, default=1,
                    help="processes that drive the clients, each a share (default 1)")
-    p.add_argument("--out", type=Path, help="folder for report.md, results.json and chart.png")
+    p.add_argument("--out", type=Path,
+                   help="folder for report.md, results.json and chart.png (default: with"
+                   " --into, the folder 'bench' beside that file; else"
+                   f" {RESULTS}/DATE-TIME)")
     p.add_argument("--into", type=Path,
                    help="Markdown file whose bench section (between the bench markers)"
-                   " is replaced by the report")
+                   " is replaced by the report (make bench: docs/PERFORMANCE.md)")
     p.add_argument("--chart-name", default="chart.png", help="file name of the chart in --out")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -102,26 +124,89 @@ def _log_warnings() -> None:
     )
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _Bar:
+    """The progress bar: calls answered, and the scenario's throughput as
+    the report's table will give it (not tqdm's own rate, which would count
+    the untimed set-up too).  A line with each scenario's figure stays on
+    the screen when its runs are over."""
 
-    return tqdm(total=total, unit="call", file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
+    def __init__(self, plan: Plan, shares: int, enabled: bool) -> None:
+        self.live = LiveThroughput(plan.runs, shares)
+        self.bar = None
+        self.shown = 0
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=plan.total_calls(), file=sys.stderr, dynamic_ncols=True,
+                desc="setting up",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} calls"
+                " [{elapsed}{postfix}]",
+            )
+
+    def run_started(self, clients: int, at: float, done: int) -> None:
+        self.live.run_started(clients, at, done)
+
+    def run_ended(self, clients: int, started: float, finished: float, calls: int) -> None:
+        if self.live.run_ended(clients, started, finished, calls) and self.live.scenario_done:
+            line = report.scenario_done_text(self.live)
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
+
+    def show(self, done: int) -> None:
+        if self.bar is None:
+            return
+        description, rate = report.progress_text(self.live, time.monotonic(), done)
+        self.bar.set_description_str(description, refresh=False)
+        self.bar.set_postfix_str(rate, refresh=False)
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _ShownProgress(Progress):
+    """The progress of the clients in this process, shown on a L{_Bar}."""
+
+    def __init__(self, bar: _Bar) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def run_started(self, clients: int, at: float) -> None:
+        self.bar.run_started(clients, at, self.done)
+
+    def run_ended(self, clients: int, started: float, finished: float, calls: int) -> None:
+        self.bar.run_ended(clients, started, finished, calls)
+
+
+class _QueuedProgress(Progress):
+    """The progress of one of several processes, sent to the first."""
+
+    def __init__(self, me: int, queue) -> None:
+        super().__init__()
+        self.me = me
+        self.queue = queue
+
+    def run_started(self, clients: int, at: float) -> None:
+        self.queue.put(("started", self.me, (clients, at)))
+
+    def run_ended(self, clients: int, started: float, finished: float, calls: int) -> None:
+        self.queue.put(("ended", self.me, (clients, started, finished, calls)))
 
 
 def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
     """Every client in this process, in one reactor."""
     from twisted.internet import defer, reactor, task
 
-    bar = _progress_bar(plan.total_calls(), show_progress)
-    progress = Progress()
-    shown = [0]
+    bar = _Bar(plan, 1, show_progress)
+    progress = _ShownProgress(bar)
 
     def tick() -> None:
-        if bar is not None:
-            bar.update(progress.done - shown[0])
-            shown[0] = progress.done
+        bar.show(progress.done)
 
     outcome: dict = {}
 
@@ -144,8 +229,7 @@ def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
         lambda: defer.Deferred.fromCoroutine(main()).addBoth(finished)
     )
     reactor.run()
-    if bar is not None:
-        bar.close()
+    bar.close()
     if outcome.get("failure") is not None:
         failure = outcome["failure"]
         raise SystemExit(f"marketplace-bench: {failure.getErrorMessage()}")
@@ -173,7 +257,7 @@ def _child(plan: Plan, me: int, processes: int, barrier, queue) -> None:
     """One process of C{--procs}: its share of the clients."""
     from twisted.internet import defer, reactor, task, threads
 
-    progress = Progress()
+    progress = _QueuedProgress(me, queue)
     reported = [0]
 
     def tick() -> None:
@@ -215,21 +299,25 @@ def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[i
     ]
     for child in children:
         child.start()
-    bar = _progress_bar(plan.total_calls(), show_progress)
+    bar = _Bar(plan, processes, show_progress)
+    done = 0
     shares: List[Dict[int, List[RunResult]]] = []
     try:
         while len(shares) < processes:
             kind, me, value = queue.get()
             if kind == "progress":
-                if bar is not None:
-                    bar.update(value)
+                done += value
+                bar.show(done)
+            elif kind == "started":
+                bar.run_started(*value, done)
+            elif kind == "ended":
+                bar.run_ended(*value)
             elif kind == "results":
                 shares.append(value)
             else:
                 raise SystemExit(f"marketplace-bench: process {me} failed:\n{value}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         for child in children:
             child.join(10)
             if child.is_alive():
@@ -247,7 +335,8 @@ def _facts(args, launched) -> Dict[str, str]:
     facts = {
         "machine": f"{os.cpu_count()} cores, {_memory_total()}, Python {sys.version.split()[0]}",
         "deployment": (
-            f"launched by the bench: twistd marketplace, {args.workers} worker process(es)"
+            "launched by the bench: twistd marketplace,"
+            f" {report.plural(args.workers, 'worker process', 'worker processes')}"
             " per service, embedded PostgreSQL"
             if launched else f"seller {args.seller}, buyer {args.buyer}"
         ),
@@ -269,6 +358,13 @@ def _memory_total() -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark; the exit status (1 if any call failed)."""
     args = parser().parse_args(argv)
+    missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(
+            f"marketplace-bench needs {' and '.join(missing)}: pip install 'marketplace[bench]'"
+            " (make bench does)"
+        )
+    args.out = output_folder(args.out, args.into)
     launched = None
     if args.launch:
         from marketplace.bench.deploy import LocalMarketplace
@@ -323,13 +419,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
                 or "no listening process found on this machine"
             )
-    chart_name = ""
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        report.chart(summaries, args.out / args.chart_name, f"workload {plan.workload}")
-        chart_name = args.chart_name
-        (args.out / "results.json").write_text(report.to_json(setup, summaries, memory) + "\n")
-        (args.out / "report.md").write_text(report.markdown(setup, summaries, chart_name))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.chart(summaries, args.out / args.chart_name, setup=setup)
+    chart_name = args.chart_name
+    (args.out / "results.json").write_text(report.to_json(setup, summaries, memory) + "\n")
+    (args.out / "report.md").write_text(report.markdown(setup, summaries, chart_name))
+    print(f"report, results and chart in {args.out}/", file=sys.stderr)
     if args.into:
         section = report.markdown(setup, summaries, _relative(args.out, args.into, chart_name))
         text = args.into.read_text() if args.into.exists() else ""

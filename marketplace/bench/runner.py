@@ -62,10 +62,17 @@ class Plan:
 
 
 class Progress:
-    """A count of the calls answered so far, for a progress bar to read."""
+    """A count of the calls answered so far, for a progress bar to read,
+    and where the timed runs start and end (for the bar's rate)."""
 
     def __init__(self) -> None:
         self.done = 0
+
+    def run_started(self, clients: int, at: float) -> None:
+        """A run of scenario C{clients} started at C{at} (time.monotonic)."""
+
+    def run_ended(self, clients: int, started: float, finished: float, calls: int) -> None:
+        """That run ended at C{finished}, after C{calls} calls."""
 
 
 class _Loop:
@@ -212,6 +219,7 @@ class Scenario:
         recorder = Recorder()
         cpu = _cpu()
         started = time.monotonic()
+        progress.run_started(self.clients, started)
         loops = [
             _Loop(s, self.workload.seller, self.plan.calls, recorder, progress)
             for s in self.sellers
@@ -221,6 +229,7 @@ class Scenario:
         ]
         await defer.gatherResults([loop.start() for loop in loops], consumeErrors=True)
         finished = time.monotonic()
+        progress.run_ended(self.clients, started, finished, recorder.calls)
         return RunResult(started, finished, recorder, cpu=_cpu() - cpu)
 
     async def close(self) -> None:

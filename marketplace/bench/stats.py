@@ -11,7 +11,7 @@ import statistics
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 Key = Tuple[str, str]  # (role, api)
 
@@ -219,6 +219,72 @@ def summarise(clients: int, runs: List[RunResult]) -> ScenarioSummary:
     )
 
 
+class LiveThroughput:
+    """The report's throughput figure of the scenario being run, while it runs.
+
+    The report gives for each scenario the mean, over its runs, of the calls
+    answered in a run divided by the run's wall time.  This keeps that
+    figure as runs end (the shares of several processes are merged as
+    L{merge_runs} does), so that a progress bar can show the very number
+    the table will show; before the scenario's first run has ended, the
+    rate of that run so far.  Times are those of C{time.monotonic}.
+    """
+
+    def __init__(self, runs: int, shares: int = 1) -> None:
+        #: Runs per scenario, and processes that each run a share of a run.
+        self.runs = runs
+        self.shares = shares
+        #: The scenario being run (its sellers, as many as buyers), and
+        #: the throughput of each of its runs that has ended.
+        self.clients: Optional[int] = None
+        self.ended: List[float] = []
+        self._parts: List[Tuple[float, float, int]] = []
+        self._started: Optional[Tuple[float, int]] = None
+
+    def run_started(self, clients: int, at: float, done: int) -> None:
+        """A share of a run of scenario C{clients} started C{at}, when
+        C{done} calls had been answered in all."""
+        if clients != self.clients:
+            self.clients = clients
+            self.ended = []
+        if self._started is None:
+            self._started = (at, done)
+
+    def run_ended(self, clients: int, started: float, finished: float, calls: int) -> bool:
+        """A share of a run ended after C{calls} calls; whether that was
+        the last share, so that the run's throughput is in L{ended}."""
+        self._parts.append((started, finished, calls))
+        if len(self._parts) < self.shares:
+            return False
+        seconds = max(p[1] for p in self._parts) - min(p[0] for p in self._parts)
+        answered = sum(p[2] for p in self._parts)
+        self._parts = []
+        self._started = None
+        # As RunResult.throughput of the merged run.
+        self.ended.append(answered / seconds if seconds > 0 else 0.0)
+        return True
+
+    @property
+    def scenario_done(self) -> bool:
+        """Whether every run of the scenario has ended."""
+        return len(self.ended) >= self.runs
+
+    @property
+    def mean(self) -> float:
+        """The mean throughput of the scenario's runs that have ended."""
+        return statistics.fmean(self.ended) if self.ended else math.nan
+
+    def rate(self, now: float, done: int) -> float:
+        """Calls per second as the report will give them for this scenario
+        (NaN before anything can be said)."""
+        if self.ended:
+            return self.mean
+        if self._started is None or now <= self._started[0]:
+            return math.nan
+        at, done_then = self._started
+        return (done - done_then) / (now - at)
+
+
 __all__ = [
     "Recorder",
     "RunResult",
@@ -228,4 +294,5 @@ __all__ = [
     "Spread",
     "ScenarioSummary",
     "summarise",
+    "LiveThroughput",
 ]
