@@ -227,10 +227,14 @@ class LiveThroughputTests(unittest.SynchronousTestCase):
         live = LiveThroughput(runs=10)
         self.assertEqual(report.progress_text(live, 0.0, 0), ("setting up", ""))
         live.run_started(10, 100.0, 40)  # 40 calls were made before, untimed
-        self.assertEqual(report.progress_text(live, 102.0, 3040), ("10+10 run 1/10", "1,500 calls/s"))
+        self.assertEqual(
+            report.progress_text(live, 102.0, 3040), ("10+10 run 1/10", "1,500 calls/s")
+        )
         live.run_ended(10, 100.0, 102.0, 3000)
         live.run_started(10, 103.0, 3040)
-        self.assertEqual(report.progress_text(live, 200.0, 3041), ("10+10 run 2/10", "1,500 calls/s"))
+        self.assertEqual(
+            report.progress_text(live, 200.0, 3041), ("10+10 run 2/10", "1,500 calls/s")
+        )
 
     def test_a_new_scenario_starts_afresh(self):
         live = LiveThroughput(runs=1)
@@ -276,6 +280,28 @@ class OutputFolderTests(unittest.SynchronousTestCase):
         self.assertNotIn("--into", command)
         self.assertNotIn("--out", command)
         self.assertIn("--runs 1 --scenarios 1", command)
+
+
+class BenchExtraTests(unittest.SynchronousTestCase):
+    """The bench's libraries are an extra: the daemons do not carry them."""
+
+    def test_setup_cfg(self):
+        import configparser
+
+        setup = configparser.ConfigParser()
+        setup.read(ROOT / "setup.cfg")
+        required = setup["options"]["install_requires"]
+        bench = setup["options.extras_require"]["bench"]
+        for library in ("matplotlib", "tqdm"):
+            self.assertNotIn(library, required)
+            self.assertIn(library, bench)
+
+    def test_make_installs_it_for_bench_and_test(self):
+        makefile = (ROOT / "Makefile").read_text()
+        self.assertIn("bench: $(VENV)/.installed-bench", makefile)
+        self.assertIn("test: $(VENV)/.installed-test", makefile)
+        self.assertIn("$(call install-with,[bench])", makefile)
+        self.assertIn("$(call install-with,[test,bench])", makefile)
 
 
 class EndToEndTests(unittest.TestCase):

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,6 +97,12 @@ async def connect_when_up(port: int, daemon: _Daemon) -> WireClient:
 
 class DaemonTests(unittest.TestCase):
     timeout = 180
+
+    def test_pid_and_log_files_are_not_committed(self):
+        # twistd writes twistd.pid (and, daemonised, twistd.log) where it runs.
+        for name in ("twistd.pid", "twistd.log", "seller.pid", "seller.log"):
+            ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
+            self.assertEqual(ignored.returncode, 0, f"{name} is not in .gitignore")
 
     async def test_two_daemons_share_the_embedded_database(self):
         cwd = Path(self.mktemp()).resolve()
