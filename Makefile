@@ -27,8 +27,10 @@ endef
 $(VENV)/.installed: $(SOURCES)
 	$(call install-with,)
 
+# (In a variable: a comma in $(call ...) would split the argument.)
+TEST_EXTRAS = [test,bench]
 $(VENV)/.installed-test: $(SOURCES)
-	$(call install-with,[test,bench])
+	$(call install-with,$(TEST_EXTRAS))
 
 $(VENV)/.installed-bench: $(SOURCES)
 	$(call install-with,[bench])
