@@ -8,6 +8,8 @@ background, so the service serves again by itself once the server is back.
 
 import functools
 import re
+from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Callable, List, Optional, Tuple
 
 import psycopg2
@@ -29,6 +31,36 @@ UNAVAILABLE_ERRORS = (
     reconnection.ConnectionDead,
     txpostgres.RollbackFailed,
 )
+
+
+@dataclass
+class PoolStats:
+    """What a database's pool has been through, for marketplace.metrics:
+    statements that waited for a free connection, the seconds they waited,
+    and connections made again after the server went away."""
+
+    waits: int = 0
+    waited: float = 0.0
+    reconnects: int = 0
+
+
+class _TimedSemaphore(defer.DeferredSemaphore):
+    """A pool's semaphore that counts the waits for a connection into
+    C{stats}; a statement that finds a connection free costs nothing more."""
+
+    def __init__(self, tokens: int, stats: PoolStats) -> None:
+        super().__init__(tokens)
+        self.stats = stats
+
+    def acquire(self) -> defer.Deferred:
+        if self.tokens > 0:
+            return super().acquire()
+        self.stats.waits += 1
+        return super().acquire().addCallback(self._acquired, perf_counter())
+
+    def _acquired(self, result, since: float):
+        self.stats.waited += perf_counter() - since
+        return result
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -57,6 +89,7 @@ class _Detector(reconnection.DeadConnectionDetector):
 
     _retrying: Optional[defer.Deferred] = None
     _stopped = False
+    stats: Optional[PoolStats] = None
 
     def startReconnecting(self, f):  # noqa: N802 (txpostgres name)
         call = retrying.RetryingCall(self.reconnect)
@@ -68,6 +101,8 @@ class _Detector(reconnection.DeadConnectionDetector):
         if self._stopped:
             self._close()
         else:
+            if self.stats is not None:
+                self.stats.reconnects += 1
             self.connectionRecovered()
 
     def _gave_up(self, failure) -> None:
@@ -196,12 +231,15 @@ class _Pool(txpostgres.ConnectionPool):
     """A txpostgres pool whose connections reconnect by themselves and
     which hands out a live connection before a dead one."""
 
-    def __init__(self, dsn: str, size: int, reactor) -> None:
+    def __init__(self, dsn: str, size: int, reactor, stats: Optional[PoolStats] = None) -> None:
         self.reactor = reactor
+        self.stats = stats or PoolStats()
         super().__init__(None, dsn, min=size)
+        self._semaphore = _TimedSemaphore(size, self.stats)
 
     def connectionFactory(self, reactor, cooperator):  # noqa: N802 (txpostgres name)
         detector = _Detector(deathChecker=_is_dead, reactor=reactor)
+        detector.stats = self.stats
         return _Connection(reactor, cooperator, detector=detector)
 
     def start(self):
@@ -346,6 +384,8 @@ class Database(Service):
         self.size = size
         self._reactor = reactor
         self._pool: Optional[_Pool] = None
+        #: Waits and reconnects of its pools, over restarts (metrics.py).
+        self.stats = PoolStats()
 
     def start(self) -> defer.Deferred:
         """Open the pool; fires once each connection is up or retrying."""
@@ -355,8 +395,18 @@ class Database(Service):
             from twisted.internet import reactor
 
             self._reactor = reactor
-        self._pool = _Pool(self.dsn, self.size, self._reactor)
+        self._pool = _Pool(self.dsn, self.size, self._reactor, self.stats)
         return self._pool.start()
+
+    def pool_counts(self) -> Tuple[int, int]:
+        """How many of the pool's connections are lent out now, and how
+        many of the idle ones are known to be dead (0, 0 when closed)."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0
+        idle = list(pool.connections)
+        dead = sum(1 for c in idle if c.detector.connectionIsDead)
+        return max(0, pool.min - len(idle)), dead
 
     def stopService(self):
         super().stopService()

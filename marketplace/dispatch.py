@@ -6,6 +6,7 @@ answer: this is the one place where exceptions become error frames.
 """
 
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from twisted.internet import defer
@@ -26,6 +27,13 @@ from marketplace.errors import (
 #: What a hot-path handler (marketplace.hotpath) returns when the request
 #: must take the usual path: session check, then the API's handler.
 USUAL_PATH = object()
+
+#: The outcome code an observer is given for a success answer.
+OK = "OK"
+
+
+def _unobserved(*args: Any) -> None:
+    """The observer of a dispatcher that nobody watches."""
 
 
 def _loggable(api: Any) -> Any:
@@ -96,13 +104,21 @@ class Dispatcher:
         # (marketplace.hotpath), used while hot_path.enabled() says so.
         self.hot_path = hot_path
         self.fused = hot_path.handlers() if hot_path is not None else {}
+        #: Called once per answer with the API (None if unreadable), the
+        #: outcome code (L{OK} or an error code) and the request's
+        #: C{perf_counter()} start (see marketplace.metrics).
+        self.observe = _unobserved
+        #: Called when a request is answered UNAVAILABLE because a database
+        #: could not be reached.
+        self.database_unavailable = _unobserved
 
     def handle_frame(self, frame: bytes) -> "defer.Deferred[bytes]":
         """The encoded answer to one frame; this Deferred never fails."""
+        started = perf_counter()
         try:
             request = envelope.parse_request(frame)
         except Exception:
-            return defer.succeed(self._failure_answer(Failure(), None))
+            return defer.succeed(self._failure_answer(Failure(), None, started))
         if request.session_id is not None:
             fused = self.fused.get(request.api)
             if fused is not None and self.hot_path.enabled():
@@ -115,36 +131,44 @@ class Dispatcher:
                 return d.addCallbacks(
                     self._fused_answer,
                     self._failure_answer,
-                    callbackArgs=(request,),
-                    errbackArgs=(request,),
+                    callbackArgs=(request, started),
+                    errbackArgs=(request, started),
                 )
-        return defer.Deferred.fromCoroutine(self._answer(request))
+        return defer.Deferred.fromCoroutine(self._answer(request, started))
 
-    def _fused_answer(self, result: Any, request: envelope.Request):
+    def _fused_answer(self, result: Any, request: envelope.Request, started: float):
         if result is USUAL_PATH:
-            return defer.Deferred.fromCoroutine(self._answer(request))
+            return defer.Deferred.fromCoroutine(self._answer(request, started))
         try:
-            return envelope.encode(envelope.response(request, result))
+            answer = envelope.encode(envelope.response(request, result))
         except Exception:
-            return self._failure_answer(Failure(), request)
+            return self._failure_answer(Failure(), request, started)
+        self.observe(request.api, OK, started)
+        return answer
 
-    async def _answer(self, request: envelope.Request) -> bytes:
+    async def _answer(self, request: envelope.Request, started: float) -> bytes:
         try:
             answer = await self._call(request)
         except Exception:
-            return self._failure_answer(Failure(), request)
+            return self._failure_answer(Failure(), request, started)
+        self.observe(request.api, OK, started)
         return envelope.encode(answer)
 
-    def _failure_answer(self, failure: Failure, request: Optional[envelope.Request]) -> bytes:
+    def _failure_answer(
+        self, failure: Failure, request: Optional[envelope.Request], started: float
+    ) -> bytes:
         """The encoded error answer for what went wrong."""
         error = failure.value
         if isinstance(error, ApiError):
             request = getattr(error, "request", request)
-            answer = self._error(request, error.code, error.message)
+            code = error.code
+            answer = self._error(request, code, error.message)
         elif is_unavailable(error):
+            code = UNAVAILABLE
             answer = self._error(
                 request, UNAVAILABLE, "the database cannot be reached; retry later"
             )
+            self.database_unavailable()
         else:
             self.log.failure(
                 "{service} {api} failed",
@@ -152,9 +176,11 @@ class Dispatcher:
                 service=self.name,
                 api=_loggable(request.api if request else None),
             )
+            code = INTERNAL
             answer = self._error(
                 request, INTERNAL, "the server failed to answer; it has logged why"
             )
+        self.observe(request.api if request else None, code, started)
         return envelope.encode(answer)
 
     async def _call(self, request: envelope.Request) -> dict:

@@ -57,10 +57,13 @@ class Limits:
     open_connections: int = 0
     #: Whether connections are being refused now (to log it once).
     refusing: bool = False
+    #: Connections refused so far (marketplace.metrics reports it).
+    refused: int = 0
 
     def admit(self) -> bool:
         """Count a new connection in, unless the daemon is full."""
         if self.open_connections >= self.max_connections:
+            self.refused += 1
             return False
         self.open_connections += 1
         return True

@@ -227,9 +227,7 @@ class WorkerPool(Service):
     def _spawn(self) -> None:
         if not self.running:
             return
-        setup = json.dumps(
-            {"module": self.module, "args": self.args, "dsns": self._dsns()}
-        ).encode("utf-8")
+        setup = {"module": self.module, "args": self.args, "dsns": self._dsns()}
         for number in range(1, self.count):
             worker = _Worker(number, self)
             # The settings go through stdin, not the command line, as a
@@ -242,7 +240,8 @@ class WorkerPool(Service):
                 env=dict(os.environ),
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
-            transport.write(setup + b"\n")
+            # Its number picks its own metrics port (marketplace.monitor).
+            transport.write(json.dumps({**setup, "number": number}).encode("utf-8") + b"\n")
             self.workers.append(worker)
             self._transports[number] = transport
         self.log.info("started {n} more worker processes", n=self.count - 1)
@@ -310,6 +309,7 @@ def worker_main() -> None:
     options.parseOptions(setup["args"])
     options.settings = replace(options.settings, **setup["dsns"])
     options.worker = True
+    options.worker_number = setup.get("number", 0)
     top = module.makeService(options, reactor)
 
     class _Parent(protocol.Protocol):

@@ -17,13 +17,17 @@ from twisted.python import usage
 
 from marketplace import config
 from marketplace.buyer import BuyerApis
+from marketplace.health import Readiness
 from marketplace.limits import OPTIONS as LIMIT_OPTIONS
 from marketplace.limits import Limits, from_options, listen_descriptions
+from marketplace.logs import log_json_to
+from marketplace.metrics import Metrics
+from marketplace.monitor import MonitorServer, monitor_site, worker_description
 from marketplace.paymentclient import PaymentsClient
 from marketplace.payments import PaymentApis
 from marketplace.protocol import FrameFactory
 from marketplace.seller import SellerApis
-from marketplace.service import ApiServer, Backend, OrderedMultiService, PeriodicJob
+from marketplace.service import ApiServer, Backend, OrderedMultiService, PeriodicJob, stop_reactor
 
 DEFAULT_LISTEN = {"seller": "tcp:8080", "buyer": "tcp:8081", "payments": "tcp:8082"}
 
@@ -44,6 +48,17 @@ def _default(setting: str) -> Optional[str]:
 _PAYMENTS_DB = (
     "Payments database (card authorisations): a libpq connection string or URI."
 )
+
+# Options of every daemon about watching it (marketplace.monitor, logs.py).
+_MONITORING = [
+    ["metrics", None, None,
+     "Endpoint of the HTTP server of /metrics (Prometheus), /health/live and"
+     " /health/ready, e.g. tcp:9100:interface=127.0.0.1. Off by default."
+     " With --workers N, worker k serves it on PORT+k."],
+    ["log-json", None, None,
+     "Log one JSON object per line to this file (- for standard output)"
+     " instead of twistd's text log."],
+]
 
 # Options of the financial-transactions service.
 _PAYMENTS_SERVICE = [
@@ -83,7 +98,7 @@ class _DaemonOptions(usage.Options):
         ["data-dir", None, _default("data_dir"), "Folder of the embedded PostgreSQL."],
         ["pool-size", None, _default("pool_size"), "Connections per database pool."],
         ["max-frame", None, _default("max_frame"), "Largest request frame, in bytes."],
-    ] + LIMIT_OPTIONS
+    ] + LIMIT_OPTIONS + _MONITORING
 
     longdesc = (
         "Every option may also be set in the environment, or in a .env file in"
@@ -219,10 +234,13 @@ def build(
     settings: config.Settings,
     reactor=None,
     limits: Optional[Limits] = None,
+    metrics: Optional[str] = None,
 ) -> OrderedMultiService:
     """The daemon: a backend and, for each entry of C{listen} (a service's
     name and one or more endpoint descriptions), one L{ApiServer} per
-    endpoint.  C{limits} default to those of limits.py."""
+    endpoint.  C{limits} default to those of limits.py.  With C{metrics}
+    (an endpoint description), a L{MonitorServer} serves the metrics and
+    health checks there."""
     if reactor is None:
         from twisted.internet import reactor
     if limits is None:
@@ -233,6 +251,8 @@ def build(
         databases |= {"customer", "product"}
     backend = Backend(settings, reactor, tuple(databases))
     backend.setServiceParent(top)
+    watcher = Metrics() if metrics is not None else None
+    servers = []
     jobs = []
     payments = None
     if "buyer" in listen:
@@ -251,58 +271,91 @@ def build(
                 payments=payments,
                 clock=reactor,
             )
-            jobs.append(_purchase_sweep(apis, settings, backend))
+            jobs.append(_purchase_sweep(apis, settings, backend, watcher))
         else:
             apis = SellerApis(
                 backend.customer, backend.product, backend.passwords, settings.session_timeout
             )
-        factory = FrameFactory(apis.dispatcher().handle_frame, settings.max_frame, limits)
+        dispatcher = apis.dispatcher()
+        factory = FrameFactory(dispatcher.handle_frame, settings.max_frame, limits)
+        if watcher is not None:
+            watcher.watch_dispatcher(dispatcher)
+            watcher.watch_factory(name, factory)
         for n, one in enumerate(listen_descriptions(description)):
             endpoint = serverFromString(reactor, one)
             # Services of a MultiService need names of their own.
             label = name if n == 0 else f"{name} {n + 1}"
-            ApiServer(label, endpoint, factory, backend).setServiceParent(top)
+            server = ApiServer(label, endpoint, factory, backend)
+            server.setServiceParent(top)
+            servers.append(server)
     for job in jobs:
         job.setServiceParent(top)
+    if watcher is not None:
+        _monitor(metrics, watcher, limits, backend, servers, reactor).setServiceParent(top)
     return top
 
 
-def _purchase_sweep(apis: BuyerApis, settings: config.Settings, backend: Backend) -> PeriodicJob:
+def _monitor(description, watcher, limits, backend, servers, reactor) -> MonitorServer:
+    """The HTTP server of the metrics and health checks."""
+    watcher.watch_limits(limits)
+    for database in backend.databases:
+        watcher.watch_database(database)
+    readiness = Readiness(servers, backend.databases, reactor)
+    site = monitor_site(watcher, readiness)
+    return MonitorServer(description, site, reactor, lambda: stop_reactor(reactor))
+
+
+def _purchase_sweep(
+    apis: BuyerApis, settings: config.Settings, backend: Backend, watcher=None
+) -> PeriodicJob:
     """The job that settles purchases left pending: at start, then every
     half C{settle_after} (from half a second to 30 seconds)."""
     interval = min(30.0, max(0.5, settings.settle_after / 2))
-    return PeriodicJob(
-        "purchase sweep",
-        interval,
-        lambda: apis.settle_stale_purchases(settings.settle_after),
-        backend,
-    )
+
+    async def sweep() -> int:
+        settled = await apis.settle_stale_purchases(settings.settle_after)
+        if watcher is not None:
+            watcher.swept(settled)
+        return settled
+
+    return PeriodicJob("purchase sweep", interval, sweep, backend)
+
+
+def _watched(options, listen: dict, reactor=None) -> IService:
+    """The daemon serving C{listen} with the metrics and JSON logs that
+    C{options} ask for (worker k of C{--workers} on the metrics port + k)."""
+    metrics = options.get("metrics")
+    if metrics is not None:
+        try:
+            metrics = worker_description(metrics, getattr(options, "worker_number", 0))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+    top = build(listen, options.settings, reactor, options.limits, metrics)
+    if options.get("log-json") and not getattr(options, "worker", False):
+        log_json_to(top, options["log-json"])
+    return top
 
 
 def make_buyer_service(options: BuyerOptions, reactor=None) -> IService:
     """The buyer service on its own."""
-    return build({"buyer": options["listen"]}, options.settings, reactor, options.limits)
+    return _watched(options, {"buyer": options["listen"]}, reactor)
 
 
 def make_payments_service(options: PaymentsOptions, reactor=None) -> IService:
     """The financial-transactions service on its own."""
-    return build({"payments": options["listen"]}, options.settings, reactor, options.limits)
+    return _watched(options, {"payments": options["listen"]}, reactor)
 
 
 def make_seller_service(options: SellerOptions, reactor=None) -> IService:
     """The seller service on its own."""
-    return build({"seller": options["listen"]}, options.settings, reactor, options.limits)
+    return _watched(options, {"seller": options["listen"]}, reactor)
 
 
 def make_all_services(options: AllOptions, reactor=None) -> IService:
     """Every service in one process."""
-    return build(
-        {
-            "payments": options["payments-listen"],
-            "seller": options["seller-listen"],
-            "buyer": options["buyer-listen"],
-        },
-        options.settings,
-        reactor,
-        options.limits,
-    )
+    listen = {
+        "payments": options["payments-listen"],
+        "seller": options["seller-listen"],
+        "buyer": options["buyer-listen"],
+    }
+    return _watched(options, listen, reactor)
