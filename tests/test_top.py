@@ -1,0 +1,114 @@
+"""marketplace-top: figures from recorded scrapes, and one frame of a live
+daemon's endpoint while calls are made."""
+
+import contextlib
+import io
+import re
+
+from prometheus_client import generate_latest
+from twisted.internet import threads
+from twisted.trial import unittest
+
+from marketplace import top
+from marketplace.dispatch import Api, Dispatcher
+from marketplace.metrics import Metrics
+from tests.support import _later, connect, empty_databases, payload_of, test_settings
+from tests.test_metrics import LOOPBACK, serving
+
+
+def _recorded():
+    """Two scrapes of a dispatcher's metrics, 2 s apart: 10 Ping OK and 2
+    UNKNOWN_API before, 30 Ping OK, 4 UNKNOWN_API after."""
+    async def ping(call):
+        return {}
+
+    metrics = Metrics()
+    dispatcher = Dispatcher("seller", {"Ping": Api(ping, needs_session=False)}, None)
+    metrics.watch_dispatcher(dispatcher)
+
+    def calls(n, api):
+        for _ in range(n):
+            dispatcher.handle_frame(b'{"type": "request", "api": "%s"}' % api.encode())
+
+    calls(10, "Ping")
+    calls(2, "Nope")
+    before = generate_latest(metrics.registry).decode()
+    calls(20, "Ping")
+    calls(2, "Nope")
+    return before, generate_latest(metrics.registry).decode()
+
+
+class RecordedTests(unittest.SynchronousTestCase):
+    def samples(self):
+        first, second = _recorded()
+        before, now = top.Sample(taken=100.0), top.Sample(taken=102.0)
+        before.add_text(first)
+        now.add_text(second)
+        return before, now
+
+    def test_rates_and_errors_per_api(self):
+        before, now = self.samples()
+        rows = {(r.service, r.api): r for r in top.rows(before, now)}
+        self.assertEqual(set(rows), {("seller", "Ping"), ("seller", "unknown")})
+        self.assertEqual(rows["seller", "Ping"].rate, 10.0)
+        self.assertEqual(rows["seller", "Ping"].error_rate, 0.0)
+        self.assertEqual(rows["seller", "unknown"].rate, 1.0)
+        self.assertEqual(rows["seller", "unknown"].errors, {"UNKNOWN_API": 1.0})
+        # The in-process calls take microseconds: the lowest bucket.
+        self.assertLessEqual(rows["seller", "Ping"].p99, 0.00025)
+
+    def test_frame_text(self):
+        before, now = self.samples()
+        state = top.EndpointState("http://127.0.0.1:9390", True, True, {"ready": True})
+        down = top.EndpointState("http://127.0.0.1:9391", False, error="Connection refused")
+        text = "\n".join(top.frame(before, now, [state, down]))
+        self.assertIn("2 endpoints: 1 up, 1 ready", text)
+        self.assertRegex(text, r"seller +Ping +10\.0 +[0-9.]+ +[0-9.]+ +0\.0")
+        self.assertRegex(text, r"seller +unknown +1\.0 .* 1\.0  UNKNOWN_API 1\.0")
+        self.assertRegex(text, r"total +11\.0 +1\.0")
+        self.assertRegex(text, r"http://127.0.0.1:9391 +DOWN \(Connection refused\)")
+
+    def test_quantile_interpolates_within_a_bucket(self):
+        buckets = {0.001: 50.0, 0.01: 90.0, 0.1: 100.0, float("inf"): 100.0}
+        self.assertAlmostEqual(top.quantile(0.5, buckets), 0.001)
+        self.assertAlmostEqual(top.quantile(0.7, buckets), 0.0055)
+        self.assertAlmostEqual(top.quantile(0.99, buckets), 0.091)
+        self.assertIsNone(top.quantile(0.5, {float("inf"): 0.0}))
+
+    def test_endpoint_specs(self):
+        self.assertEqual(top.endpoint_urls("127.0.0.1:9390-9392"), [
+            "http://127.0.0.1:9390", "http://127.0.0.1:9391", "http://127.0.0.1:9392"])
+        self.assertEqual(top.endpoint_urls("http://h:1/metrics"), ["http://h:1"])
+        self.assertRaises(ValueError, top.endpoint_urls, "nonsense")
+
+
+class LiveTests(unittest.TestCase):
+    async def test_plain_mode_renders_a_live_endpoint(self):
+        await empty_databases(self)
+        ports, monitor = await serving(self, {"seller": LOOPBACK}, test_settings())
+        seller = await connect(self, ports["seller"])
+        await seller.request("CreateAccount", {"username": "sam", "password": "pw"})
+        answer = await seller.request("Login", {"username": "sam", "password": "pw"})
+        session = payload_of(self, answer)["session_id"]
+        out = io.StringIO()
+
+        def once():
+            with contextlib.redirect_stdout(out):
+                return top.main(["--once", "--interval", "1.5", f"127.0.0.1:{monitor}"])
+
+        shown = threads.deferToThread(once)
+        await _later(0.3)  # after the first poll
+        for n in range(30):
+            payload_of(self, await seller.request("DisplayItemsForSale", {}, session))
+        for n in range(5):
+            await seller.request("Nope", {})
+        self.assertEqual(await shown, 0)
+        text = out.getvalue()
+        self.assertIn("1 endpoints: 1 up, 1 ready", text)
+        row = re.search(r"seller +DisplayItemsForSale +([0-9.]+) +[0-9.]+ +[0-9.]+ +0\.0", text)
+        self.assertIsNotNone(row, text)
+        # 30 calls, nearly all between the two polls 1.5 s apart.
+        self.assertTrue(5 <= float(row.group(1)) <= 20.0, text)
+        self.assertRegex(text, r"seller +unknown +[0-9.]+ .*UNKNOWN_API [0-9.]+")
+        self.assertIn("connections open: seller 1 (0 in flight)", text)
+        self.assertIn("pools: customer 0/2 busy", text)
