@@ -35,10 +35,18 @@ $(VENV)/.installed-test: $(SOURCES)
 $(VENV)/.installed-bench: $(SOURCES)
 	$(call install-with,[bench])
 
+# Loopback port of `make run`'s metrics and health checks (worker k: +k).
+METRICS_PORT ?= 9180
+
 # Every service in the foreground on the embedded database (./var), until
-# Ctrl-C or SIGTERM; WORKERS processes share each service's port.
+# Ctrl-C or SIGTERM; WORKERS processes share each service's port, and each
+# serves /metrics, /health/live and /health/ready on METRICS_PORT + its number.
 run: install
-	$(BIN)/twistd --nodaemon --pidfile= marketplace --workers=$(WORKERS)
+	@echo "metrics and health checks: http://127.0.0.1:$(METRICS_PORT)/metrics ..." \
+		"port $$(( $(METRICS_PORT) + $(WORKERS) - 1 )) (one per worker);" \
+		"watch: $(BIN)/marketplace-top 127.0.0.1:$(METRICS_PORT)-$$(( $(METRICS_PORT) + $(WORKERS) - 1 ))"
+	$(BIN)/twistd --nodaemon --pidfile= marketplace --workers=$(WORKERS) \
+		--metrics=tcp:$(METRICS_PORT):interface=127.0.0.1
 
 # The whole test suite, on its own throwaway embedded database.
 test: $(VENV)/.installed-test

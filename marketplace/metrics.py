@@ -16,7 +16,7 @@ as C{unknown}, a request whose API could not be read as C{none}.
 from time import perf_counter
 from typing import Any, Dict, Iterable, List, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
@@ -119,6 +119,9 @@ class Metrics:
     """Every metric of one daemon process, in a registry of its own."""
 
     def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+        # Counters' *_created series would double what is scraped, for a
+        # start time that process_start_time_seconds already gives.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.calls = Counter(

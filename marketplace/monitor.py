@@ -11,13 +11,15 @@ on the given port plus k (see L{worker_description}).
 import re
 from typing import Optional
 
-from prometheus_client.twisted import MetricsResource
+from prometheus_client.exposition import make_wsgi_app
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.wsgi import WSGIResource
 
 from marketplace.health import Readiness, health_resource
 from marketplace.metrics import Metrics
@@ -57,13 +59,25 @@ class _QuietSite(Site):
         pass
 
 
-def monitor_site(metrics: Metrics, readiness: Readiness) -> Site:
-    """The web site of C{/metrics}, C{/health/live} and C{/health/ready}."""
+def monitor_site(metrics: Metrics, readiness: Readiness, reactor) -> Site:
+    """The web site of C{/metrics}, C{/health/live} and C{/health/ready}.
+
+    C{/metrics} is prometheus-client's WSGI app, as its Twisted
+    C{MetricsResource} serves it, but in a thread of its own
+    (C{site.threadpool}, which L{MonitorServer} starts and stops): in the
+    reactor's pool a scrape would wait behind password hashing, and the
+    daemon would look down exactly when it is busiest.
+    """
+    threadpool = ThreadPool(minthreads=1, maxthreads=1, name="metrics")
     root = Resource()
     root.putChild(b"", _Static(_INDEX, b"text/html"))
-    root.putChild(b"metrics", MetricsResource(metrics.registry))
+    root.putChild(
+        b"metrics", WSGIResource(reactor, threadpool, make_wsgi_app(metrics.registry))
+    )
     root.putChild(b"health", health_resource(readiness))
-    return _QuietSite(root)
+    site = _QuietSite(root)
+    site.threadpool = threadpool
+    return site
 
 
 class _Static(Resource):
@@ -95,11 +109,15 @@ class MonitorServer(Service):
 
     def startService(self):
         super().startService()
+        self.site.threadpool.start()
         endpoint = serverFromString(self.reactor, self.description)
         self._listening = endpoint.listen(self.site)
         self._listening.addCallbacks(self._listened, self._failed)
 
     def _listened(self, port) -> None:
+        if not self.running:
+            port.stopListening()  # stopped while it was starting
+            return
         self.port = port
         address = port.getHost()
         self.log.info(
@@ -116,9 +134,9 @@ class MonitorServer(Service):
     def stopService(self):
         super().stopService()
         port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        d = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
+        # Once no scrape can come: the pool's thread ends after its scrape.
+        return d.addBoth(lambda _: self.site.threadpool.stop())
 
 
 __all__ = ["MonitorServer", "monitor_site", "worker_description"]

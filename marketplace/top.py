@@ -71,9 +71,46 @@ class Sample:
                 elif s.name == "marketplace_response_seconds_bucket":
                     key = (labels["service"], labels["api"])
                     self.buckets[key][float(labels["le"])] += s.value
-                elif s.name.startswith("marketplace_"):
+                elif s.name.startswith("marketplace_") and "_response_" not in s.name:
                     label = next(iter(labels.values()), "")
                     self.other[(s.name, label)] += s.value
+
+    def minus(self, before: "Sample") -> "Sample":
+        """What the counters of this endpoint counted since C{before} (a
+        counter that went down was reset, by a restart: it counts anew),
+        with the gauges as they are now."""
+        delta = Sample(taken=self.taken)
+        for key, value in self.calls.items():
+            delta.calls[key] = _delta(value, before.calls.get(key, 0.0))
+        for key, counts in self.buckets.items():
+            old = before.buckets.get(key, {})
+            for bound, count in counts.items():
+                delta.buckets[key][bound] = _delta(count, old.get(bound, 0.0))
+        for key, value in self.other.items():
+            if key[0].endswith("_total"):
+                value = _delta(value, before.other.get(key, 0.0))
+            delta.other[key] = value
+        return delta
+
+    def add(self, other: "Sample") -> None:
+        """Add another endpoint's figures to these."""
+        for key, value in other.calls.items():
+            self.calls[key] += value
+        for key, counts in other.buckets.items():
+            for bound, count in counts.items():
+                self.buckets[key][bound] += count
+        for key, value in other.other.items():
+            self.other[key] += value
+
+
+def changes(before: Dict[str, Sample], now: Dict[str, Sample]) -> Sample:
+    """The deployment's figures between two polls of its endpoints (by
+    URL): each endpoint's counts since its own last sample, added up.  An
+    endpoint that was down at the last poll adds only its gauges."""
+    total = Sample(taken=max((s.taken for s in now.values()), default=0.0))
+    for url, sample in now.items():
+        total.add(sample.minus(before.get(url, sample)))
+    return total
 
 
 def quantile(q: float, buckets: Dict[float, float]) -> Optional[float]:
@@ -118,30 +155,26 @@ class Row:
     errors: Dict[str, float]
 
 
-def rows(before: Sample, now: Sample) -> List[Row]:
-    """Per service and API, what happened between two samples."""
-    seconds = max(now.taken - before.taken, 1e-9)
+def rows(delta: Sample, seconds: float) -> List[Row]:
+    """Per service and API, what happened in L{changes} over C{seconds}."""
+    seconds = max(seconds, 1e-9)
     counts: Dict[Tuple[str, str], Dict[str, float]] = defaultdict(dict)
-    for key, value in now.calls.items():
-        service, api, code = key
-        counts[(service, api)][code] = _delta(value, before.calls.get(key, 0.0))
+    for (service, api, code), value in delta.calls.items():
+        counts[(service, api)][code] = value
     result = []
     for (service, api), by_code in sorted(counts.items()):
         total = sum(by_code.values())
         if total <= 0:
             continue
-        interval = {
-            bound: _delta(count, before.buckets.get((service, api), {}).get(bound, 0.0))
-            for bound, count in now.buckets.get((service, api), {}).items()
-        }
+        buckets = delta.buckets.get((service, api), {})
         errors = {c: n / seconds for c, n in by_code.items() if c != OK and n > 0}
         result.append(
             Row(
                 service,
                 api,
                 total / seconds,
-                quantile(0.5, interval),
-                quantile(0.99, interval),
+                quantile(0.5, buckets),
+                quantile(0.99, buckets),
                 sum(errors.values()),
                 errors,
             )
@@ -181,24 +214,24 @@ def _ms(seconds: Optional[float]) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.2f}"
 
 
-def _rate(before: Sample, now: Sample, name: str, label: str = "") -> float:
-    seconds = max(now.taken - before.taken, 1e-9)
-    return _delta(now.other.get((name, label), 0.0), before.other.get((name, label), 0.0)) / seconds
+def frame(delta: Sample, seconds: float, states: Sequence[EndpointState]) -> List[str]:
+    """The lines of one screen for L{changes} over C{seconds}: the table
+    and the summaries."""
+    seconds = max(seconds, 1e-9)
 
+    def _rate(name: str, label: str = "") -> float:
+        return delta.other.get((name, label), 0.0) / seconds
 
-def frame(before: Sample, now: Sample, states: Sequence[EndpointState]) -> List[str]:
-    """The lines of one screen: the table and the summaries."""
-    seconds = now.taken - before.taken
     up = sum(1 for s in states if s.up)
     ready = sum(1 for s in states if s.ready)
     lines = [
-        f"marketplace-top  {time.strftime('%H:%M:%S', time.localtime(now.taken))}"
+        f"marketplace-top  {time.strftime('%H:%M:%S', time.localtime(delta.taken))}"
         f"  {len(states)} endpoints: {up} up, {ready} ready  (last {seconds:.1f} s)",
         "",
         f"{'SERVICE':<9} {'API':<22} {'CALLS/S':>9} {'P50 ms':>8} {'P99 ms':>8}"
         f" {'ERR/S':>8}  ERRORS",
     ]
-    table = rows(before, now)
+    table = rows(delta, seconds)
     for r in table:
         errors = ", ".join(f"{c} {n:.1f}" for c, n in sorted(r.errors.items(), key=lambda e: -e[1]))
         lines.append(
@@ -212,7 +245,7 @@ def frame(before: Sample, now: Sample, states: Sequence[EndpointState]) -> List[
         f" {sum(r.error_rate for r in table):>8.1f}"
     )
     lines.append("")
-    other = now.other
+    other = delta.other
     services = sorted({label for (name, label) in other if name == "marketplace_connections_open"})
     lines.append(
         "connections open: "
@@ -220,39 +253,39 @@ def frame(before: Sample, now: Sample, states: Sequence[EndpointState]) -> List[
             f"{s} {other[('marketplace_connections_open', s)]:.0f}"
             f" ({other.get(('marketplace_requests_in_flight', s), 0):.0f} in flight)"
             for s in services) or "-")
-        + f"; refused {_rate(before, now, 'marketplace_connections_refused_total'):.1f}/s"
+        + f"; refused {_rate('marketplace_connections_refused_total'):.1f}/s"
     )
     databases = sorted({label for (name, label) in other if name == "marketplace_db_pool_size"})
     pools = []
     for db in databases:
-        waits = _rate(before, now, "marketplace_db_pool_waits_total", db)
-        waited = _rate(before, now, "marketplace_db_pool_wait_seconds_total", db)
+        waits = _rate("marketplace_db_pool_waits_total", db)
+        waited = _rate("marketplace_db_pool_wait_seconds_total", db)
         pools.append(
             f"{db} {other.get(('marketplace_db_pool_busy', db), 0):.0f}"
             f"/{other[('marketplace_db_pool_size', db)]:.0f} busy,"
             f" {other.get(('marketplace_db_pool_dead', db), 0):.0f} dead,"
             f" {waits:.1f} waits/s ({waited * 1000:.1f} ms/s),"
-            f" {_rate(before, now, 'marketplace_db_reconnects_total', db):.1f} reconnects/s"
+            f" {_rate('marketplace_db_reconnects_total', db):.1f} reconnects/s"
         )
     lines.append("pools: " + ("; ".join(pools) or "-"))
     lines.append(
         "purchases/s: "
         + ", ".join(
-            f"{o} {_rate(before, now, 'marketplace_purchases_total', o):.1f}"
+            f"{o} {_rate('marketplace_purchases_total', o):.1f}"
             for o in ("completed", "declined", "unavailable", "swept")
         )
         + "; authorisations/s: "
         + ", ".join(
-            f"{o} {_rate(before, now, 'marketplace_payment_authorisations_total', o):.1f}"
+            f"{o} {_rate('marketplace_payment_authorisations_total', o):.1f}"
             for o in ("approved", "declined", "voided", "error")
         )
     )
     throttled = sum(
-        _rate(before, now, name, label) for (name, label) in other
+        _rate(name, label) for (name, label) in other
         if name == "marketplace_login_throttled_total"
     )
     unavailable = sum(
-        _rate(before, now, name, label) for (name, label) in other
+        _rate(name, label) for (name, label) in other
         if name == "marketplace_database_unavailable_answers_total"
     )
     lines.append(
@@ -287,14 +320,17 @@ def _fetch(url: str, timeout: float) -> Tuple[Optional[str], EndpointState]:
 
 
 def poll(urls: Sequence[str], timeout: float, pool: ThreadPoolExecutor):
-    """One L{Sample} of every endpoint, and their states."""
-    sample = Sample(taken=time.time())
+    """A L{Sample} of each endpoint that answered (by URL), and the states
+    of all."""
+    taken = time.time()
+    samples = {}
     states = []
-    for text, state in pool.map(lambda u: _fetch(u, timeout), urls):
+    for url, (text, state) in zip(urls, pool.map(lambda u: _fetch(u, timeout), urls)):
         if text is not None:
+            samples[url] = sample = Sample(taken=taken)
             sample.add_text(text)
         states.append(state)
-    return sample, states
+    return taken, samples, states
 
 
 def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -325,15 +361,21 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+#: Seconds an endpoint has to answer a poll: a busy daemon on a loaded
+#: machine may take a while, and is not down for it.
+POLL_TIMEOUT = 3.0
+
+
 def frames(urls: Sequence[str], interval: float):
     """An endless sequence of frames, one per interval."""
+    timeout = max(interval, POLL_TIMEOUT)
     with ThreadPoolExecutor(max_workers=min(32, len(urls))) as pool:
-        before, _ = poll(urls, interval, pool)
+        then, before, _ = poll(urls, timeout, pool)
         while True:
-            time.sleep(max(0.0, before.taken + interval - time.time()))
-            now, states = poll(urls, interval, pool)
-            yield frame(before, now, states)
-            before = now
+            time.sleep(max(0.0, then + interval - time.time()))
+            now, samples, states = poll(urls, timeout, pool)
+            yield frame(changes(before, samples), now - then, states)
+            then, before = now, samples
 
 
 def _live(stdscr, urls: Sequence[str], interval: float) -> None:

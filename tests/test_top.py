@@ -39,16 +39,21 @@ def _recorded():
 
 
 class RecordedTests(unittest.SynchronousTestCase):
-    def samples(self):
+    def changes(self):
+        """The changes between the recorded scrapes, as if of two workers
+        (each scraped twice) and of one that was down at the first poll."""
         first, second = _recorded()
-        before, now = top.Sample(taken=100.0), top.Sample(taken=102.0)
-        before.add_text(first)
-        now.add_text(second)
-        return before, now
+        before, now = {}, {}
+        for url in ("a", "b"):
+            before[url], now[url] = top.Sample(taken=100.0), top.Sample(taken=102.0)
+            before[url].add_text(first)
+            now[url].add_text(second)
+        now["c"] = top.Sample(taken=102.0)
+        now["c"].add_text(second)
+        return top.changes(before, now)
 
     def test_rates_and_errors_per_api(self):
-        before, now = self.samples()
-        rows = {(r.service, r.api): r for r in top.rows(before, now)}
+        rows = {(r.service, r.api): r for r in top.rows(self.changes(), 4.0)}
         self.assertEqual(set(rows), {("seller", "Ping"), ("seller", "unknown")})
         self.assertEqual(rows["seller", "Ping"].rate, 10.0)
         self.assertEqual(rows["seller", "Ping"].error_rate, 0.0)
@@ -58,10 +63,9 @@ class RecordedTests(unittest.SynchronousTestCase):
         self.assertLessEqual(rows["seller", "Ping"].p99, 0.00025)
 
     def test_frame_text(self):
-        before, now = self.samples()
         state = top.EndpointState("http://127.0.0.1:9390", True, True, {"ready": True})
         down = top.EndpointState("http://127.0.0.1:9391", False, error="Connection refused")
-        text = "\n".join(top.frame(before, now, [state, down]))
+        text = "\n".join(top.frame(self.changes(), 4.0, [state, down]))
         self.assertIn("2 endpoints: 1 up, 1 ready", text)
         self.assertRegex(text, r"seller +Ping +10\.0 +[0-9.]+ +[0-9.]+ +0\.0")
         self.assertRegex(text, r"seller +unknown +1\.0 .* 1\.0  UNKNOWN_API 1\.0")

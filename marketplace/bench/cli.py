@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
                    " --base-port and the next) for the benchmark and stop it after")
     p.add_argument("--base-port", type=_positive, default=9080,
                    help="seller port with --launch; the buyer's is the next (default 9080)")
+    p.add_argument("--metrics", default=None, metavar="ENDPOINT",
+                   help="with --launch, the daemon serves its metrics there (worker k on"
+                   " its port + k), to measure their cost or watch with marketplace-top")
     p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                    help="processes per service with --launch (default: the cores, %(default)s)")
     p.add_argument("--idle", type=int, default=0, metavar="N",
@@ -369,7 +372,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.launch:
         from marketplace.bench.deploy import LocalMarketplace
 
-        launched = LocalMarketplace(args.base_port, args.workers)
+        extra = [f"--metrics={args.metrics}"] if args.metrics else []
+        launched = LocalMarketplace(args.base_port, args.workers, extra=extra)
         print(f"starting: {' '.join(launched.command())}", file=sys.stderr)
         launched.start()
         args.seller, args.buyer = launched.seller, launched.buyer

@@ -301,7 +301,7 @@ def _monitor(description, watcher, limits, backend, servers, reactor) -> Monitor
     for database in backend.databases:
         watcher.watch_database(database)
     readiness = Readiness(servers, backend.databases, reactor)
-    site = monitor_site(watcher, readiness)
+    site = monitor_site(watcher, readiness, reactor)
     return MonitorServer(description, site, reactor, lambda: stop_reactor(reactor))
 
 
