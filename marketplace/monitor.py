@@ -42,7 +42,8 @@ def worker_description(description: str, worker: int) -> str:
     found = _PORT.match(description)
     if found is None:
         raise ValueError(
-            f"--metrics with --workers needs a tcp:PORT or ssl:PORT description, not {description!r}"
+            "--metrics with --workers needs a tcp:PORT or ssl:PORT description,"
+            f" not {description!r}"
         )
     port = int(found.group(2))
     if port != 0:

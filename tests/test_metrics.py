@@ -3,6 +3,7 @@
 follows the database; JSON logs hold no secrets."""
 
 import json
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from marketplace.logs import json_observer
 from marketplace.metrics import Metrics
 from marketplace.monitor import MonitorServer, worker_description
 from marketplace.tap import build
+from tests.db import test_dsns
 from tests.support import (
     _later,
     assert_error,
@@ -27,6 +29,7 @@ from tests.support import (
     start_marketplace,
     test_settings,
 )
+from tests.test_daemons import connect_when_up, free_port, start_daemon
 from tests.test_purchase import CARD
 from tests.test_unavailable import allow_connections
 
@@ -350,3 +353,66 @@ def _expected_code(api: str, payload: dict) -> str:
     if api == "DisplayCart":
         return "INVALID_SESSION"
     return "EMPTY_CART" if payload["security_code"] == "123" else "BAD_REQUEST"
+
+
+class DaemonTests(unittest.TestCase):
+    """The real twistd plugin with --workers 2: each worker serves its own
+    metrics (the given port, then the next), and --log-json replaces the
+    text log with one JSON object per line, the other worker's included."""
+
+    timeout = 180
+
+    async def test_workers_metrics_and_json_log(self):
+        await empty_databases(self)
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir(parents=True)
+        seller_port, metrics_port = free_port(), free_pair()
+        dsns = test_dsns()
+        daemon = start_daemon(
+            self, cwd, "marketplace-seller", "--workers=2",
+            f"--listen=tcp:{seller_port}:interface=127.0.0.1",
+            f"--customer-db={dsns['customer']}", f"--product-db={dsns['product']}",
+            f"--metrics=tcp:{metrics_port}:interface=127.0.0.1",
+            "--log-json=log.json",
+        )
+        client = await connect_when_up(seller_port, daemon)
+        for port in (metrics_port, metrics_port + 1):
+            for _ in range(300):
+                try:
+                    status, _ = await get(port, "/health/ready")
+                except Exception:
+                    status = None
+                if status == 200:
+                    break
+                await _later(0.1)
+            self.assertEqual(status, 200, daemon.log())
+        for n in range(3):
+            await client.request("CreateAccount", {"username": f"u{n}", "password": "pw"})
+        counted = 0
+        for port in (metrics_port, metrics_port + 1):
+            s = await scrape(port)
+            counted += value(s, "marketplace_calls_total", service="seller",
+                             api="CreateAccount", code="OK")
+        self.assertEqual(counted, 3, "the workers' counts add up to the calls")
+        client.transport.loseConnection()
+        daemon.process.signalProcess("TERM")
+        self.assertTrue(await daemon.ended, daemon.log())
+        events = [json.loads(line) for line in (cwd / "log.json").read_text().splitlines()]
+        formats = [e.get("log_format", "") for e in events]
+        self.assertIn("{name} service listening on {address}", formats)
+        self.assertTrue(any(e.get("number") == 1 and "line" in e for e in events), formats)
+        self.assertNotIn(dsns["customer"], (cwd / "log.json").read_text())
+        self.assertEqual(daemon.log(), "", "nothing is logged as text")
+
+
+def free_pair() -> int:
+    """A loopback port whose next port is free too."""
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no two free ports in a row")
