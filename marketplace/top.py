@@ -103,11 +103,12 @@ class Sample:
             self.other[key] += value
 
 
-def changes(before: Dict[str, Sample], now: Dict[str, Sample]) -> Sample:
+def changes(before: Dict[str, Sample], now: Dict[str, Sample], taken: float) -> Sample:
     """The deployment's figures between two polls of its endpoints (by
-    URL): each endpoint's counts since its own last sample, added up.  An
-    endpoint that was down at the last poll adds only its gauges."""
-    total = Sample(taken=max((s.taken for s in now.values()), default=0.0))
+    URL), the second at C{taken}: each endpoint's counts since its own last
+    sample, added up.  An endpoint that was down at the last poll adds only
+    its gauges."""
+    total = Sample(taken=taken)
     for url, sample in now.items():
         total.add(sample.minus(before.get(url, sample)))
     return total
@@ -374,7 +375,7 @@ def frames(urls: Sequence[str], interval: float):
         while True:
             time.sleep(max(0.0, then + interval - time.time()))
             now, samples, states = poll(urls, timeout, pool)
-            yield frame(changes(before, samples), now - then, states)
+            yield frame(changes(before, samples, now), now - then, states)
             then, before = now, samples
 
 

@@ -50,7 +50,7 @@ class RecordedTests(unittest.SynchronousTestCase):
             now[url].add_text(second)
         now["c"] = top.Sample(taken=102.0)
         now["c"].add_text(second)
-        return top.changes(before, now)
+        return top.changes(before, now, 102.0)
 
     def test_rates_and_errors_per_api(self):
         rows = {(r.service, r.api): r for r in top.rows(self.changes(), 4.0)}
