@@ -38,6 +38,8 @@ SAMPLES = {
     "seller-listen": ("tcp:9011", ["tcp:9011"], "tcp:9012", ["tcp:9012"]),
     "buyer-listen": ("tcp:9021", ["tcp:9021"], "tcp:9022", ["tcp:9022"]),
     "payments-listen": ("tcp:9031", ["tcp:9031"], "tcp:9032", ["tcp:9032"]),
+    "metrics": ("tcp:9041", "tcp:9041", "tcp:9042", "tcp:9042"),
+    "log-json": ("env.json", "env.json", "cli.json", "cli.json"),
 }
 
 
