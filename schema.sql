@@ -74,8 +74,110 @@ CREATE TABLE IF NOT EXISTS items (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS items_seller ON items (seller_id);
-CREATE INDEX IF NOT EXISTS items_on_sale ON items (category) WHERE quantity > 0;
-CREATE INDEX IF NOT EXISTS items_keywords ON items USING gin (keywords);
+
+-- Search (marketplace/productdb.py, SEARCH_*; docs/PERFORMANCE.md, "Catalog
+-- size").  Without keywords the first page is read straight off this index,
+-- in ranking order: net votes (as thumbs_down - thumbs_up, so that every
+-- column ascends and a keyset cursor is one row comparison), price, id.
+CREATE INDEX IF NOT EXISTS items_ranked ON items
+    (category, (thumbs_down - thumbs_up), price, id) WHERE quantity > 0;
+-- Replaced by items_ranked and item_keywords.
+DROP INDEX IF EXISTS items_on_sale;
+DROP INDEX IF EXISTS items_keywords;
+
+-- One row per keyword of each item on sale: the per-keyword candidate lists
+-- of a search with keywords.  A copy of the item's ranking keys, kept by the
+-- triggers below in the statement that changes the item: whether the
+-- keyword occurs in the lower-cased name (name_miss false: it does, worth
+-- the extra half), thumbs_down - thumbs_up, price, and the lower-cased name
+-- (for the other query keywords' halves).  A one-keyword search reads its
+-- page off item_keywords_ranked in ranking order; a search with several
+-- keywords scores only the rows of its keywords in its category.
+CREATE TABLE IF NOT EXISTS item_keywords (
+    item_id   bigint NOT NULL,
+    keyword   text NOT NULL,
+    category  integer NOT NULL,
+    name_miss boolean NOT NULL,
+    votes     integer NOT NULL,
+    price     numeric(12, 2) NOT NULL,
+    name      text NOT NULL,
+    PRIMARY KEY (item_id, keyword)
+);
+CREATE INDEX IF NOT EXISTS item_keywords_ranked ON item_keywords
+    (category, keyword, name_miss, votes, price, item_id) INCLUDE (name);
+
+-- The rows of item_keywords for the items of a statement, from its
+-- transition table (so a bulk INSERT or COPY fills them in one go).
+CREATE OR REPLACE FUNCTION item_keywords_of_new() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
+    SELECT DISTINCT ON (n.id, k) n.id, k, n.category, strpos(lower(n.name), k) = 0,
+           n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
+    FROM new_items AS n, unnest(n.keywords) AS k
+    WHERE n.quantity > 0;
+    RETURN NULL;
+END
+$$;
+
+-- After an update of one item: its price or votes follow into its rows; a
+-- change of name, keywords or category, or of being on sale, writes them
+-- anew.  Stock changes that keep an item on sale do not come here (WHEN).
+CREATE OR REPLACE FUNCTION item_keywords_of_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (NEW.quantity > 0) = (OLD.quantity > 0) AND NEW.name = OLD.name
+       AND NEW.keywords = OLD.keywords AND NEW.category = OLD.category THEN
+        UPDATE item_keywords
+        SET votes = NEW.thumbs_down - NEW.thumbs_up, price = NEW.price
+        WHERE item_id = NEW.id;
+        RETURN NULL;
+    END IF;
+    DELETE FROM item_keywords WHERE item_id = OLD.id;
+    IF NEW.quantity > 0 THEN
+        INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
+        SELECT DISTINCT ON (k) NEW.id, k, NEW.category, strpos(lower(NEW.name), k) = 0,
+               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name)
+        FROM unnest(NEW.keywords) AS k;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION item_keywords_of_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM item_keywords WHERE item_id IN (SELECT id FROM old_items);
+    RETURN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'items_keywords_insert') THEN
+        CREATE TRIGGER items_keywords_insert AFTER INSERT ON items
+            REFERENCING NEW TABLE AS new_items
+            FOR EACH STATEMENT EXECUTE FUNCTION item_keywords_of_new();
+        CREATE TRIGGER items_keywords_update AFTER UPDATE ON items
+            FOR EACH ROW WHEN (
+                (NEW.quantity > 0) <> (OLD.quantity > 0) OR NEW.price <> OLD.price
+                OR NEW.thumbs_down - NEW.thumbs_up <> OLD.thumbs_down - OLD.thumbs_up
+                OR NEW.name <> OLD.name OR NEW.keywords <> OLD.keywords
+                OR NEW.category <> OLD.category)
+            EXECUTE FUNCTION item_keywords_of_update();
+        CREATE TRIGGER items_keywords_delete AFTER DELETE ON items
+            REFERENCING OLD TABLE AS old_items
+            FOR EACH STATEMENT EXECUTE FUNCTION item_keywords_of_delete();
+        -- Items that were there before the table.
+        INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
+        SELECT DISTINCT ON (i.id, k) i.id, k, i.category, strpos(lower(i.name), k) = 0,
+               i.thumbs_down - i.thumbs_up, i.price, lower(i.name)
+        FROM items AS i, unnest(i.keywords) AS k
+        WHERE i.quantity > 0
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
 
 -- The active cart of each buyer session, filed under the session's key.
 CREATE TABLE IF NOT EXISTS active_cart_lines (

@@ -58,7 +58,8 @@ class BuyerApis:
             payload, "limit", 1, SEARCH_LIMIT_MAX, default=SEARCH_LIMIT_DEFAULT
         )
         offset = validate.integer(payload, "offset", 0, default=0)
-        items = await productdb.search(self.product, category, keywords, limit, offset)
+        after = validate.search_cursor(payload)
+        items = await productdb.search(self.product, category, keywords, limit, offset, after)
         return {"items": items}
 
     async def get_item(self, call: Call) -> dict:

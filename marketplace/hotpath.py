@@ -61,15 +61,25 @@ SELECT s.account_id, i.id IS NOT NULL, {productdb.item_json('i')}::text
 FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
 """
 
-# productdb's search, for a live session.
-_SEARCH = f"""{_LIVE}
+
+
+def _search(sql: str) -> str:
+    """One of productdb's search statements, for a live session."""
+    return f"""{_LIVE}
 SELECT s.account_id, true, json_build_object('items', coalesce((
     SELECT json_agg({productdb.item_json('m', "'score', m.score")}
-                    ORDER BY m.score DESC, m.thumbs_up - m.thumbs_down DESC, m.price, m.id)
-    FROM ({productdb.SEARCH}) AS m
+                    ORDER BY m.score DESC, m.thumbs_down - m.thumbs_up, m.price, m.id)
+    FROM ({sql}) AS m
 ), '[]'))::text
 FROM live AS s
 """
+
+
+_SEARCHES = {
+    "all": _search(productdb.SEARCH_ALL),
+    "one": _search(productdb.SEARCH_ONE),
+    "many": _search(productdb.SEARCH_MANY),
+}
 
 _CART_LINES = "SELECT item_id, quantity FROM active_cart_lines WHERE session_key = %(key)s"
 
@@ -188,12 +198,11 @@ class BuyerHotPath(_Fused):
                 payload, "limit", 1, self.max_limit, default=self.default_limit
             )
             offset = validate.integer(payload, "offset", 0, default=0)
+            after = validate.search_cursor(payload)
         except ApiError:
             return _usual_path()
-        args = self._args(
-            call, category=category, keywords=keywords, limit=limit, offset=offset
-        )
-        return self._answer("hot_search", _SEARCH, args)
+        shape, _, args = productdb.search_statement(category, keywords, limit, offset, after)
+        return self._answer(f"hot_search_{shape}", _SEARCHES[shape], self._args(call, **args))
 
     def get_item(self, call: Call) -> defer.Deferred:
         try:

@@ -3,8 +3,9 @@
 All of its SQL is here.  Items come back as the dicts PROTOCOL.md describes.
 """
 
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from marketplace.database import Database
 from marketplace.validate import format_item_id
@@ -152,34 +153,153 @@ async def seller_counts(db: Database, seller_id: int) -> dict:
     }
 
 
-# Search: see PROTOCOL.md (Search) and the README for the scoring.  The hot
-# path (marketplace/hotpath.py) joins this same statement onto the session.
-SEARCH = f"""
-SELECT {ITEM_COLUMNS}, score FROM (
-    SELECT i.*,
-        (SELECT count(*) FROM unnest(%(keywords)s::text[]) AS k
-          WHERE k = ANY (i.keywords))
-        + 0.5 * (SELECT count(*) FROM unnest(%(keywords)s::text[]) AS k
-          WHERE strpos(lower(i.name), k) > 0) AS score
-    FROM items AS i
-    WHERE i.category = %(category)s AND i.quantity > 0
-      AND (cardinality(%(keywords)s::text[]) = 0 OR i.keywords && %(keywords)s::text[])
-) AS matches
-ORDER BY score DESC, thumbs_up - thumbs_down DESC, price, id
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in ITEM_COLUMNS.split(","))
+
+
+# Search: see docs/PROTOCOL.md (Search) for the ranking: score (highest
+# first), thumbs_up - thumbs_down (highest first), price, item id.  Each
+# statement answers ITEM_COLUMNS and the score, ranked; the hot path
+# (marketplace/hotpath.py) joins the same statements onto the session.
+#
+# The rank of an item is the row (-score, thumbs_down - thumbs_up, price,
+# id), smallest first, so a page after a keyset cursor (L{SearchCursor}) is
+# one row comparison that the indexes (schema.sql, items_ranked and
+# item_keywords_ranked) answer in order.  Every statement takes
+# %(category)s, %(limit)s, %(offset)s and the cursor's %(votes)s, %(price)s
+# and %(id)s; the cursor of the first page is L{FIRST}.
+
+# No keywords: every item on sale in the category, score 0, straight off
+# items_ranked in ranking order.
+SEARCH_ALL = f"""
+SELECT {_columns('i')}, 0.0 AS score FROM items AS i
+WHERE category = %(category)s AND quantity > 0
+  AND (thumbs_down - thumbs_up, price, id)
+      > (%(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+ORDER BY thumbs_down - thumbs_up, price, id
 LIMIT %(limit)s OFFSET %(offset)s
 """
 
+# One keyword: its list in the category, straight off item_keywords_ranked
+# in ranking order: the items with the keyword in their name (score 1.5)
+# first, then the others (1.0).  %(name_miss)s is the cursor's part.
+SEARCH_ONE = f"""
+SELECT {_columns('i')}, CASE WHEN k.name_miss THEN 1.0 ELSE 1.5 END AS score
+FROM (
+    SELECT item_id, name_miss, votes, price FROM item_keywords
+    WHERE category = %(category)s AND keyword = %(keyword)s::text
+      AND (name_miss, votes, price, item_id)
+          > (%(name_miss)s::boolean, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY name_miss, votes, price, item_id
+    LIMIT %(limit)s OFFSET %(offset)s
+) AS k JOIN items AS i ON i.id = k.item_id
+ORDER BY k.name_miss, k.votes, k.price, k.item_id
+"""
+
+# Up to five keywords, given as %(keywords)s: only the rows of those
+# keywords in the category are read (an index-only scan of
+# item_keywords_ranked); an item's rows give how many keywords it shares
+# and its lower-cased name, hence its score, without reading the item.
+# Only the page's items are read from items.
+SEARCH_MANY = f"""
+SELECT {_columns('i')}, m.score FROM (
+    SELECT c.item_id, c.votes, c.price,
+        c.shared + 0.5 * (
+            coalesce((strpos(c.name, (%(keywords)s::text[])[1]) > 0)::int, 0)
+            + coalesce((strpos(c.name, (%(keywords)s::text[])[2]) > 0)::int, 0)
+            + coalesce((strpos(c.name, (%(keywords)s::text[])[3]) > 0)::int, 0)
+            + coalesce((strpos(c.name, (%(keywords)s::text[])[4]) > 0)::int, 0)
+            + coalesce((strpos(c.name, (%(keywords)s::text[])[5]) > 0)::int, 0)
+        ) AS score
+    FROM (
+        SELECT item_id, count(*) AS shared, any_value(votes) AS votes,
+               any_value(price) AS price, any_value(name) AS name
+        FROM item_keywords
+        WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
+        GROUP BY item_id
+    ) AS c
+) AS m JOIN items AS i ON i.id = m.item_id
+WHERE (-m.score, m.votes, m.price, m.item_id)
+    > (-%(score)s::numeric, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+ORDER BY m.score DESC, m.votes, m.price, m.item_id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+#: Lower than any item's votes (thumbs_down - thumbs_up) and price: the
+#: cursor before the first item.
+_LOWEST_VOTES = -(2**31 - 1)
+_LOWEST_PRICE = Decimal(-1)
+#: Higher than any: the cursor after the last item.
+_HIGHEST_VOTES = 2**31 - 1
+_HIGHEST_PRICE = Decimal(10) ** 12
+
+
+@dataclass(frozen=True)
+class SearchCursor:
+    """Where a page starts: just after the item of this score, votes
+    (thumbs_down - thumbs_up), price and item number in the ranking."""
+
+    score: Decimal
+    votes: int
+    price: Decimal
+    number: int
+
+
+FIRST = SearchCursor(Decimal("Infinity"), _LOWEST_VOTES, _LOWEST_PRICE, 0)
+
+Cursor = Optional[Tuple[Decimal, int, Decimal, int]]
+
+
+def _cursor_args(cursor: SearchCursor, top: Decimal, bottom: Decimal) -> dict:
+    """The cursor as the row (votes, price, id) of a statement whose items
+    all score from C{bottom} to C{top}: the cursor's own row if its score
+    is one of theirs, before them all if it is higher, after them all if
+    lower."""
+    if cursor.score > top:
+        return {"votes": _LOWEST_VOTES, "price": _LOWEST_PRICE, "id": 0}
+    if cursor.score < bottom:
+        return {"votes": _HIGHEST_VOTES, "price": _HIGHEST_PRICE, "id": 2**63 - 1}
+    return {"votes": cursor.votes, "price": cursor.price, "id": cursor.number}
+
+
+def search_statement(
+    category: int,
+    keywords: List[str],
+    limit: int,
+    offset: int,
+    cursor: Cursor = None,
+) -> Tuple[str, str, dict]:
+    """The search for these fields: a short name for its prepared statement,
+    its SQL (answering ITEM_COLUMNS and the score, ranked) and arguments.
+    C{cursor} is L{validate.search_cursor}'s (score, votes, price, number)
+    of the item the page comes after, or None for the first page."""
+    after = SearchCursor(*cursor) if cursor is not None else FIRST
+    args = {"category": category, "limit": limit, "offset": offset}
+    if not keywords:
+        args.update(_cursor_args(after, Decimal(0), Decimal(0)))
+        return "all", SEARCH_ALL, args
+    if len(keywords) == 1:
+        # Score 1.5 (name_miss false), then 1.0 (true).
+        level = Decimal("1.5") if after.score >= Decimal("1.5") else Decimal(1)
+        args.update(_cursor_args(after, level, level), name_miss=level == 1)
+        return "one", SEARCH_ONE, {**args, "keyword": keywords[0]}
+    score = after.score if after.score.is_finite() else Decimal(100)
+    args.update(_cursor_args(after, score, score), score=score, keywords=keywords)
+    return "many", SEARCH_MANY, args
+
 
 async def search(
-    db: Database, category: int, keywords: List[str], limit: int, offset: int
+    db: Database,
+    category: int,
+    keywords: List[str],
+    limit: int,
+    offset: int,
+    cursor: Cursor = None,
 ) -> List[dict]:
     """Items on sale in C{category} that share a keyword, best first."""
-    rows = await db.query(
-        SEARCH,
-        {"category": category, "keywords": keywords, "limit": limit, "offset": offset},
-    )
+    _, sql, args = search_statement(category, keywords, limit, offset, cursor)
     items = []
-    for row in rows:
+    for row in await db.query(sql, args):
         item = item_from_row(row)
         item["score"] = float(row[10])
         items.append(item)

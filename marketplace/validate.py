@@ -148,6 +148,28 @@ def item_id(payload: dict, name: str = "item_id") -> Tuple[int, int]:
     return category, number
 
 
+def search_cursor(payload: dict, name: str = "after") -> Optional[Tuple[Decimal, int, Decimal, int]]:
+    """A search's keyset cursor: the last item of the previous page as it
+    was answered, of which C{score}, C{thumbs_up}, C{thumbs_down}, C{price}
+    and C{item_id} are read; as (score, thumbs_down - thumbs_up, price,
+    item number), or None when the field is absent."""
+    value = _get(payload, name, False)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad_request(f'field "{name}" must be an item of the previous page')
+    score = value.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float, Decimal)):
+        raise bad_request(f'field "{name}" must have a number "score"')
+    score = Decimal(str(score))
+    if not score.is_finite():
+        raise bad_request(f'field "{name}" must have a finite "score"')
+    up = integer(value, "thumbs_up", 0)
+    down = integer(value, "thumbs_down", 0)
+    _, number = item_id(value)
+    return score, down - up, price(value), number
+
+
 def format_item_id(category: int, number: int) -> str:
     """The wire form of an item id."""
     return f"{category}-{number}"
