@@ -172,28 +172,209 @@ def copy_items(
         connection.close()
 
 
-def voted_items(spec: CatalogSpec, first_id: int, on_sale: Sequence[bool]) -> List[int]:
-    """Which of the catalog's items (numbered from C{first_id}, as COPY
-    numbered them) buyers vote on: C{spec.voted_items} of those with stock
-    enough for every voter, chosen from the seed."""
-    rng = random.Random(f"votes-{spec.seed}")
-    candidates = [first_id + n for n, ok in enumerate(on_sale) if ok]
-    return sorted(rng.sample(candidates, min(spec.voted_items, len(candidates))))
+def _new_items(dsn: str, after_id: int, voters: int) -> List[Tuple[int, int, int]]:
+    """(id, category) of the items numbered above C{after_id}
+    with stock enough for C{voters} purchases, in order."""
+    import psycopg2
+
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, category FROM items WHERE id > %s AND quantity >= %s ORDER BY id",
+                (after_id, voters),
+            )
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def _last_item_id(dsn: str) -> int:
+    import psycopg2
+
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce(max(id), 0) FROM items")
+            return cursor.fetchone()[0]
+    finally:
+        connection.close()
 
 
 def vote_of(spec: CatalogSpec, voter: int, item_number: int) -> bool:
-    """Voter C{voter}'s thumb on item C{item_number}: each item has a
-    quality of its own, so its votes lean one way."""
+    """Voter C{voter}'s thumb on item C{item_number} (counted from the
+    catalog's first): each item has a quality of its own, so that its
+    votes lean one way."""
     quality = random.Random(f"quality-{spec.seed}-{item_number}").random()
     return random.Random(f"vote-{spec.seed}-{voter}-{item_number}").random() < quality
 
 
+PASSWORD = "catalog-password"
+# A card of the right form (see marketplace/bench/workloads.py).
+CARD = {
+    "name": "Catalog Buyer",
+    "card_number": "4111 1111 1111 1111",
+    "expiration_date": "12/99",
+    "security_code": "123",
+}
+#: Lines per purchase of a voter.
+BASKET = 100
+
+
+async def _account(client, username: str) -> None:
+    from marketplace.client import ClientError
+
+    try:
+        await client.create_account(username, PASSWORD)
+    except ClientError as e:
+        if e.code != "USERNAME_TAKEN":
+            raise
+    await client.login(username, PASSWORD)
+
+
+async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]:
+    """The catalog's sellers: real accounts made (or logged into, if they
+    are there from an earlier run) through the seller service; their ids."""
+    from marketplace.client import SellerClient
+
+    client = SellerClient(endpoint, reactor=reactor)
+    ids = []
+    try:
+        for n in range(spec.sellers):
+            await _account(client, f"catalog{spec.seed}-seller{n}")
+            ids.append(client.user_id)
+            await client.logout()
+    finally:
+        await client.close()
+    return ids
+
+
+async def _vote_as(client, spec: CatalogSpec, voter: int, items: Sequence[Tuple[int, int]],
+                   first_id: int, progress: Callable[[int], None]) -> None:
+    """One voter buys one unit of each item (C{BASKET} to a purchase) and
+    votes on it."""
+    from marketplace.client import ClientError
+
+    await _account(client, f"catalog{spec.seed}-voter{voter}")
+    await client.clear_cart()
+    for start in range(0, len(items), BASKET):
+        basket = [f"{category}-{number}" for number, category in items[start:start + BASKET]]
+        for item_id in basket:
+            await client.add_item_to_cart(item_id, 1)
+        while True:
+            try:
+                await client.make_purchase(**CARD)
+                break
+            except ClientError as e:
+                # The payments service declines a share of good cards at random.
+                if e.code != "PAYMENT_DECLINED":
+                    raise
+        for (number, _), item_id in zip(items[start:start + BASKET], basket):
+            await client.provide_feedback(item_id, vote_of(spec, voter, number - first_id))
+        progress(len(basket))
+    await client.logout()
+
+
+async def cast_votes(endpoint: str, spec: CatalogSpec, items: Sequence[Tuple[int, int]],
+                     first_id: int, reactor, progress: Callable[[int], None]) -> None:
+    """Every one of C{spec.voters} buyers buys each of C{items} ((number,
+    category) pairs) and votes on it, through the buyer service, all
+    voters at once."""
+    from twisted.internet import defer
+
+    from marketplace.client import BuyerClient, open_clients
+
+    clients = await open_clients(BuyerClient, spec.voters, endpoint, reactor)
+    try:
+        await defer.gatherResults(
+            [
+                defer.Deferred.fromCoroutine(
+                    _vote_as(client, spec, voter, items, first_id, progress)
+                )
+                for voter, client in enumerate(clients)
+            ],
+            consumeErrors=True,
+        )
+    finally:
+        await defer.gatherResults([client.close() for client in clients])
+
+
+@dataclass
+class Built:
+    """What L{build} made and how long each part took, in seconds."""
+
+    spec: CatalogSpec
+    seller_ids: List[int]
+    first_id: int
+    voted: int
+    seconds: dict
+
+
+async def build(
+    spec: CatalogSpec,
+    seller: str,
+    buyer: str,
+    product_dsn: str,
+    reactor,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Built:
+    """Fill a deployment with the catalog of C{spec}: sellers through the
+    seller service C{seller}, items by COPY into the product database
+    C{product_dsn} (in a thread), votes through the buyer service C{buyer}.
+    C{progress(stage, done, total)} is told how far each stage is."""
+    import time
+
+    from twisted.internet import threads
+
+    def tell(stage: str, total: int) -> Callable[[int], None]:
+        done = [0]
+
+        def step(count: int) -> None:
+            done[0] += count
+            if progress is not None:
+                reactor.callFromThread(progress, stage, done[0], total)
+
+        return step
+
+    seconds = {}
+    started = time.monotonic()
+    seller_ids = await create_sellers(seller, spec, reactor)
+    seconds["sellers"] = time.monotonic() - started
+    mark = time.monotonic()
+    first_id = await threads.deferToThreadPool(
+        reactor, reactor.getThreadPool(), _last_item_id, product_dsn
+    ) + 1
+    await threads.deferToThreadPool(
+        reactor, reactor.getThreadPool(), copy_items, product_dsn, spec, seller_ids,
+        tell("items", spec.items),
+    )
+    seconds["items"] = time.monotonic() - mark
+    mark = time.monotonic()
+    voted: List[Tuple[int, int]] = []
+    if spec.voted_items and spec.voters:
+        stocked = await threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), _new_items, product_dsn, first_id - 1, spec.voters
+        )
+        rng = random.Random(f"votes-{spec.seed}")
+        voted = sorted(
+            (number, category)
+            for number, category in rng.sample(stocked, min(spec.voted_items, len(stocked)))
+        )
+        await cast_votes(buyer, spec, voted, first_id, reactor, tell("votes", len(voted) * spec.voters))
+    seconds["votes"] = time.monotonic() - mark
+    seconds["total"] = time.monotonic() - started
+    return Built(spec, seller_ids, first_id, len(voted), seconds)
+
+
 __all__ = [
+    "Built",
     "CatalogSpec",
     "WordDrawer",
+    "build",
+    "cast_votes",
     "copy_items",
+    "create_sellers",
     "items",
     "vocabulary",
     "vote_of",
-    "voted_items",
 ]
