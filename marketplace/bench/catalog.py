@@ -42,7 +42,7 @@ class CatalogSpec:
     seed: int = 1
     categories: int = 20
     words: int = 3000
-    sellers: int = 50
+    sellers: int = 20
     #: The exponent of the words' Zipf-like frequency (1: the classic one).
     zipf: float = 1.0
     #: Prices are whole amounts from 1 to this, ending in .00, .49 or .99,
@@ -233,20 +233,40 @@ async def _account(client, username: str) -> None:
 
 
 async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]:
-    """The catalog's sellers: real accounts made (or logged into, if they
-    are there from an earlier run) through the seller service; their ids."""
-    from marketplace.client import SellerClient
+    """The catalog's sellers: real accounts made through the seller service
+    (several at a time: each costs a password hash), or looked up by
+    logging in if an earlier run made them; their ids, in order."""
+    from twisted.internet import defer
+
+    from marketplace.client import ClientError, SellerClient
 
     client = SellerClient(endpoint, reactor=reactor)
-    ids = []
+
+    async def one(n: int) -> int:
+        username = f"catalog{spec.seed}-seller{n}"
+        try:
+            return (await client.create_account(username, PASSWORD))["seller_id"]
+        except ClientError as e:
+            if e.code != "USERNAME_TAKEN":
+                raise
+        other = SellerClient(endpoint, reactor=reactor)
+        try:
+            seller_id = (await other.login(username, PASSWORD))["seller_id"]
+            await other.logout()
+            return seller_id
+        finally:
+            await other.close()
+
+    semaphore = defer.DeferredSemaphore(8)
     try:
-        for n in range(spec.sellers):
-            await _account(client, f"catalog{spec.seed}-seller{n}")
-            ids.append(client.user_id)
-            await client.logout()
+        ids = await defer.gatherResults(
+            [semaphore.run(lambda n=n: defer.Deferred.fromCoroutine(one(n)))
+             for n in range(spec.sellers)],
+            consumeErrors=True,
+        )
     finally:
         await client.close()
-    return ids
+    return sorted(ids)
 
 
 async def _vote_as(client, spec: CatalogSpec, voter: int, items: Sequence[Tuple[int, int]],

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from marketplace.bench import report
+from marketplace.bench import catalogcli, report
 from marketplace.bench.runner import Plan, Progress, drive
 from marketplace.bench.stats import LiveThroughput, RunResult, merge_runs, summarise
 from marketplace.bench.workloads import WORKLOADS
@@ -105,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
                    " its port + k), to measure their cost or watch with marketplace-top")
     p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                    help="processes per service with --launch (default: the cores, %(default)s)")
+    p.add_argument("--catalog", type=_positive, metavar="N",
+                   help="first fill the deployment with a generated catalog of N items"
+                   " (marketplace-catalog; with --launch or --product-db)")
+    p.add_argument("--product-db", default=os.environ.get("MARKETPLACE_PRODUCT_DB"),
+                   help="the product database, for --catalog without --launch")
+    catalogcli.add_options(p)
     p.add_argument("--idle", type=int, default=0, metavar="N",
                    help="also open N idle connections to each service and report the"
                    " resident memory of the processes listening on its port")
@@ -334,6 +340,29 @@ def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[i
     }
 
 
+def _fill_catalog(args, launched) -> str:
+    """Run marketplace-catalog (a process of its own, with its own reactor)
+    on the deployment; its summary line."""
+    import subprocess
+
+    dsn = launched.product_dsn() if launched is not None else args.product_db
+    if not dsn:
+        raise SystemExit("marketplace-bench: --catalog needs --launch or --product-db")
+    command = [
+        sys.executable, "-m", "marketplace.bench.catalogcli", str(args.catalog),
+        "--seller", args.seller, "--buyer", args.buyer, "--product-db", dsn,
+        "--seed", str(args.seed), "--categories", str(args.categories),
+        "--words", str(args.words), "--sellers", str(args.sellers),
+        "--voters", str(args.voters),
+    ]
+    if args.voted is not None:
+        command += ["--voted", str(args.voted)]
+    if args.no_progress:
+        command.append("--no-progress")
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    return done.stdout.strip()
+
+
 def _facts(args, launched) -> Dict[str, str]:
     facts = {
         "machine": f"{os.cpu_count()} cores, {_memory_total()}, Python {sys.version.split()[0]}",
@@ -377,6 +406,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"starting: {' '.join(launched.command())}", file=sys.stderr)
         launched.start()
         args.seller, args.buyer = launched.seller, launched.buyer
+    catalog_made = ""
+    if args.catalog:
+        try:
+            catalog_made = _fill_catalog(args, launched)
+        except BaseException:
+            if launched is not None:
+                launched.stop()
+            raise
+        print(catalog_made, file=sys.stderr)
     plan = Plan(
         seller=args.seller,
         buyer=args.buyer,
@@ -385,6 +423,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs=args.runs,
         workload=args.workload,
         items=args.items,
+        catalog_seed=args.seed,
+        catalog_words=args.words,
+        catalog_categories=args.categories,
     ).with_tag()
     show_progress = not args.no_progress
     memory = None
@@ -413,6 +454,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         procs=args.procs,
         facts=_facts(args, launched),
     )
+    if catalog_made:
+        setup.facts["catalog"] = catalog_made.removeprefix("catalog: ")
     if memory:
         for m in memory:
             setup.facts[f"memory, {m['role']} service with {m['connections']} idle connections"] = (

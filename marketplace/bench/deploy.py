@@ -56,6 +56,12 @@ class LocalMarketplace:
     def buyer(self) -> str:
         return f"tcp:host=127.0.0.1:port={self.buyer_port}"
 
+    def product_dsn(self) -> str:
+        """The connection string of its (embedded) product database."""
+        from marketplace.bench.catalogcli import embedded_dsn
+
+        return embedded_dsn(self.folder / "data")
+
     def command(self) -> List[str]:
         command = [
             _twistd(), "--nodaemon", "--pidfile=", f"--logfile={self.log}", "marketplace",

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from marketplace.bench import catalog
 from marketplace.bench.stats import Recorder, RunResult
 from marketplace.bench.workloads import (
     ITEMS_PER_SELLER,
@@ -49,6 +50,11 @@ class Plan:
     items: int = ITEMS_PER_SELLER
     #: Prefix of the usernames, so that benchmarks on one deployment differ.
     tag: str = ""
+    #: The catalog the search-shapes and upkeep workloads draw words and
+    #: categories from (marketplace/bench/catalog.py).
+    catalog_seed: int = 1
+    catalog_words: int = 3000
+    catalog_categories: int = 20
 
     def total_calls(self) -> int:
         """Calls of every run of every scenario, both roles."""
@@ -182,11 +188,16 @@ class Scenario:
         ]
         await _limited([lambda s=s: self._sign_in(s) for s in self.sellers + self.buyers])
         await _limited([lambda s=s: self._stock(s) for s in self.sellers])
+        words = catalog.vocabulary(self.plan.catalog_seed, self.plan.catalog_words)
         for seller, buyer in zip(self.sellers, self.buyers):
             buyer.item_ids = list(seller.item_ids)
             buyer.category = _category_of(seller.item_ids[0]) if seller.item_ids else 0
             buyer.rng.seed(buyer.index)
             seller.rng.seed(seller.index)
+            for state in (seller, buyer):
+                state.words = words
+                state.categories = self.plan.catalog_categories
+                state.drawer = catalog.WordDrawer(words, 1.0, state.rng)
         if self.workload.needs:
             await self._check_api(self.workload.needs)
 

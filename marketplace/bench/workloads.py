@@ -40,6 +40,11 @@ class ClientState:
     category: int = 0
     rng: random.Random = field(default_factory=random.Random)
     position: int = 0
+    #: The catalog's words, most frequent first, and its categories (the
+    #: search-shapes and upkeep workloads).
+    words: List[str] = field(default_factory=list)
+    categories: int = CATEGORIES
+    drawer: object = None
 
     def next_item(self) -> str:
         """The client's items in turn."""
@@ -101,6 +106,53 @@ def display_cart(state: ClientState) -> Tuple[str, defer.Deferred]:
     return "DisplayCart", client.display_cart()
 
 
+# Search shapes (on a catalog of marketplace/bench/catalog.py): each is
+# labelled as an API of its own in the report.
+
+
+def _shape(label: str, keywords: Callable[["ClientState"], List[str]]) -> Step:
+    def step(state: ClientState) -> Tuple[str, defer.Deferred]:
+        client: BuyerClient = state.client
+        category = state.rng.randrange(state.categories)
+        return label, client.search_items_for_sale(category, keywords(state))
+
+    step.__name__ = label
+    return step
+
+
+search_none = _shape("Search, no keywords", lambda state: [])
+search_common = _shape("Search, the most common keyword", lambda state: state.words[:1])
+search_rare = _shape(
+    "Search, one rare keyword",
+    lambda state: [state.words[state.rng.randrange(len(state.words) // 2, len(state.words))]],
+)
+search_three = _shape(
+    "Search, three keywords (Zipf)", lambda state: state.drawer.distinct(3)
+)
+search_three_common = _shape(
+    "Search, the three most common keywords", lambda state: state.words[:3]
+)
+
+
+def register_item(state: ClientState) -> Tuple[str, defer.Deferred]:
+    client: SellerClient = state.client
+    rng = state.rng
+    words = [state.drawer.draw() for _ in range(2)]
+    return "RegisterItemForSale", client.register_item_for_sale(
+        item_name=" ".join(words).capitalize()[:32],
+        category=rng.randrange(state.categories),
+        keywords=state.drawer.distinct(3),
+        condition="new",
+        price=Decimal(rng.randrange(100, 50000)) / 100,
+        quantity=1000,
+    )
+
+
+def take_one_off_sale(state: ClientState) -> Tuple[str, defer.Deferred]:
+    client: SellerClient = state.client
+    return "UpdateUnitsForSale", client.update_units_for_sale(state.next_item(), 1)
+
+
 # A card of the right form: it passes the Luhn check and has not expired,
 # so the financial-transactions service approves it with its approval rate.
 CARD = {
@@ -146,6 +198,22 @@ WORKLOADS: Dict[str, Workload] = {
             " sellers DisplayItemsForSale, ChangeItemPrice",
             seller=(display_items, change_price),
             buyer=(search, get_item, add_to_cart, display_cart),
+        ),
+        Workload(
+            "search-shapes",
+            "buyers SearchItemsForSale of each shape (no keywords, the most common"
+            " keyword, a rare one, three drawn by frequency, the three most common),"
+            " GetItem, AddItemToCart; sellers DisplayItemsForSale (use with --catalog)",
+            seller=(display_items,),
+            buyer=(search_none, search_common, search_rare, search_three,
+                   search_three_common, get_item, add_to_cart),
+        ),
+        Workload(
+            "upkeep",
+            "sellers RegisterItemForSale, ChangeItemPrice, UpdateUnitsForSale (one"
+            " unit); buyers DisplayCart: the writes that keep search's indexes",
+            seller=(register_item, change_price, take_one_off_sale),
+            buyer=(display_cart,),
         ),
         Workload(
             "purchase",
