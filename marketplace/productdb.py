@@ -203,26 +203,29 @@ ORDER BY k.name_miss, k.votes, k.price, k.item_id
 # Only the page's items are read from items.
 SEARCH_MANY = f"""
 SELECT {_columns('i')}, m.score FROM (
-    SELECT c.item_id, c.votes, c.price,
-        c.shared + 0.5 * (
-            coalesce((strpos(c.name, (%(keywords)s::text[])[1]) > 0)::int, 0)
-            + coalesce((strpos(c.name, (%(keywords)s::text[])[2]) > 0)::int, 0)
-            + coalesce((strpos(c.name, (%(keywords)s::text[])[3]) > 0)::int, 0)
-            + coalesce((strpos(c.name, (%(keywords)s::text[])[4]) > 0)::int, 0)
-            + coalesce((strpos(c.name, (%(keywords)s::text[])[5]) > 0)::int, 0)
-        ) AS score
-    FROM (
-        SELECT item_id, count(*) AS shared, any_value(votes) AS votes,
-               any_value(price) AS price, any_value(name) AS name
-        FROM item_keywords
-        WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
-        GROUP BY item_id
-    ) AS c
+    SELECT item_id, votes, price, score FROM (
+        SELECT c.item_id, c.votes, c.price,
+            c.shared + 0.5 * (
+                coalesce((strpos(c.name, (%(keywords)s::text[])[1]) > 0)::int, 0)
+                + coalesce((strpos(c.name, (%(keywords)s::text[])[2]) > 0)::int, 0)
+                + coalesce((strpos(c.name, (%(keywords)s::text[])[3]) > 0)::int, 0)
+                + coalesce((strpos(c.name, (%(keywords)s::text[])[4]) > 0)::int, 0)
+                + coalesce((strpos(c.name, (%(keywords)s::text[])[5]) > 0)::int, 0)
+            ) AS score
+        FROM (
+            SELECT item_id, count(*) AS shared, any_value(votes) AS votes,
+                   any_value(price) AS price, any_value(name) AS name
+            FROM item_keywords
+            WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
+            GROUP BY item_id
+        ) AS c
+    ) AS scored
+    WHERE (-score, votes, price, item_id)
+        > (-%(score)s::numeric, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY score DESC, votes, price, item_id
+    LIMIT %(limit)s OFFSET %(offset)s
 ) AS m JOIN items AS i ON i.id = m.item_id
-WHERE (-m.score, m.votes, m.price, m.item_id)
-    > (-%(score)s::numeric, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
 ORDER BY m.score DESC, m.votes, m.price, m.item_id
-LIMIT %(limit)s OFFSET %(offset)s
 """
 
 #: Lower than any item's votes (thumbs_down - thumbs_up) and price: the

@@ -52,6 +52,9 @@ class CatalogSpec:
     voted_items: int = 0
     #: Buyers who vote on each of them.
     voters: int = 5
+    #: The first items of the catalog are there already (from an earlier
+    #: run with the same seed and a smaller C{items}): add only the rest.
+    skip: int = 0
 
 
 def vocabulary(seed: int, size: int) -> List[str]:
@@ -108,7 +111,7 @@ def items(spec: CatalogSpec, seller_ids: Sequence[int]) -> Iterator[Item]:
     rng = random.Random(f"items-{spec.seed}")
     drawer = WordDrawer(vocabulary(spec.seed, spec.words), spec.zipf, rng)
     cents = (Decimal("0.00"), Decimal("0.49"), Decimal("0.99"))
-    for _ in range(spec.items):
+    for n in range(spec.items):
         name_words = [drawer.draw() for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))]
         while len(name_words) > 1 and len(" ".join(name_words)) > NAME_MAX:
             name_words.pop()
@@ -118,7 +121,7 @@ def items(spec: CatalogSpec, seller_ids: Sequence[int]) -> Iterator[Item]:
             # Often the first word of the name is also a keyword.
             keywords = [name_words[0]] + keywords[:4]
         quantity = 0 if rng.random() < 0.05 else rng.randint(1, 100)
-        yield (
+        item = (
             rng.choice(seller_ids),
             name[:NAME_MAX],
             rng.randrange(spec.categories),
@@ -127,6 +130,8 @@ def items(spec: CatalogSpec, seller_ids: Sequence[int]) -> Iterator[Item]:
             rng.randint(1, spec.price_max) + rng.choice(cents),
             quantity,
         )
+        if n >= spec.skip:
+            yield item
 
 
 def _copy_line(item: Item) -> str:
@@ -366,7 +371,7 @@ async def build(
     ) + 1
     await threads.deferToThreadPool(
         reactor, reactor.getThreadPool(), copy_items, product_dsn, spec, seller_ids,
-        tell("items", spec.items),
+        tell("items", spec.items - spec.skip),
     )
     seconds["items"] = time.monotonic() - mark
     mark = time.monotonic()

@@ -16,6 +16,7 @@ long each took.
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("MARKETPLACE_DATA_DIR", "var")),
                    help="folder of the embedded PostgreSQL (default %(default)s)")
+    p.add_argument("--skip", type=_count, default=0, metavar="K",
+                   help="the catalog's first K items are there already (an earlier run"
+                   " with the same seed): add items K+1 to N only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -149,8 +153,9 @@ def summary(built) -> str:
     s = built.seconds
     spec = built.spec
     return (
-        f"catalog: {spec.items:,} items (seed {spec.seed}, {spec.categories} categories,"
-        f" {spec.words:,} words) from item {built.first_id}, {len(built.seller_ids)}"
+        f"catalog: {spec.items - spec.skip:,} items (seed {spec.seed}, {spec.categories} categories,"
+        f" {spec.words:,} words{f', after its first {spec.skip:,}' if spec.skip else ''})"
+        f" from item {built.first_id}, {len(built.seller_ids)}"
         f" sellers, {built.voted:,} items with {spec.voters} votes each;"
         f" {s['total']:.1f} s (sellers {s['sellers']:.1f} s, items {s['items']:.1f} s,"
         f" votes {s['votes']:.1f} s)"
@@ -160,8 +165,10 @@ def summary(built) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     dsn = args.product_db or embedded_dsn(args.data_dir)
-    built = fill(spec_of(args, args.items), args.seller, args.buyer, dsn,
-                 not args.no_progress)
+    if args.skip >= args.items:
+        raise SystemExit("marketplace-catalog: --skip must be below N")
+    spec = replace(spec_of(args, args.items - args.skip), items=args.items, skip=args.skip)
+    built = fill(spec, args.seller, args.buyer, dsn, not args.no_progress)
     print(summary(built))
     return 0
 
