@@ -92,7 +92,8 @@ DROP INDEX IF EXISTS items_keywords;
 -- the extra half), thumbs_down - thumbs_up, price, and the lower-cased name
 -- (for the other query keywords' halves).  A one-keyword search reads its
 -- page off item_keywords_ranked in ranking order; a search with several
--- keywords scores only the rows of its keywords in its category.
+-- keywords scores only the rows of its keywords in its category.  The
+-- triggers find an item's rows by item_keywords_item.
 CREATE TABLE IF NOT EXISTS item_keywords (
     item_id   bigint NOT NULL,
     keyword   text NOT NULL,
@@ -100,13 +101,13 @@ CREATE TABLE IF NOT EXISTS item_keywords (
     name_miss boolean NOT NULL,
     votes     integer NOT NULL,
     price     numeric(12, 2) NOT NULL,
-    name      text NOT NULL,
-    PRIMARY KEY (item_id, keyword)
+    name      text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS item_keywords_ranked ON item_keywords
     (category, keyword, name_miss, votes, price, item_id) INCLUDE (name);
+CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 
--- The rows of item_keywords for the items of a statement, from its
+-- The rows of item_keywords of the items of a statement, from its
 -- transition table (so a bulk INSERT or COPY fills them in one go).
 CREATE OR REPLACE FUNCTION item_keywords_of_new() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -130,7 +131,7 @@ BEGIN
        AND NEW.keywords = OLD.keywords AND NEW.category = OLD.category THEN
         UPDATE item_keywords
         SET votes = NEW.thumbs_down - NEW.thumbs_up, price = NEW.price
-        WHERE item_id = NEW.id;
+        WHERE item_id = OLD.id;
         RETURN NULL;
     END IF;
     DELETE FROM item_keywords WHERE item_id = OLD.id;
@@ -168,13 +169,13 @@ BEGIN
         CREATE TRIGGER items_keywords_delete AFTER DELETE ON items
             REFERENCING OLD TABLE AS old_items
             FOR EACH STATEMENT EXECUTE FUNCTION item_keywords_of_delete();
-        -- Items that were there before the table.
+        -- The items that were there before the triggers.
+        TRUNCATE item_keywords;
         INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
         SELECT DISTINCT ON (i.id, k) i.id, k, i.category, strpos(lower(i.name), k) = 0,
                i.thumbs_down - i.thumbs_up, i.price, lower(i.name)
         FROM items AS i, unnest(i.keywords) AS k
-        WHERE i.quantity > 0
-        ON CONFLICT DO NOTHING;
+        WHERE i.quantity > 0;
     END IF;
 END
 $$;

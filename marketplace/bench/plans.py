@@ -16,7 +16,7 @@ from marketplace.bench.catalog import WordDrawer, vocabulary
 _SIZES = """
 SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid))
 FROM pg_class AS c
-WHERE c.relname IN ('items', 'items_pkey', 'items_seller', 'items_ranked',
+WHERE c.relname IN ('items', 'items_pkey', 'items_seller', 'items_ranked', 'item_keywords_item',
                     'item_keywords', 'item_keywords_pkey', 'item_keywords_ranked')
 ORDER BY c.relname
 """
