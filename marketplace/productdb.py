@@ -4,7 +4,7 @@ All of its SQL is here.  Items come back as the dicts PROTOCOL.md describes.
 """
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import List, Optional, Sequence, Tuple
 
 from marketplace.database import Database
@@ -199,33 +199,33 @@ ORDER BY k.name_miss, k.votes, k.price, k.item_id
 # Up to five keywords, given as %(keywords)s: only the rows of those
 # keywords in the category are read (an index-only scan of
 # item_keywords_ranked); an item's rows give how many keywords it shares
-# and its lower-cased name, hence its score, without reading the item.
-# Only the page's items are read from items.
+# and its lower-cased name, hence its score, without reading the item.  The
+# score is counted in halves (an integer: cheaper to add up and sort) until
+# the page is cut; %(halves)s is the cursor's.  Only the page's items are
+# read from items.
 SEARCH_MANY = f"""
-SELECT {_columns('i')}, m.score FROM (
-    SELECT item_id, votes, price, score FROM (
-        SELECT c.item_id, c.votes, c.price,
-            c.shared + 0.5 * (
-                coalesce((strpos(c.name, (%(keywords)s::text[])[1]) > 0)::int, 0)
-                + coalesce((strpos(c.name, (%(keywords)s::text[])[2]) > 0)::int, 0)
-                + coalesce((strpos(c.name, (%(keywords)s::text[])[3]) > 0)::int, 0)
-                + coalesce((strpos(c.name, (%(keywords)s::text[])[4]) > 0)::int, 0)
-                + coalesce((strpos(c.name, (%(keywords)s::text[])[5]) > 0)::int, 0)
-            ) AS score
+SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+    SELECT item_id, halves, votes, price FROM (
+        SELECT item_id, 2 * count(*) + max(hits) AS halves,
+               any_value(votes) AS votes, any_value(price) AS price
         FROM (
-            SELECT item_id, count(*) AS shared, any_value(votes) AS votes,
-                   any_value(price) AS price, any_value(name) AS name
+            SELECT item_id, votes, price,
+                coalesce((strpos(name, (%(keywords)s::text[])[1]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[2]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[3]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[4]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[5]) > 0)::int, 0) AS hits
             FROM item_keywords
             WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
-            GROUP BY item_id
-        ) AS c
+        ) AS rows
+        GROUP BY item_id
     ) AS scored
-    WHERE (-score, votes, price, item_id)
-        > (-%(score)s::numeric, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
-    ORDER BY score DESC, votes, price, item_id
+    WHERE (-halves, votes, price, item_id)
+        > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY halves DESC, votes, price, item_id
     LIMIT %(limit)s OFFSET %(offset)s
 ) AS m JOIN items AS i ON i.id = m.item_id
-ORDER BY m.score DESC, m.votes, m.price, m.item_id
+ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 """
 
 #: Lower than any item's votes (thumbs_down - thumbs_up) and price: the
@@ -286,8 +286,13 @@ def search_statement(
         level = Decimal("1.5") if after.score >= Decimal("1.5") else Decimal(1)
         args.update(_cursor_args(after, level, level), name_miss=level == 1)
         return "one", SEARCH_ONE, {**args, "keyword": keywords[0]}
-    score = after.score if after.score.is_finite() else Decimal(100)
-    args.update(_cursor_args(after, score, score), score=score, keywords=keywords)
+    # Scores are whole halves: a cursor between two is just before the lower.
+    # No item scores more than 7.5 (15 halves).
+    halves = 100
+    if after.score.is_finite():
+        halves = max(-100, min(100, int((2 * after.score).to_integral_value(ROUND_FLOOR))))
+    level = Decimal(halves) / 2
+    args.update(_cursor_args(after, level, level), halves=int(halves), keywords=keywords)
     return "many", SEARCH_MANY, args
 
 

@@ -174,20 +174,28 @@ class RankingTests(unittest.TestCase):
             self.assertEqual(_summary(by_cursor), expected, (category, keywords))
 
     async def test_cursor_with_offset_and_made_up_cursors(self):
-        category, keywords = 1, [self.words[0]]
-        expected = _summary(reference(self.rows, category, keywords))
-        tenth = (await self.search(category, keywords, limit=10))[-1]
-        page = await self.search(category, keywords, limit=5, offset=3, after=tenth)
-        self.assertEqual(_summary(page), expected[13:18])
-        # A cursor need not be an item that exists: a page starts after
-        # its place in the ranking.
-        for score, shown in ((9, 0), (1.2, None), (0.5, len(expected))):
-            cursor = {"score": score, "thumbs_up": 0, "thumbs_down": 0, "price": 0,
-                      "item_id": "1-0"}
-            page = await self.search(category, keywords, limit=500, after=cursor)
-            if shown is None:
-                shown = sum(1 for item in expected if item[1] > 1.2)
-            self.assertEqual(_summary(page), expected[shown:shown + 500], score)
+        for keywords in ([], [self.words[0]], [self.words[0], self.words[1]]):
+            category = 1
+            expected = _summary(reference(self.rows, category, keywords))
+            tenth = (await self.search(category, keywords, limit=10))[-1]
+            page = await self.search(category, keywords, limit=5, offset=3, after=tenth)
+            self.assertEqual(_summary(page), expected[13:18], keywords)
+            # A cursor need not be an item that exists: a page starts after
+            # its place in the ranking.
+            for score in (1e30, 9, 2.25, 1.5, 1.2, 1, 0.5, 0, -1, -1e30):
+                for up, down, price, number in ((0, 0, 0, 0), (1, 3, 6.49, 10**6)):
+                    cursor = {"score": score, "thumbs_up": up, "thumbs_down": down,
+                              "price": price, "item_id": f"1-{number}"}
+                    place = (-score, down - up, Decimal(str(price)), number)
+                    shown = sum(
+                        1 for item in expected
+                        if (-item[1], item[3] - item[2], item[4], int(item[0].split("-")[1]))
+                        <= place
+                    )
+                    page = await self.search(category, keywords, limit=500, after=cursor)
+                    self.assertEqual(
+                        _summary(page), expected[shown:shown + 500], (keywords, cursor)
+                    )
 
     async def test_bad_cursors(self):
         good = {"score": 1, "thumbs_up": 0, "thumbs_down": 0, "price": 1, "item_id": "1-1"}
