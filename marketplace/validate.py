@@ -148,7 +148,9 @@ def item_id(payload: dict, name: str = "item_id") -> Tuple[int, int]:
     return category, number
 
 
-def search_cursor(payload: dict, name: str = "after") -> Optional[Tuple[Decimal, int, Decimal, int]]:
+def search_cursor(
+    payload: dict, name: str = "after"
+) -> Optional[Tuple[Decimal, int, Decimal, int]]:
     """A search's keyset cursor: the last item of the previous page as it
     was answered, of which C{score}, C{thumbs_up}, C{thumbs_down}, C{price}
     and C{item_id} are read; as (score, thumbs_down - thumbs_up, price,

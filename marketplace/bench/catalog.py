@@ -138,7 +138,8 @@ def _copy_line(item: Item) -> str:
     seller_id, name, category, keywords, condition, price, quantity = item
     # The vocabulary's words need no quoting in COPY's text format nor in
     # an array literal.
-    return f"{seller_id}\t{name}\t{category}\t{{{','.join(keywords)}}}\t{condition}\t{price}\t{quantity}\n"
+    fields = (seller_id, name, category, "{" + ",".join(keywords) + "}", condition, price, quantity)
+    return "\t".join(str(field) for field in fields) + "\n"
 
 
 def copy_items(
@@ -177,7 +178,7 @@ def copy_items(
         connection.close()
 
 
-def _new_items(dsn: str, after_id: int, voters: int) -> List[Tuple[int, int, int]]:
+def _new_items(dsn: str, after_id: int, voters: int) -> List[Tuple[int, int]]:
     """(id, category) of the items numbered above C{after_id}
     with stock enough for C{voters} purchases, in order."""
     import psycopg2
@@ -385,7 +386,9 @@ async def build(
             (number, category)
             for number, category in rng.sample(stocked, min(spec.voted_items, len(stocked)))
         )
-        await cast_votes(buyer, spec, voted, first_id, reactor, tell("votes", len(voted) * spec.voters))
+        await cast_votes(
+            buyer, spec, voted, first_id, reactor, tell("votes", len(voted) * spec.voters)
+        )
     seconds["votes"] = time.monotonic() - mark
     seconds["total"] = time.monotonic() - started
     return Built(spec, seller_ids, first_id, len(voted), seconds)

@@ -153,7 +153,8 @@ def summary(built) -> str:
     s = built.seconds
     spec = built.spec
     return (
-        f"catalog: {spec.items - spec.skip:,} items (seed {spec.seed}, {spec.categories} categories,"
+        f"catalog: {spec.items - spec.skip:,} items (seed {spec.seed},"
+        f" {spec.categories} categories,"
         f" {spec.words:,} words{f', after its first {spec.skip:,}' if spec.skip else ''})"
         f" from item {built.first_id}, {len(built.seller_ids)}"
         f" sellers, {built.voted:,} items with {spec.voters} votes each;"
