@@ -23,7 +23,14 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.trial import unittest
 
 from marketplace.errors import ERROR_CODES, FRAME_TOO_LARGE, INTERNAL
-from tests.support import WireClient, _later, open_database, payload_of, start_marketplace
+from tests.support import (
+    PAYMENTS_SECRET,
+    WireClient,
+    _later,
+    open_database,
+    payload_of,
+    start_marketplace,
+)
 
 EXAMPLES = settings(
     max_examples=60,
@@ -194,7 +201,7 @@ class HostileInputTests(unittest.TestCase):
             "buyer": payload_of(
                 self, await buyer.request("Login", {"username": "bea", "password": "pw"})
             )["session_id"],
-            "payments": None,
+            "payments": PAYMENTS_SECRET,
         }
         item = dict(SELLER_APIS["RegisterItemForSale"])
         self.item_id = payload_of(

@@ -6,6 +6,7 @@ from twisted.trial import unittest
 
 from marketplace import purchasedb
 from tests.support import (
+    PAYMENTS_SECRET,
     _later,
     assert_error,
     connect,
@@ -310,7 +311,7 @@ class RecoveryTests(unittest.TestCase):
         await self.market.start_payments()
         payments = await connect(self, self.market.ports["payments"])
         answer = await payments.request("AuthorizePayment", {
-            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key})
+            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key}, PAYMENTS_SECRET)
         self.assertTrue(payload_of(self, answer)["approved"])
         await self.market.start()
         self.shop.seller = await connect(self, self.market.ports["seller"])
