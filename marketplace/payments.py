@@ -20,35 +20,25 @@ idempotency key, and asking again with that key gives the first answer.
 
 import random
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Dict, Optional
 
 from twisted.logger import Logger
 
-from marketplace import cards, paymentsdb, paymentsecret, validate
+from marketplace import cards, money, paymentsdb, paymentsecret, validate
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher, Session
 from marketplace.errors import INVALID_CREDENTIALS, NOT_FOUND, ApiError, bad_request
 
 DEFAULT_APPROVAL_RATE = 0.9
-_CENT = Decimal("0.01")
 AMOUNT_MAX = Decimal("999999999999999999.99")  # numeric(20, 2)
 KEY_MAX = 200
 
 
 def amount(payload: dict, name: str = "amount") -> Decimal:
-    """An amount of money: a number from 0 with at most two decimal places."""
-    value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise bad_request(f'field "{name}" must be a number')
-    value = Decimal(value)
-    try:
-        exact = value.is_finite() and value == value.quantize(_CENT)
-    except InvalidOperation:
-        exact = False
-    if not exact or not 0 <= value <= AMOUNT_MAX:
-        raise bad_request(f'field "{name}" must be from 0 to {AMOUNT_MAX}, in cents')
-    return value.quantize(_CENT)
+    """An amount of money: a number (or decimal string) from 0 with at most
+    two decimal places."""
+    return money.amount(payload, name, AMOUNT_MAX)
 
 
 def idempotency_key(payload: dict, required: bool = True) -> Optional[str]:

@@ -145,7 +145,7 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
             found = await self.assert_same("buyer", "SearchItemsForSale", search)
         self.assertEqual(found["payload"]["items"], [])
         cart = await self.assert_same("buyer", "DisplayCart")
-        self.assertEqual(cart["payload"], {"cart": [], "total": 0})
+        self.assertEqual(cart["payload"], {"cart": [], "total": 0, "total_decimal": "0.00"})
 
     async def test_writes_answer_what_a_read_then_shows(self):
         for item_id in self.item_ids[:3] + self.item_ids[:1]:
