@@ -6,7 +6,7 @@ C{MARKETPLACE_SOME_NAME} (L{variable}).
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -76,8 +76,8 @@ class Settings:
     # before the payment was settled) is settled by the sweeper.
     settle_after: float = DEFAULT_SETTLE_AFTER
     # What the buyer service shows the payments service (paymentsecret.py);
-    # None: the secret file in data_dir.
-    payments_secret: Optional[str] = None
+    # None: the secret file in data_dir.  Kept out of repr, and so of logs.
+    payments_secret: Optional[str] = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:

@@ -296,6 +296,7 @@ class SecretTests(unittest.SynchronousTestCase):
             config.load({"payments_secret": "short"}, env={})
         settings = config.load({}, env={"MARKETPLACE_PAYMENTS_SECRET": "x" * 16})
         self.assertEqual(settings.payments_secret, "x" * 16)
+        self.assertNotIn("x" * 16, repr(settings))
 
     def test_listens_on_loopback_by_default(self):
         for options, name in ((PaymentsOptions(), "listen"), (AllOptions(), "payments-listen")):
