@@ -6,7 +6,7 @@ Usage: marketplace-buyer-cli [HOST [PORT]] | --connect ENDPOINT
 
 from typing import Dict, List, Optional
 
-from marketplace.client import BuyerClient
+from marketplace.client import BuyerClient, ClientError
 
 from clients import format
 from clients.shell import (
@@ -84,6 +84,7 @@ async def clear(shell: Shell, words: List[str]) -> None:
 
 async def buy(shell: Shell, words: List[str]) -> None:
     """buy [NAME CARD MM/YY CODE]: buy the cart, asking for the card if need be."""
+    current = None
     if words:
         arity(words, 4, 4)
         name, number, expires, code = words
@@ -99,8 +100,28 @@ async def buy(shell: Shell, words: List[str]) -> None:
         number = await shell.ask("Card number: ")
         expires = await shell.ask("Expires (MM/YY): ")
         code = await shell.ask("Security code: ", secret=True)
-    answer = await shell.client.make_purchase(name, number, expires, code)
+    answer = await _pay(shell, [name, number, expires, code], current)
     shell.write(format.purchase(answer))
+
+
+async def _pay(shell: Shell, card: List[str], shown: Optional[dict]) -> dict:
+    """MakePurchase at the total of the cart C{shown} (if one was): while
+    the prices change under it, show the new cart and ask again."""
+    while True:
+        expected = None if shown is None else shown.get("total_decimal", shown.get("total"))
+        try:
+            return await shell.client.make_purchase(*card, expected_total=expected)
+        except ClientError as e:
+            if e.code != "PRICE_CHANGED" or not isinstance(e.extra.get("cart"), dict):
+                raise
+            shown = e.extra["cart"]
+        shell.write(format.cart(shown, "The prices have changed since the cart was shown:"))
+        total = format.money(shown.get("total_decimal", shown.get("total")))
+        if (await shell.ask(f"Buy it for {total}? (yes/no): ")).strip().lower() not in (
+            "y",
+            "yes",
+        ):
+            raise ClientError("PRICE_CHANGED", "the prices changed; nothing was bought")
 
 
 async def rate(shell: Shell, words: List[str]) -> None:

@@ -2,11 +2,11 @@
 
 from typing import Dict, Optional
 
-from marketplace import customerdb, productdb, purchasedb, validate
+from marketplace import customerdb, money, productdb, purchasedb, validate
 from marketplace.accounts import Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
-from marketplace.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError
+from marketplace.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError, bad_request
 from marketplace.hotpath import BuyerHotPath
 from marketplace.passwords import Passwords
 from marketplace.paymentclient import PaymentsClient
@@ -82,6 +82,13 @@ class BuyerApis:
             if item is None:
                 raise ApiError(NOT_FOUND, f"there is no item {item_id}")
             held = await productdb.units_in_cart(self.product, session.key, category, number)
+            line = money.line_total(held + units, item["price"])
+            if money.exceeds(line):
+                raise bad_request(
+                    f'field "quantity": {held + units} units of {item_id} at'
+                    f" {money.text(item['price'])} come to {money.text(line)}, more than"
+                    f" one purchase may charge ({money.text(money.TOTAL_MAX)})"
+                )
             raise ApiError(
                 OUT_OF_STOCK,
                 f"only {item['quantity']} units of {item_id} left"
@@ -129,7 +136,12 @@ class BuyerApis:
             security_code=validate.text(payload, "security_code", 0, 16),
         )
         key = validate.text(payload, "idempotency_key", 1, KEY_MAX, required=False)
-        return await self.purchases.make(call.session.user_id, call.session.key, card, key)
+        # The total the buyer was shown: a cart that now comes to another
+        # one is not bought (PRICE_CHANGED).
+        expected = money.amount(payload, "expected_total", required=False)
+        return await self.purchases.make(
+            call.session.user_id, call.session.key, card, key, expected
+        )
 
     async def provide_feedback(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)

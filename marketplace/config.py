@@ -6,12 +6,13 @@ C{MARKETPLACE_SOME_NAME} (L{variable}).
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
 from dotenv import dotenv_values
 
+from marketplace import paymentsecret
 from marketplace.accounts import DEFAULT_SESSION_TIMEOUT
 from marketplace.paymentclient import DEFAULT_PAYMENTS
 from marketplace.paymentclient import DEFAULT_TIMEOUT as DEFAULT_PAYMENTS_TIMEOUT
@@ -41,6 +42,7 @@ DEFAULTS = {
     "payments": DEFAULT_PAYMENTS,
     "payments_timeout": DEFAULT_PAYMENTS_TIMEOUT,
     "settle_after": DEFAULT_SETTLE_AFTER,
+    "payments_secret": None,
 }
 
 #: The environment variable of each setting.
@@ -73,6 +75,9 @@ class Settings:
     # Seconds after which a purchase still pending (its buyer daemon died
     # before the payment was settled) is settled by the sweeper.
     settle_after: float = DEFAULT_SETTLE_AFTER
+    # What the buyer service shows the payments service (paymentsecret.py);
+    # None: the secret file in data_dir.  Kept out of repr, and so of logs.
+    payments_secret: Optional[str] = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -121,6 +126,8 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
             "approval rate must be from 0 to 1, payments timeout above 0,"
             " settle-after at least 0"
         )
+    if raw["payments_secret"] is not None:
+        paymentsecret.check(raw["payments_secret"])
     return Settings(
         customer_db=customer,
         product_db=product,
@@ -133,4 +140,5 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         payments=raw["payments"],
         payments_timeout=payments_timeout,
         settle_after=settle_after,
+        payments_secret=raw["payments_secret"],
     )

@@ -162,7 +162,7 @@ class Dispatcher:
         if isinstance(error, ApiError):
             request = getattr(error, "request", request)
             code = error.code
-            answer = self._error(request, code, error.message)
+            answer = self._error(request, code, error.message, error.extra)
         elif is_unavailable(error):
             code = UNAVAILABLE
             answer = self._error(
@@ -199,11 +199,11 @@ class Dispatcher:
             return envelope.response(request, result.payload, result.session_id)
         return envelope.response(request, result)
 
-    def _error(self, request, code: str, message: str) -> dict:
+    def _error(self, request, code: str, message: str, extra: Optional[dict] = None) -> dict:
         self.log.info(
             "{service} {api} answered {code}",
             service=self.name,
             api=_loggable(request.api if request else None),
             code=code,
         )
-        return envelope.error(request, code, message)
+        return envelope.error(request, code, message, extra)

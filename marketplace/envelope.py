@@ -169,10 +169,13 @@ def response(request: Request, payload: dict, session_id: Any = ...) -> dict:
     return answer
 
 
-def error(request: Optional[Request], code: str, message: str) -> dict:
-    """An error answer that echoes what could be read of the request."""
+def error(
+    request: Optional[Request], code: str, message: str, extra: Optional[dict] = None
+) -> dict:
+    """An error answer that echoes what could be read of the request;
+    C{extra} fields go into the error object after code and message."""
     answer = _answer("error", request, request.session_id if request else None)
-    answer["error"] = {"code": code, "message": message}
+    answer["error"] = {"code": code, "message": message, **(extra or {})}
     return answer
 
 

@@ -5,6 +5,9 @@ every request (pipelined: PROTOCOL.md answers them in order).  A request
 that gets no answer within the timeout, or whose connection fails, raises
 L{PaymentsUnavailable}: the caller then cannot know whether it was acted on,
 which is what the idempotency keys are for.
+
+Every request carries the shared secret (marketplace/paymentsecret.py) in
+its C{session_id}, which is how the payments service knows its caller.
 """
 
 import json
@@ -18,6 +21,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import envelope
+from marketplace.errors import INVALID_CREDENTIALS, NOT_LOGGED_IN
 
 DEFAULT_PAYMENTS = "tcp:host=127.0.0.1:port=8082"
 DEFAULT_TIMEOUT = 10.0
@@ -73,13 +77,18 @@ class PaymentsClient(Service):
     log = Logger()
 
     def __init__(
-        self, description: str = DEFAULT_PAYMENTS, reactor=None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        description: str = DEFAULT_PAYMENTS,
+        reactor=None,
+        timeout: float = DEFAULT_TIMEOUT,
+        secret: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.description = description
         self.timeout = timeout
+        self.secret = secret
         self._connection: Optional[_Connection] = None
         self._connecting: Optional[defer.Deferred] = None
 
@@ -110,7 +119,9 @@ class PaymentsClient(Service):
             connection = await self._connect()
         except (error.ConnectError, error.TimeoutError, defer.CancelledError, OSError) as e:
             raise PaymentsUnavailable(f"the payments service cannot be reached: {e}")
-        d = connection.send({"type": "request", "api": api, "payload": payload})
+        d = connection.send(
+            {"type": "request", "api": api, "session_id": self.secret, "payload": payload}
+        )
         timer = self.reactor.callLater(self.timeout, self._give_up, connection)
         try:
             frame = await d
@@ -123,7 +134,13 @@ class PaymentsClient(Service):
             raise PaymentsUnavailable("the payments service answered garbage")
         if answer.get("type") == "error":
             problem = answer.get("error") or {}
-            raise PaymentsError(problem.get("code", "INTERNAL"), problem.get("message", ""))
+            code = problem.get("code", "INTERNAL")
+            if code in (NOT_LOGGED_IN, INVALID_CREDENTIALS):
+                self.log.error(
+                    "the payments service refused the buyer service's secret: give both"
+                    " the same MARKETPLACE_PAYMENTS_SECRET (or the same data folder)"
+                )
+            raise PaymentsError(code, problem.get("message", ""))
         payload = answer.get("payload")
         if answer.get("type") != "response" or not isinstance(payload, dict):
             raise PaymentsUnavailable("the payments service answered garbage")

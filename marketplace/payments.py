@@ -1,7 +1,11 @@
 """The financial-transactions service's APIs: authorise and void card payments.
 
-It speaks the framing and envelope of PROTOCOL.md; none of its APIs needs a
-session (its caller is the buyer service).
+It speaks the framing and envelope of PROTOCOL.md.  Its one caller is the
+buyer service, which puts the shared secret (marketplace/paymentsecret.py)
+in every request's C{session_id}: a request without it is answered
+NOT_LOGGED_IN, one with another value INVALID_CREDENTIALS, before anything
+is read or written, so nobody else learns a decision, a decline reason or
+whether a key is filed.
 
 | api | payload | answer payload |
 | --- | --- | --- |
@@ -16,35 +20,25 @@ idempotency key, and asking again with that key gives the first answer.
 
 import random
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Dict, Optional
 
 from twisted.logger import Logger
 
-from marketplace import cards, paymentsdb, validate
+from marketplace import cards, money, paymentsdb, paymentsecret, validate
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher, Session
-from marketplace.errors import NOT_FOUND, ApiError, bad_request
+from marketplace.errors import INVALID_CREDENTIALS, NOT_FOUND, ApiError, bad_request
 
 DEFAULT_APPROVAL_RATE = 0.9
-_CENT = Decimal("0.01")
 AMOUNT_MAX = Decimal("999999999999999999.99")  # numeric(20, 2)
 KEY_MAX = 200
 
 
 def amount(payload: dict, name: str = "amount") -> Decimal:
-    """An amount of money: a number from 0 with at most two decimal places."""
-    value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise bad_request(f'field "{name}" must be a number')
-    value = Decimal(value)
-    try:
-        exact = value.is_finite() and value == value.quantize(_CENT)
-    except InvalidOperation:
-        exact = False
-    if not exact or not 0 <= value <= AMOUNT_MAX:
-        raise bad_request(f'field "{name}" must be from 0 to {AMOUNT_MAX}, in cents')
-    return value.quantize(_CENT)
+    """An amount of money: a number (or decimal string) from 0 with at most
+    two decimal places."""
+    return money.amount(payload, name, AMOUNT_MAX)
 
 
 def idempotency_key(payload: dict, required: bool = True) -> Optional[str]:
@@ -63,7 +57,8 @@ def _answer(authorization: dict) -> dict:
 
 
 class PaymentApis:
-    """Card authorisations on the payments database.
+    """Card authorisations on the payments database, for callers that show
+    C{secret}.
 
     C{clock} gives the time (C{seconds()}, as a reactor does) against which
     expiry dates are checked; C{chance} draws the approvals.
@@ -74,6 +69,7 @@ class PaymentApis:
     def __init__(
         self,
         payments: Database,
+        secret: str,
         approval_rate: float = DEFAULT_APPROVAL_RATE,
         clock=None,
         chance: Optional[random.Random] = None,
@@ -81,6 +77,7 @@ class PaymentApis:
         if clock is None:
             from twisted.internet import reactor as clock
         self.payments = payments
+        self.secret = secret
         self.approval_rate = approval_rate
         self.clock = clock
         self.chance = chance or random.SystemRandom()
@@ -154,15 +151,24 @@ class PaymentApis:
     def apis(self) -> Dict[str, Api]:
         """Every payments API, by name."""
         return {
-            "AuthorizePayment": Api(self.authorize, needs_session=False),
-            "VoidPayment": Api(self.void, needs_session=False),
-            "GetPayment": Api(self.get, needs_session=False),
+            "AuthorizePayment": Api(self.authorize),
+            "VoidPayment": Api(self.void),
+            "GetPayment": Api(self.get),
         }
+
+    async def authenticate(self, shown: str) -> Session:
+        """The caller, if C{shown} (the request's session_id) is the secret."""
+        if not paymentsecret.matches(shown, self.secret):
+            raise ApiError(
+                INVALID_CREDENTIALS,
+                "the financial-transactions service answers the buyer service only",
+            )
+        return _BUYER_SERVICE
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher that answers the payments service's frames."""
-        return Dispatcher("payments", self.apis(), _no_sessions)
+        return Dispatcher("payments", self.apis(), self.authenticate)
 
 
-async def _no_sessions(session_id: str) -> Session:
-    raise AssertionError("no payments API needs a session")
+# The one caller there is.
+_BUYER_SERVICE = Session(user_id=0, key="buyer service")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import List, Optional, Sequence, Tuple
 
+from marketplace import money
 from marketplace.database import Database
 from marketplace.validate import format_item_id
 
@@ -27,6 +28,7 @@ def item_from_row(row: Sequence) -> dict:
         "keywords": list(keywords),
         "condition": condition,
         "price": price,
+        "price_decimal": money.text(price),
         "quantity": quantity,
         "seller_id": seller_id,
         "thumbs_up": thumbs_up,
@@ -46,7 +48,8 @@ def item_json(row: str, *extra: str) -> str:
         f"json_build_object('item_id', {row}.category || '-' || {row}.id,"
         f" 'item_name', {row}.name, 'category', {row}.category,"
         f" 'keywords', {row}.keywords, 'condition', {row}.condition,"
-        f" 'price', {row}.price, 'quantity', {row}.quantity,"
+        f" 'price', {row}.price, 'price_decimal', {row}.price::text,"
+        f" 'quantity', {row}.quantity,"
         f" 'seller_id', {row}.seller_id, 'thumbs_up', {row}.thumbs_up,"
         f" 'thumbs_down', {row}.thumbs_down{pairs})"
     )
@@ -54,13 +57,17 @@ def item_json(row: str, *extra: str) -> str:
 
 def cart_json(lines: str) -> str:
     """SQL for the JSON cart that L{cart_from_rows} makes, of C{lines}: a
-    query of (item_id, quantity) rows."""
+    query of (item_id, quantity) rows.  PostgreSQL's numeric is exact, and
+    its text of a numeric(12, 2) or of a sum of them has two decimals, as
+    L{money.text} writes them."""
     return f"""(
     SELECT json_build_object(
         'cart', coalesce(json_agg(json_build_object(
             'item_id', i.category || '-' || i.id, 'item_name', i.name,
-            'quantity', c.quantity, 'price', i.price) ORDER BY c.item_id), '[]'),
-        'total', coalesce(sum(c.quantity * i.price), 0))
+            'quantity', c.quantity, 'price', i.price, 'price_decimal', i.price::text,
+            'subtotal_decimal', (c.quantity * i.price)::text) ORDER BY c.item_id), '[]'),
+        'total', coalesce(sum(c.quantity * i.price), 0),
+        'total_decimal', round(coalesce(sum(c.quantity * i.price), 0), 2)::text)
     FROM ({lines}) AS c JOIN items AS i ON i.id = c.item_id
 )"""
 
@@ -329,21 +336,27 @@ WHERE l.buyer_id = %s ORDER BY l.item_id
 """
 
 
+def cart_line(category: int, number: int, name: str, quantity: int, price: Decimal) -> dict:
+    """One line of a cart as PROTOCOL.md returns it."""
+    return {
+        "item_id": format_item_id(category, number),
+        "item_name": name,
+        "quantity": quantity,
+        "price": price,
+        "price_decimal": money.text(price),
+        "subtotal_decimal": money.text(money.line_total(quantity, price)),
+    }
+
+
 def cart_from_rows(rows: Sequence[Sequence]) -> dict:
-    """A cart as PROTOCOL.md returns it: its lines and their total."""
-    lines = []
-    total = Decimal(0)
-    for category, number, name, quantity, price in rows:
-        lines.append(
-            {
-                "item_id": format_item_id(category, number),
-                "item_name": name,
-                "quantity": quantity,
-                "price": price,
-            }
-        )
-        total += quantity * price
-    return {"cart": lines, "total": total}
+    """A cart as PROTOCOL.md returns it: its lines and their total, from
+    (category, number, name, quantity, price) rows."""
+    total = money.total((row[3], row[4]) for row in rows)
+    return {
+        "cart": [cart_line(*row) for row in rows],
+        "total": total,
+        "total_decimal": money.text(total),
+    }
 
 
 async def active_cart(db: Database, session_key: str) -> dict:
@@ -366,10 +379,13 @@ async def start_active_cart(db: Database, session_key: str, buyer_id: int) -> No
     )
 
 
+# The most a cart line may come to, as SQL.
+_TOTAL_MAX = f"{money.TOTAL_MAX}::numeric"
+
 # The item a cart line is added for (a common table expression), read once
-# for both stock checks of L{add_line}.
+# for both checks of L{add_line}.
 ADD_ITEM = (
-    "item AS (SELECT id, quantity FROM items"
+    "item AS (SELECT id, quantity, price FROM items"
     " WHERE id = %(number)s AND category = %(category)s)"
 )
 
@@ -377,19 +393,24 @@ ADD_ITEM = (
 def add_line(buyer: str, sources: str = "item AS i") -> str:
     """SQL that adds %(units)s of the C{item} of L{ADD_ITEM} to the active
     cart of session %(key)s for C{buyer} (an SQL expression over
-    C{sources}), unless the cart would then hold more than is on sale;
-    it returns the line written (item_id, quantity), or nothing.
+    C{sources}), unless the cart would then hold more than is on sale, or
+    the line would come to more than L{money.TOTAL_MAX}; it returns the
+    line written (item_id, quantity), or nothing.
 
     One statement, so concurrent additions to one cart add up exactly: the
     conflicting row is locked while its new quantity is checked and written.
+    The new quantity is checked as a bigint, so no sum of two quantities
+    overflows the integer column before it is refused.
     """
     return f"""
 INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
 SELECT %(key)s, {buyer}, i.id, %(units)s FROM {sources}
-WHERE i.quantity >= %(units)s
+WHERE i.quantity >= %(units)s AND i.price * %(units)s <= {_TOTAL_MAX}
 ON CONFLICT (session_key, item_id) DO UPDATE
     SET quantity = l.quantity + excluded.quantity
-    WHERE l.quantity + excluded.quantity <= (SELECT quantity FROM item)
+    WHERE (SELECT l.quantity::bigint + excluded.quantity <= i.quantity
+               AND (l.quantity::bigint + excluded.quantity) * i.price <= {_TOTAL_MAX}
+           FROM item AS i)
 RETURNING l.item_id, l.quantity
 """
 

@@ -17,17 +17,20 @@ units back.  Whoever settles first wins; the other reads what was decided.
 """
 
 import uuid
+from decimal import Decimal
 from typing import Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from marketplace import purchasedb
+from marketplace import money, purchasedb
 from marketplace.database import Database
 from marketplace.errors import (
+    BAD_REQUEST,
     EMPTY_CART,
     OUT_OF_STOCK,
     PAYMENT_DECLINED,
+    PRICE_CHANGED,
     UNAVAILABLE,
     ApiError,
 )
@@ -66,20 +69,42 @@ class Purchases:
         self.clock = clock
 
     async def make(
-        self, buyer_id: int, session_key: str, card: Card, key: Optional[str]
+        self,
+        buyer_id: int,
+        session_key: str,
+        card: Card,
+        key: Optional[str],
+        expected_total: Optional[Decimal] = None,
     ) -> dict:
         """Buy a session's active cart; MakePurchase's answer payload, or
-        L{ApiError}.  The same C{key} again gives the first answer."""
+        L{ApiError}.  The same C{key} again gives the first answer.  With
+        C{expected_total}, a cart that comes to another total is not bought:
+        PRICE_CHANGED, with the cart as it is now in the error object."""
         if key is None:
             key = f"auto-{uuid.uuid4()}"
         try:
-            purchase = await purchasedb.take_units(self.product, buyer_id, key, session_key)
+            purchase = await purchasedb.take_units(
+                self.product, buyer_id, key, session_key, expected_total
+            )
         except purchasedb.EmptyCart:
             raise ApiError(EMPTY_CART, "the cart is empty: there is nothing to buy")
         except purchasedb.Shortage as e:
             raise ApiError(
                 OUT_OF_STOCK,
                 f"only {e.on_sale} units of {e.item_id} left, the cart holds {e.wanted}",
+            )
+        except purchasedb.OverLimit as e:
+            raise ApiError(
+                BAD_REQUEST,
+                f"the cart comes to {money.text(e.total)}, more than one purchase may"
+                f" charge ({money.text(money.TOTAL_MAX)}): take some units out",
+            )
+        except purchasedb.PriceChanged as e:
+            raise ApiError(
+                PRICE_CHANGED,
+                f"the cart now comes to {e.cart['total_decimal']}, not"
+                f" {money.text(expected_total)}: nothing was bought",
+                extra={"cart": e.cart},
             )
         if purchase is None:
             return await self._earlier_answer(buyer_id, key)
@@ -102,7 +127,7 @@ class Purchases:
                     "card_number": card.number,
                     "expiration_date": card.expiration,
                     "security_code": card.security_code,
-                    "amount": purchase.total,
+                    "amount": money.text(purchase.total),
                     "idempotency_key": purchase.payment_key,
                 },
             )

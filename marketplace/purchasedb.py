@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import List, Optional, Sequence
 
+from marketplace import money
 from marketplace.database import Database
+from marketplace.productdb import cart_from_rows, cart_line
 from marketplace.validate import format_item_id
 
 PENDING = "pending"
@@ -45,7 +47,12 @@ class Purchase:
 
     def answer(self) -> dict:
         """MakePurchase's answer payload for a completed purchase."""
-        return {"purchase_id": self.id, "items": self.lines, "total": self.total}
+        return {
+            "purchase_id": self.id,
+            "items": self.lines,
+            "total": self.total,
+            "total_decimal": money.text(self.total),
+        }
 
 
 class Shortage(Exception):
@@ -62,6 +69,23 @@ class EmptyCart(Exception):
     """The active cart holds nothing."""
 
 
+class OverLimit(Exception):
+    """The cart comes to more than one purchase may charge."""
+
+    def __init__(self, total: Decimal) -> None:
+        super().__init__(total)
+        self.total = total
+
+
+class PriceChanged(Exception):
+    """The cart does not come to the total the buyer expected; C{cart} is
+    the cart as it is now (PROTOCOL.md's cart)."""
+
+    def __init__(self, cart: dict) -> None:
+        super().__init__(cart)
+        self.cart = cart
+
+
 _PURCHASE_COLUMNS = "id, buyer_id, state, payment_key, total, reason"
 
 _LINES = """
@@ -71,15 +95,7 @@ WHERE purchase_id = %s ORDER BY item_id
 
 
 def _lines_from_rows(rows: Sequence[Sequence]) -> List[dict]:
-    return [
-        {
-            "item_id": format_item_id(category, number),
-            "item_name": name,
-            "quantity": quantity,
-            "price": price,
-        }
-        for category, number, name, quantity, price in rows
-    ]
+    return [cart_line(*row) for row in rows]
 
 
 async def _purchase(cursor, row: Sequence) -> Purchase:
@@ -126,13 +142,20 @@ RETURNING category, name, price
 
 
 async def take_units(
-    db: Database, buyer_id: int, key: str, session_key: str
+    db: Database,
+    buyer_id: int,
+    key: str,
+    session_key: str,
+    expected_total: Optional[Decimal] = None,
 ) -> Optional[Purchase]:
     """Take the units of a session's active cart off sale and file a pending
     purchase of them under C{key}, all in one transaction.
 
     Returns None (and changes nothing) if the buyer already has a purchase
-    under C{key}; raises L{EmptyCart} or L{Shortage}, changing nothing.
+    under C{key}; raises L{EmptyCart}, L{Shortage}, L{OverLimit}, or
+    L{PriceChanged} where C{expected_total} is given and the cart comes to
+    another total, changing nothing.  The prices are those of the item rows
+    this transaction locks, so the total checked is the total charged.
     """
 
     async def take(cursor) -> Optional[Purchase]:
@@ -156,7 +179,6 @@ async def take_units(
         if not cart:
             raise EmptyCart()
         lines = []
-        total = Decimal(0)
         for number, units in cart:
             await cursor.execute(_TAKE_UNITS, {"units": units, "item": number})
             taken = cursor.fetchone()
@@ -173,7 +195,11 @@ async def take_units(
                 (purchase_id, number, category, name, units, price),
             )
             lines.append((category, number, name, units, price))
-            total += units * price
+        total = money.total((units, price) for *_, units, price in lines)
+        if money.exceeds(total):
+            raise OverLimit(total)
+        if expected_total is not None and total != expected_total:
+            raise PriceChanged(cart_from_rows(lines))
         await cursor.execute(
             "UPDATE purchases SET total = %s WHERE id = %s", (total, purchase_id)
         )
@@ -297,10 +323,7 @@ async def history(db: Database, buyer_id: int) -> dict:
     items = [
         {
             "purchase_id": purchase_id,
-            "item_id": format_item_id(category, number),
-            "item_name": name,
-            "quantity": quantity,
-            "price": price,
+            **cart_line(category, number, name, quantity, price),
             "purchased_at": purchased_at,
         }
         for purchase_id, category, number, name, quantity, price, purchased_at in rows

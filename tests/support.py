@@ -55,6 +55,9 @@ async def empty_databases(testcase) -> None:
 # finds it unreachable at once (and never reaches a real one on 8082).
 NO_PAYMENTS = "tcp:host=127.0.0.1:port=1"
 
+# What the test buyer services show the test payments services.
+PAYMENTS_SECRET = "test-payments-secret-0123456789"
+
 
 def test_settings(**overrides) -> Settings:
     """Settings of a service on the test databases."""
@@ -66,6 +69,7 @@ def test_settings(**overrides) -> Settings:
         pool_size=2,
         approval_rate=1.0,
         payments=NO_PAYMENTS,
+        payments_secret=PAYMENTS_SECRET,
     )
     values.update(overrides)
     return Settings(**values)

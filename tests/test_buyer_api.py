@@ -154,8 +154,10 @@ class CartTests(BuyerTestCase):
         item_id = await self.item(price=2.5)
         cart = await self.cart("AddItemToCart", {"item_id": item_id, "quantity": 2})
         expected = {
-            "cart": [{"item_id": item_id, "item_name": "Phone case", "quantity": 2, "price": 2.5}],
+            "cart": [{"item_id": item_id, "item_name": "Phone case", "quantity": 2, "price": 2.5,
+                      "price_decimal": "2.50", "subtotal_decimal": "5.00"}],
             "total": 5.0,
+            "total_decimal": "5.00",
         }
         self.assertEqual(cart, expected)
         self.assertEqual(await self.cart(), expected)
@@ -186,7 +188,7 @@ class CartTests(BuyerTestCase):
         cart = await self.cart("RemoveItemFromCart", {"item_id": item_id, "quantity": 1})
         self.assertEqual(cart["cart"][0]["quantity"], 2)
         cart = await self.cart("RemoveItemFromCart", {"item_id": item_id, "quantity": 9})
-        self.assertEqual(cart, {"cart": [], "total": 0})
+        self.assertEqual(cart, {"cart": [], "total": 0, "total_decimal": "0.00"})
 
     async def test_remove_errors(self):
         item_id = await self.item()
@@ -198,8 +200,8 @@ class CartTests(BuyerTestCase):
     async def test_clear(self):
         item_id = await self.item()
         await self.cart("AddItemToCart", {"item_id": item_id, "quantity": 1})
-        self.assertEqual(await self.cart("ClearCart"), {"cart": [], "total": 0})
-        self.assertEqual(await self.cart(), {"cart": [], "total": 0})
+        self.assertEqual(await self.cart("ClearCart"), {"cart": [], "total": 0, "total_decimal": "0.00"})
+        self.assertEqual(await self.cart(), {"cart": [], "total": 0, "total_decimal": "0.00"})
 
     async def test_cart_shows_current_price(self):
         item_id = await self.item(price=3)

@@ -250,7 +250,9 @@ class BuyerClientTests(unittest.TestCase):
         cart = await buyer.remove_item_from_cart(mug, 2)
         self.assertEqual(cart["total"], Decimal("16.5"))
         self.assertEqual((await buyer.save_cart())["total"], Decimal("16.5"))
-        self.assertEqual(await buyer.clear_cart(), {"cart": [], "total": 0})
+        self.assertEqual(
+            await buyer.clear_cart(), {"cart": [], "total": 0, "total_decimal": "0.00"}
+        )
         self.assertEqual((await buyer.display_cart())["cart"], [])
 
         # A new session starts with the saved cart.

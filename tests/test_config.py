@@ -30,6 +30,7 @@ SAMPLES = {
                  "tcp:host=c:port=2"),
     "payments-timeout": ("3", 3.0, "4", 4.0),
     "settle-after": ("12", 12.0, "13", 13.0),
+    "payments-secret": ("e" * 16, "e" * 16, "c" * 20, "c" * 20),
     "max-connections": ("55", 55, "66", 66),
     "max-in-flight": ("3", 3, "5", 5),
     "frame-timeout": ("9", 9.0, "11", 11.0),
@@ -180,10 +181,15 @@ class OptionsFromEnvironmentTests(unittest.SynchronousTestCase):
     def test_databases_from_the_environment_stay_off_the_options(self):
         # --workers passes the options on to more processes' command lines;
         # a connection string may hold a password.
-        options = BuyerOptions(environment={"MARKETPLACE_CUSTOMER_DB": "password=secret"})
+        options = BuyerOptions(environment={
+            "MARKETPLACE_CUSTOMER_DB": "password=secret",
+            "MARKETPLACE_PAYMENTS_SECRET": "payments-secret-from-env",
+        })
         options.parseOptions([])
         self.assertEqual(options.settings.customer_db, "password=secret")
-        self.assertNotIn("secret", repr(dict(options)))
+        self.assertEqual(options.settings.payments_secret, "payments-secret-from-env")
+        self.assertNotIn("password=secret", repr(dict(options)))
+        self.assertNotIn("-from-env", repr(dict(options)))
 
     def test_bad_value_from_the_environment_is_a_usage_error(self):
         for name in ("pool-size", "max-in-flight", "workers"):

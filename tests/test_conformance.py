@@ -40,9 +40,10 @@ ITEM_KEYS = {
     "seller_id",
     "thumbs_up",
     "thumbs_down",
+    "price_decimal",  # PROTOCOL.md, Additions: exact money
 }
-CART_KEYS = {"cart", "total"}
-LINE_KEYS = {"item_id", "item_name", "quantity", "price"}
+CART_KEYS = {"cart", "total", "total_decimal"}
+LINE_KEYS = {"item_id", "item_name", "quantity", "price", "price_decimal", "subtotal_decimal"}
 RATING_KEYS = {"seller_id", "name", "thumbs_up", "thumbs_down", "items_sold"}
 PURCHASE_LINE_KEYS = {
     "purchase_id",
@@ -51,6 +52,8 @@ PURCHASE_LINE_KEYS = {
     "quantity",
     "price",
     "purchased_at",
+    "price_decimal",
+    "subtotal_decimal",
 }
 CARD = {
     "name": "Ann Buyer",
@@ -226,16 +229,20 @@ class Conformance(unittest.TestCase):
             self.assertIsInstance(keyword, str)
             self.assertTrue(1 <= len(keyword) <= 8)
         self.assertIn(item["condition"], ("new", "used"), item)
-        self.check_price(item["price"])
+        self.check_price(item["price"], item["price_decimal"])
         self.assertTrue(is_int(item["quantity"]) and item["quantity"] >= 0, item)
         self.assertTrue(is_int(item["thumbs_up"]) and item["thumbs_up"] >= 0, item)
         self.assertTrue(is_int(item["thumbs_down"]) and item["thumbs_down"] >= 0, item)
         return item
 
-    def check_price(self, price):
+    def check_price(self, price, exact=None):
         self.assertTrue(is_number(price), price)
         self.assertGreaterEqual(price, 0)
         self.assertEqual(round(price, 2), price, price)
+        if exact is not None:
+            # The exact decimal string of the same amount, two decimals.
+            self.assertRegex(exact, r"^[0-9]+\.[0-9]{2}$")
+            self.assertEqual(float(exact), price)
 
     def check_cart(self, cart):
         self.assertEqual(set(cart), CART_KEYS, cart)
@@ -246,9 +253,11 @@ class Conformance(unittest.TestCase):
             self.assertTrue(ITEM_ID.match(line["item_id"]), line)
             self.assertIsInstance(line["item_name"], str)
             self.assertTrue(is_int(line["quantity"]) and line["quantity"] >= 1, line)
-            self.check_price(line["price"])
+            self.check_price(line["price"], line["price_decimal"])
+            self.check_price(line["quantity"] * line["price"], line["subtotal_decimal"])
             total += line["quantity"] * line["price"]
         self.assertTrue(is_number(cart["total"]), cart)
+        self.check_price(round(total, 2), cart["total_decimal"])
         self.assertEqual(cart["total"], round(total, 2), cart)
         return cart
 
@@ -330,7 +339,7 @@ class Conformance(unittest.TestCase):
         payload = dict(CARD)
         payload.update(extra)
         answer = await self.ok(self.b, "MakePurchase", payload, bsid)
-        self.assertEqual(set(answer), {"purchase_id", "items", "total"}, answer)
+        self.assertEqual(set(answer), {"purchase_id", "items", "total", "total_decimal"}, answer)
         self.assertIsInstance(answer["items"], list)
         self.assertTrue(is_number(answer["total"]), answer)
         return answer
@@ -907,7 +916,7 @@ class SellerApis(Conformance):
         mine = await self.item(other)
         item = self.check_item(await self.ok(self.s, "ChangeItemPrice", {"item_id": a, "price": 7.25}, sid))
         self.assertEqual(item, {"item_id": a, "item_name": "lamp", "category": 2, "keywords": ["light"],
-                                "condition": "used", "price": 7.25, "quantity": 3, "seller_id": seller_id,
+                                "condition": "used", "price": 7.25, "price_decimal": "7.25", "quantity": 3, "seller_id": seller_id,
                                 "thumbs_up": 0, "thumbs_down": 0})
         item = self.check_item(await self.ok(self.s, "UpdateUnitsForSale", {"item_id": a, "quantity": 2}, sid))
         self.assertEqual((item["item_id"], item["quantity"], item["price"]), (a, 1, 7.25))
@@ -1054,10 +1063,11 @@ class Carts(Conformance):
         await self.ok(self.s, "UpdateUnitsForSale", {"item_id": gone, "quantity": 1}, ssid)
         bsid, _, _ = await self.buyer()
         cart = await self.cart(bsid)
-        self.assertEqual(cart, {"cart": [], "total": 0})
+        self.assertEqual(cart, {"cart": [], "total": 0, "total_decimal": "0.00"})
         cart = await self.add(bsid, a, 3)
-        self.assertEqual(cart, {"cart": [{"item_id": a, "item_name": "apple", "quantity": 3, "price": 2.5}],
-                                "total": 7.5})
+        self.assertEqual(cart, {"cart": [{"item_id": a, "item_name": "apple", "quantity": 3, "price": 2.5,
+                                          "price_decimal": "2.50", "subtotal_decimal": "7.50"}],
+                                "total": 7.5, "total_decimal": "7.50"})
         # Would then hold more units than are on sale: OUT_OF_STOCK, no change.
         await self.err(self.b, "AddItemToCart", {"item_id": a, "quantity": 3}, bsid, "OUT_OF_STOCK")
         await self.err(self.b, "AddItemToCart", {"item_id": gone, "quantity": 1}, bsid, "OUT_OF_STOCK")
@@ -1080,7 +1090,7 @@ class Carts(Conformance):
         await self.err(self.b, "RemoveItemFromCart", {"item_id": b, "quantity": 1}, bsid, "NOT_FOUND")
         await self.err(self.b, "RemoveItemFromCart", {"item_id": "1-999999", "quantity": 1}, bsid, "NOT_FOUND")
         cart = self.check_cart(await self.ok(self.b, "RemoveItemFromCart", {"item_id": a, "quantity": 3}, bsid))
-        self.assertEqual(cart, {"cart": [], "total": 0})
+        self.assertEqual(cart, {"cart": [], "total": 0, "total_decimal": "0.00"})
 
     async def test_saved_and_active_carts(self):
         await self.up()
@@ -1105,7 +1115,7 @@ class Carts(Conformance):
         self.assertEqual(self.lines(await self.cart(s3)), {a: 1, b: 2})
         # ClearCart empties the active cart only.
         cleared = self.check_cart(await self.ok(self.b, "ClearCart", {}, s3))
-        self.assertEqual(cleared, {"cart": [], "total": 0})
+        self.assertEqual(cleared, {"cart": [], "total": 0, "total_decimal": "0.00"})
         self.assertEqual(self.lines(await self.cart(s3)), {})
         s4 = await self.login_buyer(name)
         self.assertEqual(self.lines(await self.cart(s4)), {a: 1})
@@ -1266,10 +1276,10 @@ class Purchases(Conformance):
         self.assertEqual(answer["total"], 8.5)
         self.assertEqual(len(answer["items"]), 2, answer)
         # Active and saved carts empty afterwards.
-        self.assertEqual(await self.cart(bsid), {"cart": [], "total": 0})
+        self.assertEqual(await self.cart(bsid), {"cart": [], "total": 0, "total_decimal": "0.00"})
         self.assertEqual(self.lines(await self.cart(other_session)), {a: 2, b: 2})
         fresh = await self.login_buyer(name)
-        self.assertEqual(await self.cart(fresh), {"cart": [], "total": 0})
+        self.assertEqual(await self.cart(fresh), {"cart": [], "total": 0, "total_decimal": "0.00"})
         self.assertEqual((await self.get(bsid, a))["quantity"], 3)
         self.assertEqual((await self.get(bsid, b))["quantity"], 0)
         history = await self.purchases(bsid)

@@ -169,7 +169,9 @@ class DaemonTests(unittest.TestCase):
             "name": "B", "card_number": "4111 1111 1111 1111", "expiration_date": "12/99",
             "security_code": "123", "amount": 5, "idempotency_key": "k1",
         }
-        answer = payload_of(self, await client.request("AuthorizePayment", card))
+        # No secret configured: the daemon made one in its data folder.
+        secret = (cwd / "data" / "payments.secret").read_text().strip()
+        answer = payload_of(self, await client.request("AuthorizePayment", card, secret))
         self.assertFalse(answer["approved"], "MARKETPLACE_APPROVAL_RATE=0 was ignored")
         self.assertFalse((cwd / "twistd.pid").exists())
         self.assertTrue((cwd / "data" / "postgres").is_dir())

@@ -23,7 +23,15 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.trial import unittest
 
 from marketplace.errors import ERROR_CODES, FRAME_TOO_LARGE, INTERNAL
-from tests.support import WireClient, _later, open_database, payload_of, start_marketplace
+from tests.support import (
+    PAYMENTS_SECRET,
+    WireClient,
+    _later,
+    open_database,
+    payload_of,
+    start_marketplace,
+)
+from tests.test_one_database import _OneDatabase
 
 EXAMPLES = settings(
     max_examples=60,
@@ -77,9 +85,15 @@ ODD_TEXT = st.one_of(
     st.text(max_size=3000).map(lambda s: s * 3),
     SQL,
 )
-HUGE_NUMBERS = st.sampled_from(
-    [10**30, -(10**30), 2**31, 2**63, -1, 10**4000, 1e308, -0.0, 0.001, 1.005]
-)
+# Every numeric field is tried at these: the edges of 32- and 64-bit
+# integers, of prices (numeric(12, 2)) and of a purchase's total, and
+# numbers no column can hold.
+EXTREMES = [
+    0, 1, -1, 2**31 - 1, 2**31, -(2**31) - 1, 2**53 + 1, 2**63 - 1, 2**63, -(2**63) - 1,
+    10**30, -(10**30), 10**4000, 0.01, 0.001, -0.0, 1.005, 9999999999.99, 10000000000,
+    9999999999999.99, 10000000000000, 1e308, -1e308, "1", "9999999999.99",
+]
+HUGE_NUMBERS = st.sampled_from(EXTREMES)
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
     HUGE_NUMBERS, ODD_TEXT,
@@ -118,7 +132,7 @@ BUYER_APIS = {
     "DisplayCart": {},
     "MakePurchase": {
         "name": "Bea", "card_number": "4111111111111111", "expiration_date": "12/99",
-        "security_code": "123", "idempotency_key": "k",
+        "security_code": "123", "idempotency_key": "k", "expected_total": 5,
     },
     "ProvideFeedback": {"item_id": "ITEM", "thumbs_up": True},
     "GetSellerRating": {"seller_id": 1},
@@ -129,7 +143,7 @@ PAYMENTS_APIS = {
         "name": "Bea", "card_number": "4111111111111111", "expiration_date": "12/99",
         "security_code": "123", "amount": 5, "idempotency_key": "pay-1",
     },
-    "VoidPayment": {"idempotency_key": "pay-1"},
+    "VoidPayment": {"idempotency_key": "pay-1"},  # (or authorization_id)
     "GetPayment": {"idempotency_key": "pay-1"},
 }
 SERVICES = {"seller": SELLER_APIS, "buyer": BUYER_APIS, "payments": PAYMENTS_APIS}
@@ -174,7 +188,10 @@ def nested(depth: int, kind: str) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-class HostileInputTests(unittest.TestCase):
+class HostileCase(unittest.TestCase):
+    """The running services, a seller and a buyer logged in, an item on
+    sale, and L{exchange} to send a frame and check what it did."""
+
     async def setUp(self):
         self.market = await start_marketplace(self)
         self.databases = {
@@ -194,7 +211,7 @@ class HostileInputTests(unittest.TestCase):
             "buyer": payload_of(
                 self, await buyer.request("Login", {"username": "bea", "password": "pw"})
             )["session_id"],
-            "payments": None,
+            "payments": PAYMENTS_SECRET,
         }
         item = dict(SELLER_APIS["RegisterItemForSale"])
         self.item_id = payload_of(
@@ -262,6 +279,9 @@ class HostileInputTests(unittest.TestCase):
             text = text.replace('"SESSION"', json.dumps(self.sessions[service]))
         return text.encode("utf-8")
 
+
+
+class HostileInputTests(HostileCase):
     def in_thread(self, test):
         return threads.deferToThread(test)
 
@@ -414,3 +434,86 @@ class HostileInputTests(unittest.TestCase):
             await hostile.closed
             body = self.encode({"type": "request", "api": "NoSuchApi"}, service)
             await self.exchange(service, body)
+
+
+class MoneyExtremesTests(HostileCase):
+    """Numbers at and beyond every limit, on two databases."""
+
+    async def test_numeric_extremes_of_every_field(self):
+        """Each numeric field of every API at each of EXTREMES, on the small
+        item of setUp and on one at the highest price with the most units."""
+        big = await self.big_item()
+        numeric = {
+            "category", "price", "quantity", "limit", "offset", "seller_id",
+            "amount", "expected_total",
+        }
+        for service, apis in SERVICES.items():
+            for api, template in apis.items():
+                for field in sorted(numeric & set(template)):
+                    for value in EXTREMES:
+                        for item in ("ITEM", big):
+                            payload = dict(template, **{field: value})
+                            if payload.get("item_id") == "ITEM":
+                                payload["item_id"] = item
+                            message = {
+                                "type": "request", "api": api, "session_id": "SESSION",
+                                "payload": payload,
+                            }
+                            await self.exchange(service, self.encode(message, service))
+
+    async def big_item(self) -> str:
+        """An item at the highest price with the most units; its id."""
+        big = dict(SELLER_APIS["RegisterItemForSale"], price=9999999999.99, quantity=2**31 - 1)
+        message = {"type": "request", "api": "RegisterItemForSale", "session_id": "SESSION",
+                   "payload": big}
+        answer = await self.exchange("seller", self.encode(message, "seller"))
+        return payload_of(self, answer)["item_id"]
+
+    async def test_money_at_its_limits(self):
+        """The issue's attack, and the carts around it: the most units at the
+        highest price, a price raised under a full cart, quantities that
+        would overflow their column; never INTERNAL, a refusal changes
+        nothing."""
+        big = await self.big_item()
+        cheap = dict(SELLER_APIS["RegisterItemForSale"], price=0.01, quantity=2**31 - 1)
+        answer = await self.exchange("seller", self.encode(
+            {"type": "request", "api": "RegisterItemForSale", "session_id": "SESSION",
+             "payload": cheap}, "seller"))
+        cheap_id = payload_of(self, answer)["item_id"]
+
+        def buyer(api, **payload):
+            message = {"type": "request", "api": api, "session_id": "SESSION",
+                       "payload": payload}
+            return self.exchange("buyer", self.encode(message, "buyer"))
+
+        def seller(api, **payload):
+            message = {"type": "request", "api": api, "session_id": "SESSION",
+                       "payload": payload}
+            return self.exchange("seller", self.encode(message, "seller"))
+
+        card = dict(BUYER_APIS["MakePurchase"])
+        del card["expected_total"]
+        for units in (2**31 - 1, 1001, 1000, 1, 2**31 - 1):
+            await buyer("AddItemToCart", item_id=big, quantity=units)
+        for units in (2**31 - 1, 1, 2**31 - 1):
+            await buyer("AddItemToCart", item_id=cheap_id, quantity=units)
+        await buyer("DisplayCart")
+        for price in (9999999999.99, 0.01, 9999999999.99):
+            await seller("ChangeItemPrice", item_id=cheap_id, price=price)
+            cart = payload_of(self, await buyer("DisplayCart"))
+            for expected in (cart["total"], cart["total_decimal"], 0, 2**63):
+                await buyer("MakePurchase", **dict(card, expected_total=expected))
+            await buyer("MakePurchase", **card)
+            await buyer("SaveCart")
+        # 1000 units at the highest price, the most units of the raised one.
+        self.assertEqual(cart["total_decimal"], "21474846469978525153.53")
+        for units in (2**31 - 1, 2**31 - 2, 1):
+            await buyer("RemoveItemFromCart", item_id=cheap_id, quantity=units)
+            await seller("UpdateUnitsForSale", item_id=big, quantity=units)
+        await buyer("MakePurchase", **card)
+        await buyer("GetBuyerPurchases")
+        await buyer("GetSellerRating", seller_id=2**63 - 1)
+
+
+class OneDatabaseMoneyExtremesTests(_OneDatabase, MoneyExtremesTests):
+    """The same on one database, where carts and items take the hot path."""

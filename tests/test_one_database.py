@@ -84,7 +84,7 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
         {"item_name": "mug", "category": 3, "keywords": ["cup"],
          "condition": "new", "price": 10, "quantity": 99999},
         {"item_name": "Lamp", "category": 4, "keywords": [],
-         "condition": "new", "price": 9999999.99, "quantity": 2},
+         "condition": "new", "price": 9999999999.99, "quantity": 2**31 - 1},
     ]
 
     async def setUp(self):
@@ -145,7 +145,7 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
             found = await self.assert_same("buyer", "SearchItemsForSale", search)
         self.assertEqual(found["payload"]["items"], [])
         cart = await self.assert_same("buyer", "DisplayCart")
-        self.assertEqual(cart["payload"], {"cart": [], "total": 0})
+        self.assertEqual(cart["payload"], {"cart": [], "total": 0, "total_decimal": "0.00"})
 
     async def test_writes_answer_what_a_read_then_shows(self):
         for item_id in self.item_ids[:3] + self.item_ids[:1]:
@@ -159,6 +159,19 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
         shown = await self.answer(self.usual, "buyer", "GetItem", {"item_id": self.item_ids[3]})
         self.assertEqual(changed, shown["payload"])
         self.assertEqual(changed["price"], Decimal("0.01"))
+
+    async def test_exact_money_at_the_limits(self):
+        """The decimal strings of both paths are the same text, at the
+        highest price and the largest line there may be."""
+        lamp = self.item_ids[3]
+        added = await self.fused("buyer", "AddItemToCart", {"item_id": lamp, "quantity": 1000})
+        shown = await self.answer(self.usual, "buyer", "DisplayCart", {})
+        self.assertEqual(added, shown["payload"])
+        self.assertEqual(added["total_decimal"], "9999999999990.00")
+        self.assertEqual(added["cart"][0]["subtotal_decimal"], "9999999999990.00")
+        self.assertEqual(added["cart"][0]["price_decimal"], "9999999999.99")
+        await self.assert_same("buyer", "DisplayCart")
+        await self.assert_same("buyer", "GetItem", {"item_id": lamp})
 
 
 class UnavailableTests(_OneDatabase, test_buyer_api.BuyerTestCase):

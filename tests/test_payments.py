@@ -2,14 +2,26 @@
 the real service on the real payments database."""
 
 import random
+import stat
+from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from marketplace import cards
+from marketplace import cards, config, paymentsecret
 from marketplace.payments import PaymentApis
-from tests.support import assert_error, connect, open_database, payload_of, start_marketplace
+from marketplace.tap import AllOptions, PaymentsOptions
+from tests.support import (
+    PAYMENTS_SECRET,
+    RunningMarketplace,
+    assert_error,
+    connect,
+    open_database,
+    payload_of,
+    start_marketplace,
+)
 
 GOOD_NUMBER = "4111111111111111"
 
@@ -73,7 +85,7 @@ class DecisionTests(unittest.SynchronousTestCase):
     def apis(self, rate, when):
         clock = task.Clock()
         clock.advance(when)
-        return PaymentApis(None, rate, clock, random.Random(4))
+        return PaymentApis(None, PAYMENTS_SECRET, rate, clock, random.Random(4))
 
     def test_rate(self):
         now = 1780000000  # 2026-05-28
@@ -112,7 +124,7 @@ class PaymentServiceTests(unittest.TestCase):
         self.client = await connect(self, self.market.ports["payments"])
 
     async def call(self, api, payload):
-        return await self.client.request(api, payload)
+        return await self.client.request(api, payload, PAYMENTS_SECRET)
 
     async def test_approve_once_per_key(self):
         first = payload_of(self, await self.call("AuthorizePayment", authorization("k1")))
@@ -189,3 +201,148 @@ class PaymentServiceTests(unittest.TestCase):
         answer = payload_of(self, await self.call("AuthorizePayment", authorization("late")))
         self.assertFalse(answer["approved"])
         self.assertTrue(answer["voided"])
+
+
+class CallerTests(unittest.TestCase):
+    """Only a caller that shows the secret gets anything from the service:
+    no decision, no decline reason, no payment read or voided."""
+
+    async def setUp(self):
+        self.market = await start_marketplace(self, services=("payments",))
+        self.db = await open_database(self, "payments")
+        self.client = await connect(self, self.market.ports["payments"])
+        self.market.set_approval_rate(0.0)
+        declined = await self.client.request(
+            "AuthorizePayment", authorization("filed"), PAYMENTS_SECRET
+        )
+        self.filed = payload_of(self, declined)
+        self.assertIn("declined", self.filed["reason"])
+
+    async def snapshot(self):
+        rows = await self.db.query(
+            "SELECT row_to_json(a)::text FROM authorizations AS a ORDER BY id"
+        )
+        return [text for (text,) in rows]
+
+    async def test_strangers_get_an_error_and_nothing_else(self):
+        before = await self.snapshot()
+        wrong_length = PAYMENTS_SECRET[:-1] + "x"
+        strangers = [
+            (None, "NOT_LOGGED_IN"),
+            ("", "INVALID_CREDENTIALS"),
+            (wrong_length, "INVALID_CREDENTIALS"),
+            (PAYMENTS_SECRET[:8], "INVALID_CREDENTIALS"),
+            (PAYMENTS_SECRET + " ", "INVALID_CREDENTIALS"),
+            ("\udc00" * 40, "INVALID_CREDENTIALS"),
+        ]
+        requests = [
+            ("AuthorizePayment", authorization("new")),
+            ("AuthorizePayment", authorization("filed")),
+            ("AuthorizePayment", authorization("bad", number="4111111111111112")),
+            ("GetPayment", {"idempotency_key": "filed"}),
+            ("VoidPayment", {"idempotency_key": "filed"}),
+            ("VoidPayment", {"authorization_id": self.filed["authorization_id"]}),
+            ("VoidPayment", {"idempotency_key": "never-seen"}),
+        ]
+        for secret, code in strangers:
+            for api, payload in requests:
+                answer = await self.client.request(api, payload, secret)
+                error = assert_error(self, answer, code)
+                self.assertNotIn("payload", answer)
+                self.assertEqual(set(error), {"code", "message"})
+                for word in ("declined", "Luhn", "voided", "approved"):
+                    self.assertNotIn(word, error["message"])
+        self.assertEqual(await self.snapshot(), before)
+
+    async def test_the_buyer_service_is_served(self):
+        found = await self.client.request(
+            "GetPayment", {"idempotency_key": "filed"}, PAYMENTS_SECRET
+        )
+        self.assertEqual(payload_of(self, found), self.filed)
+
+    async def test_a_secret_from_the_environment_is_checked(self):
+        apis = PaymentApis(self.db, "another secret of the right size")
+        dispatcher = apis.dispatcher()
+        request = (
+            '{"type":"request","api":"GetPayment","session_id":"%s",'
+            '"payload":{"idempotency_key":"filed"}}'
+        )
+        refused = await dispatcher.handle_frame((request % PAYMENTS_SECRET).encode())
+        self.assertIn(b"INVALID_CREDENTIALS", refused)
+        served = await dispatcher.handle_frame(
+            (request % "another secret of the right size").encode()
+        )
+        self.assertIn(b'"type":"response"', served)
+
+
+class SecretTests(unittest.SynchronousTestCase):
+    def test_matches(self):
+        self.assertTrue(paymentsecret.matches("s" * 20, "s" * 20))
+        for given in (None, 7, "", "s" * 19, "s" * 21, "t" * 20, "\udc00"):
+            self.assertFalse(paymentsecret.matches(given, "s" * 20), given)
+
+    def test_one_file_per_folder_owner_only(self):
+        folder = Path(self.mktemp())
+        first = paymentsecret.load_or_create(folder)
+        self.assertGreaterEqual(len(first), 32)
+        self.assertEqual(paymentsecret.load_or_create(folder), first)
+        path = folder / paymentsecret.FILE_NAME
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
+        self.assertEqual([p.name for p in folder.iterdir()], [paymentsecret.FILE_NAME])
+        self.assertNotEqual(paymentsecret.load_or_create(Path(self.mktemp())), first)
+
+    def test_too_short_a_secret_is_refused(self):
+        with self.assertRaises(ValueError):
+            config.load({"payments_secret": "short"}, env={})
+        settings = config.load({}, env={"MARKETPLACE_PAYMENTS_SECRET": "x" * 16})
+        self.assertEqual(settings.payments_secret, "x" * 16)
+        self.assertNotIn("x" * 16, repr(settings))
+
+    def test_listens_on_loopback_by_default(self):
+        for options, name in ((PaymentsOptions(), "listen"), (AllOptions(), "payments-listen")):
+            options.parseOptions([])
+            self.assertEqual(options[name], ["tcp:8082:interface=127.0.0.1"])
+
+
+class OutOfTheBoxTests(unittest.TestCase):
+    """With no secret configured, a buyer service and a payments service
+    started from one data folder find each other's secret (make run)."""
+
+    async def buy(self, market):
+        """Sign up a seller and a buyer, put an item in the cart and buy it;
+        MakePurchase's answer."""
+        seller = await connect(self, market.ports["seller"])
+        buyer = await connect(self, market.ports["buyer"])
+        sessions = []
+        for client in (seller, buyer):
+            await client.request("CreateAccount", {"username": "u", "password": "pw"})
+            login = await client.request("Login", {"username": "u", "password": "pw"})
+            sessions.append(payload_of(self, login)["session_id"])
+        item = {"item_name": "Mug", "category": 1, "keywords": ["mug"],
+                "condition": "new", "price": 2.5, "quantity": 3}
+        answer = await seller.request("RegisterItemForSale", item, sessions[0])
+        add = {"item_id": payload_of(self, answer)["item_id"], "quantity": 1}
+        payload_of(self, await buyer.request("AddItemToCart", add, sessions[1]))
+        card = authorization("x")
+        del card["amount"], card["idempotency_key"]
+        return await buyer.request("MakePurchase", card, sessions[1])
+
+    async def test_purchase_with_the_generated_secret(self):
+        folder = Path(self.mktemp())
+        market = await start_marketplace(self, payments_secret=None, data_dir=folder)
+        self.assertTrue((folder / paymentsecret.FILE_NAME).exists())
+        self.assertEqual(payload_of(self, await self.buy(market))["total"], 2.5)
+
+    async def test_a_buyer_service_with_another_secret_charges_nothing(self):
+        payments = await start_marketplace(self, services=("payments",))
+        db = await open_database(self, "payments")
+        settings = replace(
+            payments.settings,
+            payments_secret="z" * 32,
+            payments=f"tcp:host=127.0.0.1:port={payments.ports['payments']}",
+        )
+        market = RunningMarketplace(settings)
+        await market.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))
+        assert_error(self, await self.buy(market), "UNAVAILABLE")
+        self.assertEqual(await db.query("SELECT count(*) FROM authorizations"), [(0,)])

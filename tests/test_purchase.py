@@ -6,6 +6,7 @@ from twisted.trial import unittest
 
 from marketplace import purchasedb
 from tests.support import (
+    PAYMENTS_SECRET,
     _later,
     assert_error,
     connect,
@@ -138,6 +139,45 @@ class PurchaseTests(unittest.TestCase):
         answer = payload_of(self, await bea.buy())
         self.assertEqual(answer["total"], 6)
         self.assertEqual((await bea.purchases())["items"][0]["price"], 3)
+
+    async def test_price_changed_charges_nothing(self):
+        """The issue's case: added at 1.00, the seller asks 500 now; the
+        buyer who expected 2.00 is told the new total and charged nothing."""
+        mug = await self.shop.item("mug", 1, 10)
+        bea = await self.shop.buyer()
+        await bea.add(mug, 2)
+        shown = payload_of(self, await bea.call("DisplayCart"))
+        self.assertEqual(shown["total_decimal"], "2.00")
+        payload_of(self, await self.shop.seller_call(
+            "ChangeItemPrice", {"item_id": mug, "price": 500}))
+        answer = await bea.buy(expected_total=shown["total"], idempotency_key="k")
+        error = assert_error(self, answer, "PRICE_CHANGED")
+        self.assertIn("1000.00", error["message"])
+        self.assertEqual(error["cart"], payload_of(self, await bea.call("DisplayCart")))
+        self.assertEqual(error["cart"]["total_decimal"], "1000.00")
+        self.assertEqual(error["cart"]["cart"][0]["price_decimal"], "500.00")
+        self.assertNotIn("payload", answer)
+        self.assertEqual(await self.authorizations(), 0)
+        self.assertEqual(await self.shop.stock(mug), 10)
+        self.assertEqual(len(await bea.cart()), 1)
+        self.assertEqual((await bea.purchases())["items_purchased"], 0)
+        # Agreeing to the new total (as the exact string, under the same
+        # key, which PRICE_CHANGED left free) buys the cart.
+        bought = payload_of(self, await bea.buy(expected_total="1000.00", idempotency_key="k"))
+        self.assertEqual(bought["total_decimal"], "1000.00")
+        self.assertEqual(await self.shop.stock(mug), 8)
+
+    async def test_expected_total_that_matches_or_is_malformed(self):
+        mug = await self.shop.item("mug", 2.5, 10)
+        bea = await self.shop.buyer()
+        await bea.add(mug, 3)
+        for bad in (-1, "7.5.0", 7.505, True, "", [7.5], 10**30):
+            error = assert_error(self, await bea.buy(expected_total=bad), "BAD_REQUEST")
+            self.assertIn("expected_total", error["message"])
+        self.assertEqual(await self.authorizations(), 0)
+        for cheaper in (7.49, 0, "7.51"):
+            assert_error(self, await bea.buy(expected_total=cheaper), "PRICE_CHANGED")
+        self.assertEqual(payload_of(self, await bea.buy(expected_total=7.5))["total"], 7.5)
 
     async def test_empty_cart(self):
         bea = await self.shop.buyer()
@@ -310,7 +350,7 @@ class RecoveryTests(unittest.TestCase):
         await self.market.start_payments()
         payments = await connect(self, self.market.ports["payments"])
         answer = await payments.request("AuthorizePayment", {
-            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key})
+            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key}, PAYMENTS_SECRET)
         self.assertTrue(payload_of(self, answer)["approved"])
         await self.market.start()
         self.shop.seller = await connect(self, self.market.ports["seller"])

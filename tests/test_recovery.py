@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from marketplace import purchasedb
 from tests.db import test_dsns
 from tests.support import (
+    PAYMENTS_SECRET,
     RunningMarketplace,
     _later,
     connect,
@@ -58,7 +59,9 @@ class HoldingPayments(protocol.Factory):
     async def hold(self, request) -> None:
         answer = None
         if self.forward:
-            answer = await self.upstream.request(request["api"], request["payload"])
+            answer = await self.upstream.request(
+                request["api"], request["payload"], request["session_id"]
+            )
         if not self.held.called:
             self.held.callback(answer)
 
@@ -99,6 +102,7 @@ class KilledBuyerTests(unittest.TestCase):
         folder.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
         env["PYTHONPATH"] = str(REPOSITORY)
+        env["MARKETPLACE_PAYMENTS_SECRET"] = PAYMENTS_SECRET
         twistd = str(Path(sys.executable).parent / "twistd")
         args = [
             twistd, "-n", "--pidfile=", "--logfile=-", "marketplace-buyer",
@@ -195,5 +199,5 @@ class KilledBuyerTests(unittest.TestCase):
         # The authorisation, should it still arrive, is not approved.
         late = await connect(self, self.market.ports["payments"])
         answer = await late.request("AuthorizePayment", {
-            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key})
+            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key}, PAYMENTS_SECRET)
         self.assertFalse(payload_of(self, answer)["approved"])

@@ -116,6 +116,7 @@ class SellerApiTests(unittest.TestCase):
                     "keywords": ["phone", "case"],
                     "condition": "new",
                     "price": 9.99,
+                    "price_decimal": "9.99",
                     "quantity": 5,
                     "seller_id": seller_id,
                     "thumbs_up": 0,

@@ -279,12 +279,16 @@ class BuyerClient(_ServiceClient):
         expiration_date: str,
         security_code: str,
         idempotency_key: Optional[str] = None,
+        expected_total: Optional[Price] = None,
     ) -> "defer.Deferred[dict]":
         """MakePurchase: C{{"purchase_id", "items", "total"}}.
 
         A fresh idempotency key is sent unless one is given, so the request
         can be sent again safely after a lost connection; give the key of a
         purchase that failed with UNAVAILABLE to try that purchase again.
+        With C{expected_total} (the total the buyer was shown), a cart that
+        now comes to another total is not bought: L{ClientError}
+        PRICE_CHANGED, with the cart as it is now in its C{extra["cart"]}.
         """
         payload = {
             "name": name,
@@ -293,6 +297,9 @@ class BuyerClient(_ServiceClient):
             "security_code": security_code,
             "idempotency_key": idempotency_key or uuid.uuid4().hex,
         }
+        if expected_total is not None:
+            # As the exact decimal string: no binary float in between.
+            payload["expected_total"] = format(Decimal(str(expected_total)), "f")
         return self.call("MakePurchase", payload, retry=True)
 
     def provide_feedback(self, item_id: str, thumbs_up: bool) -> "defer.Deferred[dict]":

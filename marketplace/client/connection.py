@@ -290,6 +290,7 @@ def _error_of(answer: dict, api: str) -> ClientError:
         code if isinstance(code, str) else INTERNAL,
         message if isinstance(message, str) else "the server gave no reason",
         api,
+        {k: v for k, v in error.items() if k not in ("code", "message")},
     )
 
 

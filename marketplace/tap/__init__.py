@@ -15,7 +15,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from marketplace import config
+from marketplace import config, paymentsecret
 from marketplace.buyer import BuyerApis
 from marketplace.health import Readiness
 from marketplace.limits import OPTIONS as LIMIT_OPTIONS
@@ -29,7 +29,22 @@ from marketplace.protocol import FrameFactory
 from marketplace.seller import SellerApis
 from marketplace.service import ApiServer, Backend, OrderedMultiService, PeriodicJob, stop_reactor
 
-DEFAULT_LISTEN = {"seller": "tcp:8080", "buyer": "tcp:8081", "payments": "tcp:8082"}
+# The financial-transactions service's only caller is the buyer service:
+# it listens on loopback unless told otherwise.
+DEFAULT_LISTEN = {
+    "seller": "tcp:8080",
+    "buyer": "tcp:8081",
+    "payments": "tcp:8082:interface=127.0.0.1",
+}
+
+# The secret the buyer service shows the payments service (both sides).
+_PAYMENTS_SECRET = [
+    ["payments-secret", None, None,
+     "Secret the buyer service shows the financial-transactions service, at"
+     " least 16 characters (prefer MARKETPLACE_PAYMENTS_SECRET: options show in"
+     " ps). Default: the file payments.secret in the data folder, created if"
+     " missing."],
+]
 
 _ENDPOINT = (
     "a Twisted endpoint description (tcp:PORT, tcp:PORT:interface=ADDR, ssl:…);"
@@ -172,7 +187,7 @@ class BuyerOptions(_ShopOptions):
 
     optParameters = [
         ["listen", None, DEFAULT_LISTEN["buyer"], "Where to listen: " + _ENDPOINT],
-    ] + _PAYMENTS_CLIENT
+    ] + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
 
     def opt_listen(self, description: str) -> None:  # help: the row above
         self._add_endpoint("listen", description)
@@ -186,7 +201,7 @@ class PaymentsOptions(_DaemonOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: $MARKETPLACE_PRODUCT_DB (or $MARKETPLACE_CUSTOMER_DB)"
          " if set, else the embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE
+    ] + _PAYMENTS_SERVICE + _PAYMENTS_SECRET
 
     def opt_listen(self, description: str) -> None:  # help: the row above
         self._add_endpoint("listen", description)
@@ -216,7 +231,7 @@ class AllOptions(_ShopOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: the product database if one is set, else the"
          " embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT
+    ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
 
     # The help of each is its row above.
     def opt_seller_listen(self, description: str) -> None:
@@ -255,13 +270,17 @@ def build(
     servers = []
     jobs = []
     payments = None
+    if "buyer" in listen or "payments" in listen:
+        secret = settings.payments_secret or paymentsecret.load_or_create(settings.data_dir)
     if "buyer" in listen:
         # Added before the listeners, so it is closed after they drain.
-        payments = PaymentsClient(settings.payments, reactor, settings.payments_timeout)
+        payments = PaymentsClient(
+            settings.payments, reactor, settings.payments_timeout, secret=secret
+        )
         payments.setServiceParent(top)
     for name, description in listen.items():
         if name == "payments":
-            apis = PaymentApis(backend.payments, settings.approval_rate, reactor)
+            apis = PaymentApis(backend.payments, secret, settings.approval_rate, reactor)
         elif name == "buyer":
             apis = BuyerApis(
                 backend.customer,
