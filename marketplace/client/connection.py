@@ -10,6 +10,7 @@ carried out.
 """
 
 import random
+import re
 from typing import Callable, Optional, Union
 
 from twisted.internet import defer, task
@@ -37,6 +38,15 @@ def _quote(value: str) -> str:
 def endpoint_description(host: str, port: int) -> str:
     """The client endpoint description of a plain TCP connection."""
     return f"tcp:host={_quote(host)}:port={int(port)}"
+
+
+def _address(description: str) -> str:
+    """C{host:port} of a C{tcp:}/C{tls:} description, else the description."""
+    host = re.search(r"(?:^|:)host=([^:]+)", description)
+    port = re.search(r":port=([0-9]+)", description)
+    if host and port:
+        return f"{host.group(1)}:{port.group(1)}"
+    return description
 
 
 def unreachable(where: str, error: Exception) -> str:
@@ -93,7 +103,7 @@ class Connection:
             endpoint = clientFromString(reactor, endpoint)
         else:
             self.description = repr(endpoint)
-        self.where = where or self.description
+        self.where = where or _address(self.description)
         self._endpoint = endpoint
         self.initial_delay = initial_delay
         self.max_delay = max_delay
