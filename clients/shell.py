@@ -271,8 +271,7 @@ class Shell(LineReceiver):
         """The greeting, wrapped to the width."""
         where = f" at {self.where}" if self.where else ""
         text = (
-            f"Marketplace {self.role}{where}."
-            " Type 'help' for the commands, 'quit' to leave."
+            f"Marketplace {self.role}{where}. 'help' lists the commands, 'quit' leaves."
         )
         return "\n".join(format.wrap(text, self.width))
 
@@ -662,7 +661,11 @@ def help_text(command: Command, width: int = DEFAULT_WIDTH) -> str:
         lines.extend(format.wrap("  " + command.details, width, "  "))
     if command.aliases:
         lines.append(f"  also: {', '.join(command.aliases)}")
-    lines.append(f"example: {command.example}")
+    example = f"example: {command.example}"
+    if format.text_width(example) > width:
+        # A command to copy is not wrapped; it gets a line of its own.
+        example = f"example:\n  {command.example}"
+    lines.append(example)
     return "\n".join(lines)
 
 

@@ -21,6 +21,8 @@ from clients.shell import (
     EXIT_INTERRUPTED,
     Shell,
     UsageError,
+    help_list,
+    help_text,
     item_id,
     price,
     take_option,
@@ -28,7 +30,7 @@ from clients.shell import (
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.errors import INVALID_SESSION
-from tests.support import start_marketplace
+from tests.support import _later, start_marketplace
 from tests.test_client import make_client, seller_with_items, service
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +105,76 @@ class FormatTests(unittest.SynchronousTestCase):
         self.assertEqual(
             format.purchases({"items": [], "items_purchased": 0}), "No purchases yet."
         )
+
+    def test_display_width(self):
+        """Wide characters take two columns, joined emoji one character:
+        columns stay in line."""
+        rows = [
+            ("3-1", "☕ Coffee", "4.50"),
+            ("3-2", "日本茶", "12.00"),
+            ("3-3", "👩‍👩‍👧 Family mug", "1.00"),
+            ("3-4", "Café crème", "2.00"),
+        ]
+        lines = format.table(("ITEM", "NAME", "PRICE"), rows, right={2}).splitlines()
+        ends = {format.text_width(line) for line in lines}
+        self.assertEqual(ends, {format.text_width(lines[0])}, lines)
+        self.assertEqual(format.text_width("👩‍👩‍👧"), 2)
+        self.assertEqual(format.text_width("日本茶"), 6)
+
+    def test_tables_fit_the_width(self):
+        long_name = "An extraordinarily long mug name"  # 32 characters
+        item = {
+            "item_id": "3-1",
+            "item_name": long_name,
+            "category": 3,
+            "condition": "new",
+            "price": Decimal("4.50"),
+            "quantity": 10,
+            "thumbs_up": 0,
+            "thumbs_down": 0,
+            "keywords": ["kitchen", "mug", "blue", "ceramic", "big"],
+            "seller_id": 1,
+            "score": Decimal("1.5"),
+        }
+        for text in (
+            format.seller_items([item], width=80),
+            format.search_results([item], 3, width=80),
+        ):
+            lines = text.splitlines()
+            self.assertLessEqual(max(len(line) for line in lines), 80, text)
+            self.assertIn("…", lines[2])
+        # Without a width, or wide enough, nothing is cut.
+        self.assertIn(long_name, format.seller_items([item]))
+        self.assertIn(long_name, format.seller_items([item], width=200))
+        # Cut on a whole character, the ellipsis included in the width.
+        self.assertEqual(format.shorten("日本茶です", 5), "日本…")
+        self.assertEqual(format.shorten("👩‍👩‍👧👩‍👩‍👧", 3), "👩‍👩‍👧…")
+        self.assertEqual(format.shorten("short", 5), "short")
+
+    def test_help_wraps_on_words(self):
+        commands = []
+        for command in seller_cli.COMMANDS.values():
+            if command not in commands:
+                commands.append(command)
+        for width in (80, 50):
+            text = help_list(commands, width)
+            words = set(" ".join(c.usage + " " + c.summary for c in commands).split())
+            for line in text.splitlines():
+                self.assertLessEqual(len(line), width, line)
+                for word in line.split():
+                    self.assertIn(word, words)  # no word cut in two
+        text = help_text(seller_cli.COMMANDS["sell"], 50)
+        self.assertTrue(all(len(line) <= 50 for line in text.splitlines()), text)
+        self.assertIn("\n       [KEYWORD...]\n", text)
+
+    def test_page_note(self):
+        self.assertEqual(
+            format.page_note(1, 20, 45), "Items 1-20 of 45. Type 'more' for the next 20."
+        )
+        self.assertEqual(
+            format.page_note(21, 20, 45), "Items 21-40 of 45. Type 'more' for the next 5."
+        )
+        self.assertEqual(format.page_note(41, 5, 45), "Items 41-45 of 45.")
 
     def test_rating_as_counts(self):
         self.assertEqual(
@@ -201,10 +273,30 @@ class Driver:
         await self.shell.when_idle()
         return self.output()
 
+    async def type(self, *lines: str) -> str:
+        """Feed lines, wait until the shell asks for more (a question or
+        the next command); what was written."""
+        for line in lines:
+            self.shell.dataReceived(line.encode("utf-8") + b"\n")
+        await waiting_for_input(self.shell)
+        return self.output()
+
     async def end(self) -> int:
         """End of input; the exit status."""
         self.shell.readConnectionLost()
         return await self.shell.finished
+
+
+async def waiting_for_input(shell: Shell, timeout: float = 30.0) -> None:
+    """Wait until C{shell} has run every line fed and waits for a line."""
+    waited = 0.0
+    while not (shell._answer is not None and not shell._lines):
+        if not shell._busy and not shell._lines:
+            return
+        if waited > timeout:
+            raise AssertionError("the shell did not come to ask for input")
+        await _later(0.01)
+        waited += 0.01
 
 
 def seller_shell(testcase, market, interactive=False) -> Driver:
@@ -356,9 +448,10 @@ class BuyerShellTests(unittest.TestCase):
             "add 3-1 2 3": "add ITEM_ID [N]",
             "add three": "add ITEM_ID [N]",
             "remove 3-1 none": "remove ITEM_ID [N]",
-            "search": "search CATEGORY [KEYWORD...]",
-            "search books": "search CATEGORY [KEYWORD...]",
-            "search 1 a b c d e f": "search CATEGORY [KEYWORD...]",
+            "search": "search CATEGORY [KEYWORD...] [--page N]",
+            "search books": "search CATEGORY [KEYWORD...] [--page N]",
+            "search 1 a b c d e f": "search CATEGORY [KEYWORD...] [--page N]",
+            "search 1 --page 0": "search CATEGORY [KEYWORD...] [--page N]",
             "rate 3-1 sideways": "rate ITEM_ID up|down",
             "seller-rating x": "seller-rating SELLER_ID",
             "buy alice": "buy [NAME CARD MM/YY CODE]",
@@ -429,7 +522,7 @@ class InteractiveTests(unittest.TestCase):
         cli = buyer_shell(self, market, interactive=True)
         self.assertEqual(
             cli.output(),
-            "Marketplace buyer at test. Type 'help' for the commands, 'quit' to leave.\nbuyer> ",
+            "Marketplace buyer at test. 'help' lists the commands, 'quit' leaves.\nbuyer> ",
         )
         cli.shell.dataReceived(b"register bea\n")
         out = await cli.run("pw", "pw")
@@ -587,3 +680,126 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertIn("line 3: error: there is no item 3-1\n", out)
         self.assertIn("The cart is empty.\nLogged out.\n", out)
         self.assertNotIn("Traceback", out + err)
+
+
+class PagingTests(unittest.TestCase):
+    """search and items show how many there are and page through them."""
+
+    async def test_search_pages(self):
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.login("sam", "correct-horse-7")
+        for n in range(45):
+            await seller.register_item_for_sale(f"Cup {n:02}", 7, ["cup"], "new", "2", 1)
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        lines = (await cli.run("search 7 cup")).splitlines()
+        self.assertEqual(lines[-1], "Items 1-20 of 45. Type 'more' for the next 20.")
+        self.assertEqual(len(lines), 2 + 20 + 1)
+        self.assertIn("Cup 00", lines[2])
+        lines = (await cli.run("more")).splitlines()
+        self.assertIn("Cup 20", lines[2])
+        self.assertEqual(lines[-1], "Items 21-40 of 45. Type 'more' for the next 5.")
+        lines = (await cli.run("more")).splitlines()
+        self.assertEqual(lines[-1], "Items 41-45 of 45.")
+        self.assertEqual(len(lines), 2 + 5 + 1)
+        out = await cli.run("more")
+        self.assertIn("error: there is nothing more to show", out)
+        lines = (await cli.run("search 7 --page 2")).splitlines()
+        self.assertIn("Cup 20", lines[2])
+        self.assertEqual(lines[-1], "Items 21-40 of 45. Type 'more' for the next 5.")
+        out = await cli.run("search 7 cup --page 4")
+        self.assertEqual(out, "There are only 45 items.\n")
+        # A search with fewer results than a page says how many, as before.
+        out = await cli.run("search 7 nothing")
+        self.assertEqual(out, "No items for sale in category 7 match.\n")
+        # Exactly a page: counted, no 'more'.
+        for n in range(15):
+            await seller.register_item_for_sale(f"Cup {n + 45}", 7, ["cup"], "new", "2", 1)
+        lines = (await cli.run("search 7 cup --page 3")).splitlines()
+        self.assertEqual(lines[-1], "Items 41-60 of 60.")
+        self.assertIsNone(cli.shell.more)
+
+    async def test_items_pages(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market)
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
+        for n in range(25):
+            await cli.run(f"sell 'Mug {n:02}' 3 new 4.50 5 mug")
+        lines = (await cli.run("items")).splitlines()
+        self.assertEqual(len(lines), 2 + 20 + 1)
+        self.assertEqual(
+            lines[-1],
+            "25 items, 125 units on sale. Items 1-20 of 25. Type 'more' for the next 5.",
+        )
+        lines = (await cli.run("more")).splitlines()
+        self.assertIn("Mug 20", lines[2])
+        self.assertEqual(lines[-1], "25 items, 125 units on sale. Items 21-25 of 25.")
+        out = await cli.run("items --page 3")
+        self.assertIn("error: there are only 25 items", out)
+
+
+class CheckedAnswerTests(unittest.TestCase):
+    """Questions check each answer at once and ask again on a bad one."""
+
+    async def test_sell_reports_a_wrong_category_at_once(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
+        cli.output()
+        out = await cli.type("sell", "Blue mug", "kitchen")
+        # Reported right after the bad answer, before the next question.
+        self.assertTrue(
+            out.endswith(
+                "Category (a number): error: CATEGORY must be a whole number of 0 or"
+                " more, not 'kitchen'\nCategory (a number): "
+            ),
+            out,
+        )
+        out = await cli.type("3", "old", "new", "4.555", "4.50", "0", "10", "a b c d e f")
+        self.assertIn("error: CONDITION must be new or used, not 'old'", out)
+        self.assertIn("error: PRICE must be an amount such as 4.50, not '4.555'", out)
+        self.assertIn("error: QUANTITY must be a whole number of 1 or more, not '0'", out)
+        self.assertIn("error: give at most 5 keywords", out)
+        out = await cli.run("mug blue")
+        self.assertRegex(out, r"Item 3-\d+ is on sale: 10 units of Blue mug at 4.50\.")
+
+    async def test_register_checks_the_name_before_the_password(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        await cli.run("register sam -p correct-horse-7")
+        cli.output()
+        out = await cli.run("register sam")
+        self.assertEqual(
+            out, "error: there is already a seller called 'sam'\nseller> "
+        )
+        self.assertEqual(cli.terminal.changes, [])  # no password was asked
+
+    async def test_buy_checks_the_card_as_typed(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = buyer_shell(self, market, interactive=True)
+        await cli.run(
+            "register bea -p correct-horse-7", "login bea -p correct-horse-7", f"add {mug}"
+        )
+        cli.output()
+        cli.shell.dataReceived(b"buy\n")
+        out = await cli.run(
+            "", "Bea B", "4111111111111112", "4111 1111 1111 1111", "13/30", "12/30", "12", "123"
+        )
+        self.assertIn("error: give the name as it is on the card", out)
+        self.assertIn("error: that card number has a typing error", out)
+        self.assertIn("error: write the expiry as MM/YY", out)
+        self.assertIn("error: the security code is the 3 or 4 digits", out)
+        self.assertIn("Purchase 1 done: 1 unit for 4.50.", out)
+        # The cart bought, as a table, after the purchase.
+        self.assertIn(f"{mug}   Blue mug      1   4.50      4.50", out)
+
+    async def test_banner_fits_80_columns(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        cli.shell.where = "localhost:8080"
+        self.assertLessEqual(len(cli.shell.banner()), 80)
+        cli.shell.where = "tls:host=shop.example.com:port=8443:trustRoots=certs/ca"
+        self.assertTrue(all(len(l) <= 80 for l in cli.shell.banner().splitlines()))
