@@ -11,6 +11,7 @@ first); SIGTERM logs out and leaves too.
 """
 
 import os
+import shutil
 import signal
 import sys
 from typing import Dict, List, Optional, Type, Union
@@ -28,6 +29,7 @@ from twisted.python import usage
 
 from marketplace import tls
 from marketplace.client import ClientError, endpoint_description
+from clients.format import wrap
 from clients.shell import Command, Shell, Terminal
 
 # How long a command waits for an unreachable service before it fails.
@@ -162,7 +164,8 @@ async def _main(reactor, options: Options, client_class, commands) -> None:
         try:
             await client.connect(FIRST_CONNECTION_WITHIN)
         except ClientError as e:
-            sys.stderr.write(f"error: {e.message}\n")
+            width = shutil.get_terminal_size().columns
+            sys.stderr.write("\n".join(wrap(f"error: {e.message}", width, "  ")) + "\n")
             raise SystemExit(1)
     shell = Shell(
         client,

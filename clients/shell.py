@@ -244,7 +244,7 @@ class Shell(LineReceiver):
         """Report a failed command in one line."""
         self.failed = True
         if self.interactive:
-            self.write(f"error: {message}")
+            self.write("\n".join(format.wrap(f"error: {message}", self.width, "  ")))
         else:
             self.write(f"line {self.line_number}: error: {message}")
 

@@ -79,7 +79,7 @@ class ConnectionProblemTests(unittest.TestCase):
         endpoint = f"tcp:host=127.0.0.1:port={self.ports['tls']}"
         message = await self.problem(endpoint, "localhost:3", probe=True)
         self.assertIn(
-            "it may speak TLS, not plain frames: connect with --ca-cert", message
+            "it may be a TLS port: connect with --ca-cert", message
         )
 
     async def test_nothing_listening(self):

@@ -12,11 +12,12 @@ import termios
 
 import pyte
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.trial import unittest
 
-from marketplace import tls
 from marketplace.client import SellerClient
 from marketplace.devcerts import make_dev_certs
+from marketplace.tap import build
 from tests.support import _later, start_marketplace
 from tests.test_cli import ROOT
 from tests.test_client import make_client, service
@@ -25,6 +26,10 @@ from tests.test_connection_errors import free_port
 UP, DOWN = b"\x1b[A", b"\x1b[B"
 CTRL_C, CTRL_D, CTRL_L, TAB = b"\x03", b"\x04", b"\x0c", b"\t"
 PASSWORD = "correct-horse-7"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
 
 
 class Terminal(protocol.ProcessProtocol):
@@ -64,9 +69,10 @@ class Terminal(protocol.ProcessProtocol):
         self.transport.write(data.encode("utf-8") if isinstance(data, str) else data)
 
     async def expect(self, text: str, timeout: float = 10.0) -> str:
-        """Wait until C{text} is on the screen; the screen."""
+        """Wait until C{text} is on the screen (line ends and runs of spaces
+        count as one space: a long line wraps); the screen."""
         waited = 0.0
-        while text.rstrip() not in self.text():
+        while _flat(text) not in _flat(self.text()):
             if waited > timeout or self.ended.called:
                 raise AssertionError(
                     f"{text!r} did not appear; the screen:\n{self.text()}"
@@ -304,3 +310,93 @@ class ConnectionProblemTests(unittest.TestCase):
             ["127.0.0.1", str(free_port())],
             "nothing is listening at 127.0.0.1:",
         )
+
+
+class TlsProblemTests(unittest.TestCase):
+    """The program against a buyer service that listens on TLS and on plain
+    TCP: the wrong CA, TLS to the plain port, plain frames to the TLS port."""
+
+    async def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        self.certs = make_dev_certs(folder)
+        self.other = make_dev_certs(folder + "-other")
+        self.home = os.path.abspath(self.mktemp())
+        os.makedirs(self.home)
+        ssl = (
+            "ssl:0:interface=127.0.0.1"
+            f":privateKey={self.certs['key']}:certKey={self.certs['cert']}"
+        )
+        market = await start_marketplace(self, services=("buyer",))
+        await market.stop()
+        self.top = build({"buyer": ["tcp:0:interface=127.0.0.1", ssl]}, market.settings, reactor)
+        self.top.startService()
+        self.addCleanup(self.top.stopService)
+        servers = [s for s in self.top if hasattr(s, "endpoint")]
+        await servers[0].backend.ready()
+        self.ports = {}
+        for server in servers:
+            while server.port is None:
+                await _later(0.01)
+            kind = "tls" if isinstance(server.endpoint, SSL4ServerEndpoint) else "tcp"
+            self.ports[kind] = str(server.port.getHost().port)
+
+    async def told(self, args, typed: str, message: str) -> str:
+        term = start(self, "marketplace-buyer-cli", args, self.home)
+        if typed:
+            await term.expect("buyer>")
+            started = reactor.seconds()
+            term.send(typed)
+        else:
+            started = reactor.seconds()
+        screen = await term.expect(message, timeout=10)
+        if typed:
+            self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertNotIn("Password", screen)
+        self.assertNotIn("Traceback", screen)
+        return screen
+
+    async def test_certificate_not_trusted(self):
+        args = ["--ca-cert", self.other["ca_cert"], "localhost", self.ports["tls"]]
+        await self.told(args, "", f"error: the certificate of localhost:{self.ports['tls']} is not trusted")
+
+    async def test_tls_to_the_plain_port(self):
+        args = ["--ca-cert", self.certs["ca_cert"], "localhost", self.ports["tcp"]]
+        await self.told(args, "", f"localhost:{self.ports['tcp']} does not speak TLS")
+
+    async def test_plain_frames_to_the_tls_port(self):
+        args = ["localhost", self.ports["tls"]]
+        screen = await self.told(args, "login bea\r", "it may be a TLS port")
+        self.assertIn("connect with --ca-cert CA.pem", screen)
+
+    async def test_the_right_ca(self):
+        args = ["--ca-cert", self.certs["ca_cert"], "localhost", self.ports["tls"]]
+        term = start(self, "marketplace-buyer-cli", args, self.home)
+        await term.expect("buyer>")
+        term.send("register bea\r")
+        await term.expect("Password:")
+        term.send(CTRL_C)
+        await term.expect("register cancelled.")
+        term.send(CTRL_D)
+        self.assertEqual(await term.ended, 0)
+
+
+class CtrlCWhileWaitingTests(unittest.TestCase):
+    async def test_ctrl_c_cancels_a_command_that_waits(self):
+        """A service that never answers: Ctrl-C gives the prompt back."""
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        factory = protocol.Factory.forProtocol(protocol.Protocol)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        args = ["127.0.0.1", str(port.getHost().port)]
+        term = start(self, "marketplace-buyer-cli", args, home)
+        await term.expect("buyer>")
+        term.send("login bea\r")
+        await _later(0.5)
+        self.assertNotIn("Password", term.text())
+        term.send(CTRL_C)
+        await term.expect("login cancelled.")
+        term.send("help more\r")
+        await term.expect("example: more")
+        term.send(CTRL_D)
+        self.assertEqual(await term.ended, 0)

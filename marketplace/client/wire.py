@@ -78,8 +78,8 @@ def plaintext_problem(where: str, sure: bool = True) -> str:
         lead = f"{where} speaks TLS, not plain frames"
     else:
         lead = (
-            f"{where} closed the connection twice without answering: it may"
-            " speak TLS, not plain frames"
+            f"{where} closed the connection twice without answering; it may be"
+            " a TLS port"
         )
     return lead + ": connect with --ca-cert CA.pem (or a tls: endpoint)"
 
