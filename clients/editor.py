@@ -6,7 +6,7 @@ user's home (C{~/.marketplace-buyer-history}, C{~/.marketplace-seller-history}),
 Ctrl-L to clear the screen, and Tab to complete command names and the item
 ids seen in answers this session.  It asks the shell's questions too, with
 each answer checked before it is taken (a bad one is reported under the
-line, which stays to be corrected) and secrets not shown.
+line, which stays to be corrected) and secrets not shown at all.
 
 Ctrl-C at any prompt, or while a command waits for the service, cancels
 that command and keeps the program running; Ctrl-D at the command prompt
@@ -22,6 +22,7 @@ from typing import Iterable, Optional
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.layout.processors import Processor, Transformation
 from prompt_toolkit.validation import ValidationError, Validator
 from twisted.internet import defer
 
@@ -73,6 +74,16 @@ def _item_order(item_id: str):
     return (int(category), int(number))
 
 
+class _Hidden(Processor):
+    """Shows nothing of a secret, not even its length, as a terminal's
+    password prompt does; the cursor stays after the question."""
+
+    def apply_transformation(self, transformation_input) -> Transformation:
+        return Transformation(
+            [], source_to_display=lambda i: 0, display_to_source=lambda i: 0
+        )
+
+
 class _AnswerCheck(Validator):
     """A shell's check of an answer, as prompt_toolkit validates."""
 
@@ -115,10 +126,11 @@ class LineEditor:
         """Ask one question; Ctrl-C or Ctrl-D cancels the command."""
         validator = _AnswerCheck(check) if check is not None else None
         try:
+            # A session keeps the options of its last prompt: give them all.
             return await self._prompt(
                 self.questions,
                 question,
-                is_password=secret,
+                input_processors=[_Hidden()] if secret else [],
                 validator=validator,
                 validate_while_typing=False,
             )
