@@ -10,11 +10,12 @@ the shell's status once the input ends or C{quit} is typed (both log out
 first); SIGTERM logs out and leaves too.
 """
 
+import importlib.metadata
 import os
 import shutil
 import signal
 import sys
-from typing import Dict, List, Optional, Type, Union
+from typing import Dict, List, Optional, Sequence, Type, Union
 
 from twisted.internet import stdio, task
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -37,12 +38,14 @@ GIVE_UP_AFTER = 15.0
 # How long the first connection of a person's session may take to fail.
 FIRST_CONNECTION_WITHIN = 1.5
 
-_SCRIPT_MODE = """\
-Commands are read from standard input: at a terminal with line editing
-(history in ~/.marketplace-ROLE-history, Tab completes commands and item
-ids, Ctrl-C cancels a command, Ctrl-D logs out and leaves); from a pipe or
-file as a script, one line at a time, with passwords and cards given as
-arguments (login USER --password PW). Type 'help' for the commands."""
+_INPUT = (
+    "Commands are read from standard input: at a terminal with line editing"
+    " (history in ~/.marketplace-{role}-history, Tab completes commands and item"
+    " ids, Ctrl-C cancels a command, Ctrl-D logs out and leaves); from a pipe or"
+    " a file as a script, one line at a time, where passwords and cards are"
+    " given as arguments (login USER --password PW). Type 'help COMMAND' in the"
+    " program for details."
+)
 
 
 class _Stdout:
@@ -76,18 +79,36 @@ class Options(usage.Options):
         ],
     ]
 
-    def __init__(self, default_port: int) -> None:
+    def __init__(
+        self, default_port: int, role: str = "", commands: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.default_port = default_port
+        self.role = role
+        self.commands = commands
         self["host"] = "localhost"
         self["port"] = default_port
 
     def getSynopsis(self) -> str:
         name = os.path.basename(sys.argv[0])
-        return (
+        text = (
             f"Usage: {name} [--ca-cert CA.pem] [HOST [PORT]] | --connect ENDPOINT\n"
-            f"  (defaults: localhost {self.default_port})\n\n{_SCRIPT_MODE}"
+            f"  (defaults: localhost {self.default_port})\n\n"
+            + "\n".join(wrap(_INPUT.format(role=self.role or "ROLE"), 79))
         )
+        if self.commands:
+            listed = "Commands: " + ", ".join(self.commands) + "."
+            text += "\n\n" + "\n".join(wrap(listed, 79, "  "))
+        return text + "\n"
+
+    def opt_version(self) -> None:
+        """Display the marketplace's version and exit."""
+        try:
+            version = importlib.metadata.version("marketplace")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"{os.path.basename(sys.argv[0])} (marketplace) {version}")
+        sys.exit(0)
 
     def parseArgs(self, host: str = "localhost", port: Optional[str] = None) -> None:
         self["host"] = host
@@ -119,10 +140,12 @@ class Options(usage.Options):
         return self["connect"] or f"{self['host']}:{self['port']}"
 
 
-def parse(argv: List[str], default_port: int) -> Options:
+def parse(
+    argv: List[str], default_port: int, role: str = "", commands: Sequence[str] = ()
+) -> Options:
     """The options of C{argv} (without the program name); on a usage error
     print it and exit with status 2."""
-    options = Options(default_port)
+    options = Options(default_port, role, commands)
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
@@ -199,7 +222,13 @@ def run(
     argv: Optional[List[str]], client_class: Type, commands: Dict[str, Command]
 ) -> None:
     """Run a terminal program for C{client_class} with C{commands}; exits."""
-    options = parse(sys.argv[1:] if argv is None else argv, client_class.default_port)
+    names = sorted({command.name for command in commands.values()})
+    options = parse(
+        sys.argv[1:] if argv is None else argv,
+        client_class.default_port,
+        client_class.role,
+        names,
+    )
     if _at_terminal():
         # prompt_toolkit runs on asyncio: Twisted on asyncio's loop.
         import asyncio

@@ -803,3 +803,18 @@ class CheckedAnswerTests(unittest.TestCase):
         self.assertLessEqual(len(cli.shell.banner()), 80)
         cli.shell.where = "tls:host=shop.example.com:port=8443:trustRoots=certs/ca"
         self.assertTrue(all(len(l) <= 80 for l in cli.shell.banner().splitlines()))
+
+
+class HelpOptionTests(unittest.TestCase):
+    async def test_help_names_commands_password_and_script_mode(self):
+        status, out, err = await run_program("marketplace-buyer-cli", ["--help"], "")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("Commands: add, buy, cart, clear, help, history, item, login,", out)
+        self.assertIn("--password PW", out)
+        self.assertIn("as a\nscript", out)
+        self.assertIn("~/.marketplace-buyer-history", out)
+        self.assertTrue(all(len(line) <= 80 for line in out.splitlines()), out)
+        status, out, err = await run_program("marketplace-seller-cli", ["--version"], "")
+        self.assertEqual(status, 0)
+        self.assertIn("(marketplace) ", out)
+        self.assertNotIn("Twisted", out)
