@@ -92,7 +92,8 @@ class Options(usage.Options):
     def getSynopsis(self) -> str:
         name = os.path.basename(sys.argv[0])
         text = (
-            f"Usage: {name} [--ca-cert CA.pem] [HOST [PORT]] | --connect ENDPOINT\n"
+            f"Usage: {name} [--ca-cert CA.pem] [HOST [PORT]]\n"
+            f"       {name} --connect ENDPOINT\n"
             f"  (defaults: localhost {self.default_port})\n\n"
             + "\n".join(wrap(_INPUT.format(role=self.role or "ROLE"), 79))
         )
