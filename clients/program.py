@@ -198,6 +198,8 @@ async def _main(reactor, options: Options, client_class, commands) -> None:
         terminal=Terminal(0) if interactive else None,
         where=options.where,
     )
+    if os.isatty(1):
+        shell.width = shutil.get_terminal_size().columns
     # SIGTERM stops the reactor; log out before it does.
     reactor.addSystemEventTrigger("before", "shutdown", shell.interrupt)
     if interactive and _at_terminal():

@@ -222,8 +222,9 @@ class Shell(LineReceiver):
         self._disconnected = False
         #: The line editor that asks the questions at a terminal, if any.
         self.editor = None
-        #: Columns the tables are fitted to.
-        self.width = DEFAULT_WIDTH
+        #: Columns of the terminal the output goes to, which tables fit;
+        #: None for output to a file or a pipe (tables whole, as always).
+        self.width: Optional[int] = None
         #: Item ids seen in answers this session, for completion.
         self.seen_ids: set = set()
         #: What the 'more' command shows next, if there is more.
@@ -244,7 +245,7 @@ class Shell(LineReceiver):
         """Report a failed command in one line."""
         self.failed = True
         if self.interactive:
-            self.write("\n".join(format.wrap(f"error: {message}", self.width, "  ")))
+            self.write("\n".join(format.wrap(f"error: {message}", self.columns, "  ")))
         else:
             self.write(f"line {self.line_number}: error: {message}")
 
@@ -253,6 +254,11 @@ class Shell(LineReceiver):
         if self.client.username:
             return f"{self.role} {self.client.username}> "
         return f"{self.role}> "
+
+    @property
+    def columns(self) -> int:
+        """The width text is wrapped to: the terminal's, or 80."""
+        return self.width or DEFAULT_WIDTH
 
     @property
     def leaving(self) -> bool:
@@ -273,7 +279,7 @@ class Shell(LineReceiver):
         text = (
             f"Marketplace {self.role}{where}. 'help' lists the commands, 'quit' leaves."
         )
-        return "\n".join(format.wrap(text, self.width))
+        return "\n".join(format.wrap(text, self.columns))
 
     def connectionMade(self) -> None:
         if self.interactive and self.editor is None:
@@ -549,7 +555,7 @@ def common_commands(
             command = commands.get(words[0].lower())
             if command is None:
                 raise UsageError(f"there is no command {words[0]!r}")
-            shell.write(help_text(command, shell.width))
+            shell.write(help_text(command, shell.columns))
             return
         seen: List[Command] = []
         for command in commands.values():
@@ -557,7 +563,7 @@ def common_commands(
                 seen.append(command)
         shell.write(
             "Commands:\n"
-            + help_list(seen, shell.width)
+            + help_list(seen, shell.columns)
             + "\nType 'help COMMAND' for details and an example."
         )
 

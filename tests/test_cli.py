@@ -313,9 +313,9 @@ class SellerShellTests(unittest.TestCase):
     async def test_every_command(self):
         market = await start_marketplace(self)
         cli = seller_shell(self, market)
-        out = await cli.run('register sam "Sam Shop" --password pw')
+        out = await cli.run('register sam "Sam Shop" --password correct-horse-7')
         self.assertRegex(out, r"^Registered seller sam \(seller id \d+\)")
-        out = await cli.run("login sam -p pw")
+        out = await cli.run("login sam -p correct-horse-7")
         self.assertRegex(out, r"^Logged in as sam \(seller \d+\)\.\n$")
         self.assertEqual(cli.shell.prompt(), "seller sam> ")
 
@@ -358,11 +358,11 @@ class SellerShellTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = seller_shell(self, market)
-        out = await cli.run("register sam --password x")
+        out = await cli.run("register sam --password correct-horse-8")
         self.assertEqual(out, "line 1: error: there is already a seller called 'sam'\n")
         out = await cli.run("login sam --password wrong")
         self.assertEqual(out, "line 2: error: wrong username or password\n")
-        await cli.run("register otto -p pw", "login otto -p pw")
+        await cli.run("register otto -p correct-horse-7", "login otto -p correct-horse-7")
         out = await cli.run(f"price {mug} 1")
         self.assertEqual(out, f"line 5: error: item {mug} belongs to another seller\n")
         self.assertEqual(await cli.end(), EXIT_FAILED)
@@ -370,7 +370,7 @@ class SellerShellTests(unittest.TestCase):
     async def test_interactive_sell_asks_each_field(self):
         market = await start_marketplace(self)
         cli = seller_shell(self, market, interactive=True)
-        await cli.run("register sam -p pw", "login sam -p pw")
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
         cli.shell.dataReceived(b"sell\n")
         out = await cli.run("Green mug", "3", "new", "2.25", "4", "mug green")
         self.assertIn("Item name: Category (a number): ", out)
@@ -383,11 +383,11 @@ class BuyerShellTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market)
-        out = await cli.run("register bea --password pw")
+        out = await cli.run("register bea --password correct-horse-7")
         self.assertRegex(
             out, r"^Registered buyer bea \(buyer id \d+\)\. Now: login bea\n$"
         )
-        await cli.run("login bea --password pw")
+        await cli.run("login bea --password correct-horse-7")
 
         lines = (await cli.run("search 3 mug lamp")).splitlines()
         self.assertEqual(lines[0].split()[:4], ["ITEM", "NAME", "COND", "PRICE"])
@@ -441,7 +441,7 @@ class BuyerShellTests(unittest.TestCase):
     async def test_usage_errors(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         cli.shell.line_number = 0
         cases = {
             "add": "add ITEM_ID [N]",
@@ -525,13 +525,13 @@ class InteractiveTests(unittest.TestCase):
             "Marketplace buyer at test. 'help' lists the commands, 'quit' leaves.\nbuyer> ",
         )
         cli.shell.dataReceived(b"register bea\n")
-        out = await cli.run("pw", "pw")
+        out = await cli.run("correct-horse-7", "correct-horse-7")
         self.assertTrue(
             out.startswith("Password: \nPassword again: \nRegistered buyer bea"), out
         )
         self.assertEqual(cli.terminal.changes, [False, True, False, True])
         cli.shell.dataReceived(b"login bea\n")
-        out = await cli.run("pw")
+        out = await cli.run("correct-horse-7")
         self.assertEqual(
             out,
             "Password: \nLogged in as bea (buyer %d).\nbuyer bea> "
@@ -545,7 +545,7 @@ class InteractiveTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market, interactive=True)
-        await cli.run("register bea -p pw", "login bea -p pw", f"add {mug} 2")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7", f"add {mug} 2")
         cli.terminal.changes.clear()
         cli.shell.dataReceived(b"buy\n")
         out = await cli.run("Bea B", "4111111111111111", "12/30", "123")
@@ -579,7 +579,7 @@ class EndingTests(unittest.TestCase):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
         await cli.run(
-            "register bea -p pw", "# a comment", "", "login bea -p pw", "cart"
+            "register bea -p correct-horse-7", "# a comment", "", "login bea -p correct-horse-7", "cart"
         )
         session = cli.shell.client.session_id
         self.assertEqual(await cli.end(), 0)
@@ -590,7 +590,7 @@ class EndingTests(unittest.TestCase):
     async def test_script_with_a_failure_runs_on_and_exits_1(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        for line in ("register bea -p pw", "login bea -p pw", "item 3-999", "cart"):
+        for line in ("register bea -p correct-horse-7", "login bea -p correct-horse-7", "item 3-999", "cart"):
             cli.shell.dataReceived(line.encode() + b"\n")
         cli.shell.readConnectionLost()
         self.assertEqual(await cli.shell.finished, EXIT_FAILED)
@@ -601,7 +601,7 @@ class EndingTests(unittest.TestCase):
     async def test_quit_skips_the_rest(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market, interactive=True)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         session = cli.shell.client.session_id
         cli.shell.dataReceived(b"quit\ncart\n")
         self.assertEqual(await cli.shell.finished, 0)
@@ -611,7 +611,7 @@ class EndingTests(unittest.TestCase):
     async def test_interrupt(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         session = cli.shell.client.session_id
         await cli.shell.interrupt()
         self.assertEqual(await cli.shell.finished, EXIT_INTERRUPTED)
@@ -659,7 +659,7 @@ class ConsoleScriptTests(unittest.TestCase):
         market = await start_marketplace(self)
         port = str(market.ports["seller"])
         script = (
-            "register sam -p pw\nlogin sam -p pw\nsell Mug 3 new 4.50 10 mug\nitems\n"
+            "register sam -p correct-horse-7\nlogin sam -p correct-horse-7\nsell Mug 3 new 4.50 10 mug\nitems\n"
         )
         status, out, err = await run_program(
             "marketplace-seller-cli", ["127.0.0.1", port], script
@@ -672,7 +672,7 @@ class ConsoleScriptTests(unittest.TestCase):
     async def test_buyer_script_that_fails(self):
         market = await start_marketplace(self)
         endpoint = service(market, "buyer")
-        script = "register bea -p pw\nlogin bea -p pw\nadd 3-1\ncart\n"
+        script = "register bea -p correct-horse-7\nlogin bea -p correct-horse-7\nadd 3-1\ncart\n"
         status, out, err = await run_program(
             "marketplace-buyer-cli", ["--connect", endpoint], script
         )

@@ -112,6 +112,7 @@ class ReadmeTests(unittest.TestCase):
         make = seller_shell if role == "seller" else buyer_shell
         cli = make(self, self.market, interactive=True)
         cli.shell.where = f"localhost:{8080 if role == 'seller' else 8081}"
+        cli.shell.width = 80  # a terminal of 80 columns
         cli.transport.clear()
         cli.shell.connectionMade()
         shown = command + "\n" + cli.output()
