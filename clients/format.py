@@ -323,8 +323,10 @@ def purchase(answer: dict, width: Optional[int] = None) -> str:
     )
     if not items:
         return head
-    return head + "\n" + cart(
-        {"cart": items, "total": answer.get("total", 0)}, width=width
+    return (
+        head
+        + "\n"
+        + cart({"cart": items, "total": answer.get("total", 0)}, width=width)
     )
 
 

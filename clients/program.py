@@ -132,7 +132,9 @@ class Options(usage.Options):
         if self["connect"]:
             return self["connect"]
         if self["ca-cert"]:
-            return tls.client_endpoint(reactor, self["host"], self["port"], self["ca-cert"])
+            return tls.client_endpoint(
+                reactor, self["host"], self["port"], self["ca-cert"]
+            )
         return endpoint_description(self["host"], self["port"])
 
     @property

@@ -40,7 +40,10 @@ def _keywords(text: str) -> List[str]:
 QUESTIONS = (
     ("Item name: ", _name),
     ("Category (a number): ", lambda text: whole(text, "CATEGORY", 0)),
-    ("Condition (new or used): ", lambda text: choice(text, "CONDITION", ("new", "used"))),
+    (
+        "Condition (new or used): ",
+        lambda text: choice(text, "CONDITION", ("new", "used")),
+    ),
     ("Price: ", price),
     ("Units for sale: ", lambda text: whole(text, "QUANTITY")),
     ("Keywords (up to 5, space-separated): ", _keywords),
@@ -50,7 +53,9 @@ QUESTIONS = (
 async def sell(shell: Shell, words: List[str]) -> None:
     """sell NAME CATEGORY CONDITION PRICE QUANTITY [KEYWORD...], or asked field by field."""
     if not words and shell.interactive:
-        answers = [await shell.ask(question, check=check) for question, check in QUESTIONS]
+        answers = [
+            await shell.ask(question, check=check) for question, check in QUESTIONS
+        ]
         words = answers[:5] + answers[5].split()
     arity(words, 5)
     name = _name(words[0])

@@ -169,10 +169,12 @@ class FormatTests(unittest.SynchronousTestCase):
 
     def test_page_note(self):
         self.assertEqual(
-            format.page_note(1, 20, 45), "Items 1-20 of 45. Type 'more' for the next 20."
+            format.page_note(1, 20, 45),
+            "Items 1-20 of 45. Type 'more' for the next 20.",
         )
         self.assertEqual(
-            format.page_note(21, 20, 45), "Items 21-40 of 45. Type 'more' for the next 5."
+            format.page_note(21, 20, 45),
+            "Items 21-40 of 45. Type 'more' for the next 5.",
         )
         self.assertEqual(format.page_note(41, 5, 45), "Items 41-45 of 45.")
 
@@ -227,7 +229,9 @@ class ArgumentTests(unittest.SynchronousTestCase):
         self.assertEqual(options.endpoint(None), "tls:shop.example:8080")
         self.assertRaises(usage.UsageError, Options(8080).parseOptions, ["h", "port"])
         self.assertRaises(
-            usage.UsageError, Options(8080).parseOptions, ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"]
+            usage.UsageError,
+            Options(8080).parseOptions,
+            ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"],
         )
         options = Options(8080)
         options.parseOptions(["--ca-cert", "ca.pem", "shop.example", "8443"])
@@ -362,7 +366,9 @@ class SellerShellTests(unittest.TestCase):
         self.assertEqual(out, "line 1: error: there is already a seller called 'sam'\n")
         out = await cli.run("login sam --password wrong")
         self.assertEqual(out, "line 2: error: wrong username or password\n")
-        await cli.run("register otto -p correct-horse-7", "login otto -p correct-horse-7")
+        await cli.run(
+            "register otto -p correct-horse-7", "login otto -p correct-horse-7"
+        )
         out = await cli.run(f"price {mug} 1")
         self.assertEqual(out, f"line 5: error: item {mug} belongs to another seller\n")
         self.assertEqual(await cli.end(), EXIT_FAILED)
@@ -545,7 +551,11 @@ class InteractiveTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market, interactive=True)
-        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7", f"add {mug} 2")
+        await cli.run(
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            f"add {mug} 2",
+        )
         cli.terminal.changes.clear()
         cli.shell.dataReceived(b"buy\n")
         out = await cli.run("Bea B", "4111111111111111", "12/30", "123")
@@ -579,7 +589,11 @@ class EndingTests(unittest.TestCase):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
         await cli.run(
-            "register bea -p correct-horse-7", "# a comment", "", "login bea -p correct-horse-7", "cart"
+            "register bea -p correct-horse-7",
+            "# a comment",
+            "",
+            "login bea -p correct-horse-7",
+            "cart",
         )
         session = cli.shell.client.session_id
         self.assertEqual(await cli.end(), 0)
@@ -590,7 +604,12 @@ class EndingTests(unittest.TestCase):
     async def test_script_with_a_failure_runs_on_and_exits_1(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        for line in ("register bea -p correct-horse-7", "login bea -p correct-horse-7", "item 3-999", "cart"):
+        for line in (
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            "item 3-999",
+            "cart",
+        ):
             cli.shell.dataReceived(line.encode() + b"\n")
         cli.shell.readConnectionLost()
         self.assertEqual(await cli.shell.finished, EXIT_FAILED)
@@ -658,9 +677,7 @@ class ConsoleScriptTests(unittest.TestCase):
     async def test_seller_script(self):
         market = await start_marketplace(self)
         port = str(market.ports["seller"])
-        script = (
-            "register sam -p correct-horse-7\nlogin sam -p correct-horse-7\nsell Mug 3 new 4.50 10 mug\nitems\n"
-        )
+        script = "register sam -p correct-horse-7\nlogin sam -p correct-horse-7\nsell Mug 3 new 4.50 10 mug\nitems\n"
         status, out, err = await run_program(
             "marketplace-seller-cli", ["127.0.0.1", port], script
         )
@@ -691,7 +708,9 @@ class PagingTests(unittest.TestCase):
         await seller.create_account("sam", "correct-horse-7")
         await seller.login("sam", "correct-horse-7")
         for n in range(45):
-            await seller.register_item_for_sale(f"Cup {n:02}", 7, ["cup"], "new", "2", 1)
+            await seller.register_item_for_sale(
+                f"Cup {n:02}", 7, ["cup"], "new", "2", 1
+            )
         cli = buyer_shell(self, market)
         await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         lines = (await cli.run("search 7 cup")).splitlines()
@@ -716,7 +735,9 @@ class PagingTests(unittest.TestCase):
         self.assertEqual(out, "No items for sale in category 7 match.\n")
         # Exactly a page: counted, no 'more'.
         for n in range(15):
-            await seller.register_item_for_sale(f"Cup {n + 45}", 7, ["cup"], "new", "2", 1)
+            await seller.register_item_for_sale(
+                f"Cup {n + 45}", 7, ["cup"], "new", "2", 1
+            )
         lines = (await cli.run("search 7 cup --page 3")).splitlines()
         self.assertEqual(lines[-1], "Items 41-60 of 60.")
         self.assertIsNone(cli.shell.more)
@@ -757,10 +778,14 @@ class CheckedAnswerTests(unittest.TestCase):
             ),
             out,
         )
-        out = await cli.type("3", "old", "new", "4.555", "4.50", "0", "10", "a b c d e f")
+        out = await cli.type(
+            "3", "old", "new", "4.555", "4.50", "0", "10", "a b c d e f"
+        )
         self.assertIn("error: CONDITION must be new or used, not 'old'", out)
         self.assertIn("error: PRICE must be an amount such as 4.50, not '4.555'", out)
-        self.assertIn("error: QUANTITY must be a whole number of 1 or more, not '0'", out)
+        self.assertIn(
+            "error: QUANTITY must be a whole number of 1 or more, not '0'", out
+        )
         self.assertIn("error: give at most 5 keywords", out)
         out = await cli.run("mug blue")
         self.assertRegex(out, r"Item 3-\d+ is on sale: 10 units of Blue mug at 4.50\.")
@@ -771,9 +796,7 @@ class CheckedAnswerTests(unittest.TestCase):
         await cli.run("register sam -p correct-horse-7")
         cli.output()
         out = await cli.run("register sam")
-        self.assertEqual(
-            out, "error: there is already a seller called 'sam'\nseller> "
-        )
+        self.assertEqual(out, "error: there is already a seller called 'sam'\nseller> ")
         self.assertEqual(cli.terminal.changes, [])  # no password was asked
 
     async def test_buy_checks_the_card_as_typed(self):
@@ -781,12 +804,21 @@ class CheckedAnswerTests(unittest.TestCase):
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market, interactive=True)
         await cli.run(
-            "register bea -p correct-horse-7", "login bea -p correct-horse-7", f"add {mug}"
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            f"add {mug}",
         )
         cli.output()
         cli.shell.dataReceived(b"buy\n")
         out = await cli.run(
-            "", "Bea B", "4111111111111112", "4111 1111 1111 1111", "13/30", "12/30", "12", "123"
+            "",
+            "Bea B",
+            "4111111111111112",
+            "4111 1111 1111 1111",
+            "13/30",
+            "12/30",
+            "12",
+            "123",
         )
         self.assertIn("error: give the name as it is on the card", out)
         self.assertIn("error: that card number has a typing error", out)
@@ -809,12 +841,16 @@ class HelpOptionTests(unittest.TestCase):
     async def test_help_names_commands_password_and_script_mode(self):
         status, out, err = await run_program("marketplace-buyer-cli", ["--help"], "")
         self.assertEqual((status, err), (0, ""))
-        self.assertIn("Commands: add, buy, cart, clear, help, history, item, login,", out)
+        self.assertIn(
+            "Commands: add, buy, cart, clear, help, history, item, login,", out
+        )
         self.assertIn("--password PW", out)
         self.assertIn("as a\nscript", out)
         self.assertIn("~/.marketplace-buyer-history", out)
         self.assertTrue(all(len(line) <= 80 for line in out.splitlines()), out)
-        status, out, err = await run_program("marketplace-seller-cli", ["--version"], "")
+        status, out, err = await run_program(
+            "marketplace-seller-cli", ["--version"], ""
+        )
         self.assertEqual(status, 0)
         self.assertIn("(marketplace) ", out)
         self.assertNotIn("Twisted", out)

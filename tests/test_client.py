@@ -355,9 +355,13 @@ class ErrorMappingTests(unittest.TestCase):
         buyer = make_client(
             self, BuyerClient, endpoint, initial_delay=0.01, give_up_after=0.1
         )
-        e = await self.assertFailure(buyer.create_account("bea", "correct-horse-7"), ClientError)
+        e = await self.assertFailure(
+            buyer.create_account("bea", "correct-horse-7"), ClientError
+        )
         self.assertEqual(e.code, UNAVAILABLE)
-        self.assertIn(f"nothing is listening at 127.0.0.1:{endpoint.split('=')[-1]}", e.message)
+        self.assertIn(
+            f"nothing is listening at 127.0.0.1:{endpoint.split('=')[-1]}", e.message
+        )
 
     async def test_closed_client(self):
         market = await start_marketplace(self)
@@ -487,7 +491,9 @@ class ReconnectTests(unittest.TestCase):
         seller_proxy = CuttingProxy(market.ports["seller"])
         seller = make_client(self, SellerClient, await seller_proxy.start(self))
         seller_proxy.cuts = 1
-        e = await self.assertFailure(seller.create_account("sam", "correct-horse-7"), ClientError)
+        e = await self.assertFailure(
+            seller.create_account("sam", "correct-horse-7"), ClientError
+        )
         self.assertEqual(e.code, UNAVAILABLE)
         self.assertIn("may or may not", e.message)
         await seller.login("sam", "correct-horse-7")

@@ -73,19 +73,21 @@ class ConnectionProblemTests(unittest.TestCase):
             reactor, "localhost", self.ports["tcp"], self.certs["ca_cert"]
         )
         message = await self.problem(endpoint, "localhost:2")
-        self.assertIn("localhost:2 does not speak TLS: is it a plaintext port?", message)
+        self.assertIn(
+            "localhost:2 does not speak TLS: is it a plaintext port?", message
+        )
 
     async def test_plain_frames_to_a_tls_port(self):
         endpoint = f"tcp:host=127.0.0.1:port={self.ports['tls']}"
         message = await self.problem(endpoint, "localhost:3", probe=True)
-        self.assertIn(
-            "it may be a TLS port: connect with --ca-cert", message
-        )
+        self.assertIn("it may be a TLS port: connect with --ca-cert", message)
 
     async def test_nothing_listening(self):
         endpoint = f"tcp:host=127.0.0.1:port={free_port()}"
         message = await self.problem(endpoint, "localhost:4")
-        self.assertIn("nothing is listening at localhost:4 (the connection was refused)", message)
+        self.assertIn(
+            "nothing is listening at localhost:4 (the connection was refused)", message
+        )
 
     async def test_the_right_ca_works(self):
         endpoint = tls.client_endpoint(

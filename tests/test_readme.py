@@ -30,11 +30,21 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from tests.support import start_marketplace
-from tests.test_cli import ROOT, buyer_shell, run_program, seller_shell, waiting_for_input
+from tests.test_cli import (
+    ROOT,
+    buyer_shell,
+    run_program,
+    seller_shell,
+    waiting_for_input,
+)
 
 README = os.path.join(ROOT, "README.md")
 PASSWORD = "correct-horse-7"
-SECRETS = {"Password: ": PASSWORD, "Password again: ": PASSWORD, "Security code: ": "123"}
+SECRETS = {
+    "Password: ": PASSWORD,
+    "Password again: ": PASSWORD,
+    "Security code: ": "123",
+}
 _DATE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")
 _PROMPT = re.compile(r"^(seller|buyer)( \S+)?> ")
 _QUESTIONS = {
@@ -122,8 +132,10 @@ class ReadmeTests(unittest.TestCase):
                 _PROMPT.sub("", line) for line in lines if _PROMPT.match(line)
             ]
             answers = [
-                line.split(": ", 1)[1] for line in lines
-                if not _PROMPT.match(line) and line.split(": ", 1)[0] + ": " in _QUESTIONS
+                line.split(": ", 1)[1]
+                for line in lines
+                if not _PROMPT.match(line)
+                and line.split(": ", 1)[0] + ": " in _QUESTIONS
             ]
         while True:
             await waiting_for_input(cli.shell)

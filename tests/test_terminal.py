@@ -106,7 +106,11 @@ def start(testcase, program: str, args, home: str, columns: int = 80) -> Termina
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
     reactor.spawnProcess(
-        terminal, path, [path] + list(args), env=env, usePTY=(master, slave, os.ttyname(slave))
+        terminal,
+        path,
+        [path] + list(args),
+        env=env,
+        usePTY=(master, slave, os.ttyname(slave)),
     )
 
     async def stop():
@@ -328,7 +332,9 @@ class TlsProblemTests(unittest.TestCase):
         )
         market = await start_marketplace(self, services=("buyer",))
         await market.stop()
-        self.top = build({"buyer": ["tcp:0:interface=127.0.0.1", ssl]}, market.settings, reactor)
+        self.top = build(
+            {"buyer": ["tcp:0:interface=127.0.0.1", ssl]}, market.settings, reactor
+        )
         self.top.startService()
         self.addCleanup(self.top.stopService)
         servers = [s for s in self.top if hasattr(s, "endpoint")]
@@ -357,7 +363,11 @@ class TlsProblemTests(unittest.TestCase):
 
     async def test_certificate_not_trusted(self):
         args = ["--ca-cert", self.other["ca_cert"], "localhost", self.ports["tls"]]
-        await self.told(args, "", f"error: the certificate of localhost:{self.ports['tls']} is not trusted")
+        await self.told(
+            args,
+            "",
+            f"error: the certificate of localhost:{self.ports['tls']} is not trusted",
+        )
 
     async def test_tls_to_the_plain_port(self):
         args = ["--ca-cert", self.certs["ca_cert"], "localhost", self.ports["tcp"]]

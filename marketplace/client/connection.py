@@ -225,7 +225,9 @@ class Connection:
         """
         protocol = self._protocol
         if protocol is None or not protocol.open:
-            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, None))
+            return defer.Deferred.fromCoroutine(
+                self._call(message, retry, on_retry, None)
+            )
         # The usual case, with callbacks alone: the connection is open and
         # the first answer is the one that counts.
         args = (message, retry, on_retry)
@@ -236,13 +238,17 @@ class Connection:
     def _answered(self, answer: dict, message: dict, retry: bool, on_retry):
         failed = self._outcome(answer, message.get("api", ""), retry)
         if isinstance(failed, str):
-            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+            return defer.Deferred.fromCoroutine(
+                self._call(message, retry, on_retry, failed)
+            )
         return failed
 
     def _lost(self, failure: Failure, message: dict, retry: bool, on_retry):
         failure.trap(ConnectionLost)
         failed = self._lost_reason(message.get("api", ""), retry, failure.value)
-        return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+        return defer.Deferred.fromCoroutine(
+            self._call(message, retry, on_retry, failed)
+        )
 
     def _outcome(self, answer: dict, api: str, retry: bool):
         """The payload of an answer, or why it is to be sent again (a str);
