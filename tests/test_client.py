@@ -218,6 +218,23 @@ class SellerClientTests(unittest.TestCase):
         e = await self.assertFailure(seller.display_items_for_sale(), ClientError)
         self.assertEqual(e.code, NOT_LOGGED_IN)
 
+    async def test_check_username(self):
+        """CheckUsername, per role and without a session: whether
+        CreateAccount could take the name."""
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        buyer = make_client(self, BuyerClient, service(market, "buyer"))
+        free = {"username": "sam", "available": True}
+        self.assertEqual(await seller.check_username("sam"), free)
+        await seller.create_account("sam", "correct-horse-7")
+        taken = {"username": "sam", "available": False}
+        self.assertEqual(await seller.check_username("sam"), taken)
+        # Buyers and sellers are accounts of their own.
+        self.assertEqual(await buyer.check_username("sam"), free)
+        for bad in ("", "two words", "x" * 33):
+            e = await self.assertFailure(seller.check_username(bad), ClientError)
+            self.assertEqual(e.code, "BAD_REQUEST")
+
 
 class BuyerClientTests(unittest.TestCase):
     """Every buyer API through L{BuyerClient}."""
