@@ -117,10 +117,15 @@ class LineEditor:
             history=InMemoryHistory(), interrupt_exception=Cancelled
         )
         self._running: Optional[defer.Deferred] = None
+        self._asking: Optional[asyncio.Future] = None
 
     async def _prompt(self, session: PromptSession, message: str, **options) -> str:
         future = asyncio.ensure_future(session.prompt_async(message, **options))
-        return await defer.Deferred.fromFuture(future)
+        self._asking = future
+        try:
+            return await defer.Deferred.fromFuture(future)
+        finally:
+            self._asking = None
 
     async def ask(self, question: str, secret: bool, check: Optional[Check]) -> str:
         """Ask one question; Ctrl-C or Ctrl-D cancels the command."""
@@ -147,7 +152,7 @@ class LineEditor:
                 line = await self._prompt(self.commands, shell.prompt())
             except Cancelled:
                 continue
-            except EOFError:
+            except (EOFError, defer.CancelledError):
                 break
             self._running = defer.Deferred.fromCoroutine(shell.run_line(line))
             try:
@@ -162,6 +167,12 @@ class LineEditor:
         """Ctrl-C while a command runs (not at a prompt): cancel it."""
         if self._running is not None:
             self._running.cancel()
+
+    def close(self) -> None:
+        """The program is stopped (SIGTERM): end the prompt being shown, so
+        that prompt_toolkit gives the terminal back as it found it."""
+        if self._asking is not None:
+            self._asking.cancel()
 
 
 __all__ = ["LineEditor", "ShellCompleter", "history_path"]

@@ -208,6 +208,7 @@ async def _main(reactor, options: Options, client_class, commands) -> None:
         from clients.editor import LineEditor
 
         editor = LineEditor(shell)
+        reactor.addSystemEventTrigger("before", "shutdown", editor.close)
         shell.makeConnection(_Stdout())
         # Ctrl-C while a command runs cancels it (at a prompt it is a key).
         signal.signal(

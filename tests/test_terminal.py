@@ -105,6 +105,10 @@ def start(testcase, program: str, args, home: str, columns: int = 80) -> Termina
     )
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
+    # A copy of the master end stays open after the program, to read the
+    # terminal's modes as the program left them.
+    terminal.master = os.dup(master)
+    testcase.addCleanup(os.close, terminal.master)
     reactor.spawnProcess(
         terminal,
         path,
@@ -243,6 +247,21 @@ class LineEditorTests(unittest.TestCase):
         term.send(CTRL_D)
         await term.expect("Logged out.")
         self.assertEqual(await term.ended, 0)
+
+    async def test_sigterm_logs_out_and_gives_the_terminal_back(self):
+        term = self.seller()
+        await term.expect("seller>")
+        term.send(f"register sam -p {PASSWORD}\rlogin sam -p {PASSWORD}\r")
+        await term.expect("seller sam>")
+        await term.settle()
+        lflag = termios.tcgetattr(term.master)[3]
+        self.assertFalse(lflag & termios.ICANON)  # the editor's raw mode
+        term.transport.signalProcess("TERM")
+        await term.ended
+        self.assertIn("Logged out.", term.text())
+        self.assertNotIn("Traceback", term.text())
+        lflag = termios.tcgetattr(term.master)[3]
+        self.assertTrue(lflag & termios.ICANON and lflag & termios.ECHO)
 
     async def test_name_taken_is_told_before_the_password(self):
         seller = make_client(self, SellerClient, service(self.market, "seller"))
