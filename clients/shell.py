@@ -22,6 +22,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from marketplace.client import ClientError
+from marketplace.errors import USERNAME_TAKEN
 
 from clients import format
 
@@ -342,7 +343,7 @@ class Shell(LineReceiver):
             try:
                 check(answer)
             except UsageError as e:
-                self.write(f"error: {e}")
+                self.write("\n".join(format.wrap(f"error: {e}", self.columns, "  ")))
                 continue
             return answer
 
@@ -519,7 +520,7 @@ def common_commands(
             # that is taken (and a connection problem shows up here too).
             if not (await shell.client.check_username(username))["available"]:
                 raise ClientError(
-                    "USERNAME_TAKEN",
+                    USERNAME_TAKEN,
                     f"there is already a {shell.role} called {username!r}",
                 )
             password = await _ask_password(shell, confirm=True)
