@@ -4,7 +4,7 @@ own message, at once (within 2 seconds), without retrying in vain."""
 
 import socket
 
-from twisted.internet import reactor
+from twisted.internet import protocol, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.trial import unittest
 
@@ -102,3 +102,30 @@ class ConnectionProblemTests(unittest.TestCase):
         self.assertEqual(answer, {"username": "sam", "available": False})
         e = await self.assertFailure(client.check_username("two words"), ClientError)
         self.assertEqual(e.code, "BAD_REQUEST")
+
+
+class _TlsAlert(protocol.Protocol):
+    """What a TLS server that sends an alert does with plain frames."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"\x15\x03\x01\x00\x02\x02\x46")
+        self.transport.loseConnection()
+
+
+class TlsAlertTests(unittest.TestCase):
+    async def test_plain_frames_answered_with_a_tls_alert(self):
+        factory = protocol.Factory.forProtocol(_TlsAlert)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+        client = BuyerClient(endpoint, reactor=reactor, where="shop:8443")
+        self.addCleanup(client.close)
+        e = await self.assertFailure(client.check_username("sam"), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertEqual(
+            e.message,
+            "shop:8443 speaks TLS, not plain frames: connect with --ca-cert CA.pem"
+            " (or a tls: endpoint)",
+        )
+        # At once: not sent again on a new connection.
+        self.assertEqual(client.connection.connections_made, 1)
