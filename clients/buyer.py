@@ -4,8 +4,11 @@ Usage: marketplace-buyer-cli [HOST [PORT]] | --connect ENDPOINT
 (defaults: localhost 8081).
 """
 
+import re
+from datetime import date
 from typing import Dict, List, Optional
 
+from marketplace import cards
 from marketplace.client import BuyerClient, ClientError
 
 from clients import format
@@ -19,23 +22,58 @@ from clients.shell import (
     common_commands,
     item_id,
     keywords,
+    take_option,
     whole,
 )
 
+# The most results one search request may ask for (PROTOCOL.md).
+_MOST = 500
+_CODE = re.compile(r"[0-9]{3,4}")
+
 
 async def search(shell: Shell, words: List[str]) -> None:
-    """search CATEGORY [KEYWORD...]: a table of matching items."""
+    """search CATEGORY [KEYWORD...] [--page N]: a page of matching items."""
+    page, words = take_option(words, "--page")
     arity(words, 1)
     category = whole(words[0], "CATEGORY", 0)
     wanted = keywords(words[1:])
-    answer = await shell.client.search_items_for_sale(category, wanted)
-    shell.write(format.search_results(answer["items"], category))
+    await _search_page(shell, category, wanted, 1 if page is None else whole(page, "N"))
+
+
+async def _search_page(shell: Shell, category: int, wanted: List[str], page: int):
+    """Page C{page} of a search (limit and offset), with the total count."""
+    size = format.PAGE_SIZE
+    offset = (page - 1) * size
+    answer = await shell.client.search_items_for_sale(category, wanted, size, offset)
+    found = answer["items"]
+    total = offset + len(found)
+    if len(found) == size or (offset and not found):
+        total = await _count(shell, category, wanted, total if found else 0)
+    shell.remember(*found)
+    shell.write(format.search_results(found, category, shell.width, offset + 1, total))
+    if found and offset + len(found) < total:
+        shell.more = lambda: _search_page(shell, category, wanted, page + 1)
+    else:
+        shell.more = None
+
+
+async def _count(shell: Shell, category: int, wanted: List[str], counted: int) -> int:
+    """How many results there are, knowing the first C{counted}."""
+    while True:
+        answer = await shell.client.search_items_for_sale(
+            category, wanted, _MOST, counted
+        )
+        counted += len(answer["items"])
+        if len(answer["items"]) < _MOST:
+            return counted
 
 
 async def item(shell: Shell, words: List[str]) -> None:
     """item ITEM_ID: one item, a field per line."""
     arity(words, 1, 1)
-    shell.write(format.item_details(await shell.client.get_item(item_id(words[0]))))
+    answer = await shell.client.get_item(item_id(words[0]))
+    shell.remember(answer)
+    shell.write(format.item_details(answer, shell.width))
 
 
 def _units(words: List[str]) -> int:
@@ -47,7 +85,12 @@ async def add(shell: Shell, words: List[str]) -> None:
     arity(words, 1, 2)
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.add_item_to_cart(wanted, units)
-    shell.write(format.cart(cart, f"Added {format.plural(units, 'unit')} of {wanted}."))
+    shell.remember(*cart.get("cart", []))
+    shell.write(
+        format.cart(
+            cart, f"Added {format.plural(units, 'unit')} of {wanted}.", shell.width
+        )
+    )
 
 
 async def remove(shell: Shell, words: List[str]) -> None:
@@ -56,14 +99,18 @@ async def remove(shell: Shell, words: List[str]) -> None:
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.remove_item_from_cart(wanted, units)
     shell.write(
-        format.cart(cart, f"Took {format.plural(units, 'unit')} of {wanted} out.")
+        format.cart(
+            cart, f"Took {format.plural(units, 'unit')} of {wanted} out.", shell.width
+        )
     )
 
 
 async def cart(shell: Shell, words: List[str]) -> None:
     """cart: the active cart with its total."""
     arity(words, 0, 0)
-    shell.write(format.cart(await shell.client.display_cart()))
+    answer = await shell.client.display_cart()
+    shell.remember(*answer.get("cart", []))
+    shell.write(format.cart(answer, width=shell.width))
 
 
 async def save(shell: Shell, words: List[str]) -> None:
@@ -71,7 +118,9 @@ async def save(shell: Shell, words: List[str]) -> None:
     arity(words, 0, 0)
     answer = await shell.client.save_cart()
     shell.write(
-        format.cart(answer, "Saved the cart; it will be there at your next login.")
+        format.cart(
+            answer, "Saved the cart; it will be there at your next login.", shell.width
+        )
     )
 
 
@@ -95,13 +144,43 @@ async def buy(shell: Shell, words: List[str]) -> None:
         if not current.get("cart"):
             shell.fail("the cart is empty: add items first")
             return
-        shell.write(format.cart(current, "Buying:"))
-        name = await shell.ask("Name on the card: ")
-        number = await shell.ask("Card number: ")
-        expires = await shell.ask("Expires (MM/YY): ")
-        code = await shell.ask("Security code: ", secret=True)
+        shell.write(format.cart(current, "Buying:", shell.width))
+        name = await shell.ask("Name on the card: ", check=_card_name)
+        number = await shell.ask("Card number: ", check=_card_number)
+        expires = await shell.ask("Expires (MM/YY): ", check=_expiry)
+        code = await shell.ask("Security code: ", secret=True, check=_security_code)
     answer = await _pay(shell, [name, number, expires, code], current)
-    shell.write(format.purchase(answer))
+    shell.write(format.purchase(answer, shell.width))
+
+
+# Checks of the card's fields as they are typed (the payments service has
+# the last word; these catch a typing slip before it is sent).
+
+
+def _card_name(text: str) -> None:
+    if not text.strip():
+        raise UsageError("give the name as it is on the card")
+
+
+def _card_number(text: str) -> None:
+    digits = cards.card_digits(text)
+    if digits is None:
+        raise UsageError("a card number is 12 to 19 digits (spaces and dashes allowed)")
+    if not cards.luhn_valid(digits):
+        raise UsageError("that card number has a typing error (the Luhn check fails)")
+
+
+def _expiry(text: str) -> None:
+    expiry = cards.parse_expiry(text)
+    if expiry is None:
+        raise UsageError("write the expiry as MM/YY, for example 12/30")
+    if cards.expired(*expiry, date.today()):
+        raise UsageError("that card has expired")
+
+
+def _security_code(text: str) -> None:
+    if not _CODE.fullmatch(text):
+        raise UsageError("the security code is the 3 or 4 digits on the card")
 
 
 async def _pay(shell: Shell, card: List[str], shown: Optional[dict]) -> dict:
@@ -115,7 +194,9 @@ async def _pay(shell: Shell, card: List[str], shown: Optional[dict]) -> dict:
             if e.code != "PRICE_CHANGED" or not isinstance(e.extra.get("cart"), dict):
                 raise
             shown = e.extra["cart"]
-        shell.write(format.cart(shown, "The prices have changed since the cart was shown:"))
+        shell.write(
+            format.cart(shown, "The prices have changed since the cart was shown:", shell.width)
+        )
         total = format.money(shown.get("total_decimal", shown.get("total")))
         if (await shell.ask(f"Buy it for {total}? (yes/no): ")).strip().lower() not in (
             "y",
@@ -143,7 +224,9 @@ async def seller_rating(shell: Shell, words: List[str]) -> None:
 async def history(shell: Shell, words: List[str]) -> None:
     """history: the buyer's purchases, with dates."""
     arity(words, 0, 0)
-    shell.write(format.purchases(await shell.client.get_buyer_purchases()))
+    answer = await shell.client.get_buyer_purchases()
+    shell.remember(*answer.get("items", []))
+    shell.write(format.purchases(answer, shell.width))
 
 
 COMMANDS: Dict[str, Command] = command_table(
@@ -152,12 +235,14 @@ COMMANDS: Dict[str, Command] = command_table(
         [
             Command(
                 "search",
-                "CATEGORY [KEYWORD...]",
+                "CATEGORY [KEYWORD...] [--page N]",
                 "find items for sale in a category",
                 "search 3 mug kitchen",
                 search,
                 details="Best matches first. With no keywords, every item of the"
-                " category that has units on sale. At most 5 keywords.",
+                f" category that has units on sale. At most 5 keywords. Shows"
+                f" {format.PAGE_SIZE} items at a time and how many there are in"
+                " all: 'more' shows the next ones, --page N page N.",
                 aliases=("find",),
             ),
             Command(

@@ -1,13 +1,59 @@
 """Turning answers into text a person reads: aligned tables, totals, dates.
 
 Plain functions from payload dicts to strings; nothing here does I/O.
+Widths are display widths (C{wcwidth}): a CJK character or an emoji takes
+two columns of a terminal, a combining accent none, so columns stay in line
+whatever the names hold.  Tables given a C{width} fit it by shortening
+their long text columns (names, keywords) with an ellipsis.
 """
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
+
+import wcwidth
 
 _CENT = Decimal("0.01")
+ELLIPSIS = "…"
+# A column that is shortened to fit keeps at least this many columns.
+_NARROWEST = 6
+#: Rows shown at a time by search and items; 'more' shows the next ones.
+PAGE_SIZE = 20
+
+
+def text_width(text: str) -> int:
+    """The number of terminal columns C{text} takes."""
+    width = wcwidth.width(text)
+    return width if width >= 0 else len(text)
+
+
+def shorten(text: str, width: int) -> str:
+    """C{text} cut to at most C{width} columns, ending in an ellipsis if cut;
+    never splits a character made of several code points (joined emoji)."""
+    if text_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for grapheme in wcwidth.iter_graphemes(text):
+        size = text_width(grapheme)
+        if used + size > width - 1:
+            break
+        kept.append(grapheme)
+        used += size
+    return "".join(kept) + ELLIPSIS
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """C{text} padded with spaces to C{width} columns."""
+    fill = " " * max(0, width - text_width(text))
+    return fill + text if right else text + fill
+
+
+def wrap(text: str, width: int, indent: str = "") -> List[str]:
+    """C{text} wrapped on words to C{width} columns, each line after the
+    first indented with C{indent}."""
+    return wcwidth.wrap(
+        text, max(10, width), subsequent_indent=indent, break_long_words=True
+    ) or [""]
 
 
 def money(value) -> str:
@@ -39,20 +85,35 @@ def table(
     rows: Iterable[Sequence],
     right: Iterable[int] = (),
     footer: Sequence = (),
+    width: Optional[int] = None,
+    shrink: Sequence[int] = (),
 ) -> str:
     """Columns padded to the widest cell; columns in C{right} (numbers) are
-    right-aligned.  A C{footer} row comes after a rule, for totals."""
+    right-aligned.  A C{footer} row comes after a rule, for totals.
+
+    With a C{width}, the columns in C{shrink} (first the first) are made
+    narrower until the table fits, and their long cells end in an ellipsis.
+    """
     right = set(right)
     body = [[str(cell) for cell in row] for row in rows]
     foot = [str(cell) for cell in footer]
-    widths = [len(h) for h in headers]
+    widths = [text_width(h) for h in headers]
     for row in body + ([foot] if foot else []):
         for n, cell in enumerate(row):
-            widths[n] = max(widths[n], len(cell))
+            widths[n] = max(widths[n], text_width(cell))
+    if width is not None:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        for n in shrink:
+            if excess <= 0:
+                break
+            narrowest = max(_NARROWEST, text_width(headers[n]))
+            cut = min(excess, max(0, widths[n] - narrowest))
+            widths[n] -= cut
+            excess -= cut
 
     def line(cells: Sequence[str]) -> str:
         padded = [
-            cell.rjust(widths[n]) if n in right else cell.ljust(widths[n])
+            pad(shorten(cell, widths[n]), widths[n], n in right)
             for n, cell in enumerate(cells)
         ]
         return "  ".join(padded).rstrip()
@@ -70,9 +131,30 @@ def votes(item: dict) -> str:
     return f"+{item.get('thumbs_up', 0)}/-{item.get('thumbs_down', 0)}"
 
 
-def search_results(items: List[dict], category: int) -> str:
-    """SearchItemsForSale's items, best match first."""
+def page_note(first: int, shown: int, total: int, what: str = "item") -> str:
+    """Which rows of how many a page shows, and how to see the next ones:
+    C{"Items 21-40 of 60. Type 'more' for the next 20."}."""
+    last = first + shown - 1
+    note = f"{what.capitalize()}s {first}-{last} of {total}."
+    if last < total:
+        following = min(PAGE_SIZE, total - last)
+        note += f" Type 'more' for the next {following}."
+    return note
+
+
+def search_results(
+    items: List[dict],
+    category: int,
+    width: Optional[int] = None,
+    first: int = 1,
+    total: Optional[int] = None,
+) -> str:
+    """SearchItemsForSale's items, best match first: one page of them, the
+    C{first}-th result of C{total} at the top."""
+    total = len(items) if total is None else total
     if not items:
+        if total:
+            return f"There are only {plural(total, 'item')}."
         return f"No items for sale in category {category} match."
     rows = [
         (
@@ -99,8 +181,12 @@ def search_results(items: List[dict], category: int) -> str:
         "SCORE",
         "KEYWORDS",
     )
-    found = plural(len(items), "item") + " found."
-    return table(headers, rows, right={3, 4, 5, 7}) + "\n" + found
+    if first == 1 and len(items) == total:
+        found = plural(total, "item") + " found."
+    else:
+        found = page_note(first, len(items), total)
+    text = table(headers, rows, right={3, 4, 5, 7}, width=width, shrink=(8, 1))
+    return text + "\n" + found
 
 
 def _score(value) -> str:
@@ -110,7 +196,7 @@ def _score(value) -> str:
         return str(value)
 
 
-def item_details(item: dict) -> str:
+def item_details(item: dict, width: Optional[int] = None) -> str:
     """One item, a field per line."""
     fields = [
         ("category", item["category"]),
@@ -126,7 +212,7 @@ def item_details(item: dict) -> str:
     return "\n".join(lines)
 
 
-def cart(answer: dict, title: str = "") -> str:
+def cart(answer: dict, title: str = "", width: Optional[int] = None) -> str:
     """A cart with a subtotal per line and the total."""
     lines = answer.get("cart", [])
     if not lines:
@@ -147,13 +233,20 @@ def cart(answer: dict, title: str = "") -> str:
         rows,
         right={2, 3, 4},
         footer=("", "Total", units, "", money(answer.get("total", 0))),
+        width=width,
+        shrink=(1,),
     )
     return (title + "\n" if title else "") + text
 
 
-def seller_items(items: List[dict]) -> str:
-    """A seller's items, sold-out ones included."""
-    if not items:
+def seller_items(
+    items: List[dict], width: Optional[int] = None, first: int = 1, everything=None
+) -> str:
+    """A seller's items, sold-out ones included: the page C{items} of the
+    list C{everything} (all of them when not given), its C{first}-th at the
+    top, then the count of items and units of the whole list."""
+    everything = items if everything is None else everything
+    if not everything:
         return "You have no items. Put one on sale with: sell"
     rows = [
         (
@@ -168,13 +261,18 @@ def seller_items(items: List[dict]) -> str:
         )
         for i in items
     ]
-    on_sale = sum(i["quantity"] for i in items)
+    on_sale = sum(i["quantity"] for i in everything)
     text = table(
         ("ITEM", "NAME", "CAT", "COND", "PRICE", "ON SALE", "VOTES", "KEYWORDS"),
         rows,
         right={2, 4, 5},
+        width=width,
+        shrink=(7, 1),
     )
-    return text + f"\n{plural(len(items), 'item')}, {plural(on_sale, 'unit')} on sale."
+    text += f"\n{plural(len(everything), 'item')}, {plural(on_sale, 'unit')} on sale."
+    if len(items) < len(everything):
+        text += " " + page_note(first, len(items), len(everything))
+    return text
 
 
 def rating(answer: dict) -> str:
@@ -186,7 +284,7 @@ def rating(answer: dict) -> str:
     )
 
 
-def purchases(answer: dict) -> str:
+def purchases(answer: dict, width: Optional[int] = None) -> str:
     """A buyer's purchase history, oldest first, with dates."""
     items = answer.get("items", [])
     if not items:
@@ -210,10 +308,12 @@ def purchases(answer: dict) -> str:
         rows,
         right={1, 4, 5, 6},
         footer=("", "", "", "Total", units, "", money(spent)),
+        width=width,
+        shrink=(3,),
     )
 
 
-def purchase(answer: dict) -> str:
+def purchase(answer: dict, width: Optional[int] = None) -> str:
     """What MakePurchase bought."""
     items = answer.get("items", [])
     head = (
@@ -223,7 +323,11 @@ def purchase(answer: dict) -> str:
     )
     if not items:
         return head
-    return head + "\n" + cart({"cart": items, "total": answer.get("total", 0)})
+    return (
+        head
+        + "\n"
+        + cart({"cart": items, "total": answer.get("total", 0)}, width=width)
+    )
 
 
 def feedback(answer: dict, thumbs_up: bool) -> str:
@@ -235,10 +339,16 @@ def feedback(answer: dict, thumbs_up: bool) -> str:
 
 
 __all__ = [
+    "PAGE_SIZE",
+    "text_width",
+    "shorten",
+    "pad",
+    "wrap",
     "money",
     "plural",
     "date",
     "table",
+    "page_note",
     "search_results",
     "item_details",
     "cart",

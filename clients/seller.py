@@ -20,24 +20,45 @@ from clients.shell import (
     item_id,
     keywords,
     price,
+    take_option,
     whole,
+)
+
+
+def _name(text: str) -> str:
+    if not 1 <= len(text) <= 32:
+        raise UsageError("NAME must be 1 to 32 characters")
+    return text
+
+
+def _keywords(text: str) -> List[str]:
+    return keywords(text.split())
+
+
+# The questions of sell without arguments, each with the check of its
+# answer: a bad answer is reported at once and asked again.
+QUESTIONS = (
+    ("Item name: ", _name),
+    ("Category (a number): ", lambda text: whole(text, "CATEGORY", 0)),
+    (
+        "Condition (new or used): ",
+        lambda text: choice(text, "CONDITION", ("new", "used")),
+    ),
+    ("Price: ", price),
+    ("Units for sale: ", lambda text: whole(text, "QUANTITY")),
+    ("Keywords (up to 5, space-separated): ", _keywords),
 )
 
 
 async def sell(shell: Shell, words: List[str]) -> None:
     """sell NAME CATEGORY CONDITION PRICE QUANTITY [KEYWORD...], or asked field by field."""
     if not words and shell.interactive:
-        words = [
-            await shell.ask("Item name: "),
-            await shell.ask("Category (a number): "),
-            await shell.ask("Condition (new or used): "),
-            await shell.ask("Price: "),
-            await shell.ask("Units for sale: "),
-        ] + (await shell.ask("Keywords (up to 5, space-separated): ")).split()
+        answers = [
+            await shell.ask(question, check=check) for question, check in QUESTIONS
+        ]
+        words = answers[:5] + answers[5].split()
     arity(words, 5)
-    name = words[0]
-    if not 1 <= len(name) <= 32:
-        raise UsageError("NAME must be 1 to 32 characters")
+    name = _name(words[0])
     category = whole(words[1], "CATEGORY", 0)
     condition = choice(words[2], "CONDITION", ("new", "used"))
     amount = price(words[3])
@@ -46,6 +67,7 @@ async def sell(shell: Shell, words: List[str]) -> None:
     answer = await shell.client.register_item_for_sale(
         name, category, tags, condition, amount, units
     )
+    shell.remember(answer)
     shell.write(
         f"Item {answer['item_id']} is on sale: {format.plural(units, 'unit')} of"
         f" {name} at {format.money(amount)}."
@@ -56,6 +78,7 @@ async def change_price(shell: Shell, words: List[str]) -> None:
     """price ITEM_ID PRICE: change an item's price."""
     arity(words, 2, 2)
     item = await shell.client.change_item_price(item_id(words[0]), price(words[1]))
+    shell.remember(item)
     shell.write(
         f"{item['item_id']} {item['item_name']} now costs {format.money(item['price'])}."
     )
@@ -66,6 +89,7 @@ async def remove_units(shell: Shell, words: List[str]) -> None:
     arity(words, 2, 2)
     units = whole(words[1], "N")
     item = await shell.client.update_units_for_sale(item_id(words[0]), units)
+    shell.remember(item)
     shell.write(
         f"Took {format.plural(units, 'unit')} of {item['item_id']} {item['item_name']}"
         f" off sale; {item['quantity']} left."
@@ -73,10 +97,26 @@ async def remove_units(shell: Shell, words: List[str]) -> None:
 
 
 async def items(shell: Shell, words: List[str]) -> None:
-    """items: the seller's items as a table."""
+    """items [--page N]: the seller's items as a table, a page at a time."""
+    page, words = take_option(words, "--page")
     arity(words, 0, 0)
     answer = await shell.client.display_items_for_sale()
-    shell.write(format.seller_items(answer["items"]))
+    shell.remember(*answer["items"])
+    _show_items(shell, answer["items"], 1 if page is None else whole(page, "N"))
+
+
+def _show_items(shell: Shell, everything: List[dict], page: int) -> None:
+    size = format.PAGE_SIZE
+    first = (page - 1) * size
+    shown = everything[first : first + size]
+    if everything and not shown:
+        raise UsageError(f"there are only {format.plural(len(everything), 'item')}")
+    shell.write(format.seller_items(shown, shell.width, first + 1, everything))
+
+    async def following() -> None:
+        _show_items(shell, everything, page + 1)
+
+    shell.more = following if first + size < len(everything) else None
 
 
 async def rating(shell: Shell, words: List[str]) -> None:
@@ -113,7 +153,15 @@ COMMANDS: Dict[str, Command] = command_table(
                 "remove-units 3-17 2",
                 remove_units,
             ),
-            Command("items", "", "list your items, sold-out ones too", "items", items),
+            Command(
+                "items",
+                "[--page N]",
+                "list your items, sold-out ones too",
+                "items",
+                items,
+                details=f"Shows {format.PAGE_SIZE} items at a time and how many"
+                " there are in all: 'more' shows the next ones, --page N page N.",
+            ),
             Command("rating", "", "show your thumbs and sales", "rating", rating),
         ],
     )

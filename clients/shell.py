@@ -10,7 +10,6 @@ group words, C{#} starts a comment).
 
 import re
 import shlex
-import textwrap
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -23,6 +22,9 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from marketplace.client import ClientError
+from marketplace.errors import USERNAME_TAKEN
+
+from clients import format
 
 _ITEM_ID = re.compile(r"[0-9]{1,10}-[0-9]{1,18}")
 _CENT = Decimal("0.01")
@@ -38,6 +40,17 @@ class UsageError(Exception):
 
 class EndOfInput(Exception):
     """The input ended while a command was asking for more."""
+
+
+class Cancelled(Exception):
+    """The person pressed Ctrl-C while a command asked or worked."""
+
+
+# A check of one answer: returns nothing, raises UsageError for a bad one.
+Check = Callable[[str], object]
+
+#: Columns of the terminal when it cannot be asked (a script's output).
+DEFAULT_WIDTH = 80
 
 
 @dataclass
@@ -208,6 +221,15 @@ class Shell(LineReceiver):
         self._idle_waiters: List[defer.Deferred] = []
         self._lost_waiters: List[defer.Deferred] = []
         self._disconnected = False
+        #: The line editor that asks the questions at a terminal, if any.
+        self.editor = None
+        #: Columns of the terminal the output goes to, which tables fit;
+        #: None for output to a file or a pipe (tables whole, as always).
+        self.width: Optional[int] = None
+        #: Item ids seen in answers this session, for completion.
+        self.seen_ids: set = set()
+        #: What the 'more' command shows next, if there is more.
+        self.more: Optional[Callable[[], Awaitable[None]]] = None
 
     @property
     def role(self) -> str:
@@ -224,7 +246,7 @@ class Shell(LineReceiver):
         """Report a failed command in one line."""
         self.failed = True
         if self.interactive:
-            self.write(f"error: {message}")
+            self.write("\n".join(format.wrap(f"error: {message}", self.columns, "  ")))
         else:
             self.write(f"line {self.line_number}: error: {message}")
 
@@ -234,19 +256,35 @@ class Shell(LineReceiver):
             return f"{self.role} {self.client.username}> "
         return f"{self.role}> "
 
+    @property
+    def columns(self) -> int:
+        """The width text is wrapped to: the terminal's, or 80."""
+        return self.width or DEFAULT_WIDTH
+
+    @property
+    def leaving(self) -> bool:
+        """Whether the input has ended or quit was typed."""
+        return self._input_done
+
     def _show_prompt(self) -> None:
+        if self.editor is not None:
+            return
         if self.interactive and not self._lines and not self._input_done:
             self.transport.write(self.prompt().encode("utf-8"))
 
     # Input
 
+    def banner(self) -> str:
+        """The greeting, wrapped to the width."""
+        where = f" at {self.where}" if self.where else ""
+        text = (
+            f"Marketplace {self.role}{where}. 'help' lists the commands, 'quit' leaves."
+        )
+        return "\n".join(format.wrap(text, self.columns))
+
     def connectionMade(self) -> None:
-        if self.interactive:
-            where = f" at {self.where}" if self.where else ""
-            self.write(
-                f"Marketplace {self.role}{where}."
-                " Type 'help' for the commands, 'quit' to leave."
-            )
+        if self.interactive and self.editor is None:
+            self.write(self.banner())
             self._show_prompt()
 
     def lineReceived(self, line: bytes) -> None:
@@ -290,8 +328,26 @@ class Shell(LineReceiver):
         self._lost_waiters.append(d)
         return d
 
-    async def ask(self, question: str, secret: bool = False) -> str:
-        """Ask the person for a line (not echoed when C{secret})."""
+    async def ask(
+        self, question: str, secret: bool = False, check: Optional[Check] = None
+    ) -> str:
+        """Ask the person for a line (not echoed when C{secret}); with a
+        C{check}, a bad answer is reported at once and asked for again."""
+        while True:
+            if self.editor is not None:
+                answer = await self.editor.ask(question, secret, check)
+            else:
+                answer = await self._ask_line(question, secret)
+            if check is None:
+                return answer
+            try:
+                check(answer)
+            except UsageError as e:
+                self.write("\n".join(format.wrap(f"error: {e}", self.columns, "  ")))
+                continue
+            return answer
+
+    async def _ask_line(self, question: str, secret: bool) -> str:
         self.transport.write(question.encode("utf-8"))
         if secret and self.terminal is not None:
             self.terminal.echo(False)
@@ -373,6 +429,14 @@ class Shell(LineReceiver):
             self.fail(e.message)
         except EndOfInput:
             self.fail(f"{command.name} cancelled: the input ended")
+        except Cancelled:
+            self.write(f"{command.name} cancelled.")
+
+    def remember(self, *items: dict) -> None:
+        """Keep the item ids of answers, for completion."""
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("item_id"), str):
+                self.seen_ids.add(item["item_id"])
 
     def quit(self) -> None:
         """Stop reading: the lines after this one are not run."""
@@ -452,6 +516,13 @@ def common_commands(
         username = words[0]
         name = words[1] if len(words) > 1 else None
         if password is None:
+            # The name first: nobody types a password twice for a name
+            # that is taken (and a connection problem shows up here too).
+            if not (await shell.client.check_username(username))["available"]:
+                raise ClientError(
+                    USERNAME_TAKEN,
+                    f"there is already a {shell.role} called {username!r}",
+                )
             password = await _ask_password(shell, confirm=True)
         answer = await shell.client.create_account(username, password, name)
         shell.write(
@@ -463,6 +534,8 @@ def common_commands(
         password, words = take_option(words, "--password", "-p")
         arity(words, 1, 1)
         if password is None:
+            # A connection problem is told before the password is typed.
+            await shell.client.check_username(words[0])
             password = await _ask_password(shell)
         if shell.client.session_id is not None:
             await shell.client.logout()
@@ -483,19 +556,23 @@ def common_commands(
             command = commands.get(words[0].lower())
             if command is None:
                 raise UsageError(f"there is no command {words[0]!r}")
-            shell.write(help_text(command))
+            shell.write(help_text(command, shell.columns))
             return
         seen: List[Command] = []
         for command in commands.values():
             if command not in seen:
                 seen.append(command)
-        width = max(len(c.usage) for c in seen)
-        lines = [f"  {c.usage.ljust(width)}  {c.summary}" for c in seen]
         shell.write(
             "Commands:\n"
-            + "\n".join(lines)
+            + help_list(seen, shell.columns)
             + "\nType 'help COMMAND' for details and an example."
         )
+
+    async def more(shell: Shell, words: List[str]) -> None:
+        arity(words, 0, 0)
+        if shell.more is None:
+            raise UsageError("there is nothing more to show")
+        await shell.more()
 
     async def quit_(shell: Shell, words: List[str]) -> None:
         arity(words, 0, 0)
@@ -535,9 +612,17 @@ def common_commands(
             aliases=("?",),
         ),
         Command(
+            "more",
+            "",
+            "show the next page of the last search or list",
+            "more",
+            more,
+            needs_login=False,
+        ),
+        Command(
             "quit",
             "",
-            "log out and leave (Ctrl-D and Ctrl-C too)",
+            "log out and leave (Ctrl-D at the prompt too)",
             "quit",
             quit_,
             needs_login=False,
@@ -558,18 +643,36 @@ async def _ask_password(shell: Shell, confirm: bool = False) -> str:
     return password
 
 
-def help_text(command: Command) -> str:
+def help_list(commands: Sequence[Command], width: int = DEFAULT_WIDTH) -> str:
+    """One line per command (usage, then summary), wrapped on words to
+    C{width}: a summary that does not fit beside a long usage goes below."""
+    column = min(max(len(c.usage) for c in commands), 28)
+    lines: List[str] = []
+    for command in commands:
+        usage = command.usage
+        indent = " " * (column + 4)
+        if len(usage) > column:
+            lines.extend(format.wrap("  " + usage, width, "      "))
+            lines.extend(format.wrap(indent + command.summary, width, indent))
+        else:
+            text = f"  {usage.ljust(column)}  {command.summary}"
+            lines.extend(format.wrap(text, width, indent))
+    return "\n".join(lines)
+
+
+def help_text(command: Command, width: int = DEFAULT_WIDTH) -> str:
     """The usage, summary, details and example of one command."""
-    lines = [f"usage: {command.usage}", f"  {command.summary}"]
+    lines = format.wrap(f"usage: {command.usage}", width, "       ")
+    lines.extend(format.wrap(f"  {command.summary}", width, "  "))
     if command.details:
-        lines.extend(
-            textwrap.wrap(
-                command.details, 76, initial_indent="  ", subsequent_indent="  "
-            )
-        )
+        lines.extend(format.wrap("  " + command.details, width, "  "))
     if command.aliases:
         lines.append(f"  also: {', '.join(command.aliases)}")
-    lines.append(f"example: {command.example}")
+    example = f"example: {command.example}"
+    if format.text_width(example) > width:
+        # A command to copy is not wrapped; it gets a line of its own.
+        example = f"example:\n  {command.example}"
+    lines.append(example)
     return "\n".join(lines)
 
 
@@ -579,6 +682,8 @@ __all__ = [
     "Terminal",
     "UsageError",
     "EndOfInput",
+    "Cancelled",
+    "help_list",
     "arity",
     "take_option",
     "item_id",

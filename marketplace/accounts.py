@@ -87,6 +87,13 @@ class Accounts:
             )
         return {self.id_field: account_id}
 
+    async def check_username(self, call: Call) -> dict:
+        """CheckUsername: whether an account of this role could take the
+        name (CreateAccount would say as much, after the password)."""
+        username = validate.text(call.payload, "username", 1, 32, spaces=False)
+        found = await customerdb.find_login(self.customer, self.role, username)
+        return {"username": username, "available": found is None}
+
     async def login(self, call: Call) -> Reply:
         username = validate.text(call.payload, "username", 1, 32, spaces=False)
         password = validate.text(call.payload, "password", 1, 128)
@@ -140,5 +147,6 @@ class Accounts:
         return {
             "CreateAccount": Api(self.create_account, needs_session=False),
             "Login": Api(self.login, needs_session=False),
+            "CheckUsername": Api(self.check_username, needs_session=False),
             "Logout": Api(self.logout),
         }

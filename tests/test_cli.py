@@ -21,6 +21,8 @@ from clients.shell import (
     EXIT_INTERRUPTED,
     Shell,
     UsageError,
+    help_list,
+    help_text,
     item_id,
     price,
     take_option,
@@ -28,7 +30,7 @@ from clients.shell import (
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.errors import INVALID_SESSION
-from tests.support import start_marketplace
+from tests.support import _later, start_marketplace
 from tests.test_client import make_client, seller_with_items, service
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +106,78 @@ class FormatTests(unittest.SynchronousTestCase):
             format.purchases({"items": [], "items_purchased": 0}), "No purchases yet."
         )
 
+    def test_display_width(self):
+        """Wide characters take two columns, joined emoji one character:
+        columns stay in line."""
+        rows = [
+            ("3-1", "☕ Coffee", "4.50"),
+            ("3-2", "日本茶", "12.00"),
+            ("3-3", "👩‍👩‍👧 Family mug", "1.00"),
+            ("3-4", "Café crème", "2.00"),
+        ]
+        lines = format.table(("ITEM", "NAME", "PRICE"), rows, right={2}).splitlines()
+        ends = {format.text_width(line) for line in lines}
+        self.assertEqual(ends, {format.text_width(lines[0])}, lines)
+        self.assertEqual(format.text_width("👩‍👩‍👧"), 2)
+        self.assertEqual(format.text_width("日本茶"), 6)
+
+    def test_tables_fit_the_width(self):
+        long_name = "An extraordinarily long mug name"  # 32 characters
+        item = {
+            "item_id": "3-1",
+            "item_name": long_name,
+            "category": 3,
+            "condition": "new",
+            "price": Decimal("4.50"),
+            "quantity": 10,
+            "thumbs_up": 0,
+            "thumbs_down": 0,
+            "keywords": ["kitchen", "mug", "blue", "ceramic", "big"],
+            "seller_id": 1,
+            "score": Decimal("1.5"),
+        }
+        for text in (
+            format.seller_items([item], width=80),
+            format.search_results([item], 3, width=80),
+        ):
+            lines = text.splitlines()
+            self.assertLessEqual(max(len(line) for line in lines), 80, text)
+            self.assertIn("…", lines[2])
+        # Without a width, or wide enough, nothing is cut.
+        self.assertIn(long_name, format.seller_items([item]))
+        self.assertIn(long_name, format.seller_items([item], width=200))
+        # Cut on a whole character, the ellipsis included in the width.
+        self.assertEqual(format.shorten("日本茶です", 5), "日本…")
+        self.assertEqual(format.shorten("👩‍👩‍👧👩‍👩‍👧", 3), "👩‍👩‍👧…")
+        self.assertEqual(format.shorten("short", 5), "short")
+
+    def test_help_wraps_on_words(self):
+        commands = []
+        for command in seller_cli.COMMANDS.values():
+            if command not in commands:
+                commands.append(command)
+        for width in (80, 50):
+            text = help_list(commands, width)
+            words = set(" ".join(c.usage + " " + c.summary for c in commands).split())
+            for line in text.splitlines():
+                self.assertLessEqual(len(line), width, line)
+                for word in line.split():
+                    self.assertIn(word, words)  # no word cut in two
+        text = help_text(seller_cli.COMMANDS["sell"], 50)
+        self.assertTrue(all(len(line) <= 50 for line in text.splitlines()), text)
+        self.assertIn("\n       [KEYWORD...]\n", text)
+
+    def test_page_note(self):
+        self.assertEqual(
+            format.page_note(1, 20, 45),
+            "Items 1-20 of 45. Type 'more' for the next 20.",
+        )
+        self.assertEqual(
+            format.page_note(21, 20, 45),
+            "Items 21-40 of 45. Type 'more' for the next 5.",
+        )
+        self.assertEqual(format.page_note(41, 5, 45), "Items 41-45 of 45.")
+
     def test_rating_as_counts(self):
         self.assertEqual(
             format.rating(
@@ -155,7 +229,9 @@ class ArgumentTests(unittest.SynchronousTestCase):
         self.assertEqual(options.endpoint(None), "tls:shop.example:8080")
         self.assertRaises(usage.UsageError, Options(8080).parseOptions, ["h", "port"])
         self.assertRaises(
-            usage.UsageError, Options(8080).parseOptions, ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"]
+            usage.UsageError,
+            Options(8080).parseOptions,
+            ["--ca-cert", "ca.pem", "--connect", "tcp:h:1"],
         )
         options = Options(8080)
         options.parseOptions(["--ca-cert", "ca.pem", "shop.example", "8443"])
@@ -201,10 +277,30 @@ class Driver:
         await self.shell.when_idle()
         return self.output()
 
+    async def type(self, *lines: str) -> str:
+        """Feed lines, wait until the shell asks for more (a question or
+        the next command); what was written."""
+        for line in lines:
+            self.shell.dataReceived(line.encode("utf-8") + b"\n")
+        await waiting_for_input(self.shell)
+        return self.output()
+
     async def end(self) -> int:
         """End of input; the exit status."""
         self.shell.readConnectionLost()
         return await self.shell.finished
+
+
+async def waiting_for_input(shell: Shell, timeout: float = 30.0) -> None:
+    """Wait until C{shell} has run every line fed and waits for a line."""
+    waited = 0.0
+    while not (shell._answer is not None and not shell._lines):
+        if not shell._busy and not shell._lines:
+            return
+        if waited > timeout:
+            raise AssertionError("the shell did not come to ask for input")
+        await _later(0.01)
+        waited += 0.01
 
 
 def seller_shell(testcase, market, interactive=False) -> Driver:
@@ -221,9 +317,9 @@ class SellerShellTests(unittest.TestCase):
     async def test_every_command(self):
         market = await start_marketplace(self)
         cli = seller_shell(self, market)
-        out = await cli.run('register sam "Sam Shop" --password pw')
+        out = await cli.run('register sam "Sam Shop" --password correct-horse-7')
         self.assertRegex(out, r"^Registered seller sam \(seller id \d+\)")
-        out = await cli.run("login sam -p pw")
+        out = await cli.run("login sam -p correct-horse-7")
         self.assertRegex(out, r"^Logged in as sam \(seller \d+\)\.\n$")
         self.assertEqual(cli.shell.prompt(), "seller sam> ")
 
@@ -266,11 +362,13 @@ class SellerShellTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = seller_shell(self, market)
-        out = await cli.run("register sam --password x")
+        out = await cli.run("register sam --password correct-horse-8")
         self.assertEqual(out, "line 1: error: there is already a seller called 'sam'\n")
         out = await cli.run("login sam --password wrong")
         self.assertEqual(out, "line 2: error: wrong username or password\n")
-        await cli.run("register otto -p pw", "login otto -p pw")
+        await cli.run(
+            "register otto -p correct-horse-7", "login otto -p correct-horse-7"
+        )
         out = await cli.run(f"price {mug} 1")
         self.assertEqual(out, f"line 5: error: item {mug} belongs to another seller\n")
         self.assertEqual(await cli.end(), EXIT_FAILED)
@@ -278,7 +376,7 @@ class SellerShellTests(unittest.TestCase):
     async def test_interactive_sell_asks_each_field(self):
         market = await start_marketplace(self)
         cli = seller_shell(self, market, interactive=True)
-        await cli.run("register sam -p pw", "login sam -p pw")
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
         cli.shell.dataReceived(b"sell\n")
         out = await cli.run("Green mug", "3", "new", "2.25", "4", "mug green")
         self.assertIn("Item name: Category (a number): ", out)
@@ -291,11 +389,11 @@ class BuyerShellTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market)
-        out = await cli.run("register bea --password pw")
+        out = await cli.run("register bea --password correct-horse-7")
         self.assertRegex(
             out, r"^Registered buyer bea \(buyer id \d+\)\. Now: login bea\n$"
         )
-        await cli.run("login bea --password pw")
+        await cli.run("login bea --password correct-horse-7")
 
         lines = (await cli.run("search 3 mug lamp")).splitlines()
         self.assertEqual(lines[0].split()[:4], ["ITEM", "NAME", "COND", "PRICE"])
@@ -349,16 +447,17 @@ class BuyerShellTests(unittest.TestCase):
     async def test_usage_errors(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         cli.shell.line_number = 0
         cases = {
             "add": "add ITEM_ID [N]",
             "add 3-1 2 3": "add ITEM_ID [N]",
             "add three": "add ITEM_ID [N]",
             "remove 3-1 none": "remove ITEM_ID [N]",
-            "search": "search CATEGORY [KEYWORD...]",
-            "search books": "search CATEGORY [KEYWORD...]",
-            "search 1 a b c d e f": "search CATEGORY [KEYWORD...]",
+            "search": "search CATEGORY [KEYWORD...] [--page N]",
+            "search books": "search CATEGORY [KEYWORD...] [--page N]",
+            "search 1 a b c d e f": "search CATEGORY [KEYWORD...] [--page N]",
+            "search 1 --page 0": "search CATEGORY [KEYWORD...] [--page N]",
             "rate 3-1 sideways": "rate ITEM_ID up|down",
             "seller-rating x": "seller-rating SELLER_ID",
             "buy alice": "buy [NAME CARD MM/YY CODE]",
@@ -429,16 +528,16 @@ class InteractiveTests(unittest.TestCase):
         cli = buyer_shell(self, market, interactive=True)
         self.assertEqual(
             cli.output(),
-            "Marketplace buyer at test. Type 'help' for the commands, 'quit' to leave.\nbuyer> ",
+            "Marketplace buyer at test. 'help' lists the commands, 'quit' leaves.\nbuyer> ",
         )
         cli.shell.dataReceived(b"register bea\n")
-        out = await cli.run("pw", "pw")
+        out = await cli.run("correct-horse-7", "correct-horse-7")
         self.assertTrue(
             out.startswith("Password: \nPassword again: \nRegistered buyer bea"), out
         )
         self.assertEqual(cli.terminal.changes, [False, True, False, True])
         cli.shell.dataReceived(b"login bea\n")
-        out = await cli.run("pw")
+        out = await cli.run("correct-horse-7")
         self.assertEqual(
             out,
             "Password: \nLogged in as bea (buyer %d).\nbuyer bea> "
@@ -452,7 +551,11 @@ class InteractiveTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         cli = buyer_shell(self, market, interactive=True)
-        await cli.run("register bea -p pw", "login bea -p pw", f"add {mug} 2")
+        await cli.run(
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            f"add {mug} 2",
+        )
         cli.terminal.changes.clear()
         cli.shell.dataReceived(b"buy\n")
         out = await cli.run("Bea B", "4111111111111111", "12/30", "123")
@@ -486,7 +589,11 @@ class EndingTests(unittest.TestCase):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
         await cli.run(
-            "register bea -p pw", "# a comment", "", "login bea -p pw", "cart"
+            "register bea -p correct-horse-7",
+            "# a comment",
+            "",
+            "login bea -p correct-horse-7",
+            "cart",
         )
         session = cli.shell.client.session_id
         self.assertEqual(await cli.end(), 0)
@@ -497,7 +604,12 @@ class EndingTests(unittest.TestCase):
     async def test_script_with_a_failure_runs_on_and_exits_1(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        for line in ("register bea -p pw", "login bea -p pw", "item 3-999", "cart"):
+        for line in (
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            "item 3-999",
+            "cart",
+        ):
             cli.shell.dataReceived(line.encode() + b"\n")
         cli.shell.readConnectionLost()
         self.assertEqual(await cli.shell.finished, EXIT_FAILED)
@@ -508,7 +620,7 @@ class EndingTests(unittest.TestCase):
     async def test_quit_skips_the_rest(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market, interactive=True)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         session = cli.shell.client.session_id
         cli.shell.dataReceived(b"quit\ncart\n")
         self.assertEqual(await cli.shell.finished, 0)
@@ -518,7 +630,7 @@ class EndingTests(unittest.TestCase):
     async def test_interrupt(self):
         market = await start_marketplace(self)
         cli = buyer_shell(self, market)
-        await cli.run("register bea -p pw", "login bea -p pw")
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
         session = cli.shell.client.session_id
         await cli.shell.interrupt()
         self.assertEqual(await cli.shell.finished, EXIT_INTERRUPTED)
@@ -565,9 +677,7 @@ class ConsoleScriptTests(unittest.TestCase):
     async def test_seller_script(self):
         market = await start_marketplace(self)
         port = str(market.ports["seller"])
-        script = (
-            "register sam -p pw\nlogin sam -p pw\nsell Mug 3 new 4.50 10 mug\nitems\n"
-        )
+        script = "register sam -p correct-horse-7\nlogin sam -p correct-horse-7\nsell Mug 3 new 4.50 10 mug\nitems\n"
         status, out, err = await run_program(
             "marketplace-seller-cli", ["127.0.0.1", port], script
         )
@@ -579,7 +689,7 @@ class ConsoleScriptTests(unittest.TestCase):
     async def test_buyer_script_that_fails(self):
         market = await start_marketplace(self)
         endpoint = service(market, "buyer")
-        script = "register bea -p pw\nlogin bea -p pw\nadd 3-1\ncart\n"
+        script = "register bea -p correct-horse-7\nlogin bea -p correct-horse-7\nadd 3-1\ncart\n"
         status, out, err = await run_program(
             "marketplace-buyer-cli", ["--connect", endpoint], script
         )
@@ -587,3 +697,160 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertIn("line 3: error: there is no item 3-1\n", out)
         self.assertIn("The cart is empty.\nLogged out.\n", out)
         self.assertNotIn("Traceback", out + err)
+
+
+class PagingTests(unittest.TestCase):
+    """search and items show how many there are and page through them."""
+
+    async def test_search_pages(self):
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.login("sam", "correct-horse-7")
+        for n in range(45):
+            await seller.register_item_for_sale(
+                f"Cup {n:02}", 7, ["cup"], "new", "2", 1
+            )
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        lines = (await cli.run("search 7 cup")).splitlines()
+        self.assertEqual(lines[-1], "Items 1-20 of 45. Type 'more' for the next 20.")
+        self.assertEqual(len(lines), 2 + 20 + 1)
+        self.assertIn("Cup 00", lines[2])
+        lines = (await cli.run("more")).splitlines()
+        self.assertIn("Cup 20", lines[2])
+        self.assertEqual(lines[-1], "Items 21-40 of 45. Type 'more' for the next 5.")
+        lines = (await cli.run("more")).splitlines()
+        self.assertEqual(lines[-1], "Items 41-45 of 45.")
+        self.assertEqual(len(lines), 2 + 5 + 1)
+        out = await cli.run("more")
+        self.assertIn("error: there is nothing more to show", out)
+        lines = (await cli.run("search 7 --page 2")).splitlines()
+        self.assertIn("Cup 20", lines[2])
+        self.assertEqual(lines[-1], "Items 21-40 of 45. Type 'more' for the next 5.")
+        out = await cli.run("search 7 cup --page 4")
+        self.assertEqual(out, "There are only 45 items.\n")
+        # A search with fewer results than a page says how many, as before.
+        out = await cli.run("search 7 nothing")
+        self.assertEqual(out, "No items for sale in category 7 match.\n")
+        # Exactly a page: counted, no 'more'.
+        for n in range(15):
+            await seller.register_item_for_sale(
+                f"Cup {n + 45}", 7, ["cup"], "new", "2", 1
+            )
+        lines = (await cli.run("search 7 cup --page 3")).splitlines()
+        self.assertEqual(lines[-1], "Items 41-60 of 60.")
+        self.assertIsNone(cli.shell.more)
+
+    async def test_items_pages(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market)
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
+        for n in range(25):
+            await cli.run(f"sell 'Mug {n:02}' 3 new 4.50 5 mug")
+        lines = (await cli.run("items")).splitlines()
+        self.assertEqual(len(lines), 2 + 20 + 1)
+        self.assertEqual(
+            lines[-1],
+            "25 items, 125 units on sale. Items 1-20 of 25. Type 'more' for the next 5.",
+        )
+        lines = (await cli.run("more")).splitlines()
+        self.assertIn("Mug 20", lines[2])
+        self.assertEqual(lines[-1], "25 items, 125 units on sale. Items 21-25 of 25.")
+        out = await cli.run("items --page 3")
+        self.assertIn("error: there are only 25 items", out)
+
+
+class CheckedAnswerTests(unittest.TestCase):
+    """Questions check each answer at once and ask again on a bad one."""
+
+    async def test_sell_reports_a_wrong_category_at_once(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        await cli.run("register sam -p correct-horse-7", "login sam -p correct-horse-7")
+        cli.output()
+        out = await cli.type("sell", "Blue mug", "kitchen")
+        # Reported right after the bad answer, before the next question.
+        self.assertTrue(
+            out.endswith(
+                "Category (a number): error: CATEGORY must be a whole number of 0 or"
+                " more, not 'kitchen'\nCategory (a number): "
+            ),
+            out,
+        )
+        out = await cli.type(
+            "3", "old", "new", "4.555", "4.50", "0", "10", "a b c d e f"
+        )
+        self.assertIn("error: CONDITION must be new or used, not 'old'", out)
+        self.assertIn("error: PRICE must be an amount such as 4.50, not '4.555'", out)
+        self.assertIn(
+            "error: QUANTITY must be a whole number of 1 or more, not '0'", out
+        )
+        self.assertIn("error: give at most 5 keywords", out)
+        out = await cli.run("mug blue")
+        self.assertRegex(out, r"Item 3-\d+ is on sale: 10 units of Blue mug at 4.50\.")
+
+    async def test_register_checks_the_name_before_the_password(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        await cli.run("register sam -p correct-horse-7")
+        cli.output()
+        out = await cli.run("register sam")
+        self.assertEqual(out, "error: there is already a seller called 'sam'\nseller> ")
+        self.assertEqual(cli.terminal.changes, [])  # no password was asked
+
+    async def test_buy_checks_the_card_as_typed(self):
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = buyer_shell(self, market, interactive=True)
+        await cli.run(
+            "register bea -p correct-horse-7",
+            "login bea -p correct-horse-7",
+            f"add {mug}",
+        )
+        cli.output()
+        cli.shell.dataReceived(b"buy\n")
+        out = await cli.run(
+            "",
+            "Bea B",
+            "4111111111111112",
+            "4111 1111 1111 1111",
+            "13/30",
+            "12/30",
+            "12",
+            "123",
+        )
+        self.assertIn("error: give the name as it is on the card", out)
+        self.assertIn("error: that card number has a typing error", out)
+        self.assertIn("error: write the expiry as MM/YY", out)
+        self.assertIn("error: the security code is the 3 or 4 digits", out)
+        self.assertIn("Purchase 1 done: 1 unit for 4.50.", out)
+        # The cart bought, as a table, after the purchase.
+        self.assertIn(f"{mug}   Blue mug      1   4.50      4.50", out)
+
+    async def test_banner_fits_80_columns(self):
+        market = await start_marketplace(self)
+        cli = seller_shell(self, market, interactive=True)
+        cli.shell.where = "localhost:8080"
+        self.assertLessEqual(len(cli.shell.banner()), 80)
+        cli.shell.where = "tls:host=shop.example.com:port=8443:trustRoots=certs/ca"
+        self.assertTrue(all(len(l) <= 80 for l in cli.shell.banner().splitlines()))
+
+
+class HelpOptionTests(unittest.TestCase):
+    async def test_help_names_commands_password_and_script_mode(self):
+        status, out, err = await run_program("marketplace-buyer-cli", ["--help"], "")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(
+            "Commands: add, buy, cart, clear, help, history, item, login,", out
+        )
+        self.assertIn("--password PW", out)
+        self.assertIn("as a\nscript", out)
+        self.assertIn("~/.marketplace-buyer-history", out)
+        self.assertTrue(all(len(line) <= 80 for line in out.splitlines()), out)
+        status, out, err = await run_program(
+            "marketplace-seller-cli", ["--version"], ""
+        )
+        self.assertEqual(status, 0)
+        self.assertIn("(marketplace) ", out)
+        self.assertNotIn("Twisted", out)

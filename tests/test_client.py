@@ -139,8 +139,8 @@ def make_client(testcase, client_class, endpoint: str, **options):
 async def seller_with_items(testcase, market, username="sam"):
     """A logged-in seller with two items on sale; (client, [item ids])."""
     seller = make_client(testcase, SellerClient, service(market, "seller"))
-    await seller.create_account(username, "pw", "Sam's Shop")
-    await seller.login(username, "pw")
+    await seller.create_account(username, "correct-horse-7", "Sam's Shop")
+    await seller.login(username, "correct-horse-7")
     mug = await seller.register_item_for_sale(
         "Blue mug", 3, ["mug", "kitchen"], "new", Decimal("4.50"), 10
     )
@@ -151,8 +151,8 @@ async def seller_with_items(testcase, market, username="sam"):
 async def logged_in_buyer(testcase, endpoint: str, username="bea", **options):
     """A buyer with an account, logged in."""
     buyer = make_client(testcase, BuyerClient, endpoint, **options)
-    await buyer.create_account(username, "pw")
-    await buyer.login(username, "pw")
+    await buyer.create_account(username, "correct-horse-7")
+    await buyer.login(username, "correct-horse-7")
     return buyer
 
 
@@ -178,9 +178,9 @@ class SellerClientTests(unittest.TestCase):
     async def test_every_method(self):
         market = await start_marketplace(self)
         seller = make_client(self, SellerClient, service(market, "seller"))
-        created = await seller.create_account("sam", "pw", "Sam's Shop")
+        created = await seller.create_account("sam", "correct-horse-7", "Sam's Shop")
         self.assertIsInstance(created["seller_id"], int)
-        answer = await seller.login("sam", "pw")
+        answer = await seller.login("sam", "correct-horse-7")
         self.assertEqual(seller.session_id, answer["session_id"])
         self.assertEqual(seller.user_id, created["seller_id"])
         self.assertEqual(seller.username, "sam")
@@ -218,6 +218,23 @@ class SellerClientTests(unittest.TestCase):
         e = await self.assertFailure(seller.display_items_for_sale(), ClientError)
         self.assertEqual(e.code, NOT_LOGGED_IN)
 
+    async def test_check_username(self):
+        """CheckUsername, per role and without a session: whether
+        CreateAccount could take the name."""
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        buyer = make_client(self, BuyerClient, service(market, "buyer"))
+        free = {"username": "sam", "available": True}
+        self.assertEqual(await seller.check_username("sam"), free)
+        await seller.create_account("sam", "correct-horse-7")
+        taken = {"username": "sam", "available": False}
+        self.assertEqual(await seller.check_username("sam"), taken)
+        # Buyers and sellers are accounts of their own.
+        self.assertEqual(await buyer.check_username("sam"), free)
+        for bad in ("", "two words", "x" * 33):
+            e = await self.assertFailure(seller.check_username(bad), ClientError)
+            self.assertEqual(e.code, "BAD_REQUEST")
+
 
 class BuyerClientTests(unittest.TestCase):
     """Every buyer API through L{BuyerClient}."""
@@ -226,9 +243,9 @@ class BuyerClientTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         buyer = make_client(self, BuyerClient, service(market, "buyer"))
-        created = await buyer.create_account("bea", "pw")
+        created = await buyer.create_account("bea", "correct-horse-7")
         self.assertIsInstance(created["buyer_id"], int)
-        await buyer.login("bea", "pw")
+        await buyer.login("bea", "correct-horse-7")
         self.assertEqual(buyer.user_id, created["buyer_id"])
 
         found = (await buyer.search_items_for_sale(3, ["mug"]))["items"]
@@ -257,7 +274,7 @@ class BuyerClientTests(unittest.TestCase):
 
         # A new session starts with the saved cart.
         await buyer.logout()
-        await buyer.login("bea", "pw")
+        await buyer.login("bea", "correct-horse-7")
         cart = await buyer.display_cart()
         self.assertEqual(cart["total"], Decimal("16.5"))
 
@@ -330,8 +347,8 @@ class ErrorMappingTests(unittest.TestCase):
         await self.assert_code(other.create_account("sam", "x"), USERNAME_TAKEN)
         await self.assert_code(other.login("sam", "wrong"), INVALID_CREDENTIALS)
         self.assertIsNone(other.session_id)
-        await other.create_account("otto", "pw")
-        await other.login("otto", "pw")
+        await other.create_account("otto", "correct-horse-7")
+        await other.login("otto", "correct-horse-7")
         await self.assert_code(other.change_item_price(mug, 1), FORBIDDEN)
         await self.assert_code(seller.update_units_for_sale(lamp, 3), BAD_REQUEST)
 
@@ -357,9 +374,13 @@ class ErrorMappingTests(unittest.TestCase):
         buyer = make_client(
             self, BuyerClient, endpoint, initial_delay=0.01, give_up_after=0.1
         )
-        e = await self.assertFailure(buyer.create_account("bea", "pw"), ClientError)
+        e = await self.assertFailure(
+            buyer.create_account("bea", "correct-horse-7"), ClientError
+        )
         self.assertEqual(e.code, UNAVAILABLE)
-        self.assertIn("cannot be reached", e.message)
+        self.assertIn(
+            f"nothing is listening at 127.0.0.1:{endpoint.split('=')[-1]}", e.message
+        )
 
     async def test_closed_client(self):
         market = await start_marketplace(self)
@@ -375,8 +396,8 @@ class PipeliningTests(unittest.TestCase):
     async def test_answers_match_requests(self):
         market = await start_marketplace(self)
         seller = make_client(self, SellerClient, service(market, "seller"))
-        await seller.create_account("sam", "pw")
-        await seller.login("sam", "pw")
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.login("sam", "correct-horse-7")
         names = [f"thing {n}" for n in range(20)]
         # All twenty registrations are on the wire before any answer.
         pending = [
@@ -405,10 +426,10 @@ class PipeliningTests(unittest.TestCase):
         protocols = {id(b.connection._protocol) for b in buyers}
         self.assertEqual(len(protocols), 3)
         await defer.gatherResults(
-            [b.create_account(f"b{n}", "pw") for n, b in enumerate(buyers)]
+            [b.create_account(f"b{n}", "correct-horse-7") for n, b in enumerate(buyers)]
         )
         await defer.gatherResults(
-            [b.login(f"b{n}", "pw") for n, b in enumerate(buyers)]
+            [b.login(f"b{n}", "correct-horse-7") for n, b in enumerate(buyers)]
         )
         self.assertEqual(len({b.session_id for b in buyers}), 3)
 
@@ -489,10 +510,12 @@ class ReconnectTests(unittest.TestCase):
         seller_proxy = CuttingProxy(market.ports["seller"])
         seller = make_client(self, SellerClient, await seller_proxy.start(self))
         seller_proxy.cuts = 1
-        e = await self.assertFailure(seller.create_account("sam", "pw"), ClientError)
+        e = await self.assertFailure(
+            seller.create_account("sam", "correct-horse-7"), ClientError
+        )
         self.assertEqual(e.code, UNAVAILABLE)
         self.assertIn("may or may not", e.message)
-        await seller.login("sam", "pw")
+        await seller.login("sam", "correct-horse-7")
         seller_proxy.cuts = 1
         e = await self.assertFailure(
             seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5), ClientError

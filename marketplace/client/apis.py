@@ -76,9 +76,11 @@ class _ServiceClient:
         """The answer field of the account id: buyer_id or seller_id."""
         return f"{self.role}_id"
 
-    def connect(self) -> "defer.Deferred[None]":
-        """Connect now rather than at the first request."""
-        return self.connection.connect()
+    def connect(self, give_up_after: Optional[float] = None) -> "defer.Deferred[None]":
+        """Connect now rather than at the first request; fail with
+        L{ClientError} after C{give_up_after} seconds, or at once when the
+        other end does not speak the protocol (see L{Connection})."""
+        return self.connection.connect(give_up_after)
 
     def close(self) -> "defer.Deferred[None]":
         """Close the connection; the session stays open on the server."""
@@ -141,6 +143,13 @@ class _ServiceClient:
         if name is not None:
             payload["name"] = name
         return self.call("CreateAccount", payload, retry=False, session=False)
+
+    def check_username(self, username: str) -> "defer.Deferred[dict]":
+        """CheckUsername: C{{"username", "available"}}, whether CreateAccount
+        could take the name now."""
+        return self.call(
+            "CheckUsername", {"username": username}, retry=True, session=False
+        )
 
     def login(self, username: str, password: str) -> "defer.Deferred[dict]":
         """Login, keeping the new session for the calls that follow."""

@@ -10,17 +10,23 @@ carried out.
 """
 
 import random
+import re
 from typing import Callable, Optional, Union
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString, connectProtocol
-from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+)
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from marketplace.client.errors import ClientError
-from marketplace.client.wire import ClientProtocol
+from marketplace.client.wire import ClientProtocol, SilentClose, plaintext_problem
 from marketplace.errors import INTERNAL, UNAVAILABLE
 
 
@@ -32,6 +38,27 @@ def _quote(value: str) -> str:
 def endpoint_description(host: str, port: int) -> str:
     """The client endpoint description of a plain TCP connection."""
     return f"tcp:host={_quote(host)}:port={int(port)}"
+
+
+def _address(description: str) -> str:
+    """C{host:port} of a C{tcp:}/C{tls:} description, else the description."""
+    host = re.search(r"(?:^|:)host=([^:]+)", description)
+    port = re.search(r":port=([0-9]+)", description)
+    if host and port:
+        return f"{host.group(1)}:{port.group(1)}"
+    return description
+
+
+def unreachable(where: str, error: Exception) -> str:
+    """Why C{where} cannot be reached, in words."""
+    if isinstance(error, ConnectionRefusedError):
+        return (
+            f"nothing is listening at {where} (the connection was refused):"
+            " is the service running, and is that its port?"
+        )
+    if isinstance(error, DNSLookupError):
+        return f"the host name of {where} cannot be found"
+    return f"the service at {where} cannot be reached ({error})"
 
 
 class Connection:
@@ -46,6 +73,13 @@ class Connection:
         fails with C{UNAVAILABLE}.
     @param max_retries: how many times one request is sent again after
         losing its connection or being answered C{UNAVAILABLE}.
+    @param where: the service's address for error messages (by default the
+        endpoint description).
+
+    A connection that reaches something other than the service (TLS
+    against a plaintext port or the other way round, a certificate not
+    trusted) fails at once with a L{ClientError} that says so: trying again
+    would not help.
     """
 
     log = Logger()
@@ -59,6 +93,7 @@ class Connection:
         max_delay: float = 5.0,
         give_up_after: float = 30.0,
         max_retries: int = 5,
+        where: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -68,6 +103,7 @@ class Connection:
             endpoint = clientFromString(reactor, endpoint)
         else:
             self.description = repr(endpoint)
+        self.where = where or _address(self.description)
         self._endpoint = endpoint
         self.initial_delay = initial_delay
         self.max_delay = max_delay
@@ -81,17 +117,22 @@ class Connection:
         self._closed = False
         #: How many connections were made (the first one included).
         self.connections_made = 0
+        # New connections closed in a row without a byte of answer.
+        self._silent_closes = 0
 
     @property
     def connected(self) -> bool:
         """Whether a connection is open now."""
         return self._protocol is not None and self._protocol.open
 
-    def connect(self) -> "defer.Deferred[None]":
-        """Connect now rather than at the first request."""
-        return self._connection().addCallback(lambda _: None)
+    def connect(self, give_up_after: Optional[float] = None) -> "defer.Deferred[None]":
+        """Connect now rather than at the first request; give up after
+        C{give_up_after} seconds (by default, the connection's)."""
+        return self._connection(give_up_after).addCallback(lambda _: None)
 
-    def _connection(self) -> "defer.Deferred[ClientProtocol]":
+    def _connection(
+        self, give_up_after: Optional[float] = None
+    ) -> "defer.Deferred[ClientProtocol]":
         """The open connection, connecting first if there is none."""
         protocol = self._protocol
         if protocol is not None and protocol.open:
@@ -103,7 +144,9 @@ class Connection:
             # One attempt serves every request that waits for it; they are
             # sent in the order they asked, which keeps the answers in order.
             self._connect_waiters = [d]
-            defer.Deferred.fromCoroutine(self._reconnect()).addBoth(self._connected)
+            defer.Deferred.fromCoroutine(self._reconnect(give_up_after)).addBoth(
+                self._connected
+            )
         else:
             self._connect_waiters.append(d)
         return d
@@ -116,15 +159,19 @@ class Connection:
             else:
                 d.callback(result)
 
-    async def _reconnect(self) -> ClientProtocol:
+    async def _reconnect(self, give_up_after: Optional[float] = None) -> ClientProtocol:
         clock = self._reactor
-        deadline = clock.seconds() + self.give_up_after
+        if give_up_after is None:
+            give_up_after = self.give_up_after
+        deadline = clock.seconds() + give_up_after
         delay = self.initial_delay
         while True:
             try:
                 protocol = await self._cancellable(
-                    connectProtocol(self._endpoint, ClientProtocol())
+                    connectProtocol(self._endpoint, ClientProtocol(self.where))
                 )
+                # Over TLS, the handshake; a failed one is no use retrying.
+                await self._cancellable(protocol.ready)
             except defer.CancelledError:
                 raise ClientError(UNAVAILABLE, "the client is closed")
             except (ConnectError, DNSLookupError, OSError) as e:
@@ -132,10 +179,7 @@ class Connection:
                 # coming back all at the same moment.
                 wait = delay * random.uniform(0.8, 1.2)
                 if clock.seconds() + wait > deadline:
-                    raise ClientError(
-                        UNAVAILABLE,
-                        f"the service at {self.description} cannot be reached ({e})",
-                    )
+                    raise ClientError(UNAVAILABLE, unreachable(self.where, e))
                 self.log.info(
                     "cannot connect to {where} ({error}); trying again in {wait:.2f} s",
                     where=self.description,
@@ -181,7 +225,9 @@ class Connection:
         """
         protocol = self._protocol
         if protocol is None or not protocol.open:
-            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, None))
+            return defer.Deferred.fromCoroutine(
+                self._call(message, retry, on_retry, None)
+            )
         # The usual case, with callbacks alone: the connection is open and
         # the first answer is the one that counts.
         args = (message, retry, on_retry)
@@ -192,17 +238,22 @@ class Connection:
     def _answered(self, answer: dict, message: dict, retry: bool, on_retry):
         failed = self._outcome(answer, message.get("api", ""), retry)
         if isinstance(failed, str):
-            return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+            return defer.Deferred.fromCoroutine(
+                self._call(message, retry, on_retry, failed)
+            )
         return failed
 
     def _lost(self, failure: Failure, message: dict, retry: bool, on_retry):
         failure.trap(ConnectionLost)
-        failed = self._lost_reason(message.get("api", ""), retry)
-        return defer.Deferred.fromCoroutine(self._call(message, retry, on_retry, failed))
+        failed = self._lost_reason(message.get("api", ""), retry, failure.value)
+        return defer.Deferred.fromCoroutine(
+            self._call(message, retry, on_retry, failed)
+        )
 
     def _outcome(self, answer: dict, api: str, retry: bool):
         """The payload of an answer, or why it is to be sent again (a str);
         raises L{ClientError} for any other error answer."""
+        self._silent_closes = 0
         if answer.get("type") == "response":
             payload = answer.get("payload")
             return payload if isinstance(payload, dict) else {}
@@ -211,9 +262,19 @@ class Connection:
             raise error
         return error.message
 
-    def _lost_reason(self, api: str, retry: bool) -> str:
+    def _lost_reason(self, api: str, retry: bool, error: Exception) -> str:
         """Why a request whose connection was lost is to be sent again;
         raises L{ClientError} where it is not."""
+        if isinstance(error, SilentClose):
+            # Once may be a restart; twice in a row on new connections is a
+            # server that does not read plain frames.
+            self._silent_closes += 1
+            if self._silent_closes >= 2:
+                raise ClientError(
+                    UNAVAILABLE,
+                    plaintext_problem(self.where, sure=False),
+                    api,
+                )
         if self._closed:
             raise ClientError(
                 UNAVAILABLE, "the client was closed before the answer came", api
@@ -257,8 +318,8 @@ class Connection:
             protocol = await self._connection()
             try:
                 answer = await protocol.request(message)
-            except ConnectionLost:
-                failed = self._lost_reason(api, retry)
+            except ConnectionLost as e:
+                failed = self._lost_reason(api, retry, e)
                 continue
             failed = self._outcome(answer, api, retry)
             if not isinstance(failed, str):
@@ -294,4 +355,4 @@ def _error_of(answer: dict, api: str) -> ClientError:
     )
 
 
-__all__ = ["Connection", "endpoint_description"]
+__all__ = ["Connection", "endpoint_description", "unreachable"]

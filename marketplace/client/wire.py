@@ -5,15 +5,21 @@ so each answer completes the oldest request still waiting.
 """
 
 import json
+import re
 from collections import deque
 from decimal import Decimal
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from marketplace.client.errors import ClientError
+from marketplace.errors import UNAVAILABLE
 
 from marketplace.writes import framed, write_now
 
@@ -44,25 +50,95 @@ def decode(frame: bytes) -> dict:
     return answer
 
 
+# The first bytes of a TLS record (handshake or alert, TLS 1.0 to 1.3): what
+# a TLS server sends back to a client that spoke plain frames to it.
+_TLS_RECORD = re.compile(rb"[\x15\x16]\x03[\x00-\x04]")
+
+
+def tls_problem(reason: Failure, where: str) -> str:
+    """Why a TLS connection ended before its handshake was done, in words."""
+    detail = str(reason.value)
+    if "certificate verify failed" in detail or "VerificationError" in repr(
+        reason.value
+    ):
+        return (
+            f"the certificate of {where} is not trusted (it is not signed by the"
+            " CA given, or not for that host name); check --ca-cert or trustRoots"
+        )
+    return (
+        f"{where} does not speak TLS: is it a plaintext port? Connect without"
+        " --ca-cert (or with a tcp: endpoint)"
+    )
+
+
+def plaintext_problem(where: str, sure: bool = True) -> str:
+    """What to say when a plaintext client gets TLS back (C{sure}), or has
+    its connections closed without an answer, as TLS servers do."""
+    if sure:
+        lead = f"{where} speaks TLS, not plain frames"
+    else:
+        lead = (
+            f"{where} closed the connection twice without answering; it may be"
+            " a TLS port"
+        )
+    return lead + ": connect with --ca-cert CA.pem (or a tls: endpoint)"
+
+
+class SilentClose(ConnectionLost):
+    """The other end closed a new connection without a byte in answer to a
+    request: what a TLS server does with plain frames (it sends no alert)."""
+
+
+@implementer(IHandshakeListener)
 class ClientProtocol(Int32StringReceiver):
     """One connection to a service.
 
     L{request} sends an envelope and returns a Deferred of the decoded
     answer; when the connection is lost, every request still waiting fails
-    with L{ConnectionLost}.
+    with L{ConnectionLost}, or with L{ClientError} when the other end turned
+    out not to speak this protocol (TLS against plain frames, a certificate
+    not trusted): sending again would not help then.
+
+    L{ready} fires once requests can be sent: at once over TCP, after the
+    handshake over TLS (a handshake that fails fails it).
     """
 
     log = Logger()
     # Answers (a long search) may be larger than the server's request limit.
     MAX_LENGTH = 64 * 1024 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "the service") -> None:
+        self.where = where
         self._waiting: deque = deque()
         self._lost_waiters: list = []
         self._open = False
+        self._tls = False
+        self._handshaken = False
+        self._heard = False
+        self._sent = False
+        #: Why this connection cannot carry requests, in words, if it cannot.
+        self.problem: Optional[str] = None
+        self.ready: defer.Deferred = defer.Deferred()
 
     def connectionMade(self) -> None:
         self._open = True
+        self._tls = ISSLTransport.providedBy(self.transport)
+        if not self._tls:
+            self.ready.callback(self)
+
+    def handshakeCompleted(self) -> None:
+        self._handshaken = True
+        if not self.ready.called:
+            self.ready.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._heard:
+            self._heard = True
+            if not self._tls and _TLS_RECORD.match(data):
+                self.problem = plaintext_problem(self.where)
+                self.transport.abortConnection()
+                return
+        super().dataReceived(data)
 
     @property
     def open(self) -> bool:
@@ -81,6 +157,7 @@ class ClientProtocol(Int32StringReceiver):
         """Send one request envelope; a Deferred of its answer."""
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
+        self._sent = True
         write_now(self.transport, framed(encode(message)))
         return d
 
@@ -107,12 +184,21 @@ class ClientProtocol(Int32StringReceiver):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._open = False
+        if self._tls and not self._handshaken and self.problem is None and reason:
+            self.problem = tls_problem(reason, self.where)
+        if self.problem is not None:
+            error = Failure(ClientError(UNAVAILABLE, self.problem))
+        else:
+            lost = SilentClose if self._sent and not self._heard else ConnectionLost
+            error = Failure(lost(str(reason.value) if reason else ""))
+        if not self.ready.called:
+            self.ready.errback(error)
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
-            d.errback(Failure(ConnectionLost(str(reason.value) if reason else "")))
+            d.errback(error)
         lost_waiters, self._lost_waiters = self._lost_waiters, []
         for d in lost_waiters:
             d.callback(None)
 
 
-__all__ = ["ClientProtocol", "encode", "decode"]
+__all__ = ["ClientProtocol", "SilentClose", "encode", "decode"]

@@ -1,0 +1,431 @@
+"""The terminal programs as a person uses them: the installed programs on a
+pseudo-terminal of 80 columns, the screen read back through a terminal
+emulator (pyte).  History across runs, arrow keys, Ctrl-L, Tab completion,
+paging, answers checked as they are typed, Ctrl-C and Ctrl-D, and the
+connection problems told before any password is asked."""
+
+import fcntl
+import os
+import struct
+import sys
+import termios
+
+import pyte
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.trial import unittest
+
+from marketplace.client import SellerClient
+from marketplace.devcerts import make_dev_certs
+from marketplace.tap import build
+from tests.support import _later, start_marketplace
+from tests.test_cli import ROOT
+from tests.test_client import make_client, service
+from tests.test_connection_errors import free_port
+
+UP, DOWN = b"\x1b[A", b"\x1b[B"
+CTRL_C, CTRL_D, CTRL_L, TAB = b"\x03", b"\x04", b"\x0c", b"\t"
+PASSWORD = "correct-horse-7"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+class Terminal(protocol.ProcessProtocol):
+    """A program on a pseudo-terminal of C{columns} x C{rows}; what it
+    shows, as a person would see it."""
+
+    def __init__(self, columns: int = 80, rows: int = 24) -> None:
+        self.screen = pyte.Screen(columns, rows)
+        self.screen.set_mode(pyte.modes.LNM)
+        self.stream = pyte.ByteStream(self.screen)
+        self.raw = b""
+        self.ended: defer.Deferred = defer.Deferred()
+        self.status = None
+        self.size = (rows, columns)
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        self.raw += data
+        self.stream.feed(data)
+
+    def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
+        self.ended.callback(self.status)
+
+    def text(self) -> str:
+        """The screen, its lines without trailing spaces, empty ones cut
+        from the end."""
+        lines = [line.rstrip() for line in self.screen.display]
+        while lines and not lines[-1]:
+            lines.pop()
+        return "\n".join(lines)
+
+    def line(self) -> str:
+        """The line the cursor is on."""
+        return self.screen.display[self.screen.cursor.y].rstrip()
+
+    def send(self, data) -> None:
+        self.transport.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+    async def expect(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until C{text} is on the screen (line ends and runs of spaces
+        count as one space: a long line wraps); the screen."""
+        waited = 0.0
+        while _flat(text) not in _flat(self.text()):
+            if waited > timeout or self.ended.called:
+                raise AssertionError(
+                    f"{text!r} did not appear; the screen:\n{self.text()}"
+                )
+            await _later(0.02)
+            waited += 0.02
+        return self.text()
+
+    async def settle(self) -> str:
+        """Wait until the screen stops changing for a moment; the screen."""
+        before = None
+        while before != self.raw:
+            before = self.raw
+            await _later(0.15)
+        return self.text()
+
+
+def start(testcase, program: str, args, home: str, columns: int = 80) -> Terminal:
+    """Run an installed terminal program on a new pseudo-terminal."""
+    terminal = Terminal(columns)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    path = os.path.join(os.path.dirname(sys.executable), program)
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT,
+        HOME=home,
+        TERM="xterm",
+        PROMPT_TOOLKIT_NO_CPR="1",
+    )
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    # A copy of the master end stays open after the program, to read the
+    # terminal's modes as the program left them.
+    terminal.master = os.dup(master)
+    testcase.addCleanup(os.close, terminal.master)
+    reactor.spawnProcess(
+        terminal,
+        path,
+        [path] + list(args),
+        env=env,
+        usePTY=(master, slave, os.ttyname(slave)),
+    )
+
+    async def stop():
+        if not terminal.ended.called:
+            terminal.transport.signalProcess("KILL")
+            await terminal.ended
+
+    testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(stop()))
+    return terminal
+
+
+class LineEditorTests(unittest.TestCase):
+    async def setUp(self):
+        self.market = await start_marketplace(self)
+        self.home = os.path.abspath(self.mktemp())
+        os.makedirs(self.home)
+
+    def seller(self) -> Terminal:
+        port = str(self.market.ports["seller"])
+        return start(self, "marketplace-seller-cli", ["127.0.0.1", port], self.home)
+
+    def buyer(self) -> Terminal:
+        port = str(self.market.ports["buyer"])
+        return start(self, "marketplace-buyer-cli", ["127.0.0.1", port], self.home)
+
+    async def test_history_arrows_and_ctrl_l(self):
+        term = self.seller()
+        await term.expect("seller>")
+        term.send("help more\r")
+        await term.expect("example: more")
+        term.send("rating\r")
+        await term.expect("rating needs you to log in first")
+        # Up twice: the older line, whose word is edited with the arrows.
+        term.send(UP + UP)
+        await term.expect("seller> help more")
+        term.send(b"\x1b[D" * 4 + b"x")
+        await term.expect("seller> help xmore")
+        term.send(CTRL_L)
+        screen = await term.settle()
+        self.assertTrue(screen.startswith("seller> help xmore"), screen)
+        term.send("\r")
+        await term.expect("there is no command 'xmore'")
+        term.send(CTRL_D)
+        self.assertEqual(await term.ended, 0)
+        with open(os.path.join(self.home, ".marketplace-seller-history")) as f:
+            self.assertIn("+rating\n", f.read())
+        # The next run has the history of the last.
+        term = self.seller()
+        await term.expect("seller>")
+        term.send(UP)
+        await term.expect("seller> help xmore")
+        term.send(CTRL_C)
+        await term.expect("seller> help xmore\nseller>")
+        term.send("quit\r")
+        self.assertEqual(await term.ended, 0)
+
+    async def test_completion_of_commands_and_item_ids(self):
+        seller = make_client(self, SellerClient, service(self.market, "seller"))
+        await seller.create_account("sam", PASSWORD)
+        await seller.login("sam", PASSWORD)
+        ids = []
+        for n in range(3):
+            answer = await seller.register_item_for_sale(
+                f"Mug {n}", 3, ["mug"], "new", "4.50", 5
+            )
+            ids.append(answer["item_id"])
+        term = self.seller()
+        await term.expect("seller>")
+        term.send("log\t")
+        screen = await term.settle()
+        self.assertIn("login", screen)  # login and logout: a menu
+        self.assertIn("logout", screen)
+        term.send(TAB)  # the first of the menu
+        await term.expect("seller> login")
+        term.send(" sam\r")
+        await term.expect("Password: ")
+        term.send(PASSWORD + "\r")
+        screen = await term.expect("Logged in as sam")
+        self.assertIn("\nPassword:\nLogged in as sam", screen)  # not even ****
+        term.send("ite\t")
+        await term.expect("seller sam> items")
+        term.send("\r")
+        await term.expect("3 items, 15 units on sale.")
+        term.send(CTRL_L + b"pri\t")
+        await term.expect("seller sam> price")
+        term.send(" 3-\t")
+        screen = await term.settle()
+        for item in ids:  # a menu of the ids seen
+            self.assertIn(item, screen)
+        term.send(CTRL_C)
+        await term.expect("seller sam>")
+        term.send("price 3-" + "\t")
+        await term.settle()
+        term.send(TAB)  # the first of the menu
+        await term.expect(f"seller sam> price {ids[0]}")
+        term.send(" 3.99\r")
+        await term.expect(f"{ids[0]} Mug 0 now costs 3.99.")
+        term.send(CTRL_D)
+        screen = await term.expect("Logged out.")
+        self.assertEqual(await term.ended, 0)
+
+    async def test_questions_checked_as_answered_and_ctrl_c(self):
+        term = self.seller()
+        await term.expect("seller>")
+        term.send(f"register sam --password {PASSWORD}\r")
+        await term.expect("Registered seller sam")
+        term.send(f"login sam -p {PASSWORD}\r")
+        await term.expect("Logged in as sam")
+        term.send("sell\r")
+        await term.expect("Item name: ")
+        term.send("Blue mug\r")
+        await term.expect("Category (a number): ")
+        term.send("kitchen\r")
+        # Reported at once, and the answer stays to be corrected.
+        await term.expect("CATEGORY must be a whole number of 0 or more, not 'kitchen'")
+        term.send(b"\x7f" * 7 + b"3\r")
+        await term.expect("Condition (new or used): ")
+        term.send("old\r")
+        await term.expect("CONDITION must be new or used, not 'old'")
+        term.send(CTRL_C)
+        await term.expect("sell cancelled.")
+        self.assertTrue(term.line().startswith("seller sam>"), term.text())
+        # The program runs on: a Ctrl-C at the password too.
+        term.send("login sam\r")
+        await term.expect("Password: ")
+        term.send(CTRL_C)
+        await term.expect("login cancelled.")
+        term.send("rating\r")
+        await term.expect("0 thumbs up")
+        term.send(CTRL_D)
+        await term.expect("Logged out.")
+        self.assertEqual(await term.ended, 0)
+
+    async def test_sigterm_logs_out_and_gives_the_terminal_back(self):
+        term = self.seller()
+        await term.expect("seller>")
+        term.send(f"register sam -p {PASSWORD}\rlogin sam -p {PASSWORD}\r")
+        await term.expect("seller sam>")
+        await term.settle()
+        lflag = termios.tcgetattr(term.master)[3]
+        self.assertFalse(lflag & termios.ICANON)  # the editor's raw mode
+        term.transport.signalProcess("TERM")
+        await term.ended
+        self.assertIn("Logged out.", term.text())
+        self.assertNotIn("Traceback", term.text())
+        lflag = termios.tcgetattr(term.master)[3]
+        self.assertTrue(lflag & termios.ICANON and lflag & termios.ECHO)
+
+    async def test_name_taken_is_told_before_the_password(self):
+        seller = make_client(self, SellerClient, service(self.market, "seller"))
+        await seller.create_account("sam", PASSWORD)
+        term = self.seller()
+        await term.expect("seller>")
+        term.send("register sam\r")
+        screen = await term.expect("error: there is already a seller called 'sam'")
+        self.assertNotIn("Password", screen)
+        term.send("register sue\r")
+        await term.expect("Password: ")
+        term.send(PASSWORD + "\r")
+        await term.expect("Password again: ")
+        term.send(PASSWORD + "\r")
+        await term.expect("Registered seller sue")
+        term.send("quit\r")
+        self.assertEqual(await term.ended, 0)
+
+    async def test_paging_a_search(self):
+        seller = make_client(self, SellerClient, service(self.market, "seller"))
+        await seller.create_account("sam", PASSWORD)
+        await seller.login("sam", PASSWORD)
+        for n in range(45):
+            await seller.register_item_for_sale(
+                f"Cup {n:02}", 7, ["cup"], "new", "2.00", 1
+            )
+        term = self.buyer()
+        await term.expect("buyer>")
+        term.send(f"register bea -p {PASSWORD}\rlogin bea -p {PASSWORD}\r")
+        await term.expect("Logged in as bea")
+        term.send(CTRL_L + b"search 7 cup\r")
+        await term.expect("Items 1-20 of 45. Type 'more' for the next 20.")
+        term.send(CTRL_L + b"more\r")
+        screen = await term.expect("Items 21-40 of 45. Type 'more' for the next 5.")
+        self.assertIn("Cup 20", screen)
+        self.assertNotIn("Cup 19", screen)
+        term.send(CTRL_L + b"more\r")
+        screen = await term.expect("Items 41-45 of 45.")
+        self.assertIn("Cup 44", screen)
+        term.send("more\r")
+        await term.expect("error: there is nothing more to show")
+        term.send(CTRL_L + b"search 7 cup --page 2\r")
+        await term.expect("Items 21-40 of 45.")
+        for line in term.text().splitlines():
+            self.assertLessEqual(len(line), 80)
+        term.send("quit\r")
+        self.assertEqual(await term.ended, 0)
+
+
+class ConnectionProblemTests(unittest.TestCase):
+    """What a person sees when the program cannot talk to the service."""
+
+    async def setUp(self):
+        self.home = os.path.abspath(self.mktemp())
+        os.makedirs(self.home)
+
+    async def assert_told(self, args, message: str):
+        started = reactor.seconds()
+        term = start(self, "marketplace-buyer-cli", args, self.home)
+        screen = await term.expect(message, timeout=5)
+        self.assertLess(reactor.seconds() - started, 2.0 + 1.5)  # + Python's start
+        self.assertEqual(await term.ended, 1)
+        self.assertNotIn("Password", screen)
+        self.assertNotIn("Traceback", screen)
+        return screen
+
+    async def test_connection_refused(self):
+        await self.assert_told(
+            ["127.0.0.1", str(free_port())],
+            "nothing is listening at 127.0.0.1:",
+        )
+
+
+class TlsProblemTests(unittest.TestCase):
+    """The program against a buyer service that listens on TLS and on plain
+    TCP: the wrong CA, TLS to the plain port, plain frames to the TLS port."""
+
+    async def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        self.certs = make_dev_certs(folder)
+        self.other = make_dev_certs(folder + "-other")
+        self.home = os.path.abspath(self.mktemp())
+        os.makedirs(self.home)
+        ssl = (
+            "ssl:0:interface=127.0.0.1"
+            f":privateKey={self.certs['key']}:certKey={self.certs['cert']}"
+        )
+        market = await start_marketplace(self, services=("buyer",))
+        await market.stop()
+        self.top = build(
+            {"buyer": ["tcp:0:interface=127.0.0.1", ssl]}, market.settings, reactor
+        )
+        self.top.startService()
+        self.addCleanup(self.top.stopService)
+        servers = [s for s in self.top if hasattr(s, "endpoint")]
+        await servers[0].backend.ready()
+        self.ports = {}
+        for server in servers:
+            while server.port is None:
+                await _later(0.01)
+            kind = "tls" if isinstance(server.endpoint, SSL4ServerEndpoint) else "tcp"
+            self.ports[kind] = str(server.port.getHost().port)
+
+    async def told(self, args, typed: str, message: str) -> str:
+        term = start(self, "marketplace-buyer-cli", args, self.home)
+        if typed:
+            await term.expect("buyer>")
+            started = reactor.seconds()
+            term.send(typed)
+        else:
+            started = reactor.seconds()
+        screen = await term.expect(message, timeout=10)
+        if typed:
+            self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertNotIn("Password", screen)
+        self.assertNotIn("Traceback", screen)
+        return screen
+
+    async def test_certificate_not_trusted(self):
+        args = ["--ca-cert", self.other["ca_cert"], "localhost", self.ports["tls"]]
+        await self.told(
+            args,
+            "",
+            f"error: the certificate of localhost:{self.ports['tls']} is not trusted",
+        )
+
+    async def test_tls_to_the_plain_port(self):
+        args = ["--ca-cert", self.certs["ca_cert"], "localhost", self.ports["tcp"]]
+        await self.told(args, "", f"localhost:{self.ports['tcp']} does not speak TLS")
+
+    async def test_plain_frames_to_the_tls_port(self):
+        args = ["localhost", self.ports["tls"]]
+        screen = await self.told(args, "login bea\r", "it may be a TLS port")
+        self.assertIn("connect with --ca-cert CA.pem", screen)
+
+    async def test_the_right_ca(self):
+        args = ["--ca-cert", self.certs["ca_cert"], "localhost", self.ports["tls"]]
+        term = start(self, "marketplace-buyer-cli", args, self.home)
+        await term.expect("buyer>")
+        term.send("register bea\r")
+        await term.expect("Password:")
+        term.send(CTRL_C)
+        await term.expect("register cancelled.")
+        term.send(CTRL_D)
+        self.assertEqual(await term.ended, 0)
+
+
+class CtrlCWhileWaitingTests(unittest.TestCase):
+    async def test_ctrl_c_cancels_a_command_that_waits(self):
+        """A service that never answers: Ctrl-C gives the prompt back."""
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        factory = protocol.Factory.forProtocol(protocol.Protocol)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        args = ["127.0.0.1", str(port.getHost().port)]
+        term = start(self, "marketplace-buyer-cli", args, home)
+        await term.expect("buyer>")
+        term.send("login bea\r")
+        await _later(0.5)
+        self.assertNotIn("Password", term.text())
+        term.send(CTRL_C)
+        await term.expect("login cancelled.")
+        term.send("help more\r")
+        await term.expect("example: more")
+        term.send(CTRL_D)
+        self.assertEqual(await term.ended, 0)
