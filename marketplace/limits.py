@@ -8,6 +8,10 @@ One L{Limits} is shared by every listener of a daemon:
   client that pipelines more is not refused: the server stops reading from
   that connection until answers drain below the cap, so the client's own
   sending slows down (TCP flow control) and the other connections go on.
+- C{max_unsent}: bytes of answers one connection may have waiting to be
+  sent (the transport's buffer) before the server stops reading it; with
+  C{max_in_flight} it bounds a connection's memory, however slowly the
+  client reads.
 - C{frame_timeout}: seconds a connection may take to send the rest of a
   frame it has started; one that stalls half-way is closed.
 
@@ -23,6 +27,7 @@ from twisted.python import usage
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_IN_FLIGHT = 16
 DEFAULT_FRAME_TIMEOUT = 30.0
+DEFAULT_MAX_UNSENT = 256 * 1024
 
 #: Failed logins of one username (per role) after which Login answers
 #: RATE_LIMITED, until LOGIN_WINDOW seconds have passed since the first.
@@ -36,6 +41,9 @@ OPTIONS = [
     ["max-in-flight", None, str(DEFAULT_MAX_IN_FLIGHT),
      "Requests of one connection worked on at once; beyond it the server"
      " stops reading that connection until answers drain."],
+    ["max-unsent", None, str(DEFAULT_MAX_UNSENT),
+     "Bytes of answers one connection may have waiting to be sent; beyond"
+     " it the server stops reading that connection until they drain."],
     ["frame-timeout", None, str(DEFAULT_FRAME_TIMEOUT),
      "Seconds a client may take to finish sending a frame it has started;"
      " a connection that stalls half-way is closed."],
@@ -53,6 +61,7 @@ class Limits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    max_unsent: int = DEFAULT_MAX_UNSENT
     clock: Any = None
     open_connections: int = 0
     #: Whether connections are being refused now (to log it once).
@@ -88,6 +97,7 @@ def from_options(options) -> Limits:
             max_connections=int(options["max-connections"]),
             max_in_flight=int(options["max-in-flight"]),
             frame_timeout=float(options["frame-timeout"]),
+            max_unsent=int(options["max-unsent"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"a limit is not a number: {e}")
@@ -96,6 +106,8 @@ def from_options(options) -> Limits:
             "--max-connections and --max-in-flight must be at least 1,"
             " --frame-timeout above 0"
         )
+    if limits.max_unsent < 1:
+        raise usage.UsageError("--max-unsent must be at least 1")
     return limits
 
 

@@ -4,6 +4,11 @@ A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON
 (L{Int32StringReceiver}).  Requests on one connection may be pipelined; the
 answers are written in the order the requests arrived, however long each one
 takes.  What a frame means is the dispatcher's business, not this module's.
+
+Memory per connection is bounded: the protocol is its transport's streaming
+producer, so when the answers not yet sent pass the bound (C{max_unsent} of
+limits.py, the transport's C{bufferSize}) the transport pauses it, and it
+reads and starts nothing more from that connection until they drain.
 """
 
 from collections import deque
@@ -18,7 +23,7 @@ from marketplace import envelope
 from marketplace.deferreds import when_fired
 from marketplace.errors import FRAME_TOO_LARGE
 from marketplace.limits import Limits
-from marketplace.writes import framed, write_now
+from marketplace.writes import framed, limit_unsent, write_now
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 
@@ -50,12 +55,22 @@ class FrameProtocol(Int32StringReceiver):
         self._stall = None
         self._frames = 0
         self._stall_frames = 0
+        # Whether the transport has paused us (too many bytes unsent), and
+        # whether we are its producer.
+        self._unsent_full = False
+        self._producing = False
         if not self.factory.connection_made(self):
             self._closing = True
             self.transport.abortConnection()
+            return
+        if self.factory.limits is not None:
+            limit_unsent(self.transport, self.factory.limits.max_unsent)
+        self.transport.registerProducer(self, True)
+        self._producing = True
 
     def connectionLost(self, reason=None) -> None:
         self._closing = True
+        self._producing = False
         self._stop_stall_timer()
         self.factory.connection_lost(self)
 
@@ -106,8 +121,7 @@ class FrameProtocol(Int32StringReceiver):
         if limits is not None and len(self._answers) >= limits.max_in_flight:
             # Read no more of this connection until answers drain: the
             # client's pipelining is slowed down, not refused.
-            if not self.paused and not self._closing:
-                self.pauseProducing()
+            self._update_reading()
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.info(
@@ -140,10 +154,57 @@ class FrameProtocol(Int32StringReceiver):
         if frames:
             write_now(self.transport, b"".join(frames))
         if self._closing and not answers:
-            self.transport.loseConnection()
-        elif self.paused and len(answers) < self.factory.limits.max_in_flight:
-            if not self._closing:
-                self.resumeProducing()
+            self.close()
+        elif self.paused:
+            self._update_reading()
+
+    def close(self) -> None:
+        """Close the connection once the answers handed over are sent."""
+        # A transport with a producer waits for it before closing (TLS even
+        # forever), so stop being one first.
+        self._closing = True
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _update_reading(self) -> None:
+        """Read this connection, or stop reading it, as the limits say: not
+        while too many of its answers are unsent (the transport has paused
+        us) or being worked on (C{max_in_flight})."""
+        if self._closing:
+            return
+        limits = self.factory.limits
+        hold = self._unsent_full or (
+            limits is not None and len(self._answers) >= limits.max_in_flight
+        )
+        if hold and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+        elif not hold and self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+            # Frames that arrived before the pause, waiting whole.
+            self.dataReceived(b"")
+
+    # IPushProducer: the transport calls these as its unsent bytes pass the
+    # bound and drain again.
+    def pauseProducing(self) -> None:
+        self._unsent_full = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._unsent_full = False
+        if self.transport.disconnecting:
+            # Closed from elsewhere while paused: let the transport finish.
+            self.close()
+            return
+        self._update_reading()
+
+    def stopProducing(self) -> None:
+        # The connection is going; connectionLost follows.
+        self._closing = True
+        self._producing = False
 
 
 class FrameFactory(Factory):
@@ -208,7 +269,7 @@ class FrameFactory(Factory):
     def close_connections(self) -> None:
         """Close every open connection once its answers are written."""
         for protocol in list(self.connections):
-            protocol.transport.loseConnection()
+            protocol.close()
 
 
 __all__ = ["FrameProtocol", "FrameFactory", "DEFAULT_MAX_FRAME"]

@@ -6,6 +6,11 @@ every answer, while the socket almost always has room at once.  For a
 plain TCP connection with nothing queued, L{write_now} hands the bytes to
 the socket straight away and queues only what it did not take.  Any other
 transport (TLS, or a test's) gets an ordinary C{write}.
+
+What the socket does not take goes through C{transport.write}, so the
+transport counts it against its C{bufferSize} and pauses its streaming
+producer when that is passed, exactly as if all of it had been written
+there; bytes the socket took at once are the kernel's, never buffered here.
 """
 
 import struct
@@ -29,7 +34,7 @@ def write_now(transport, data: bytes) -> None:
         or not transport.connected
         or transport.disconnecting
         or transport._writeDisconnected
-        or transport.producer is not None
+        or (transport.producer is not None and not transport.streamingProducer)
         or transport._tempDataLen
         or len(transport.dataBuffer) > transport.offset
     ):
@@ -43,4 +48,15 @@ def write_now(transport, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-__all__ = ["framed", "write_now"]
+def limit_unsent(transport, size: int) -> None:
+    """Let C{transport} hold at most about C{size} unsent bytes before it
+    pauses its producer: the C{bufferSize} of the connection's file
+    descriptor, under a TLS layer if there is one."""
+    while transport is not None:
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = size
+            return
+        transport = getattr(transport, "transport", None)
+
+
+__all__ = ["framed", "limit_unsent", "write_now"]
