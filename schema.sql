@@ -57,6 +57,32 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_window ON login_failures (window_start);
 
+-- Account creations tried from each source address (marketplace/accounts.py)
+-- since window_start; CreateAccount answers RATE_LIMITED while a window
+-- holds too many.  Rows older than any window are swept away.
+CREATE TABLE IF NOT EXISTS signups (
+    source       text PRIMARY KEY,
+    window_start timestamptz NOT NULL DEFAULT now(),
+    attempts     integer NOT NULL DEFAULT 0
+);
+
+-- Usernames are kept in their normal form (marketplace/identities.py: NFKC,
+-- case-folded), so "admin" and "ADMIN" are one account.  Accounts made
+-- before that keep working: a plain-ASCII username is folded here (for
+-- ASCII, lower() is that normal form) unless another account of the role
+-- already has the folded name or an older one folds to it too; every other
+-- one keeps its name as it was and still logs in with that exact spelling
+-- (customerdb.find_login).  Applying this again changes nothing more.
+UPDATE accounts AS a SET username = lower(a.username)
+WHERE a.username <> lower(a.username)
+  AND a.username ~ '^[!-~]+$'
+  AND NOT EXISTS (
+      SELECT 1 FROM accounts AS b
+      WHERE b.role = a.role AND b.id <> a.id
+        AND lower(b.username) = lower(a.username)
+        AND (b.username = lower(b.username) OR b.id < a.id)
+  );
+
 -- database: product
 
 CREATE TABLE IF NOT EXISTS items (

@@ -3,7 +3,7 @@
 from typing import Dict, Optional
 
 from marketplace import customerdb, money, productdb, purchasedb, validate
-from marketplace.accounts import Accounts
+from marketplace.accounts import AccountLimits, Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
 from marketplace.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError, bad_request
@@ -29,6 +29,7 @@ class BuyerApis:
         session_timeout: float,
         payments: Optional[PaymentsClient] = None,
         clock=None,
+        account_limits: Optional[AccountLimits] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -42,6 +43,7 @@ class BuyerApis:
             session_timeout,
             on_login=self._start_cart,
             on_logout=self._drop_cart,
+            limits=account_limits or AccountLimits(),
         )
 
     async def _start_cart(self, key: str, buyer_id: int) -> None:

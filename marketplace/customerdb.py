@@ -21,13 +21,19 @@ async def create_account(
     return row[0] if row else None
 
 
+# Usernames are stored in their normal form (marketplace.identities).  An
+# account made before that, whose username schema.sql could not fold, keeps
+# its username as it was sent and is found by that exact spelling.
 async def find_login(
-    db: Database, role: str, username: str
+    db: Database, role: str, username: str, as_sent: str
 ) -> Optional[Tuple[int, str]]:
-    """(account id, password hash) of a username, or None."""
+    """(account id, password hash) of a username in its normal form, else
+    of an older account spelled exactly C{as_sent}; or None."""
     return await db.one(
-        "SELECT id, password_hash FROM accounts WHERE role = %s AND username = %s",
-        (role, username),
+        "SELECT id, password_hash FROM accounts"
+        " WHERE role = %(role)s AND username IN (%(username)s, %(as_sent)s)"
+        " ORDER BY username = %(username)s DESC LIMIT 1",
+        {"role": role, "username": username, "as_sent": as_sent},
     )
 
 
@@ -39,12 +45,32 @@ async def account_name(db: Database, role: str, account_id: int) -> Optional[str
     return row[0] if row else None
 
 
-async def open_session(db: Database, key: str, role: str, account_id: int) -> None:
-    """File a new session under C{key}."""
+# The new session, then every session of the account beyond the newest
+# C{max_sessions}: the oldest end first.
+_END_OLDEST_SESSIONS = """
+DELETE FROM sessions WHERE key IN (
+    SELECT key FROM sessions WHERE role = %(role)s AND account_id = %(account)s
+    ORDER BY created_at DESC, key = %(key)s DESC, key OFFSET %(max)s
+) RETURNING key
+"""
+
+
+async def open_session(
+    db: Database, key: str, role: str, account_id: int, max_sessions: Optional[int] = None
+) -> List[str]:
+    """File a new session under C{key}, ending the account's oldest
+    sessions beyond C{max_sessions}; the keys of those ended."""
     await db.execute(
         "INSERT INTO sessions (key, role, account_id) VALUES (%s, %s, %s)",
         (key, role, account_id),
     )
+    if max_sessions is None:
+        return []
+    rows = await db.query(
+        _END_OLDEST_SESSIONS,
+        {"role": role, "account": account_id, "key": key, "max": max_sessions},
+    )
+    return [old for (old,) in rows]
 
 
 # The session is valid if it was seen within the timeout.  Its last_seen is
@@ -99,11 +125,21 @@ async def live_sessions(db: Database, keys: Iterable[str]) -> Set[str]:
     return {key for (key,) in rows}
 
 
-# Counted before the password is checked, so that many guesses sent at once
-# are counted as they come rather than all let through; a login that then
-# succeeds takes its count back (forget_login_attempt).  A window that has
-# passed starts again from this attempt.
-_COUNT_LOGIN_ATTEMPT = """
+async def login_failures(db: Database, role: str, username: str, window: float) -> int:
+    """Failed logins of C{username} in its current window."""
+    row = await db.one(
+        "SELECT failures FROM login_failures"
+        " WHERE role = %s AND username = %s"
+        " AND window_start > now() - %s * interval '1 second'",
+        (role, username, window),
+    )
+    return row[0] if row else 0
+
+
+# One statement per failure, so failures sent at once all count.  Only
+# failures are counted: a login with the right password never is.  A window
+# that has passed starts again from this failure.
+_COUNT_LOGIN_FAILURE = """
 INSERT INTO login_failures AS f (role, username, window_start, failures)
 VALUES (%(role)s, %(username)s, now(), 1)
 ON CONFLICT (role, username) DO UPDATE SET
@@ -113,31 +149,16 @@ ON CONFLICT (role, username) DO UPDATE SET
     failures = CASE
         WHEN f.window_start <= now() - %(window)s * interval '1 second'
         THEN 1 ELSE f.failures + 1 END
-RETURNING failures, window_start
+RETURNING failures
 """
 
 
-async def count_login_attempt(
-    db: Database, role: str, username: str, window: float
-) -> Tuple[int, Any]:
-    """Count a login attempt of C{username}: (attempts not known to have
-    succeeded in the current window, this one included; the window's start)."""
+async def count_login_failure(db: Database, role: str, username: str, window: float) -> int:
+    """Count a failed login of C{username}; the failures of its window."""
     row = await db.one(
-        _COUNT_LOGIN_ATTEMPT, {"role": role, "username": username, "window": window}
+        _COUNT_LOGIN_FAILURE, {"role": role, "username": username, "window": window}
     )
-    return row[0], row[1]
-
-
-async def forget_login_attempt(
-    db: Database, role: str, username: str, window_start: Any
-) -> None:
-    """Take back an attempt counted in the window starting C{window_start}
-    (it succeeded, or could not be checked)."""
-    await db.execute(
-        "UPDATE login_failures SET failures = failures - 1"
-        " WHERE role = %s AND username = %s AND window_start = %s AND failures > 0",
-        (role, username, window_start),
-    )
+    return row[0]
 
 
 async def expire_login_failures(db: Database, window: float) -> None:
@@ -146,4 +167,36 @@ async def expire_login_failures(db: Database, window: float) -> None:
         "DELETE FROM login_failures"
         " WHERE window_start <= now() - %s * interval '1 second'",
         (window,),
+    )
+
+
+#: Longest window of the sign-up counts; older counts are swept away.
+SIGNUP_WINDOW_MAX = 7 * 24 * 3600.0
+
+_COUNT_SIGNUP = """
+INSERT INTO signups AS s (source, window_start, attempts)
+VALUES (%(source)s, now(), 1)
+ON CONFLICT (source) DO UPDATE SET
+    window_start = CASE
+        WHEN s.window_start <= now() - %(window)s * interval '1 second'
+        THEN now() ELSE s.window_start END,
+    attempts = CASE
+        WHEN s.window_start <= now() - %(window)s * interval '1 second'
+        THEN 1 ELSE s.attempts + 1 END
+RETURNING attempts
+"""
+
+
+async def count_signup(db: Database, source: str, window: float) -> int:
+    """Count an account creation tried from C{source}; the attempts of its
+    current window of C{window} seconds, this one included."""
+    row = await db.one(_COUNT_SIGNUP, {"source": source, "window": window})
+    return row[0]
+
+
+async def expire_signups(db: Database) -> None:
+    """Delete sign-up counts older than any window."""
+    await db.execute(
+        "DELETE FROM signups WHERE window_start <= now() - %s * interval '1 second'",
+        (SIGNUP_WINDOW_MAX,),
     )

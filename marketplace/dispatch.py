@@ -59,6 +59,9 @@ class Call:
 
     request: envelope.Request
     session: Optional[Session] = None
+    #: The client's source address (marketplace.protocol.source_of); None
+    #: for a caller in this process.
+    source: Optional[str] = None
 
     @property
     def payload(self) -> dict:
@@ -112,8 +115,11 @@ class Dispatcher:
         #: could not be reached.
         self.database_unavailable = _unobserved
 
-    def handle_frame(self, frame: bytes) -> "defer.Deferred[bytes]":
-        """The encoded answer to one frame; this Deferred never fails."""
+    def handle_frame(
+        self, frame: bytes, source: Optional[str] = None
+    ) -> "defer.Deferred[bytes]":
+        """The encoded answer to one frame from C{source}; this Deferred
+        never fails."""
         started = perf_counter()
         try:
             request = envelope.parse_request(frame)
@@ -134,7 +140,7 @@ class Dispatcher:
                     callbackArgs=(request, started),
                     errbackArgs=(request, started),
                 )
-        return defer.Deferred.fromCoroutine(self._answer(request, started))
+        return defer.Deferred.fromCoroutine(self._answer(request, started, source))
 
     def _fused_answer(self, result: Any, request: envelope.Request, started: float):
         if result is USUAL_PATH:
@@ -146,9 +152,11 @@ class Dispatcher:
         self.observe(request.api, OK, started)
         return answer
 
-    async def _answer(self, request: envelope.Request, started: float) -> bytes:
+    async def _answer(
+        self, request: envelope.Request, started: float, source: Optional[str] = None
+    ) -> bytes:
         try:
-            answer = await self._call(request)
+            answer = await self._call(request, source)
         except Exception:
             return self._failure_answer(Failure(), request, started)
         self.observe(request.api, OK, started)
@@ -183,13 +191,13 @@ class Dispatcher:
         self.observe(request.api if request else None, code, started)
         return envelope.encode(answer)
 
-    async def _call(self, request: envelope.Request) -> dict:
+    async def _call(self, request: envelope.Request, source: Optional[str] = None) -> dict:
         api = self.apis.get(request.api)
         if api is None:
             raise ApiError(
                 UNKNOWN_API, f"the {self.name} service has no API {request.api!r}"
             )
-        call = Call(request)
+        call = Call(request, source=source)
         if api.needs_session:
             if request.session_id is None:
                 raise ApiError(NOT_LOGGED_IN, f"{request.api} needs a session: log in first")

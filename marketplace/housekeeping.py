@@ -1,5 +1,5 @@
 """Periodic clean-up: ended sessions and the active carts they leave, and
-counts of failed logins whose window has passed."""
+counts of failed logins whose window has passed, old sign-up counts."""
 
 from marketplace import customerdb, productdb
 from marketplace.database import Database
@@ -16,6 +16,7 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
     """
     expired = await customerdb.expire_sessions(customer, timeout)
     await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
+    await customerdb.expire_signups(customer)
     await productdb.drop_carts(product, expired)
     idle = await productdb.idle_cart_sessions(product, timeout)
     if not idle:

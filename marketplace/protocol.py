@@ -11,6 +11,7 @@ limits.py, the transport's C{bufferSize}) the transport pauses it, and it
 reads and starts nothing more from that connection until they drain.
 """
 
+import ipaddress
 from collections import deque
 from typing import Callable, Optional
 
@@ -28,6 +29,23 @@ from marketplace.writes import framed, limit_unsent, write_now
 DEFAULT_MAX_FRAME = 1024 * 1024
 
 FrameHandler = Callable[[bytes], "defer.Deferred[bytes]"]
+
+
+def source_of(address) -> str:
+    """The source a connection's limits are counted by: its IPv4 address,
+    the /64 network of an IPv6 one (one host's usual share), or "local"."""
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return "local"
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class _Slot:
@@ -59,6 +77,7 @@ class FrameProtocol(Int32StringReceiver):
         # whether we are its producer.
         self._unsent_full = False
         self._producing = False
+        self.source = source_of(self.transport.getPeer())
         if not self.factory.connection_made(self):
             self._closing = True
             self.transport.abortConnection()
@@ -113,7 +132,7 @@ class FrameProtocol(Int32StringReceiver):
     def stringReceived(self, frame: bytes) -> None:
         slot = _Slot()
         self._answers.append(slot)
-        d = self.factory.track(self.factory.handle_frame(frame))
+        d = self.factory.track(self.factory.handle_frame(frame, self.source))
         d.addCallback(self._answer_ready, slot)
         d.addErrback(self._handler_failed, slot)
         self._frames += 1

@@ -3,7 +3,7 @@
 from typing import Dict, Optional
 
 from marketplace import customerdb, productdb, validate
-from marketplace.accounts import Accounts
+from marketplace.accounts import AccountLimits, Accounts
 from marketplace.database import Database
 from marketplace.dispatch import Api, Call, Dispatcher
 from marketplace.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, ApiError
@@ -31,11 +31,16 @@ class SellerApis:
         product: Database,
         passwords: Passwords,
         session_timeout: float,
+        account_limits: Optional[AccountLimits] = None,
     ) -> None:
         self.customer = customer
         self.product = product
         self.accounts = Accounts(
-            customerdb.SELLER, customer, passwords, session_timeout
+            customerdb.SELLER,
+            customer,
+            passwords,
+            session_timeout,
+            limits=account_limits or AccountLimits(),
         )
 
     async def get_seller_rating(self, call: Call) -> dict:

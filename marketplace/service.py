@@ -56,7 +56,11 @@ class Backend(Service):
     log = Logger()
 
     def __init__(
-        self, settings: Settings, reactor=None, databases=("customer", "product")
+        self,
+        settings: Settings,
+        reactor=None,
+        databases=("customer", "product"),
+        passwords: Optional[Passwords] = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -66,7 +70,7 @@ class Backend(Service):
         self.databases = [
             db for db in (self.customer, self.product, self.payments) if db.name in databases
         ]
-        self.passwords = Passwords()
+        self.passwords = passwords or Passwords()
         self._embedded: Optional[EmbeddedPostgres] = None
         self._waiters: list = []
         self._outcome = None

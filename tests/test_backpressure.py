@@ -41,7 +41,7 @@ class ProducerTests(unittest.SynchronousTestCase):
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
-    def handle(self, frame: bytes) -> defer.Deferred:
+    def handle(self, frame: bytes, source=None) -> defer.Deferred:
         d = defer.Deferred()
         self.calls.append(d)
         return d

@@ -8,7 +8,7 @@ from tests.test_seller_api import PHONE_CASE, seller_session
 
 async def buyer_session(testcase, client, username="bob"):
     """Create a buyer account and log in; (buyer_id, session_id)."""
-    account = {"username": username, "password": "secret"}
+    account = {"username": username, "password": "secret-passphrase"}
     buyer_id = payload_of(testcase, await client.request("CreateAccount", account))["buyer_id"]
     login = await client.request("Login", account)
     return buyer_id, payload_of(testcase, login)["session_id"]
@@ -36,7 +36,7 @@ class BuyerTestCase(unittest.TestCase):
 
 class AccountTests(BuyerTestCase):
     async def test_login_answers_buyer_id(self):
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         self.assertEqual(payload_of(self, login)["buyer_id"], self.buyer_id)
 
     async def test_seller_session_is_invalid_here(self):
@@ -50,7 +50,7 @@ class AccountTests(BuyerTestCase):
             assert_error(self, await self.buyer.request(api, {}), "NOT_LOGGED_IN")
 
     async def test_logout_ends_only_that_session(self):
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         other = login["session_id"]
         payload_of(self, await self.call("Logout"))
         assert_error(self, await self.call("DisplayCart"), "INVALID_SESSION")
@@ -216,7 +216,7 @@ class CartTests(BuyerTestCase):
         await self.cart("AddItemToCart", {"item_id": item_id, "quantity": 2})
         saved = await self.cart("SaveCart")
         await self.cart("ClearCart")
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         self.assertEqual(await self.cart(session_id=login["session_id"]), saved)
         self.assertEqual((await self.cart())["cart"], [], "the other session is untouched")
 
@@ -226,6 +226,6 @@ class CartTests(BuyerTestCase):
         await self.cart("SaveCart")
         await self.cart("AddItemToCart", {"item_id": second, "quantity": 1})
         await self.call("Logout")
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         cart = await self.cart(session_id=login["session_id"])
         self.assertEqual([line["item_id"] for line in cart["cart"]], [first])

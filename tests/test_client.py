@@ -344,7 +344,7 @@ class ErrorMappingTests(unittest.TestCase):
         market = await start_marketplace(self)
         seller, (mug, lamp) = await seller_with_items(self, market)
         other = make_client(self, SellerClient, service(market, "seller"))
-        await self.assert_code(other.create_account("sam", "x"), USERNAME_TAKEN)
+        await self.assert_code(other.create_account("sam", "x-passphrase"), USERNAME_TAKEN)
         await self.assert_code(other.login("sam", "wrong"), INVALID_CREDENTIALS)
         self.assertIsNone(other.session_id)
         await other.create_account("otto", "correct-horse-7")

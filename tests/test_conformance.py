@@ -389,7 +389,7 @@ class Framing(Conformance):
                 "type": "request",
                 "api": "CreateAccount",
                 "session_id": None,
-                "payload": {"username": "split", "password": "pw"},
+                "payload": {"username": "split", "password": "pw-passphrase"},
                 "request_id": "x",
             }
         )
@@ -406,8 +406,8 @@ class Framing(Conformance):
         """Many requests written at once: answers come back in request order,
         whatever each one costs (a slow Login among fast errors)."""
         await self.up()
-        await self.ok(self.s, "CreateAccount", {"username": "pipe", "password": "pw"})
-        sid = (await self.ok(self.s, "Login", {"username": "pipe", "password": "pw"}))["session_id"]
+        await self.ok(self.s, "CreateAccount", {"username": "pipe", "password": "pw-passphrase"})
+        sid = (await self.ok(self.s, "Login", {"username": "pipe", "password": "pw-passphrase"}))["session_id"]
         frames = []
         expected = []
         for i in range(40):
@@ -416,10 +416,10 @@ class Framing(Conformance):
             kind = i % 4
             message = {"type": "request", "session_id": None, "payload": {}, "request_id": i}
             if i in (0, 21):
-                message.update(api="Login", payload={"username": "pipe", "password": "pw"})
+                message.update(api="Login", payload={"username": "pipe", "password": "pw-passphrase"})
                 expected.append(("response", "Login"))
             elif i in (10, 31):
-                message.update(api="CreateAccount", payload={"username": f"pipe{i}", "password": "pw"})
+                message.update(api="CreateAccount", payload={"username": f"pipe{i}", "password": "pw-passphrase"})
                 expected.append(("response", "CreateAccount"))
             elif kind == 1:
                 message.update(api="NoSuchApi")
@@ -443,10 +443,10 @@ class Framing(Conformance):
     async def test_pipelined_bad_frames_keep_order(self):
         """Undecodable frames among good ones are answered in their place."""
         await self.up()
-        await self.ok(self.b, "CreateAccount", {"username": "slow", "password": "pw"})
+        await self.ok(self.b, "CreateAccount", {"username": "slow", "password": "pw-passphrase"})
         frames = [
             frame({"type": "request", "api": "Login", "session_id": None,
-                   "payload": {"username": "slow", "password": "pw"}, "request_id": 1}),
+                   "payload": {"username": "slow", "password": "pw-passphrase"}, "request_id": 1}),
             struct.pack(">I", 3) + b"{{{",
             frame({"type": "request", "api": "Y", "session_id": None, "payload": {}, "request_id": 3}),
         ]
@@ -470,10 +470,10 @@ class Framing(Conformance):
         """Answers keep request order even when the connection then closes:
         a slow request, a fast one, then an oversized frame."""
         await self.up()
-        await self.ok(self.s, "CreateAccount", {"username": "slow", "password": "pw"})
+        await self.ok(self.s, "CreateAccount", {"username": "slow", "password": "pw-passphrase"})
         frames = [
             frame({"type": "request", "api": "Login", "session_id": None,
-                   "payload": {"username": "slow", "password": "pw"}, "request_id": 1}),
+                   "payload": {"username": "slow", "password": "pw-passphrase"}, "request_id": 1}),
             frame({"type": "request", "api": "Nope", "session_id": None, "payload": {}, "request_id": 2}),
             struct.pack(">I", 1024 * 1024 + 1) + b"{",
         ]
@@ -564,7 +564,7 @@ class Envelope(Conformance):
         # The new session id is in the envelope even when the request carried
         # some other session id.
         answer = await wait(
-            self.s.request("Login", {"username": "env", "password": "pw"}, session_id=sid, request_id="L")
+            self.s.request("Login", {"username": "env", "password": "pw-passphrase"}, session_id=sid, request_id="L")
         )
         self.assertEqual(answer["type"], "response", answer)
         self.assertEqual(answer["request_id"], "L", answer)
@@ -577,7 +577,7 @@ class Envelope(Conformance):
         await self.err(self.s, "Nope", {}, "not-a-session", "UNKNOWN_API")
         await self.err(self.s, "GetSellerRating", {}, "not-a-session", "INVALID_SESSION")
         await self.err(self.s, "ChangeItemPrice", {"item_id": "1-999", "price": 1}, sid, "NOT_FOUND")
-        await self.err(self.s, "Login", {"username": "nobody", "password": "x"}, None, "INVALID_CREDENTIALS")
+        await self.err(self.s, "Login", {"username": "nobody", "password": "x-passphrase"}, None, "INVALID_CREDENTIALS")
         out = await self.ok(self.s, "Logout", {}, sid)
         self.assertEqual(out, {})
         await self.ok(self.s, "GetSellerRating", {}, sid2)
@@ -594,7 +594,7 @@ class Envelope(Conformance):
         BAD_REQUEST, connection kept."""
         await self.up()
         good = {"type": "request", "api": "CreateAccount", "session_id": None,
-                "payload": {"username": "env", "password": "pw"}}
+                "payload": {"username": "env", "password": "pw-passphrase"}}
         cases = [
             {k: v for k, v in good.items() if k != "api"},
             {k: v for k, v in good.items() if k != "type"},
@@ -650,7 +650,7 @@ class Envelope(Conformance):
         await self.up()
         ssid, _ = await self.seller(username="sel")
         bsid, _, _ = await self.buyer(username="buy")
-        old_s = (await self.ok(self.s, "Login", {"username": "sel", "password": "pw"}))["session_id"]
+        old_s = (await self.ok(self.s, "Login", {"username": "sel", "password": "pw-passphrase"}))["session_id"]
         await self.ok(self.s, "Logout", {}, old_s)
         old_b = await self.login_buyer("buy")
         await self.ok(self.b, "Logout", {}, old_b)
@@ -693,28 +693,28 @@ class Values(Conformance):
         ids = {}
         for client, role in ((self.s, "seller_id"), (self.b, "buyer_id")):
             # session_id is echoed even on an API that needs none.
-            created = await self.ok(client, "CreateAccount", {"username": "u" * 32, "password": "p" * 128,
+            created = await self.ok(client, "CreateAccount", {"username": "u" * 32, "password": "p-passphrase" * 128,
                                                               "name": "ñ" * 32}, "whatever")
             self.assertEqual(set(created), {role})
-            await self.ok(client, "CreateAccount", {"username": "é" * 32, "password": "p"})
+            await self.ok(client, "CreateAccount", {"username": "é" * 32, "password": "p-passphrase"})
             for username in ("", "u" * 33, "é" * 33, "a b", "a\tb", " a", "a\n", "a\u00a0b", "a\u3000b"):
-                await self.bad(client, "CreateAccount", {"username": username, "password": "p"}, None, "username")
+                await self.bad(client, "CreateAccount", {"username": username, "password": "p-passphrase"}, None, "username")
             for password in ("", "p" * 129):
                 await self.bad(client, "CreateAccount", {"username": "okname", "password": password}, None, "password")
             for name in ("", "n" * 33, 5):
-                await self.bad(client, "CreateAccount", {"username": "okname", "password": "p", "name": name}, None, "name")
-            await self.bad(client, "CreateAccount", {"password": "p"}, None, "username")
+                await self.bad(client, "CreateAccount", {"username": "okname", "password": "p-passphrase", "name": name}, None, "name")
+            await self.bad(client, "CreateAccount", {"password": "p-passphrase"}, None, "username")
             await self.bad(client, "CreateAccount", {"username": "okname"}, None, "password")
-            await self.bad(client, "CreateAccount", {"username": 5, "password": "p"}, None, "username")
+            await self.bad(client, "CreateAccount", {"username": 5, "password": "p-passphrase"}, None, "username")
             await self.bad(client, "CreateAccount", {"username": "okname", "password": 5}, None, "password")
-            await self.bad(client, "Login", {"password": "p"}, None, "username")
+            await self.bad(client, "Login", {"password": "p-passphrase"}, None, "username")
             await self.bad(client, "Login", {"username": "okname"}, None, "password")
-            await self.err(client, "CreateAccount", {"username": "u" * 32, "password": "q"}, None, "USERNAME_TAKEN")
+            await self.err(client, "CreateAccount", {"username": "u" * 32, "password": "q-passphrase"}, None, "USERNAME_TAKEN")
             await self.err(client, "Login", {"username": "é" * 32, "password": "wrong"}, None, "INVALID_CREDENTIALS")
-            await self.err(client, "Login", {"username": "ghost", "password": "p"}, None, "INVALID_CREDENTIALS")
-            ids[role] = await self.ok(client, "Login", {"username": "é" * 32, "password": "p"})
+            await self.err(client, "Login", {"username": "ghost", "password": "p-passphrase"}, None, "INVALID_CREDENTIALS")
+            ids[role] = await self.ok(client, "Login", {"username": "é" * 32, "password": "p-passphrase"})
         # The same username under the other role is an account of its own.
-        await self.err(self.b, "Login", {"username": "u" * 32, "password": "p"}, None, "INVALID_CREDENTIALS")
+        await self.err(self.b, "Login", {"username": "u" * 32, "password": "p-passphrase"}, None, "INVALID_CREDENTIALS")
         ssid, seller_id = ids["seller_id"]["session_id"], ids["seller_id"]["seller_id"]
         bsid = ids["buyer_id"]["session_id"]
         rating = self.check_rating(await self.ok(self.s, "GetSellerRating", {}, ssid))
@@ -951,7 +951,7 @@ class Sessions(Conformance):
     async def test_several_sessions_logout_ends_only_one(self):
         await self.up()
         ssid1, _ = await self.seller(username="multi")
-        login = await self.ok(self.s, "Login", {"username": "multi", "password": "pw"})
+        login = await self.ok(self.s, "Login", {"username": "multi", "password": "pw-passphrase"})
         ssid2 = login["session_id"]
         self.assertNotEqual(ssid1, ssid2)
         await self.ok(self.s, "Logout", {}, ssid1)

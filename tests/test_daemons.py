@@ -120,13 +120,13 @@ class DaemonTests(unittest.TestCase):
         )
         buyer = await connect_when_up(buyer_port, buyer_daemon)
 
-        account = {"username": "s", "password": "p"}
+        account = {"username": "s", "password": "p-passphrase"}
         payload_of(self, await seller.request("CreateAccount", account))
         session = payload_of(self, await seller.request("Login", account))["session_id"]
         item = await seller.request("RegisterItemForSale", PHONE_CASE, session)
         item_id = payload_of(self, item)["item_id"]
 
-        account = {"username": "b", "password": "p"}
+        account = {"username": "b", "password": "p-passphrase"}
         payload_of(self, await buyer.request("CreateAccount", account))
         session = payload_of(self, await buyer.request("Login", account))["session_id"]
         found = await buyer.request("GetItem", {"item_id": item_id}, session)

@@ -107,8 +107,8 @@ JSON = st.recursive(
 )
 
 SELLER_APIS = {
-    "CreateAccount": {"username": "newseller", "password": "pw", "name": "N"},
-    "Login": {"username": "sal", "password": "pw"},
+    "CreateAccount": {"username": "newseller", "password": "pw-passphrase", "name": "N"},
+    "Login": {"username": "sal", "password": "pw-passphrase"},
     "Logout": {},
     "GetSellerRating": {},
     "RegisterItemForSale": {
@@ -120,8 +120,8 @@ SELLER_APIS = {
     "DisplayItemsForSale": {},
 }
 BUYER_APIS = {
-    "CreateAccount": {"username": "newbuyer", "password": "pw"},
-    "Login": {"username": "bea", "password": "pw"},
+    "CreateAccount": {"username": "newbuyer", "password": "pw-passphrase"},
+    "Login": {"username": "bea", "password": "pw-passphrase"},
     "Logout": {},
     "SearchItemsForSale": {"category": 1, "keywords": ["lamp"], "limit": 5, "offset": 0},
     "GetItem": {"item_id": "ITEM"},
@@ -202,14 +202,14 @@ class HostileCase(unittest.TestCase):
             name: await self.connect(name) for name in ("seller", "buyer", "payments")
         }
         seller, buyer = self.clients["seller"], self.clients["buyer"]
-        await seller.request("CreateAccount", {"username": "sal", "password": "pw"})
-        await buyer.request("CreateAccount", {"username": "bea", "password": "pw"})
+        await seller.request("CreateAccount", {"username": "sal", "password": "pw-passphrase"})
+        await buyer.request("CreateAccount", {"username": "bea", "password": "pw-passphrase"})
         self.sessions = {
             "seller": payload_of(
-                self, await seller.request("Login", {"username": "sal", "password": "pw"})
+                self, await seller.request("Login", {"username": "sal", "password": "pw-passphrase"})
             )["session_id"],
             "buyer": payload_of(
-                self, await buyer.request("Login", {"username": "bea", "password": "pw"})
+                self, await buyer.request("Login", {"username": "bea", "password": "pw-passphrase"})
             )["session_id"],
             "payments": PAYMENTS_SECRET,
         }

@@ -31,7 +31,7 @@ class ProtocolTests(unittest.SynchronousTestCase):
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
-    def handle(self, frame: bytes) -> defer.Deferred:
+    def handle(self, frame: bytes, source=None) -> defer.Deferred:
         d = defer.Deferred()
         self.calls.append((frame, d))
         return d

@@ -32,8 +32,8 @@ class Shop:
 
     async def open(self):
         self.seller = await connect(self.testcase, self.market.ports["seller"])
-        await self.seller.request("CreateAccount", {"username": "sam", "password": "pw"})
-        answer = await self.seller.request("Login", {"username": "sam", "password": "pw"})
+        await self.seller.request("CreateAccount", {"username": "sam", "password": "pw-passphrase"})
+        answer = await self.seller.request("Login", {"username": "sam", "password": "pw-passphrase"})
         self.seller_session = payload_of(self.testcase, answer)["session_id"]
         self.seller_id = payload_of(self.testcase, answer)["seller_id"]
         return self
@@ -61,8 +61,8 @@ class Shop:
 
     async def buyer(self, username="bea"):
         client = await connect(self.testcase, self.market.ports["buyer"])
-        await client.request("CreateAccount", {"username": username, "password": "pw"})
-        answer = await client.request("Login", {"username": username, "password": "pw"})
+        await client.request("CreateAccount", {"username": username, "password": "pw-passphrase"})
+        answer = await client.request("Login", {"username": username, "password": "pw-passphrase"})
         return Buyer(self.testcase, client, payload_of(self.testcase, answer)["session_id"])
 
 

@@ -16,11 +16,11 @@ PHONE_CASE = {
 
 async def seller_session(testcase, client, username="alice", name=None):
     """Create a seller account and log in; (seller_id, session_id)."""
-    account = {"username": username, "password": "secret"}
+    account = {"username": username, "password": "secret-passphrase"}
     if name:
         account["name"] = name
     seller_id = payload_of(testcase, await client.request("CreateAccount", account))["seller_id"]
-    login = await client.request("Login", {"username": username, "password": "secret"})
+    login = await client.request("Login", {"username": username, "password": "secret-passphrase"})
     return seller_id, payload_of(testcase, login)["session_id"]
 
 
@@ -38,31 +38,31 @@ class SellerApiTests(unittest.TestCase):
         seller_id, session_id = await seller_session(self, self.client, name="Alice's")
         self.assertIsInstance(seller_id, int)
         self.assertIsInstance(session_id, str)
-        login = await self.client.request("Login", {"username": "alice", "password": "secret"})
+        login = await self.client.request("Login", {"username": "alice", "password": "secret-passphrase"})
         self.assertEqual(login["session_id"], login["payload"]["session_id"])
         self.assertEqual(login["payload"]["seller_id"], seller_id)
         self.assertNotEqual(login["session_id"], session_id)
 
     async def test_username_taken(self):
         await seller_session(self, self.client)
-        answer = await self.client.request("CreateAccount", {"username": "alice", "password": "x"})
+        answer = await self.client.request("CreateAccount", {"username": "alice", "password": "x-passphrase"})
         assert_error(self, answer, "USERNAME_TAKEN")
 
     async def test_same_username_other_role(self):
         await seller_session(self, self.client)
         buyer = await connect(self, self.market.ports["buyer"])
-        answer = await buyer.request("CreateAccount", {"username": "alice", "password": "x"})
+        answer = await buyer.request("CreateAccount", {"username": "alice", "password": "x-passphrase"})
         payload_of(self, answer)
 
     async def test_create_account_bad_fields(self):
         for payload, field in [
-            ({"password": "x"}, "username"),
-            ({"username": "has space", "password": "x"}, "username"),
-            ({"username": "u" * 33, "password": "x"}, "username"),
+            ({"password": "x-passphrase"}, "username"),
+            ({"username": "has space", "password": "x-passphrase"}, "username"),
+            ({"username": "u" * 33, "password": "x-passphrase"}, "username"),
             ({"username": "u", "password": ""}, "password"),
-            ({"username": "u", "password": "p" * 129}, "password"),
-            ({"username": "u", "password": "p", "name": ""}, "name"),
-            ({"username": "u", "password": "p", "name": 5}, "name"),
+            ({"username": "u", "password": "p-passphrase" * 129}, "password"),
+            ({"username": "u", "password": "p-passphrase", "name": ""}, "name"),
+            ({"username": "u", "password": "p-passphrase", "name": 5}, "name"),
         ]:
             answer = await self.client.request("CreateAccount", payload)
             self.assertIn(field, assert_error(self, answer, "BAD_REQUEST")["message"])
@@ -92,8 +92,8 @@ class SellerApiTests(unittest.TestCase):
 
     async def test_buyer_session_is_invalid_here(self):
         buyer = await connect(self, self.market.ports["buyer"])
-        await buyer.request("CreateAccount", {"username": "bob", "password": "pw"})
-        login = await buyer.request("Login", {"username": "bob", "password": "pw"})
+        await buyer.request("CreateAccount", {"username": "bob", "password": "pw-passphrase"})
+        login = await buyer.request("Login", {"username": "bob", "password": "pw-passphrase"})
         answer = await self.client.request("DisplayItemsForSale", {}, login["session_id"])
         assert_error(self, answer, "INVALID_SESSION")
 

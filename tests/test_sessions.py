@@ -37,7 +37,7 @@ class StatelessTests(BuyerTestCase):
 
     async def test_two_sessions_two_active_carts_one_saved(self):
         first, second = await self.item(), await self.item()
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         other = login["session_id"]
         await self.call("AddItemToCart", {"item_id": first, "quantity": 1})
         await self.call("AddItemToCart", {"item_id": second, "quantity": 2}, other)
@@ -47,7 +47,7 @@ class StatelessTests(BuyerTestCase):
         self.assertEqual([line["item_id"] for line in theirs["cart"]], [second])
         await self.call("SaveCart")
         await self.call("SaveCart", session_id=other)
-        login = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         third = payload_of(self, await self.call("DisplayCart", session_id=login["session_id"]))
         self.assertEqual(third, theirs, "the last SaveCart is the one saved cart")
 

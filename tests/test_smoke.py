@@ -9,8 +9,8 @@ class SmokeTests(unittest.TestCase):
     async def test_seller_and_buyer_answer(self):
         market = await start_marketplace(self)
         seller = await connect(self, market.ports["seller"])
-        answer = await seller.request("CreateAccount", {"username": "s", "password": "p"})
+        answer = await seller.request("CreateAccount", {"username": "s", "password": "p-passphrase"})
         self.assertIn("seller_id", payload_of(self, answer))
         buyer = await connect(self, market.ports["buyer"])
-        answer = await buyer.request("CreateAccount", {"username": "b", "password": "p"})
+        answer = await buyer.request("CreateAccount", {"username": "b", "password": "p-passphrase"})
         self.assertIn("buyer_id", payload_of(self, answer))

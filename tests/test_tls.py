@@ -72,8 +72,8 @@ class TlsTests(unittest.TestCase):
             SellerClient,
             tls.client_description("localhost", self.tls_ports["seller"], self.certs["ca_dir"]),
         )
-        await seller.create_account("sal", "pw")
-        await seller.login("sal", "pw")
+        await seller.create_account("sal", "pw-passphrase")
+        await seller.login("sal", "pw-passphrase")
         item = await seller.register_item_for_sale("Lamp", 1, ["lamp"], "new", "5", 3)
         # The same data over the plain TCP listener of the same service.
         plain = await connect(self, self.tcp_ports["seller"])
@@ -86,8 +86,8 @@ class TlsTests(unittest.TestCase):
             reactor, "localhost", self.tls_ports["buyer"], self.certs["ca_cert"]
         )
         buyer = self.client(BuyerClient, endpoint)
-        await buyer.create_account("bea", "pw")
-        await buyer.login("bea", "pw")
+        await buyer.create_account("bea", "pw-passphrase")
+        await buyer.login("bea", "pw-passphrase")
         self.assertEqual((await buyer.display_cart())["cart"], [])
 
     async def test_terminal_program_with_ca_cert(self):
@@ -129,7 +129,7 @@ class TlsTests(unittest.TestCase):
             ),
         )
         with self.assertRaises(ClientError) as caught:
-            await buyer.create_account("eve", "pw")
+            await buyer.create_account("eve", "pw-passphrase")
         self.assertEqual(caught.exception.code, "UNAVAILABLE")
 
     async def test_wrong_host_name_is_refused(self):

@@ -46,7 +46,7 @@ class UnavailableTests(BuyerTestCase):
             assert_error(self, answer, "UNAVAILABLE")
         # what needs only the customer database is still served
         seller = await connect(self, self.market.ports["seller"])
-        answer = await seller.request("CreateAccount", {"username": "dora", "password": "pw"})
+        answer = await seller.request("CreateAccount", {"username": "dora", "password": "pw-passphrase"})
         payload_of(self, answer)
         await threads.deferToThread(allow_connections, "product", True)
         answer = await self._until_served({"item_id": item_id, "quantity": 1})
@@ -57,7 +57,7 @@ class UnavailableTests(BuyerTestCase):
         await self.cut_off("customer")
         answer = await self.call("DisplayCart")
         assert_error(self, answer, "UNAVAILABLE")
-        answer = await self.buyer.request("Login", {"username": "bob", "password": "secret"})
+        answer = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
         assert_error(self, answer, "UNAVAILABLE")
         await threads.deferToThread(allow_connections, "customer", True)
         for _ in range(150):

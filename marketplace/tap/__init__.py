@@ -16,6 +16,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from marketplace import config, paymentsecret
+from marketplace.accounts import OPTIONS as ACCOUNT_OPTIONS
+from marketplace.accounts import AccountLimits, limits_from_options
 from marketplace.buyer import BuyerApis
 from marketplace.health import Readiness
 from marketplace.limits import OPTIONS as LIMIT_OPTIONS
@@ -23,6 +25,7 @@ from marketplace.limits import Limits, from_options, listen_descriptions
 from marketplace.logs import log_json_to
 from marketplace.metrics import Metrics
 from marketplace.monitor import MonitorServer, monitor_site, worker_description
+from marketplace.passwords import Passwords
 from marketplace.paymentclient import PaymentsClient
 from marketplace.payments import PaymentApis
 from marketplace.protocol import FrameFactory
@@ -179,7 +182,11 @@ class _ShopOptions(_DaemonOptions):
          " customer database if one is set, else the embedded server."],
         ["session-timeout", None, _default("session_timeout"),
          "Seconds without a request after which a session ends."],
-    ]
+    ] + ACCOUNT_OPTIONS
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self.account_limits = limits_from_options(self)
 
 
 class BuyerOptions(_ShopOptions):
@@ -250,21 +257,26 @@ def build(
     reactor=None,
     limits: Optional[Limits] = None,
     metrics: Optional[str] = None,
+    account_limits: Optional[AccountLimits] = None,
 ) -> OrderedMultiService:
     """The daemon: a backend and, for each entry of C{listen} (a service's
     name and one or more endpoint descriptions), one L{ApiServer} per
-    endpoint.  C{limits} default to those of limits.py.  With C{metrics}
-    (an endpoint description), a L{MonitorServer} serves the metrics and
-    health checks there."""
+    endpoint.  C{limits} default to those of limits.py, C{account_limits}
+    to those of accounts.py.  With C{metrics} (an endpoint description), a
+    L{MonitorServer} serves the metrics and health checks there."""
     if reactor is None:
         from twisted.internet import reactor
     if limits is None:
         limits = Limits(clock=reactor)
+    if account_limits is None:
+        account_limits = AccountLimits()
     top = OrderedMultiService()
     databases = {"payments"} if "payments" in listen else set()
     if "buyer" in listen or "seller" in listen:
         databases |= {"customer", "product"}
-    backend = Backend(settings, reactor, tuple(databases))
+    backend = Backend(
+        settings, reactor, tuple(databases), Passwords(budget=account_limits.budget())
+    )
     backend.setServiceParent(top)
     watcher = Metrics() if metrics is not None else None
     servers = []
@@ -289,11 +301,16 @@ def build(
                 settings.session_timeout,
                 payments=payments,
                 clock=reactor,
+                account_limits=account_limits,
             )
             jobs.append(_purchase_sweep(apis, settings, backend, watcher))
         else:
             apis = SellerApis(
-                backend.customer, backend.product, backend.passwords, settings.session_timeout
+                backend.customer,
+                backend.product,
+                backend.passwords,
+                settings.session_timeout,
+                account_limits,
             )
         dispatcher = apis.dispatcher()
         factory = FrameFactory(dispatcher.handle_frame, settings.max_frame, limits)
@@ -349,7 +366,14 @@ def _watched(options, listen: dict, reactor=None) -> IService:
             metrics = worker_description(metrics, getattr(options, "worker_number", 0))
         except ValueError as e:
             raise usage.UsageError(str(e))
-    top = build(listen, options.settings, reactor, options.limits, metrics)
+    top = build(
+        listen,
+        options.settings,
+        reactor,
+        options.limits,
+        metrics,
+        account_limits=getattr(options, "account_limits", None),
+    )
     if options.get("log-json") and not getattr(options, "worker", False):
         log_json_to(top, options["log-json"])
     return top
