@@ -23,16 +23,18 @@ async def create_account(
 
 # Usernames are stored in their normal form (marketplace.identities).  An
 # account made before that, whose username schema.sql could not fold, keeps
-# its username as it was sent and is found by that exact spelling.
+# its username as it was sent and is found by that exact spelling, before
+# the normal form (a new account's name is in normal form, so only such an
+# old account can match C{as_sent} but not C{username}).
 async def find_login(
     db: Database, role: str, username: str, as_sent: str
 ) -> Optional[Tuple[int, str]]:
-    """(account id, password hash) of a username in its normal form, else
-    of an older account spelled exactly C{as_sent}; or None."""
+    """(account id, password hash) of an older account spelled exactly
+    C{as_sent}, else of the username in its normal form; or None."""
     return await db.one(
         "SELECT id, password_hash FROM accounts"
         " WHERE role = %(role)s AND username IN (%(username)s, %(as_sent)s)"
-        " ORDER BY username = %(username)s DESC LIMIT 1",
+        " ORDER BY username = %(as_sent)s DESC LIMIT 1",
         {"role": role, "username": username, "as_sent": as_sent},
     )
 

@@ -72,6 +72,10 @@ class LocalMarketplace:
             f"--data-dir={self.folder / 'data'}",
             # Room for the scenarios' and --idle's connections.
             "--max-connections=5000",
+            # Every client signs up and logs in from this one address.
+            "--signups-per-address=1000000",
+            "--hash-per-address=64",
+            "--hash-queue=64",
         ]
         if self.workers != 1:
             command.append(f"--workers={self.workers}")

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from marketplace.bench import catalog
@@ -28,7 +28,7 @@ from marketplace.bench.workloads import (
     item_spec,
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
-from marketplace.errors import UNKNOWN_API
+from marketplace.errors import RATE_LIMITED, UNKNOWN_API
 
 PASSWORD = "bench-password"
 # How many accounts are being created or logged in at one time.
@@ -203,8 +203,20 @@ class Scenario:
 
     async def _sign_in(self, state: ClientState) -> None:
         username = self._username(state.role, state.index)
-        await state.client.create_account(username, PASSWORD)
-        await state.client.login(username, PASSWORD)
+        await self._patiently(lambda: state.client.create_account(username, PASSWORD))
+        await self._patiently(lambda: state.client.login(username, PASSWORD))
+
+    async def _patiently(self, call: Callable[[], defer.Deferred], tries: int = 50):
+        """C{call()}, tried again while the hashing budget of the service
+        answers RATE_LIMITED (many sign-ins come from one address)."""
+        for _ in range(tries - 1):
+            try:
+                return await call()
+            except ClientError as e:
+                if e.code != RATE_LIMITED:
+                    raise
+            await task.deferLater(self.reactor, 0.2, lambda: None)
+        return await call()
 
     async def _stock(self, state: ClientState) -> None:
         for number in range(self.plan.items):
