@@ -191,7 +191,7 @@ class FrameProtocol(Int32StringReceiver):
         """Read this connection, or stop reading it, as the limits say: not
         while too many of its answers are unsent (the transport has paused
         us) or being worked on (C{max_in_flight})."""
-        if self._closing:
+        if self._closing or self.transport.disconnecting:
             return
         limits = self.factory.limits
         hold = self._unsent_full or (

@@ -242,3 +242,26 @@ class SlowReaderTests(unittest.TestCase):
             {"category": 7, "keywords": [], "limit": limit},
             self.session,
         )
+
+
+class FastPathTests(unittest.TestCase):
+    """Being the transport's producer keeps answers going straight to the
+    socket when nothing is queued (writes.write_now)."""
+
+    async def test_answers_skip_the_transport_buffer(self):
+        factory = FrameFactory(
+            lambda frame, source=None: defer.succeed(b'{"ok": true}'),
+            limits=Limits(clock=reactor),
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = await connect(self, port.getHost().port)
+        (server,) = factory.connections
+        self.assertIs(server.transport.producer, server)
+        buffered = []
+        original = server.transport.write
+        server.transport.write = lambda data: (buffered.append(data), original(data))
+        for _ in range(3):
+            self.assertEqual(await client.send_frame(b"{}"), {"ok": True})
+        self.assertEqual(buffered, [])
+        server.transport.write = original

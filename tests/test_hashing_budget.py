@@ -197,3 +197,25 @@ class FloodTests(unittest.TestCase):
             self,
             await honest.request("CreateAccount", {"username": "bob", "password": self.PASSWORD}),
         )
+
+
+class SourceTests(unittest.SynchronousTestCase):
+    """What the shares are counted by."""
+
+    def test_addresses(self):
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        from marketplace.protocol import source_of
+
+        self.assertEqual(source_of(IPv4Address("TCP", "203.0.113.9", 4000)), "203.0.113.9")
+        # One IPv6 host usually has a whole /64.
+        self.assertEqual(
+            source_of(IPv6Address("TCP", "2001:db8:1:2:aaaa::1", 4000)),
+            source_of(IPv6Address("TCP", "2001:db8:1:2:bbbb::9", 4000)),
+        )
+        self.assertNotEqual(
+            source_of(IPv6Address("TCP", "2001:db8:1:2::1", 4000)),
+            source_of(IPv6Address("TCP", "2001:db8:1:3::1", 4000)),
+        )
+        self.assertEqual(source_of(IPv6Address("TCP", "::ffff:203.0.113.9", 4000)), "203.0.113.9")
+        self.assertEqual(source_of(UNIXAddress(None)), "local")
