@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import schema
+from marketplace.accounts import AccountLimits
 from marketplace.config import Settings
 from marketplace.database import Database
 from marketplace.tap import build
@@ -50,6 +51,14 @@ async def empty_databases(testcase) -> None:
     for name in ("customer", "product", "payments"):
         await open_database(testcase, name)
 
+
+# Every client of the suite connects from 127.0.0.1, and some tests sign up
+# and log in dozens of users at once: the services they run give that one
+# address room (as the benchmark's launcher does).  The tests of these limits
+# (tests/test_hashing_budget.py) run services with the defaults.
+FIXTURE_ACCOUNT_LIMITS = AccountLimits(
+    hash_per_address=1000, hash_queue=1000, signups_per_address=1_000_000
+)
 
 # Nothing listens on port 1: a buyer service without a payments service
 # finds it unreachable at once (and never reaches a real one on 8082).
@@ -106,7 +115,7 @@ class RunningMarketplace:
         listen = {
             name: f"tcp:{self.ports[name]}:interface=127.0.0.1" for name in self.names
         }
-        self.top = build(listen, settings, reactor)
+        self.top = build(listen, settings, reactor, None, FIXTURE_ACCOUNT_LIMITS)
         await self._serving(self.top)
 
     async def _serving(self, top) -> None:

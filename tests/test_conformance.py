@@ -292,14 +292,14 @@ class Conformance(unittest.TestCase):
         self.assertEqual(login[id_field], created[id_field])
         return login["session_id"], login[id_field], username
 
-    async def seller(self, username=None, password="pw", name=None):
+    async def seller(self, username=None, password="pw-passphrase", name=None):
         session_id, seller_id, _ = await self._account("seller", username, password, name)
         return session_id, seller_id
 
-    async def buyer(self, username=None, password="pw", name=None):
+    async def buyer(self, username=None, password="pw-passphrase", name=None):
         return await self._account("buyer", username, password, name)
 
-    async def login_buyer(self, username, password="pw"):
+    async def login_buyer(self, username, password="pw-passphrase"):
         login = await self.ok(
             self.b, "Login", {"username": username, "password": password}
         )
@@ -693,7 +693,7 @@ class Values(Conformance):
         ids = {}
         for client, role in ((self.s, "seller_id"), (self.b, "buyer_id")):
             # session_id is echoed even on an API that needs none.
-            created = await self.ok(client, "CreateAccount", {"username": "u" * 32, "password": "p-passphrase" * 128,
+            created = await self.ok(client, "CreateAccount", {"username": "u" * 32, "password": "p" * 128,
                                                               "name": "ñ" * 32}, "whatever")
             self.assertEqual(set(created), {role})
             await self.ok(client, "CreateAccount", {"username": "é" * 32, "password": "p-passphrase"})
@@ -1042,7 +1042,7 @@ class Sessions(Conformance):
         """AMBIGUOUS: PROTOCOL.md does not say how many failed logins are too
         many; 12 in a row for one username surely are."""
         await self.up()
-        await self.ok(self.b, "CreateAccount", {"username": "victim", "password": "right"})
+        await self.ok(self.b, "CreateAccount", {"username": "victim", "password": "right-passphrase"})
         codes = []
         for _ in range(12):
             answer = await wait(self.b.request("Login", {"username": "victim", "password": "wrong"}))

@@ -41,9 +41,10 @@ EXAMPLES = settings(
 )
 
 # Columns that change on any use and are no content: a session's last
-# request, a cart line's time.  Failed logins are meant to be counted.
+# request, a cart line's time.  Failed logins and tried sign-ups are meant
+# to be counted.
 _VOLATILE = ("last_seen", "added_at")
-_NOT_CONTENT = ("login_failures",)
+_NOT_CONTENT = ("login_failures", "signups")
 
 
 def _reject_constant(name):

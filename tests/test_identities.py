@@ -44,7 +44,8 @@ class UsernameTests(unittest.SynchronousTestCase):
 
 class PasswordRuleTests(unittest.SynchronousTestCase):
     def test_short_passwords_are_refused(self):
-        for short in ("x", " ", "\t", "\u200b", "seven77", " " * 8, "abc\u200b\u200b\u200b\u200b\u200b"):
+        invisible = "abc" + "\u200b" * 5
+        for short in ("x", " ", "\t", "\u200b", "seven77", " " * 8, invisible):
             self.assertRaises(ApiError, new_password, short)
 
     def test_common_passwords_are_refused(self):

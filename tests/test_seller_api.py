@@ -60,7 +60,7 @@ class SellerApiTests(unittest.TestCase):
             ({"username": "has space", "password": "x-passphrase"}, "username"),
             ({"username": "u" * 33, "password": "x-passphrase"}, "username"),
             ({"username": "u", "password": ""}, "password"),
-            ({"username": "u", "password": "p-passphrase" * 129}, "password"),
+            ({"username": "u", "password": "p" * 129}, "password"),
             ({"username": "u", "password": "p-passphrase", "name": ""}, "name"),
             ({"username": "u", "password": "p-passphrase", "name": 5}, "name"),
         ]:

@@ -92,7 +92,7 @@ class TlsTests(unittest.TestCase):
 
     async def test_terminal_program_with_ca_cert(self):
         port = str(self.tls_ports["seller"])
-        script = "register sam -p pw\nlogin sam -p pw\nitems\n"
+        script = "register sam -p pw-passphrase\nlogin sam -p pw-passphrase\nitems\n"
         status, out, err = await run_program(
             "marketplace-seller-cli", ["--ca-cert", self.certs["ca_cert"], "localhost", port], script
         )
@@ -101,7 +101,7 @@ class TlsTests(unittest.TestCase):
         status, out, err = await run_program(
             "marketplace-seller-cli",
             ["--ca-cert", self.other_ca["ca_cert"], "localhost", port],
-            "login sam -p pw\n",
+            "login sam -p pw-passphrase\n",
         )
         self.assertEqual(status, 1, out + err)
         self.assertNotIn("Logged in", out)
