@@ -34,6 +34,14 @@ SAMPLES = {
     "max-connections": ("55", 55, "66", 66),
     "max-in-flight": ("3", 3, "5", 5),
     "frame-timeout": ("9", 9.0, "11", 11.0),
+    "max-unsent": ("70000", 70000, "80000", 80000),
+    "hash-workers": ("3", 3, "4", 4),
+    "hash-queue": ("10", 10, "12", 12),
+    "hash-per-address": ("5", 5, "6", 6),
+    "hash-per-username": ("3", 3, "4", 4),
+    "signups-per-address": ("30", 30, "40", 40),
+    "signup-window": ("60", 60.0, "90", 90.0),
+    "max-sessions": ("3", 3, "4", 4),
     "workers": ("3", 3, "2", 2),
     "listen": ("tcp:9001 tcp:9002", ["tcp:9001", "tcp:9002"], "tcp:9003", ["tcp:9003"]),
     "seller-listen": ("tcp:9011", ["tcp:9011"], "tcp:9012", ["tcp:9012"]),
@@ -61,8 +69,9 @@ def effective(options, name: str):
     """What the parsed option C{name} came to: a setting, a limit or the
     option's own value."""
     attribute = name.replace("-", "_")
-    for holder in (options.settings, options.limits):
-        if hasattr(holder, attribute):
+    holders = (options.settings, options.limits, getattr(options, "account_limits", None))
+    for holder in holders:
+        if holder is not None and hasattr(holder, attribute):
             return getattr(holder, attribute)
     return options[name]
 
