@@ -86,8 +86,12 @@ class ProducerTests(unittest.SynchronousTestCase):
 class _SlowReader(Protocol):
     """A client that sends and never reads, until told to."""
 
+    def __init__(self, paused: bool = True):
+        self.paused_at_start = paused
+
     def connectionMade(self):
-        self.transport.pauseProducing()
+        if self.paused_at_start:
+            self.transport.pauseProducing()
         self.received = b""
         self.answers = []
         self.done = defer.Deferred()
@@ -265,3 +269,64 @@ class FastPathTests(unittest.TestCase):
             self.assertEqual(await client.send_frame(b"{}"), {"ok": True})
         self.assertEqual(buffered, [])
         server.transport.write = original
+
+
+class TlsSlowReaderTests(unittest.TestCase):
+    """The same bound under TLS, where the bytes wait in the TCP transport
+    beneath the TLS layer; and closing still works with the producer."""
+
+    REQUESTS = 500
+    MAX_UNSENT = 64 * 1024
+    ANSWER = b'{"pad": "' + b"x" * 50_000 + b'"}'
+
+    async def test_unsent_answers_stay_within_the_bound_under_tls(self):
+        from twisted.internet.endpoints import serverFromString
+
+        from marketplace import tls
+        from marketplace.devcerts import make_dev_certs
+
+        certs = make_dev_certs(self.mktemp())
+        limits = Limits(clock=reactor, max_in_flight=4, max_unsent=self.MAX_UNSENT)
+        factory = FrameFactory(lambda frame, source=None: defer.succeed(self.ANSWER), limits=limits)
+        endpoint = serverFromString(
+            reactor,
+            f"ssl:0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}",
+        )
+        port = await endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        reader = await connectProtocol(
+            tls.client_endpoint(reactor, "localhost", port.getHost().port, certs["ca_cert"]),
+            _SlowReader(paused=False),
+        )
+        self.addCleanup(reader.transport.abortConnection)
+        # One answer first, so the TLS handshake is over before the client
+        # stops reading.
+        reader.expected = 1
+        reader.transport.write(framed(b"{}"))
+        await reader.done
+        reader.done = defer.Deferred()
+        reader.answers = []
+        reader.transport.pauseProducing()
+        reader.expected = self.REQUESTS
+        reader.transport.write(framed(b"{}") * self.REQUESTS)
+        (server,) = factory.connections
+        most_unsent, last, still = 0, -1, 0
+        for _ in range(600):
+            await _later(0.05)
+            most_unsent = max(most_unsent, _unsent(server.transport.transport))
+            if server._frames == last:
+                still += 1
+                if still >= 20:
+                    break
+            else:
+                last, still = server._frames, 0
+        self.assertLess(server._frames, self.REQUESTS)
+        self.assertLessEqual(most_unsent, self.MAX_UNSENT + 6 * len(self.ANSWER))
+        reader.transport.resumeProducing()
+        await reader.done
+        self.assertEqual(len(reader.answers), self.REQUESTS)
+        # Closing from the server ends a TLS connection with a producer.
+        closed = defer.Deferred()
+        reader.connectionLost = lambda reason: closed.callback(None)
+        factory.close_connections()
+        await closed
