@@ -6,7 +6,7 @@ the buyer service's processes and the other client's response times.
     python -m marketplace.bench.slow_reader --launch            # a throwaway marketplace
     python -m marketplace.bench.slow_reader --port 8081 --seller-port 8080
 
-With --launch it starts C{twistd marketplace} on ports 9180-9182 (one
+With --launch it starts C{twistd marketplace} on ports 9280-9282 (one
 worker) and stops it afterwards.  Plain blocking sockets: the measuring
 client must not itself be what is slow.
 """
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     market = None
     if args.launch:
-        market = LocalMarketplace(base_port=9180)
+        market = LocalMarketplace(base_port=9280)
         market.start()
         args.port, args.seller_port = market.buyer_port, market.seller_port
     try:
