@@ -115,7 +115,7 @@ class RunningMarketplace:
         listen = {
             name: f"tcp:{self.ports[name]}:interface=127.0.0.1" for name in self.names
         }
-        self.top = build(listen, settings, reactor, None, FIXTURE_ACCOUNT_LIMITS)
+        self.top = build(listen, settings, reactor, account_limits=FIXTURE_ACCOUNT_LIMITS)
         await self._serving(self.top)
 
     async def _serving(self, top) -> None:

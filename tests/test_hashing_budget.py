@@ -127,7 +127,10 @@ class FloodTests(unittest.TestCase):
         await empty_databases(self)
         self.limits = AccountLimits()
         self.top = build(
-            {"buyer": "tcp:0:interface=127.0.0.1"}, test_settings(), reactor, None, self.limits
+            {"buyer": "tcp:0:interface=127.0.0.1"},
+            test_settings(),
+            reactor,
+            account_limits=self.limits,
         )
         self.top.startService()
         self.addCleanup(self.top.stopService)
