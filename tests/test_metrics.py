@@ -91,8 +91,8 @@ class ScrapeTests(unittest.TestCase):
         self.buyer = await connect(self, self.ports["buyer"])
 
     async def session(self, client, username):
-        await client.request("CreateAccount", {"username": username, "password": "pw"})
-        answer = await client.request("Login", {"username": username, "password": "pw"})
+        await client.request("CreateAccount", {"username": username, "password": "pw-passphrase"})
+        answer = await client.request("Login", {"username": username, "password": "pw-passphrase"})
         return payload_of(self, answer)["session_id"]
 
     async def test_calls_counted_by_api_and_code(self):
@@ -208,8 +208,8 @@ class ReadinessTests(unittest.TestCase):
 
     async def test_ready_follows_the_database(self):
         buyer = await connect(self, self.ports["buyer"])
-        await buyer.request("CreateAccount", {"username": "bea", "password": "pw"})
-        answer = await buyer.request("Login", {"username": "bea", "password": "pw"})
+        await buyer.request("CreateAccount", {"username": "bea", "password": "pw-passphrase"})
+        answer = await buyer.request("Login", {"username": "bea", "password": "pw-passphrase"})
         session = payload_of(self, answer)["session_id"]
         report = await self.ready_becomes(True)
         self.assertEqual(report["databases"]["product"], "ok")
@@ -387,7 +387,7 @@ class DaemonTests(unittest.TestCase):
                 await _later(0.1)
             self.assertEqual(status, 200, daemon.log())
         for n in range(3):
-            await client.request("CreateAccount", {"username": f"u{n}", "password": "pw"})
+            await client.request("CreateAccount", {"username": f"u{n}", "password": "pw-passphrase"})
         counted = 0
         for port in (metrics_port, metrics_port + 1):
             s = await scrape(port)

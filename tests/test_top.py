@@ -91,8 +91,8 @@ class LiveTests(unittest.TestCase):
         await empty_databases(self)
         ports, monitor = await serving(self, {"seller": LOOPBACK}, test_settings())
         seller = await connect(self, ports["seller"])
-        await seller.request("CreateAccount", {"username": "sam", "password": "pw"})
-        answer = await seller.request("Login", {"username": "sam", "password": "pw"})
+        await seller.request("CreateAccount", {"username": "sam", "password": "pw-passphrase"})
+        answer = await seller.request("Login", {"username": "sam", "password": "pw-passphrase"})
         session = payload_of(self, answer)["session_id"]
         out = io.StringIO()
 
