@@ -54,7 +54,7 @@ class BuyerProgramTests(unittest.TestCase):
         self.payments = await open_database(self, "payments")
         self.seller, (self.mug, _) = await seller_with_items(self, self.market)
         self.cli = buyer_shell(self, self.market, interactive=True)
-        await self.cli.run("register bea -p pw", "login bea -p pw", f"add {self.mug} 2")
+        await self.cli.run("register bea -p pw-passphrase", "login bea -p pw-passphrase", f"add {self.mug} 2")
         # The buyer starts to buy, sees 9.00, and the price changes while
         # they type the card in.
         shown = await self.until("Name on the card:", "buy")

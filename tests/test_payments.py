@@ -315,8 +315,8 @@ class OutOfTheBoxTests(unittest.TestCase):
         buyer = await connect(self, market.ports["buyer"])
         sessions = []
         for client in (seller, buyer):
-            await client.request("CreateAccount", {"username": "u", "password": "pw"})
-            login = await client.request("Login", {"username": "u", "password": "pw"})
+            await client.request("CreateAccount", {"username": "u", "password": "pw-passphrase"})
+            login = await client.request("Login", {"username": "u", "password": "pw-passphrase"})
             sessions.append(payload_of(self, login)["session_id"])
         item = {"item_name": "Mug", "category": 1, "keywords": ["mug"],
                 "condition": "new", "price": 2.5, "quantity": 3}
