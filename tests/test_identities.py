@@ -82,6 +82,10 @@ class AccountTests(unittest.TestCase):
             self.assertEqual(payload_of(self, await self.login(spelling))["buyer_id"], buyer_id)
         (count,) = await self.customer.one("SELECT count(*) FROM accounts")
         self.assertEqual(count, 1)
+        answer = await self.buyer.request("CheckUsername", {"username": "Ａdmin"})
+        self.assertEqual(payload_of(self, answer), {"username": "admin", "available": False})
+        answer = await self.buyer.request("CheckUsername", {"username": "admin\u200b"})
+        assert_error(self, answer, "BAD_REQUEST")
 
     async def test_weak_passwords_are_refused(self):
         for weak in ("x", " ", "\t", "\u200b", "s3cret", "password1", "iloveyou"):
