@@ -1,6 +1,6 @@
 """The customer database: accounts and sessions.  All of its SQL is here."""
 
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Iterable, List, Optional, Set, Tuple
 
 from marketplace.database import Database
 

@@ -22,7 +22,6 @@ from tests.support import (
     WireClient,
     _later,
     assert_error,
-    connect,
     empty_databases,
     payload_of,
     test_settings,
