@@ -43,6 +43,13 @@ DEFAULTS = {
     "payments_timeout": DEFAULT_PAYMENTS_TIMEOUT,
     "settle_after": DEFAULT_SETTLE_AFTER,
     "payments_secret": None,
+    "unsafe_async_commit": False,
+}
+
+
+_BOOLEANS = {
+    "1": True, "yes": True, "true": True, "on": True,
+    "0": False, "no": False, "false": False, "off": False, "": False,
 }
 
 #: The environment variable of each setting.
@@ -78,6 +85,9 @@ class Settings:
     # What the buyer service shows the payments service (paymentsecret.py);
     # None: the secret file in data_dir.  Kept out of repr, and so of logs.
     payments_secret: Optional[str] = field(default=None, repr=False)
+    # Answer writes before their commit reaches the disk: faster, but a
+    # crash of PostgreSQL (even of one backend) may lose acknowledged writes.
+    unsafe_async_commit: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -128,7 +138,13 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         )
     if raw["payments_secret"] is not None:
         paymentsecret.check(raw["payments_secret"])
+    unsafe = raw["unsafe_async_commit"]
+    if isinstance(unsafe, str):
+        if unsafe.strip().lower() not in _BOOLEANS:
+            raise ValueError(f"MARKETPLACE_UNSAFE_ASYNC_COMMIT is not yes or no: {unsafe!r}")
+        unsafe = _BOOLEANS[unsafe.strip().lower()]
     return Settings(
+        unsafe_async_commit=bool(unsafe),
         customer_db=customer,
         product_db=product,
         data_dir=Path(raw["data_dir"]),

@@ -1,29 +1,76 @@
-"""Non-blocking access to PostgreSQL through txpostgres connection pools.
+"""Non-blocking access to PostgreSQL through pools of txpostgres connections.
 
-Each pool connection watches itself with txpostgres's
-L{DeadConnectionDetector}: when the server goes away the connection fails
-fast (the request is answered C{UNAVAILABLE}) and reconnects in the
-background, so the service serves again by itself once the server is back.
+A pool keeps C{size} connections open.  One that breaks (a backend killed,
+the server restarted, the network cut, a statement that failed and left
+it in a transaction) is closed and replaced by a new one, with backoff
+while the server cannot be reached, so every pool comes back to its full
+size by itself.  While no connection is open, requests fail at once with
+an error that L{is_unavailable} recognises (answered C{UNAVAILABLE}).
+
+The reactor watches each open connection through a duplicate of its
+socket that the pool closes itself: libpq closes its own socket as soon
+as it sees the server gone, and a socket closed under the reactor's feet
+leaves stale entries behind (C{EBADF}, lost readers, a crash at shutdown).
+
+Every commit waits for the disk (C{synchronous_commit = on}), whatever
+the server's default, unless the pool is made with C{durable=False}.
 """
 
 import functools
+import os
 import re
+from collections import deque
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 import psycopg2
 import psycopg2.errors
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE, make_dsn, parse_dsn
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txpostgres import reconnection, retrying, txpostgres
+from txpostgres import reconnection, txpostgres
 
 from marketplace.deferreds import when_fired
+from marketplace.outage import Outage, describe
 
 #: Seconds a closing pool waits for a connection attempt under way.
 STOP_WAIT = 5.0
+
+#: Seconds before the first new attempt to open a connection that could
+#: not be opened, and the longest wait between two attempts.
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
+
+#: Seconds an attempt to open a connection may take.
+CONNECT_TIMEOUT = 10.0
+
+#: TCP keepalives, so that a connection whose network is cut is noticed
+#: within about half a minute (libpq ignores them on UNIX sockets).
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+
+
+@dataclass
+class PoolStats:
+    """What a database's pool has been through, for marketplace.metrics:
+    statements that waited for a free connection, the seconds they waited,
+    and connections made again after one broke."""
+
+    waits: int = 0
+    waited: float = 0.0
+    reconnects: int = 0
+
+
+class DatabaseDown(reconnection.ConnectionDead):
+    """No connection to the database can serve the request now."""
+
 
 UNAVAILABLE_ERRORS = (
     psycopg2.OperationalError,
@@ -33,102 +80,28 @@ UNAVAILABLE_ERRORS = (
 )
 
 
-@dataclass
-class PoolStats:
-    """What a database's pool has been through, for marketplace.metrics:
-    statements that waited for a free connection, the seconds they waited,
-    and connections made again after the server went away."""
-
-    waits: int = 0
-    waited: float = 0.0
-    reconnects: int = 0
-
-
-class _TimedSemaphore(defer.DeferredSemaphore):
-    """A pool's semaphore that counts the waits for a connection into
-    C{stats}; a statement that finds a connection free costs nothing more."""
-
-    def __init__(self, tokens: int, stats: PoolStats) -> None:
-        super().__init__(tokens)
-        self.stats = stats
-
-    def acquire(self) -> defer.Deferred:
-        if self.tokens > 0:
-            return super().acquire()
-        self.stats.waits += 1
-        return super().acquire().addCallback(self._acquired, perf_counter())
-
-    def _acquired(self, result, since: float):
-        self.stats.waited += perf_counter() - since
-        return result
-
-
 def is_unavailable(error: BaseException) -> bool:
     """Whether C{error} means the database could not be reached (or gave
     up on the statement), so the request may simply be retried."""
     return isinstance(error, UNAVAILABLE_ERRORS)
 
 
-def _is_dead(failure) -> bool:
-    """Whether a failed statement means its connection is gone.
-
-    Errors with an SQLSTATE outside the connection classes (a deadlock, a
-    statement timeout) leave the connection usable.
-    """
-    if failure.check(psycopg2.InterfaceError, txpostgres.RollbackFailed):
-        return True
-    if failure.check(psycopg2.OperationalError):
-        code = failure.value.pgcode
-        return code is None or code.startswith("08") or code.startswith("57P")
-    return False
+def connection_dsn(dsn: str, durable: bool = True) -> str:
+    """C{dsn} with the pool's own settings: TCP keepalives where it names
+    none, and C{synchronous_commit} on (off if not C{durable})."""
+    params = parse_dsn(dsn)
+    extra = {k: v for k, v in KEEPALIVES.items() if k not in params}
+    commit = "on" if durable else "off"
+    extra["options"] = f"{params.get('options', '')} -c synchronous_commit={commit}".strip()
+    return make_dsn(dsn, **extra)
 
 
-class _Detector(reconnection.DeadConnectionDetector):
-    """A dead-connection detector whose reconnection attempts can be stopped,
-    for a pool that is closing."""
+class _Cursor(txpostgres.Cursor):
+    """A txpostgres cursor that the reactor watches through its
+    connection's duplicate socket."""
 
-    _retrying: Optional[defer.Deferred] = None
-    _stopped = False
-    stats: Optional[PoolStats] = None
-
-    def startReconnecting(self, f):  # noqa: N802 (txpostgres name)
-        call = retrying.RetryingCall(self.reconnect)
-        call.reactor = self.reactor
-        self._retrying = call.start(self.reconnectionIterator())
-        self._retrying.addCallbacks(self._reconnected, self._gave_up)
-
-    def _reconnected(self, _) -> None:
-        if self._stopped:
-            self._close()
-        else:
-            if self.stats is not None:
-                self.stats.reconnects += 1
-            self.connectionRecovered()
-
-    def _gave_up(self, failure) -> None:
-        if not self._stopped:
-            # Only stop() ends the retrying: its backoff never runs out.
-            failure.trap(defer.CancelledError)
-
-    def _close(self) -> None:
-        try:
-            self.reconnectable.close()
-        except Exception:
-            pass
-
-    def stop(self) -> defer.Deferred:
-        """Give up reconnecting; fires once no attempt is under way."""
-        self._stopped = True
-        retrying = self._retrying
-        if retrying is None or retrying.called:
-            return defer.succeed(None)
-        try:
-            retrying.cancel()
-        except psycopg2.Error:
-            # psycopg2 cannot cancel a connection attempt that is under
-            # way: it ends by itself, and _reconnected closes what it made.
-            pass
-        return when_fired(retrying)
+    def fileno(self) -> int:
+        return self._connection.fileno()
 
 
 class _QuickCursor(txpostgres.Cursor):
@@ -170,6 +143,8 @@ class _QuickCursor(txpostgres.Cursor):
         except Exception:
             failure = Failure()
             if connection.pollable().closed:
+                # The duplicate socket is still open: taking it out of the
+                # reactor is safe; the pool closes it.
                 self.reactor.removeReader(connection)
             self.finish().errback(failure)
             return
@@ -185,12 +160,70 @@ class _QuickCursor(txpostgres.Cursor):
 
 
 class _Connection(txpostgres.Connection):
-    """A txpostgres connection that reports a server gone away while the
-    connection was idle to its detector, instead of as an unhandled error,
-    and that can run a statement on a L{_QuickCursor}."""
+    """One connection of a L{_Pool}.
+
+    Once connected, the reactor watches it through a duplicate of its
+    socket (L{watch_fd}), closed by L{close} after the connection is out of
+    the reactor.  It can run a statement on a L{_QuickCursor}.  When it
+    breaks it closes itself, fails what was under way on it, and tells
+    its pool.
+    """
+
+    cursorFactory = _Cursor
 
     #: The L{_QuickCursor} whose statement is under way, if any.
     quick: Optional[_QuickCursor] = None
+    #: The descriptor the reactor watches once connected.
+    watch_fd: Optional[int] = None
+    #: Whether the connection is closed (or broke).
+    dead = False
+
+    def __init__(self, reactor, pool: Optional["_Pool"] = None) -> None:
+        super().__init__(reactor)
+        self.pool = pool
+        #: Names of the statements prepared on this connection.
+        self.prepared_statements: Set[str] = set()
+
+    def connect(self, dsn: str) -> defer.Deferred:  # type: ignore[override]
+        """Open the connection; a Deferred of this connection."""
+        try:
+            self._connection = psycopg2.connect(dsn, async_=True)
+        except Exception:
+            return defer.fail()
+        return self.poll().addCallback(self._connected)
+
+    def _connected(self, _) -> "_Connection":
+        if self.dead:
+            raise DatabaseDown("the connection was closed while it was being opened")
+        # Out of the reactor under the socket's own descriptor, in under the
+        # duplicate's.
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
+        self.watch_fd = os.dup(self._connection.fileno())
+        self.reactor.addReader(self)
+        return self
+
+    def fileno(self) -> int:
+        if self.watch_fd is not None:
+            return self.watch_fd
+        connection = self._connection
+        if connection is None or connection.closed:
+            return -1
+        return connection.fileno()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection may serve the next request: open, nothing
+        under way on it, and not in a transaction."""
+        connection = self._connection
+        return not (
+            self.dead
+            or connection.closed
+            or self.quick is not None
+            or self._cursors
+            or self.lock.locked
+            or connection.get_transaction_status() != TRANSACTION_STATUS_IDLE
+        )
 
     def run_quick(self, sql: str, args: Any) -> defer.Deferred:
         """Run one statement on a L{_QuickCursor}; a Deferred of the cursor."""
@@ -211,127 +244,271 @@ class _Connection(txpostgres.Connection):
         if self.quick is not None:
             self.quick.continuePolling()
             return
+        if self.watch_fd is None:
+            # Still connecting: txpostgres's connection would become a
+            # reader under the socket's own descriptor here.
+            txpostgres._PollingMixin.doRead(self)
+            return
         try:
             super().doRead()
-        except psycopg2.Error:
-            self.reactor.removeReader(self)
-            if self.detector is not None:
-                self.detector.checkForDeadConnection(Failure())
+        except Exception:
+            self.broke(Failure())
+            return
+        if self.watch_fd is not None and self._connection.closed:
+            self.broke(Failure(DatabaseDown("the server closed the connection")))
 
     def connectionLost(self, reason):  # noqa: N802 (Twisted name)
+        # The reactor gave up on the connection (a hang-up, or an error).
+        self.broke(reason)
+
+    def broke(self, reason) -> None:
+        """The connection is gone: close it and tell the pool."""
+        if self.dead:
+            return
+        self.close(DatabaseDown(describe(reason)))
+        if self.pool is not None:
+            self.pool.connection_broke(self, reason)
+
+    def close(self, error: Optional[Exception] = None) -> None:  # type: ignore[override]
+        """Close the connection (again is harmless); what was under way on
+        it fails with C{error}."""
+        self.dead = True
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            try:
+                connection.close()
+            except Exception:
+                pass
+        if self.watch_fd is not None:
+            fd, self.watch_fd = self.watch_fd, None
+            os.close(fd)
+        error = error or DatabaseDown("the connection was closed")
         if self.quick is not None:
-            # Let the statement under way fail with the connection's error.
-            self.quick.continuePolling()
-            if self.quick is not None:
-                self.quick.finish().errback(reason)
-        super().connectionLost(reason)
+            d = self.quick.finish()
+            if d is not None:
+                d.errback(error)
+        for cursor in list(self._cursors):
+            d, cursor._pollingD = cursor._pollingD, None
+            if d is not None:
+                d.errback(error)
+        d, self._pollingD = self._pollingD, None
+        if d is not None:
+            d.errback(error)
 
 
-class _Pool(txpostgres.ConnectionPool):
-    """A txpostgres pool whose connections reconnect by themselves and
-    which hands out a live connection before a dead one."""
+class _Pool:
+    """C{size} connections to one database, each lent to one request at a
+    time, and replaced when it breaks."""
 
-    def __init__(self, dsn: str, size: int, reactor, stats: Optional[PoolStats] = None) -> None:
+    def __init__(
+        self, dsn: str, size: int, reactor, outage: Outage, stats: Optional[PoolStats] = None
+    ) -> None:
+        self.dsn = dsn
+        self.size = size
         self.reactor = reactor
+        self.outage = outage
         self.stats = stats or PoolStats()
-        super().__init__(None, dsn, min=size)
-        self._semaphore = _TimedSemaphore(size, self.stats)
+        #: Open connections, lent or not.
+        self.connections: Set[_Connection] = set()
+        #: Open connections not lent out, the most recently used last.
+        self.idle: deque = deque()
+        #: Requests waiting for a connection.
+        self.waiters: deque = deque()
+        self.closed = False
+        self._connecting: Set[_Connection] = set()
+        self._openers: Set[defer.Deferred] = set()
+        self._sleeps: Set[defer.Deferred] = set()
 
-    def connectionFactory(self, reactor, cooperator):  # noqa: N802 (txpostgres name)
-        detector = _Detector(deathChecker=_is_dead, reactor=reactor)
-        detector.stats = self.stats
-        return _Connection(reactor, cooperator, detector=detector)
+    def start(self) -> defer.Deferred:
+        """Open the connections; fires once each is open or retrying."""
+        firsts = [self._open() for _ in range(self.size)]
+        return defer.gatherResults(firsts).addCallback(lambda _: self)
 
-    def start(self):
-        log = Logger()
-        connections = list(self.connections)
+    def _open(self, replacing: bool = False) -> defer.Deferred:
+        """Open one connection (in place of one that broke, if C{replacing}),
+        trying until it opens; a Deferred that fires after the first attempt."""
+        first: defer.Deferred = defer.Deferred()
+        opener = defer.Deferred.fromCoroutine(self._keep_opening(first, replacing))
+        self._openers.add(opener)
+        opener.addBoth(lambda _: self._openers.discard(opener))
+        return first
 
-        def connect(connection):
-            d = connection.connect(*self.connargs, **self.connkw)
+    async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
+        delay = RETRY_FIRST
+        while not self.closed:
+            connection = _Connection(self.reactor, self)
+            self._connecting.add(connection)
+            timer = self.reactor.callLater(
+                CONNECT_TIMEOUT,
+                connection.close,
+                DatabaseDown(f"no answer within {CONNECT_TIMEOUT:.0f} s"),
+            )
+            try:
+                await connection.connect(self.dsn)
+            except Exception as e:
+                if self.closed:
+                    break
+                connection.close()
+                self.outage.unreachable(describe(e))
+                if not self.connections:
+                    self._fail_waiters()
+                if not first.called:
+                    first.callback(None)
+                try:
+                    await self._sleep(delay)
+                except defer.CancelledError:
+                    break
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            finally:
+                self._connecting.discard(connection)
+                if timer.active():
+                    timer.cancel()
+            if self.closed:
+                connection.close()
+                break
+            self.connections.add(connection)
+            if replacing:
+                self.stats.reconnects += 1
+            self.outage.reachable()
+            self._lend_or_keep(connection)
+            break
+        if not first.called:
+            first.callback(None)
 
-            def failed(failure):
-                log.warn(
-                    "cannot connect to the database yet ({error}); retrying",
-                    error=failure.getErrorMessage().strip(),
-                )
-                connection.detector.checkForDeadConnection(failure)
+    def _sleep(self, seconds: float) -> defer.Deferred:
+        d = task.deferLater(self.reactor, seconds, lambda: None)
+        self._sleeps.add(d)
+        return d.addBoth(self._slept, d)
 
-            return d.addErrback(failed)
-
-        return defer.DeferredList([connect(c) for c in connections]).addCallback(
-            lambda _: self
-        )
-
-    def _take(self):
-        for connection in self.connections:
-            if not connection.detector.connectionIsDead:
-                self.connections.remove(connection)
-                return connection
-        return self.connections.pop()
-
-    def _runQuery(self, *args, **kwargs):
-        c = self._take()
-        return c.runQuery(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
-
-    def _runOperation(self, *args, **kwargs):
-        c = self._take()
-        return c.runOperation(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
-
-    def _runInteraction(self, interaction, *args, **kwargs):
-        c = self._take()
-        return c.runInteraction(interaction, *args, **kwargs).addBoth(
-            self._putBackAndPassthrough, c
-        )
-
-    def close(self) -> defer.Deferred:
-        """Close the connections; fires once no reconnection is under way,
-        or after L{STOP_WAIT} seconds (a connection attempt to a host that
-        does not answer can take minutes)."""
-        stopped = defer.gatherResults([c.detector.stop() for c in self.connections])
-        super().close()
-        stopped.addTimeout(STOP_WAIT, self.reactor)
-        return stopped.addErrback(lambda f: f.trap(defer.TimeoutError))
-
-    def run_prepared(self, name: str, prepare: str, execute: str, args: Any):
-        semaphore = self._semaphore
-        if not semaphore.tokens:
-            return semaphore.run(self._run_prepared, name, prepare, execute, args)
-        # A connection is free: what semaphore.run does, without its
-        # Deferred layers.
-        semaphore.tokens -= 1
-        return self._run_prepared(name, prepare, execute, args).addBoth(self._release)
-
-    def _release(self, result):
-        self._semaphore.release()
+    def _slept(self, result, d):
+        self._sleeps.discard(d)
         return result
 
-    def _run_prepared(self, name, prepare, execute, args):
-        c = self._take()
-        prepared = c.__dict__.get("prepared_statements", ())
-        if name in prepared and not c.detector.connectionIsDead and not c.lock.locked:
+    def connection_broke(self, connection: _Connection, reason) -> None:
+        """C{connection} closed itself: open another in its place."""
+        if connection in self.connections:
+            self._replace(connection, describe(reason))
+
+    def _replace(self, connection: _Connection, reason: str) -> None:
+        self.connections.discard(connection)
+        try:
+            self.idle.remove(connection)
+        except ValueError:
+            pass
+        connection.close()
+        if self.closed:
+            return
+        self.outage.connection_lost(reason)
+        if not self.connections:
+            self._fail_waiters()
+        self._open(replacing=True)
+
+    def _fail_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, deque()
+        for d in waiters:
+            self.outage.call_failed()
+            d.errback(self._down())
+
+    def _down(self) -> DatabaseDown:
+        name = self.outage.name
+        if self.closed:
+            return DatabaseDown(f"the {name} database is closed")
+        if self.outage.down:
+            return DatabaseDown(f"the {name} database is down ({self.outage.reason})")
+        return DatabaseDown(f"no connection to the {name} database is open yet")
+
+    def _lend_or_keep(self, connection: _Connection) -> None:
+        if self.waiters:
+            self.waiters.popleft().callback(connection)
+        else:
+            self.idle.append(connection)
+
+    def _wait(self) -> defer.Deferred:
+        """A Deferred of the next connection given back."""
+        if self.closed or not self.connections:
+            self.outage.call_failed()
+            return defer.fail(self._down())
+        d: defer.Deferred = defer.Deferred()
+        self.waiters.append(d)
+        self.stats.waits += 1
+        return d.addCallback(self._waited, perf_counter())
+
+    def _waited(self, connection, since: float):
+        self.stats.waited += perf_counter() - since
+        return connection
+
+    def _put_back(self, result, connection: _Connection):
+        if connection in self.connections:
+            if connection.usable:
+                self._lend_or_keep(connection)
+            else:
+                reason = describe(result) if isinstance(result, Failure) else "left busy"
+                self._replace(connection, reason)
+        if isinstance(result, Failure) and is_unavailable(result.value):
+            self.outage.call_failed()
+        return result
+
+    def _run(self, method: str, args, kwargs) -> defer.Deferred:
+        if self.idle:
+            return self._run_on(self.idle.pop(), method, args, kwargs)
+        return self._wait().addCallback(self._run_on, method, args, kwargs)
+
+    def _run_on(self, connection: _Connection, method: str, args, kwargs):
+        try:
+            d = getattr(connection, method)(*args, **kwargs)
+        except Exception:
+            d = defer.fail()
+        return d.addBoth(self._put_back, connection)
+
+    def runQuery(self, *args, **kwargs) -> defer.Deferred:  # noqa: N802 (txpostgres name)
+        """Rows of one statement."""
+        return self._run("runQuery", args, kwargs)
+
+    def runOperation(self, *args, **kwargs) -> defer.Deferred:  # noqa: N802
+        """Run one statement for its effect."""
+        return self._run("runOperation", args, kwargs)
+
+    def runInteraction(self, interaction, *args, **kwargs) -> defer.Deferred:  # noqa: N802
+        """Run C{interaction(cursor, …)} in one transaction."""
+        return self._run("runInteraction", (interaction,) + args, kwargs)
+
+    def run_prepared(self, name: str, prepare: str, execute: str, args: Any):
+        """Rows of a statement prepared on each connection as C{name}."""
+        idle = self.idle
+        if idle:
+            return self._run_prepared(idle.pop(), name, prepare, execute, args)
+        return self._wait().addCallback(self._run_prepared, name, prepare, execute, args)
+
+    def _run_prepared(self, connection, name, prepare, execute, args):
+        if name in connection.prepared_statements:
             # The usual case, in one statement: the EXECUTE straight on a
             # cursor.  The pool lends the connection to this call alone, so
-            # the connection's lock has nothing to guard; what the
-            # detector's callChecking adds is done by _prepared_failed.
-            d = c.run_quick(execute, args)
-            d.addCallbacks(
-                _fetch_all, self._prepared_failed, errbackArgs=(c, name, prepare, execute, args)
-            )
+            # the connection's lock has nothing to guard.
+            d = connection.run_quick(execute, args).addCallback(_fetch_all)
         else:
             d = defer.Deferred.fromCoroutine(
-                _execute_prepared(c, name, prepare, execute, args)
+                _execute_prepared(connection, name, prepare, execute, args)
             )
-        return d.addBoth(self._putBackAndPassthrough, c)
+        return d.addBoth(self._put_back, connection)
 
-    def _prepared_failed(self, failure, c, name, prepare, execute, args):
-        c.detector.checkForDeadConnection(failure)
-        if failure.check(psycopg2.errors.InvalidSqlStatementName):
-            # The connection was made anew since it was prepared there.
-            c.prepared_statements.clear()
-            return defer.Deferred.fromCoroutine(
-                _execute_prepared(c, name, prepare, execute, args)
-            )
-        return failure
+    def close(self) -> defer.Deferred:
+        """Close the connections and stop opening new ones; fires once no
+        attempt is under way, or after L{STOP_WAIT} seconds."""
+        self.closed = True
+        for d in list(self._sleeps):
+            d.cancel()
+        closing = DatabaseDown(f"the {self.outage.name} database is closed")
+        for connection in list(self._connecting) + list(self.connections):
+            connection.close(closing)
+        self.connections.clear()
+        self.idle.clear()
+        self._fail_waiters()
+        stopped = defer.DeferredList([when_fired(d) for d in self._openers])
+        stopped.addTimeout(STOP_WAIT, self.reactor)
+        return stopped.addErrback(lambda f: f.trap(defer.TimeoutError))
 
 
 def _fetch_all(cursor):
@@ -339,18 +516,9 @@ def _fetch_all(cursor):
 
 
 async def _execute_prepared(connection, name: str, prepare: str, execute: str, args: Any):
-    prepared = connection.__dict__.setdefault("prepared_statements", set())
-    if name not in prepared:
-        await connection.runOperation(prepare)
-        prepared.add(name)
-    try:
-        return await connection.runQuery(execute, args)
-    except psycopg2.errors.InvalidSqlStatementName:
-        # The connection was made anew since it was prepared there.
-        prepared.clear()
-        await connection.runOperation(prepare)
-        prepared.add(name)
-        return await connection.runQuery(execute, args)
+    await connection.runOperation(prepare)
+    connection.prepared_statements.add(name)
+    return await connection.runQuery(execute, args)
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -378,12 +546,22 @@ class Database(Service):
 
     log = Logger()
 
-    def __init__(self, name: str, dsn: Optional[str] = None, size: int = 4, reactor=None):
+    def __init__(
+        self,
+        name: str,
+        dsn: Optional[str] = None,
+        size: int = 4,
+        reactor=None,
+        durable: bool = True,
+    ):
         self.name = name
         self.dsn = dsn
         self.size = size
+        #: Whether every commit waits for the disk (see the module's doc).
+        self.durable = durable
         self._reactor = reactor
         self._pool: Optional[_Pool] = None
+        self._outage: Optional[Outage] = None
         #: Waits and reconnects of its pools, over restarts (metrics.py).
         self.stats = PoolStats()
 
@@ -395,18 +573,29 @@ class Database(Service):
             from twisted.internet import reactor
 
             self._reactor = reactor
-        self._pool = _Pool(self.dsn, self.size, self._reactor, self.stats)
+        if self._outage is None:
+            self._outage = Outage(self.name, self._reactor)
+        dsn = connection_dsn(self.dsn, self.durable)
+        self._pool = _Pool(dsn, self.size, self._reactor, self._outage, self.stats)
         return self._pool.start()
 
     def pool_counts(self) -> Tuple[int, int]:
         """How many of the pool's connections are lent out now, and how
-        many of the idle ones are known to be dead (0, 0 when closed)."""
+        many are being made again (0, 0 when closed)."""
         pool = self._pool
         if pool is None:
             return 0, 0
-        idle = list(pool.connections)
-        dead = sum(1 for c in idle if c.detector.connectionIsDead)
-        return max(0, pool.min - len(idle)), dead
+        return len(pool.connections) - len(pool.idle), max(0, pool.size - len(pool.connections))
+
+    @property
+    def open_connections(self) -> int:
+        """How many of the pool's connections are open now."""
+        return 0 if self._pool is None else len(self._pool.connections)
+
+    @property
+    def outage(self) -> Optional[Outage]:
+        """What the log is told about this database's reachability."""
+        return self._outage
 
     def stopService(self):
         super().stopService()
@@ -418,7 +607,7 @@ class Database(Service):
     @property
     def pool(self) -> _Pool:
         if self._pool is None:
-            raise psycopg2.InterfaceError(f"the {self.name} database is not open")
+            raise DatabaseDown(f"the {self.name} database is not open")
         return self._pool
 
     def query(self, sql: str, args: Any = None) -> "defer.Deferred[List[tuple]]":
@@ -444,21 +633,12 @@ class Database(Service):
 
     def transaction(self, work: Callable, *args: Any) -> defer.Deferred:
         """Run C{work(cursor, *args)} in one transaction; it may return a
-        Deferred or be a coroutine function.
+        Deferred or be a coroutine function."""
 
-        The transaction's commit waits for the disk even where the database
-        lets single statements commit asynchronously (the embedded default,
-        see embedded.py): purchases, votes and saved carts are made here.
-        """
-
-        def work_now(_, cursor):
+        def work_now(cursor):
             result = work(cursor, *args)
             if hasattr(result, "__await__") and not isinstance(result, defer.Deferred):
                 return defer.Deferred.fromCoroutine(result)
             return result
 
-        def run(cursor):
-            d = cursor.execute("SET LOCAL synchronous_commit = on")
-            return d.addCallback(work_now, cursor)
-
-        return self.pool.runInteraction(run)
+        return self.pool.runInteraction(work_now)

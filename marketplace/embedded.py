@@ -62,14 +62,10 @@ class EmbeddedPostgres:
                     except (errors.DuplicateDatabase, errors.UniqueViolation):
                         pass  # another daemon created it at the same moment
                 if name == "marketplace":
-                    # Commits do not wait for their WAL to reach the disk: a
-                    # crash of the machine may lose the last fraction of a
-                    # second of commits (sessions, carts, price changes), never
-                    # leave the data inconsistent.  Purchases ask for a
-                    # synchronous commit of their own; see docs/PERFORMANCE.md.
-                    cursor.execute(
-                        'ALTER DATABASE "marketplace" SET synchronous_commit = off'
-                    )
+                    # Older versions turned synchronous commits off here,
+                    # which lost acknowledged writes in a crash; the pools
+                    # now choose per connection (database.connection_dsn).
+                    cursor.execute('ALTER DATABASE "marketplace" RESET synchronous_commit')
         finally:
             connection.close()
 

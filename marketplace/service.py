@@ -64,9 +64,14 @@ class Backend(Service):
     ) -> None:
         self.settings = settings
         self.reactor = reactor
-        self.customer = Database("customer", settings.customer_db, settings.pool_size, reactor)
-        self.product = Database("product", settings.product_db, settings.pool_size, reactor)
-        self.payments = Database("payments", settings.payments_db, settings.pool_size, reactor)
+        durable = not settings.unsafe_async_commit
+        self.customer = Database(
+            "customer", settings.customer_db, settings.pool_size, reactor, durable
+        )
+        self.product = Database("product", settings.product_db, settings.pool_size, reactor, durable)
+        self.payments = Database(
+            "payments", settings.payments_db, settings.pool_size, reactor, durable
+        )
         self.databases = [
             db for db in (self.customer, self.product, self.payments) if db.name in databases
         ]

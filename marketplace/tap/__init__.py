@@ -117,6 +117,11 @@ class _DaemonOptions(usage.Options):
         ["pool-size", None, _default("pool_size"), "Connections per database pool."],
         ["max-frame", None, _default("max_frame"), "Largest request frame, in bytes."],
     ] + LIMIT_OPTIONS + _MONITORING
+    optFlags = [
+        ["unsafe-async-commit", None,
+         "Answer writes before their commit reaches the disk: faster, but a crash"
+         " of PostgreSQL may lose acknowledged writes. Off by default."],
+    ]
 
     longdesc = (
         "Every option may also be set in the environment, or in a .env file in"
@@ -159,6 +164,8 @@ class _DaemonOptions(usage.Options):
                 if value is not None and name.endswith("listen"):
                     value = value.split()
                 self[name] = default if value is None else value
+        # A flag not given is 0: the environment decides then.
+        settings["unsafe_async_commit"] = True if self["unsafe-async-commit"] else None
         try:
             self.settings = config.load(settings, self.environment)
         except ValueError as e:
