@@ -233,6 +233,26 @@ class _Connection(txpostgres.Connection):
             return defer.fail()
         return cursor.execute(sql, args)
 
+    def _runInteraction(self, interaction, *args, **kwargs):  # noqa: N802
+        # txpostgres's, but a rollback that fails (the connection broke) is
+        # not logged as an error and leaves the original failure be: the
+        # transaction did not commit, and the pool replaces the connection.
+        cursor = self.cursor()
+        d = cursor.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+        d.addCallback(self._commit, cursor)
+        return d.addErrback(self._roll_back, cursor)
+
+    @staticmethod
+    def _commit(result, cursor):
+        return cursor.execute("commit").addCallback(lambda _: result)
+
+    def _roll_back(self, failure, cursor):
+        if self.dead or self._connection.closed:
+            return failure
+        d = defer.maybeDeferred(cursor.execute, "rollback")
+        return d.addBoth(lambda _: failure)
+
     def doWrite(self):  # noqa: N802 (Twisted name)
         if self.quick is not None:
             self.reactor.removeWriter(self)

@@ -14,6 +14,9 @@ from twisted.logger import Logger, LogLevel
 #: Seconds between two lines about the same problem.
 QUIET_FOR = 5.0
 
+#: Characters of a reason told at most.
+MAX_REASON = 200
+
 #: Seconds between two reminders that a database is still down.
 REMIND_EVERY = 30.0
 
@@ -22,6 +25,8 @@ def describe(error: Any) -> str:
     """A one-line reason for a failure or exception, never empty."""
     value = getattr(error, "value", error)
     text = " ".join(str(value).split())
+    if len(text) > MAX_REASON:
+        text = text[: MAX_REASON - 1] + "…"
     name = type(value).__name__
     return f"{name}: {text}" if text else name
 

@@ -20,6 +20,7 @@ from marketplace.config import Settings
 from marketplace.database import Database, is_unavailable
 from marketplace.embedded import DAEMON_DATABASES, EmbeddedPostgres
 from marketplace.housekeeping import sweep_sessions
+from marketplace.outage import describe
 from marketplace.passwords import Passwords
 from marketplace.protocol import FrameFactory
 
@@ -139,13 +140,13 @@ class Backend(Service):
                 except Exception as e:
                     if not is_unavailable(e) or not self.running:
                         raise
-                    self.log.warn(
-                        "the {name} database cannot be reached ({error});"
-                        " trying again in {delay:.0f} s",
-                        name=database.name,
-                        error=str(e).strip(),
-                        delay=delay,
-                    )
+                    if delay == 0.5:
+                        # Once: the pool tells the outage and its end.
+                        self.log.info(
+                            "waiting for the {name} database to apply schema.sql ({error})",
+                            name=database.name,
+                            error=describe(e),
+                        )
                     await task.deferLater(self._clock(), delay, lambda: None)
                     delay = min(delay * 2, 10.0)
 
@@ -166,8 +167,9 @@ class Backend(Service):
             await sweep_sessions(
                 self.customer, self.product, self.settings.session_timeout
             )
-        except Exception:
-            self.log.failure("session sweep failed; it will run again")
+        except Exception as e:
+            if not is_unavailable(e):
+                self.log.failure("session sweep failed; it will run again")
 
     def _sweep(self) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._sweep_once())
@@ -269,8 +271,12 @@ class PeriodicJob(Service):
     async def _run_once(self) -> None:
         try:
             await self.job()
-        except Exception:
-            self.log.failure("{name} failed; it will run again", name=self.name)
+        except Exception as e:
+            if is_unavailable(e):
+                # The database's outage is in the log already.
+                self.log.info("{name} skipped: {error}", name=self.name, error=e)
+            else:
+                self.log.failure("{name} failed; it will run again", name=self.name)
 
     def stopService(self):
         super().stopService()

@@ -21,6 +21,8 @@ CUSTOMER_TABLES = ("sessions", "accounts")
 PRODUCT_TABLES = ("active_cart_lines", "saved_cart_lines", "items")
 
 _dsns: Optional[Dict[str, str]] = None
+#: The embedded server the tests run on, if they run on one.
+_server: Optional[EmbeddedPostgres] = None
 
 
 def test_dsns() -> Dict[str, str]:
@@ -42,9 +44,16 @@ def test_dsns() -> Dict[str, str]:
     return _dsns
 
 
+def test_server() -> Optional[EmbeddedPostgres]:
+    """The embedded server of the tests (None on other databases)."""
+    test_dsns()
+    return _server
+
+
 def _start_embedded() -> Dict[str, str]:
+    global _server
     folder = Path(tempfile.mkdtemp(prefix="marketplace-test-"))
-    server = EmbeddedPostgres(folder, throwaway=True)
+    server = _server = EmbeddedPostgres(folder, throwaway=True)
 
     def stop():
         server.stop()
