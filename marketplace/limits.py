@@ -2,8 +2,15 @@
 
 One L{Limits} is shared by every listener of a daemon:
 
-- C{max_connections}: connections open at once, over all of the daemon's
-  services; a connection beyond it is closed as soon as it is accepted.
+- C{max_connections}: connections open at once to each service (each
+  service counts its own, so a flood of one port leaves the others, and
+  the buyer service's own connection to payments, be).  At the cap, an
+  idle connection gives way to the new one: the oldest of those that never
+  sent a request, else the one idle the longest; when every connection is
+  working on a request, the new one is answered C{RATE_LIMITED} and closed.
+- C{idle_timeout}: seconds a connection may stay open without sending a
+  request (and with no answer pending); then it is closed.  Sessions live
+  in the database, and the client library reconnects.
 - C{max_in_flight}: requests of one connection being worked on at once.  A
   client that pipelines more is not refused: the server stops reading from
   that connection until answers drain below the cap, so the client's own
@@ -19,6 +26,7 @@ Failed logins are limited in the customer database (see
 L{marketplace.accounts}); their numbers are here.
 """
 
+import resource
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,6 +36,11 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_IN_FLIGHT = 16
 DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_MAX_UNSENT = 256 * 1024
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+#: File descriptors a daemon keeps for itself besides its clients'
+#: connections (pools, listeners, logs, workers).
+SPARE_FILES = 256
 
 #: Failed logins of one username (per role) after which Login answers
 #: RATE_LIMITED, until LOGIN_WINDOW seconds have passed since the first.
@@ -36,8 +49,11 @@ LOGIN_WINDOW = 300.0
 
 OPTIONS = [
     ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
-     "Connections open at once, over all of this daemon's services;"
-     " more are closed as soon as they are accepted."],
+     "Connections open at once to each service; beyond it an idle one gives"
+     " way, else the new one is answered RATE_LIMITED and closed."],
+    ["idle-timeout", None, str(DEFAULT_IDLE_TIMEOUT),
+     "Seconds a connection may stay open without a request before it is"
+     " closed; 0 for never."],
     ["max-in-flight", None, str(DEFAULT_MAX_IN_FLIGHT),
      "Requests of one connection worked on at once; beyond it the server"
      " stops reading that connection until answers drain."],
@@ -52,7 +68,7 @@ OPTIONS = [
 
 @dataclass
 class Limits:
-    """The limits of one daemon, and its count of open connections.
+    """The limits of one daemon.
 
     C{clock} (an L{IReactorTime}) runs the frame timeouts; None means the
     global reactor.
@@ -63,24 +79,18 @@ class Limits:
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT
     max_unsent: int = DEFAULT_MAX_UNSENT
     clock: Any = None
-    open_connections: int = 0
-    #: Whether connections are being refused now (to log it once).
-    refusing: bool = False
-    #: Connections refused so far (marketplace.metrics reports it).
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Connections refused so far, and idle ones closed to make room, over
+    #: every service (marketplace.metrics reports them).
     refused: int = 0
+    gave_way: int = 0
 
-    def admit(self) -> bool:
-        """Count a new connection in, unless the daemon is full."""
-        if self.open_connections >= self.max_connections:
-            self.refused += 1
-            return False
-        self.open_connections += 1
-        return True
-
-    def release(self) -> None:
-        """Count an admitted connection out."""
-        self.open_connections -= 1
-        self.refusing = False
+    def seconds(self) -> float:
+        """The clock's time."""
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        return clock.seconds()
 
     def call_later(self, seconds: float, f, *args):
         """Schedule C{f(*args)} on the clock; the L{IDelayedCall}."""
@@ -98,17 +108,40 @@ def from_options(options) -> Limits:
             max_in_flight=int(options["max-in-flight"]),
             frame_timeout=float(options["frame-timeout"]),
             max_unsent=int(options["max-unsent"]),
+            idle_timeout=float(options["idle-timeout"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"a limit is not a number: {e}")
-    if limits.max_connections < 1 or limits.max_in_flight < 1 or limits.frame_timeout <= 0:
+    if (
+        limits.max_connections < 1
+        or limits.max_in_flight < 1
+        or limits.frame_timeout <= 0
+        or limits.idle_timeout < 0
+    ):
         raise usage.UsageError(
             "--max-connections and --max-in-flight must be at least 1,"
-            " --frame-timeout above 0"
+            " --frame-timeout above 0, --idle-timeout at least 0"
         )
     if limits.max_unsent < 1:
         raise usage.UsageError("--max-unsent must be at least 1")
     return limits
+
+
+def ensure_file_limit(services: int, limits: Limits) -> int:
+    """Raise this process's limit of open files (up to the hard limit) so
+    that C{services} services can each hold C{limits.max_connections}
+    connections; the limit now.  Accepting a connection beyond it would
+    fail for every port of the process at once."""
+    needed = services * limits.max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 def listen_descriptions(value: Optional[Any]) -> list:

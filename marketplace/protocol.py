@@ -12,7 +12,7 @@ reads and starts nothing more from that connection until they drain.
 """
 
 import ipaddress
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable, Optional
 
 from twisted.internet import defer
@@ -22,11 +22,14 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import envelope
 from marketplace.deferreds import when_fired
-from marketplace.errors import FRAME_TOO_LARGE
+from marketplace.errors import FRAME_TOO_LARGE, RATE_LIMITED
 from marketplace.limits import Limits
 from marketplace.writes import framed, limit_unsent, write_now
 
 DEFAULT_MAX_FRAME = 1024 * 1024
+
+#: Seconds between two lines about connections refused or closed at the cap.
+CROWDED_LOG_EVERY = 10.0
 
 FrameHandler = Callable[[bytes], "defer.Deferred[bytes]"]
 
@@ -78,14 +81,31 @@ class FrameProtocol(Int32StringReceiver):
         self._unsent_full = False
         self._producing = False
         self.source = source_of(self.transport.getPeer())
+        # The idle timeout (see limits.py): frames counted at the last look,
+        # and since when none came.
+        self._idle_frames = 0
+        self._idle_since = 0.0
         if not self.factory.connection_made(self):
             self._closing = True
-            self.transport.abortConnection()
+            message = "the service has too many connections; try again later"
+            answer = envelope.encode(envelope.error(None, RATE_LIMITED, message))
+            self.transport.write(framed(answer))
+            self.transport.loseConnection()
             return
         if self.factory.limits is not None:
             limit_unsent(self.transport, self.factory.limits.max_unsent)
         self.transport.registerProducer(self, True)
         self._producing = True
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is under way: no answer pending, no frame begun."""
+        return not self._answers and not self._unprocessed and not self._closing
+
+    def close_idle(self) -> None:
+        """Close this idle connection (to make room, or after the timeout)."""
+        self._stop_stall_timer()
+        self.close()
 
     def connectionLost(self, reason=None) -> None:
         self._closing = True
@@ -95,6 +115,7 @@ class FrameProtocol(Int32StringReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._closing:
+            self.factory.touch(self)
             super().dataReceived(data)
             self._watch_for_stall()
 
@@ -229,8 +250,9 @@ class FrameProtocol(Int32StringReceiver):
 class FrameFactory(Factory):
     """Builds L{FrameProtocol}s around one frame handler.
 
-    It counts open connections and keeps the answers still being worked on,
-    so a stopping service can wait for them.
+    It keeps its service's open connections within the limits (see
+    limits.py) and the answers still being worked on, so a stopping
+    service can wait for them.
     """
 
     protocol = FrameProtocol
@@ -248,28 +270,96 @@ class FrameFactory(Factory):
         #: The daemon's L{Limits}, shared with its other factories; None
         #: for no limits.
         self.limits = limits
-        self.connections: set = set()
+        #: Open connections, the one that sent something the longest ago
+        #: first.
+        self.connections: OrderedDict = OrderedDict()
+        #: Open connections that have sent nothing yet, oldest first.
+        self._silent: OrderedDict = OrderedDict()
         self._in_flight: set = set()
+        self._idle_sweep = None
+        #: Connections closed to make room, and refused, since the last
+        #: line about it.
+        self._gave_way = 0
+        self._refused = 0
+        self._told_at: Optional[float] = None
 
     def connection_made(self, protocol: FrameProtocol) -> bool:
-        """Count a new connection in; False if the daemon has too many."""
+        """Count a new connection in; False if it must be refused."""
         limits = self.limits
-        if limits is not None and not limits.admit():
-            if not limits.refusing:
-                limits.refusing = True
-                self.log.warn(
-                    "{count} connections are open, the limit: refusing new ones",
-                    count=limits.open_connections,
-                )
-            return False
-        self.connections.add(protocol)
+        if limits is not None:
+            if len(self.connections) >= limits.max_connections and not self._make_room():
+                self._refused += 1
+                limits.refused += 1
+                self._tell_crowded()
+                return False
+            protocol._idle_since = limits.seconds()
+            if limits.idle_timeout and self._idle_sweep is None:
+                self._idle_sweep = limits.call_later(self._sweep_every(), self._sweep_idle)
+        self.connections[protocol] = None
+        self._silent[protocol] = None
         return True
 
-    def connection_lost(self, protocol: FrameProtocol) -> None:
+    def touch(self, protocol: FrameProtocol) -> None:
+        """C{protocol} received data: it is the most recently active."""
         if protocol in self.connections:
-            self.connections.discard(protocol)
-            if self.limits is not None:
-                self.limits.release()
+            self.connections.move_to_end(protocol)
+            self._silent.pop(protocol, None)
+
+    def _make_room(self) -> bool:
+        """Close the idle connection that matters least; whether there was one."""
+        for group in (self._silent, self.connections):
+            for protocol in group:
+                if protocol.idle:
+                    self._forget(protocol)
+                    protocol.close_idle()
+                    self._gave_way += 1
+                    self.limits.gave_way += 1
+                    return True
+        return False
+
+    def _tell_crowded(self) -> None:
+        """Log, at most every few seconds, what the cap has done."""
+        now = self.limits.seconds()
+        if self._told_at is not None and now - self._told_at < CROWDED_LOG_EVERY:
+            return
+        self._told_at = now
+        self.log.warn(
+            "{count} connections open, the limit: {gave_way} idle ones closed to make"
+            " room and {refused} new ones refused (RATE_LIMITED) lately",
+            count=len(self.connections),
+            gave_way=self._gave_way,
+            refused=self._refused,
+        )
+        self._gave_way = self._refused = 0
+
+    def _sweep_every(self) -> float:
+        return max(0.5, min(30.0, self.limits.idle_timeout / 4))
+
+    def _sweep_idle(self) -> None:
+        """Close the connections idle for longer than the idle timeout."""
+        self._idle_sweep = None
+        limits = self.limits
+        now = limits.seconds()
+        for protocol in list(self.connections):
+            if protocol._frames != protocol._idle_frames or not protocol.idle:
+                protocol._idle_frames = protocol._frames
+                protocol._idle_since = now
+            elif now - protocol._idle_since >= limits.idle_timeout:
+                self._forget(protocol)
+                protocol.close_idle()
+        if self.connections:
+            self._idle_sweep = limits.call_later(self._sweep_every(), self._sweep_idle)
+
+    def _forget(self, protocol: FrameProtocol) -> None:
+        self.connections.pop(protocol, None)
+        self._silent.pop(protocol, None)
+        if not self.connections and self._idle_sweep is not None:
+            if self._idle_sweep.active():
+                self._idle_sweep.cancel()
+            self._idle_sweep = None
+
+    def connection_lost(self, protocol: FrameProtocol) -> None:
+        self._forget(protocol)
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
         """Remember C{d} until it fires."""
@@ -288,6 +378,7 @@ class FrameFactory(Factory):
     def close_connections(self) -> None:
         """Close every open connection once its answers are written."""
         for protocol in list(self.connections):
+            self._forget(protocol)
             protocol.close()
 
 

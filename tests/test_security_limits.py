@@ -20,8 +20,13 @@ from tests.test_protocol import framed, frames_in
 class LimitsTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.clock = task.Clock()
+        # No idle timeout here (see IdleTests): these tests count timers.
         self.limits = Limits(
-            max_connections=3, max_in_flight=4, frame_timeout=30.0, clock=self.clock
+            max_connections=3,
+            max_in_flight=4,
+            frame_timeout=30.0,
+            clock=self.clock,
+            idle_timeout=0,
         )
         self.calls = []
         self.factory = FrameFactory(self.handle, max_frame=1000, limits=self.limits)
@@ -75,30 +80,40 @@ class LimitsTests(unittest.SynchronousTestCase):
         self.assertEqual(honest_transport.producerState, "producing")
         self.assertEqual(greedy_transport.producerState, "paused")
 
-    def test_connections_beyond_the_cap_are_closed(self):
+    def test_connections_beyond_the_cap_are_refused_when_none_is_idle(self):
+        """With every connection working on a request, a new one is answered
+        RATE_LIMITED and closed."""
         open_ = [self.connect() for _ in range(3)]
-        self.assertEqual(self.limits.open_connections, 3)
+        for protocol, _ in open_:
+            protocol.dataReceived(framed(b"busy"))
+        self.assertEqual(len(self.factory.connections), 3)
         refused, refused_transport = self.connect()
         self.assertTrue(refused_transport.disconnecting)
+        [answer] = frames_in(refused_transport.value())
+        self.assertEqual(answer["type"], "error")
+        self.assertEqual(answer["error"]["code"], "RATE_LIMITED")
         refused.dataReceived(framed(b"ignored"))
         refused.connectionLost(None)
-        self.assertEqual(self.calls, [])
-        self.assertEqual(self.limits.open_connections, 3)
+        self.assertEqual(len(self.calls), 3)
+        self.assertEqual(len(self.factory.connections), 3)
         # A slot freed lets the next one in.
         open_[0][0].connectionLost(None)
         admitted, admitted_transport = self.connect()
         self.assertFalse(admitted_transport.disconnecting)
         admitted.dataReceived(framed(b"x"))
-        self.assertEqual(len(self.calls), 1)
+        self.assertEqual(len(self.calls), 4)
 
-    def test_connection_cap_is_shared_between_factories(self):
+    def test_connection_cap_is_per_service(self):
+        """A flood of one service's port leaves another service's be."""
         other = FrameFactory(self.handle, max_frame=1000, limits=self.limits)
         for _ in range(3):
-            self.connect()
+            protocol, _ = self.connect()
+            protocol.dataReceived(framed(b"busy"))
         protocol = other.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
-        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(other.connections), 1)
 
     def test_half_a_frame_that_stalls_is_closed(self):
         protocol, transport = self.connect()
@@ -151,7 +166,103 @@ class LimitsTests(unittest.SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         protocol.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.limits.open_connections, 0)
+        self.assertEqual(len(self.factory.connections), 0)
+
+
+class IdleTests(unittest.SynchronousTestCase):
+    """Idle connections: closed after the idle timeout, and the first to
+    give way when a service is at its cap."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.limits = Limits(
+            max_connections=3, max_in_flight=4, clock=self.clock, idle_timeout=300.0
+        )
+        self.calls = []
+        self.factory = FrameFactory(self.handle, max_frame=1000, limits=self.limits)
+
+    def handle(self, frame: bytes) -> defer.Deferred:
+        d = defer.Deferred()
+        self.calls.append(d)
+        return d
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def served(self):
+        """A connection that has sent a request and had its answer."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(framed(b"hello"))
+        self.calls[-1].callback(b"{}")
+        return protocol, transport
+
+    def test_silent_connection_gives_way_first(self):
+        """At the cap, a connection that never sent a request gives way
+        before an older one that did."""
+        _, old_client = self.served()
+        _, silent = self.connect()
+        _, later = self.served()
+        _, new = self.connect()
+        self.assertFalse(new.disconnecting)
+        self.assertTrue(silent.disconnecting)
+        self.assertEqual(silent.value(), b"")
+        self.assertFalse(old_client.disconnecting)
+        self.assertFalse(later.disconnecting)
+        self.assertEqual(len(self.factory.connections), 3)
+
+    def test_least_recently_active_gives_way(self):
+        first, first_transport = self.served()
+        _, second_transport = self.served()
+        _, third_transport = self.served()
+        first.dataReceived(framed(b"again"))
+        self.calls[-1].callback(b"{}")
+        _, new = self.connect()
+        self.assertFalse(new.disconnecting)
+        self.assertTrue(second_transport.disconnecting)
+        self.assertFalse(first_transport.disconnecting)
+        self.assertFalse(third_transport.disconnecting)
+
+    def test_busy_connection_never_gives_way(self):
+        busy, busy_transport = self.connect()
+        busy.dataReceived(framed(b"working"))
+        _, idle_transport = self.served()
+        self.served()
+        self.connect()
+        self.assertFalse(busy_transport.disconnecting)
+        self.assertTrue(idle_transport.disconnecting)
+
+    def test_idle_connection_closed_after_the_timeout(self):
+        _, silent = self.connect()
+        talker, talking = self.connect()
+        waiting, waiting_transport = self.connect()
+        waiting.dataReceived(framed(b"slow"))
+        for _ in range(10):
+            self.clock.advance(60)
+            talker.dataReceived(framed(b"tick"))
+            self.calls[-1].callback(b"{}")
+        self.assertTrue(silent.disconnecting)
+        self.assertFalse(talking.disconnecting)
+        self.assertFalse(waiting_transport.disconnecting, "closed with an answer pending")
+        self.calls[0].callback(b"{}")
+        for _ in range(12):
+            self.clock.advance(30)
+        self.assertTrue(waiting_transport.disconnecting)
+        self.assertTrue(talking.disconnecting)
+
+    def test_not_before_the_timeout(self):
+        _, transport = self.connect()
+        for _ in range(9):
+            self.clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+
+    def test_no_timer_without_connections(self):
+        protocol, _ = self.connect()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ListenOptionsTests(unittest.SynchronousTestCase):
@@ -180,17 +291,25 @@ class ListenOptionsTests(unittest.SynchronousTestCase):
     def test_limits(self):
         options = BuyerOptions()
         options.parseOptions(
-            ["--max-connections", "7", "--max-in-flight", "2", "--frame-timeout", "1.5"]
+            ["--max-connections", "7", "--max-in-flight", "2", "--frame-timeout", "1.5",
+             "--idle-timeout", "60"]
         )
         self.assertEqual(
             (
                 options.limits.max_connections,
                 options.limits.max_in_flight,
                 options.limits.frame_timeout,
+                options.limits.idle_timeout,
             ),
-            (7, 2, 1.5),
+            (7, 2, 1.5, 60.0),
         )
 
+    def test_idle_timeout_default(self):
+        options = SellerOptions()
+        options.parseOptions([])
+        self.assertEqual(options.limits.idle_timeout, 300.0)
+
     def test_bad_limits(self):
-        for args in (["--max-connections", "0"], ["--frame-timeout", "soon"]):
+        for args in (["--max-connections", "0"], ["--frame-timeout", "soon"],
+                     ["--idle-timeout", "-1"]):
             self.assertRaises(usage.UsageError, BuyerOptions().parseOptions, args)

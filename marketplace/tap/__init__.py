@@ -21,7 +21,7 @@ from marketplace.accounts import AccountLimits, limits_from_options
 from marketplace.buyer import BuyerApis
 from marketplace.health import Readiness
 from marketplace.limits import OPTIONS as LIMIT_OPTIONS
-from marketplace.limits import Limits, from_options, listen_descriptions
+from marketplace.limits import Limits, ensure_file_limit, from_options, listen_descriptions
 from marketplace.logs import log_json_to
 from marketplace.metrics import Metrics
 from marketplace.monitor import MonitorServer, monitor_site, worker_description
@@ -277,6 +277,7 @@ def build(
         limits = Limits(clock=reactor)
     if account_limits is None:
         account_limits = AccountLimits()
+    ensure_file_limit(len(listen), limits)
     top = OrderedMultiService()
     databases = {"payments"} if "payments" in listen else set()
     if "buyer" in listen or "seller" in listen:
