@@ -10,11 +10,12 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from marketplace import envelope
 from marketplace.database import is_unavailable
+from marketplace.outage import LogLimiter
 from marketplace.errors import (
     INTERNAL,
     NOT_LOGGED_IN,
@@ -103,6 +104,9 @@ class Dispatcher:
         self.name = name
         self.apis = apis
         self.authenticate = authenticate
+        # One line per service, API and code every few seconds: an outage
+        # or a misbehaving client must not flood the log.
+        self._quiet = LogLimiter(self.log)
         # Handlers that check the session and do the work in one statement
         # (marketplace.hotpath), used while hot_path.enabled() says so.
         self.hot_path = hot_path
@@ -178,11 +182,14 @@ class Dispatcher:
             )
             self.database_unavailable()
         else:
-            self.log.failure(
+            api = self._api_key(request)
+            self._quiet.emit(
+                (api if isinstance(api, str) and api in self.apis else None, failure.type),
+                LogLevel.critical,
                 "{service} {api} failed",
-                failure,
+                log_failure=failure,
                 service=self.name,
-                api=_loggable(request.api if request else None),
+                api=api,
             )
             code = INTERNAL
             answer = self._error(
@@ -207,11 +214,19 @@ class Dispatcher:
             return envelope.response(request, result.payload, result.session_id)
         return envelope.response(request, result)
 
+    def _api_key(self, request) -> Any:
+        """The request's API for a log line; unknown names are all one."""
+        api = request.api if request else None
+        return api if isinstance(api, str) and api in self.apis else _loggable(api)
+
     def _error(self, request, code: str, message: str, extra: Optional[dict] = None) -> dict:
-        self.log.info(
+        api = self._api_key(request)
+        self._quiet.emit(
+            (api if isinstance(api, str) and api in self.apis else None, code),
+            LogLevel.info,
             "{service} {api} answered {code}",
             service=self.name,
-            api=_loggable(request.api if request else None),
+            api=api,
             code=code,
         )
         return envelope.error(request, code, message, extra)

@@ -38,8 +38,10 @@ class LogLimiter:
     #: Keys remembered at most, so that odd keys cannot fill the memory.
     MAX_KEYS = 1000
 
-    def __init__(self, log: Logger, clock, interval: float = QUIET_FOR) -> None:
+    def __init__(self, log: Logger, clock=None, interval: float = QUIET_FOR) -> None:
         self.log = log
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.clock = clock
         self.interval = interval
         self._last: Dict[Hashable, List] = {}

@@ -101,6 +101,8 @@ class RunningMarketplace:
         self.ports: Dict[str, int] = {name: 0 for name in services}
         self.top = None
         self.payments_top = None
+        #: The services' L{Limits}; None for those of limits.py.
+        self.limits = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -115,7 +117,9 @@ class RunningMarketplace:
         listen = {
             name: f"tcp:{self.ports[name]}:interface=127.0.0.1" for name in self.names
         }
-        self.top = build(listen, settings, reactor, account_limits=FIXTURE_ACCOUNT_LIMITS)
+        self.top = build(
+            listen, settings, reactor, self.limits, account_limits=FIXTURE_ACCOUNT_LIMITS
+        )
         await self._serving(self.top)
 
     async def _serving(self, top) -> None:
@@ -130,7 +134,7 @@ class RunningMarketplace:
     async def start_payments(self) -> None:
         """Start the financial-transactions service (on its earlier port)."""
         listen = {"payments": f"tcp:{self.ports['payments']}:interface=127.0.0.1"}
-        self.payments_top = build(listen, self.settings, reactor)
+        self.payments_top = build(listen, self.settings, reactor, self.limits)
         await self._serving(self.payments_top)
 
     async def stop_payments(self) -> None:
