@@ -42,6 +42,7 @@ SAMPLES = {
     "signups-per-address": ("30", 30, "40", 40),
     "signup-window": ("60", 60.0, "90", 90.0),
     "max-sessions": ("3", 3, "4", 4),
+    "idle-timeout": ("60", 60.0, "0", 0.0),
     "workers": ("3", 3, "2", 2),
     "listen": ("tcp:9001 tcp:9002", ["tcp:9001", "tcp:9002"], "tcp:9003", ["tcp:9003"]),
     "seller-listen": ("tcp:9011", ["tcp:9011"], "tcp:9012", ["tcp:9012"]),
@@ -78,7 +79,8 @@ def effective(options, name: str):
 
 def parameters(options) -> list:
     """The names of the options that take a value."""
-    return sorted(options.defaults)
+    flags = {flag[0] for flag in getattr(options, "optFlags", [])}
+    return sorted(name for name in options.defaults if name not in flags)
 
 
 class LoadTests(unittest.SynchronousTestCase):
@@ -175,6 +177,20 @@ class OptionsFromEnvironmentTests(unittest.SynchronousTestCase):
                     self.assertEqual(
                         effective(default, name), effective(given, name), f"{plugin} --{name}"
                     )
+
+    def test_unsafe_async_commit_is_off_unless_asked_for(self):
+        for plugin, options_class in plugins().items():
+            options = options_class(environment={})
+            options.parseOptions([])
+            self.assertFalse(options.settings.unsafe_async_commit, plugin)
+            options = options_class(environment={})
+            options.parseOptions(["--unsafe-async-commit"])
+            self.assertTrue(options.settings.unsafe_async_commit, plugin)
+            options = options_class(environment={"MARKETPLACE_UNSAFE_ASYNC_COMMIT": "yes"})
+            options.parseOptions([])
+            self.assertTrue(options.settings.unsafe_async_commit, plugin)
+        options = BuyerOptions(environment={"MARKETPLACE_UNSAFE_ASYNC_COMMIT": "maybe"})
+        self.assertRaises(usage.UsageError, options.parseOptions, [])
 
     def test_environment_word_for_word(self):
         options = BuyerOptions(environment={"MARKETPLACE_LISTEN": "tcp:9100"})
