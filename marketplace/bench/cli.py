@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--launch", action="store_true",
                    help="start a marketplace (twistd, throwaway embedded database, ports"
                    " --base-port and the next) for the benchmark and stop it after")
+    p.add_argument("--unsafe-async-commit", action="store_true",
+                   help="with --launch: start the marketplace with --unsafe-async-commit"
+                   " (writes answered before their commit reaches the disk)")
     p.add_argument("--base-port", type=_positive, default=9080,
                    help="seller port with --launch; the buyer's is the next (default 9080)")
     p.add_argument("--metrics", default=None, metavar="ENDPOINT",
@@ -370,6 +373,7 @@ def _facts(args, launched) -> Dict[str, str]:
             "launched by the bench: twistd marketplace,"
             f" {report.plural(args.workers, 'worker process', 'worker processes')}"
             " per service, embedded PostgreSQL"
+            + (", --unsafe-async-commit" if getattr(args, "unsafe_async_commit", False) else "")
             if launched else f"seller {args.seller}, buyer {args.buyer}"
         ),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -402,6 +406,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from marketplace.bench.deploy import LocalMarketplace
 
         extra = [f"--metrics={args.metrics}"] if args.metrics else []
+        if args.unsafe_async_commit:
+            extra.append("--unsafe-async-commit")
         launched = LocalMarketplace(args.base_port, args.workers, extra=extra)
         print(f"starting: {' '.join(launched.command())}", file=sys.stderr)
         launched.start()
