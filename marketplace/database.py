@@ -371,8 +371,11 @@ class _Pool:
                 if self.closed:
                     break
                 connection.close()
-                self.outage.unreachable(describe(e))
-                if not self.connections:
+                if self.connections:
+                    # Others are open: the database is up, this one is not.
+                    self.outage.cannot_open(describe(e))
+                else:
+                    self.outage.unreachable(describe(e))
                     self._fail_waiters()
                 if not first.called:
                     first.callback(None)
@@ -606,6 +609,12 @@ class Database(Service):
         if pool is None:
             return 0, 0
         return len(pool.connections) - len(pool.idle), max(0, pool.size - len(pool.connections))
+
+    def set_dsn(self, dsn: str) -> None:
+        """Connect to C{dsn} from now on (connections open now stay)."""
+        self.dsn = dsn
+        if self._pool is not None:
+            self._pool.dsn = connection_dsn(dsn, self.durable)
 
     @property
     def open_connections(self) -> int:

@@ -58,6 +58,8 @@ class LogLimiter:
             self._last = {
                 k: v for k, v in self._last.items() if now - v[0] < self.interval
             }
+            if len(self._last) >= self.MAX_KEYS:
+                self._last = {}
         held = seen[1] if seen is not None else 0
         self._last[key] = [now, 0]
         if held:
@@ -94,6 +96,16 @@ class Outage:
             ("lost", reason),
             LogLevel.warn,
             "lost a connection to the {name} database ({reason}); opening another",
+            name=self.name,
+            reason=reason,
+        )
+
+    def cannot_open(self, reason: str) -> None:
+        """A connection could not be opened while others are open."""
+        self._limiter.emit(
+            ("open", reason),
+            LogLevel.warn,
+            "cannot open one more connection to the {name} database ({reason}); trying again",
             name=self.name,
             reason=reason,
         )
