@@ -312,3 +312,76 @@ class DurableTests(unittest.TestCase):
             if units < acknowledged[n]:
                 lost.append((n, acknowledged[n], units))
         self.assertEqual(lost, [], "acknowledged additions lost: (buyer, acknowledged, in cart)")
+
+
+def _terminate_all_backends(pid_file) -> int:
+    """pg_terminate_backend of every client backend of the server whose
+    postmaster.pid is C{pid_file}; how many there were."""
+    lines = pid_file.read_text().splitlines()
+    connection = psycopg2.connect(
+        host=lines[4], port=lines[3], dbname="postgres", user="postgres"
+    )
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            return len(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+class DaemonTests(unittest.TestCase):
+    """A real daemon whose backends are terminated under load still stops
+    cleanly on SIGTERM: no reactor error, no PostgreSQL left running."""
+
+    timeout = 240
+
+    async def test_sigterm_after_backends_terminated(self):
+        from pathlib import Path
+
+        from tests.test_daemons import connect_when_up, free_port, start_daemon
+
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir(parents=True)
+        port = free_port()
+        daemon = start_daemon(
+            self, cwd, "marketplace-seller",
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(cwd / "data"),
+        )
+        seller = await connect_when_up(port, daemon)
+        account = {"username": "sam", "password": "secret"}
+        payload_of(self, await seller.request("CreateAccount", account))
+        session = payload_of(self, await seller.request("Login", account))["session_id"]
+        payload_of(self, await seller.request("RegisterItemForSale", ITEM, session))
+        clients = [await connect_when_up(port, daemon) for _ in range(6)]
+        codes, running = {}, [True]
+
+        async def loop(client):
+            while running[0]:
+                answer = await client.request("DisplayItemsForSale", {}, session)
+                code = "OK" if answer["type"] == "response" else answer["error"]["code"]
+                codes[code] = codes.get(code, 0) + 1
+
+        loops = [defer.Deferred.fromCoroutine(loop(c)) for c in clients]
+        pid_file = cwd / "data" / "postgres" / "postmaster.pid"
+        for _ in range(3):
+            await sleep(0.5)
+            self.assertGreater(await threads.deferToThread(_terminate_all_backends, pid_file), 0)
+        await sleep(2.0)
+        before = codes.get("OK", 0)
+        await sleep(1.0)
+        running[0] = False
+        await defer.gatherResults(loops)
+        self.assertEqual(set(codes) - {"OK", "UNAVAILABLE"}, set(), codes)
+        self.assertGreater(codes.get("OK", 0), before, "the daemon did not serve again")
+        for client in [seller] + clients:
+            client.transport.loseConnection()
+        daemon.process.signalProcess(signal.SIGTERM)
+        self.assertTrue(await daemon.ended, daemon.log())
+        log = daemon.log()
+        for bad in ("Traceback", "Unhandled", "KeyError", "Bad file descriptor"):
+            self.assertNotIn(bad, log)
+        self.assertFalse(pid_file.exists(), "PostgreSQL was left running")
