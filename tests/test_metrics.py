@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import reactor, threads
+from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
@@ -246,14 +247,35 @@ class ReadinessTests(unittest.TestCase):
         self.assertEqual(json.loads(body)["databases"]["customer"], "unreachable")
 
 
+class _Refused(protocol.Protocol):
+    def connectionMade(self):
+        self.received = b""
+        self.closed = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        self.closed.callback(None)
+
+
 class RefusedConnectionTests(unittest.TestCase):
     async def test_refused_and_open_connections(self):
         await empty_databases(self)
         ports, monitor = await serving(
             self, {"seller": LOOPBACK}, test_settings(), Limits(max_connections=2)
         )
-        clients = [await connect(self, ports["seller"]) for _ in range(3)]
-        await clients[2].closed
+        # Connections working on a request (half a frame sent) never give
+        # way to a new one (limits.py): the third is refused.
+        clients = [await connect(self, ports["seller"]) for _ in range(2)]
+        for client in clients:
+            client.transport.write(b"\x00\x00\x01\x00{")
+        await task.deferLater(reactor, 0.3, lambda: None)
+        refused = await connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", ports["seller"]), _Refused()
+        )
+        await refused.closed
+        self.assertIn(b"RATE_LIMITED", refused.received)
         s = await scrape(monitor)
         self.assertEqual(value(s, "marketplace_connections_refused_total"), 1)
         self.assertEqual(value(s, "marketplace_connections_open", service="seller"), 2)
