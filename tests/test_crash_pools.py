@@ -351,12 +351,25 @@ class DaemonTests(unittest.TestCase):
             self, cwd, "marketplace-seller",
             "--listen", f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(cwd / "data"),
         )
+        # The port was free when chosen; wait for this daemon to say it
+        # listens there before connecting (another program may have taken it).
+        for _ in range(600):
+            if daemon.ended.called:
+                self.fail(daemon.log())
+            if "seller service listening on" in daemon.log() and f"port={port})" in daemon.log():
+                break
+            await sleep(0.1)
+        else:
+            self.fail("the daemon did not listen within 60 s")
         seller = await connect_when_up(port, daemon)
+        self.addCleanup(seller.transport.loseConnection)
         account = {"username": "sam", "password": "secret"}
         payload_of(self, await seller.request("CreateAccount", account))
         session = payload_of(self, await seller.request("Login", account))["session_id"]
         payload_of(self, await seller.request("RegisterItemForSale", ITEM, session))
         clients = [await connect_when_up(port, daemon) for _ in range(6)]
+        for client in clients:
+            self.addCleanup(client.transport.loseConnection)
         codes, running = {}, [True]
 
         async def loop(client):
@@ -370,9 +383,11 @@ class DaemonTests(unittest.TestCase):
         for _ in range(3):
             await sleep(0.5)
             self.assertGreater(await threads.deferToThread(_terminate_all_backends, pid_file), 0)
-        await sleep(2.0)
         before = codes.get("OK", 0)
-        await sleep(1.0)
+        for _ in range(150):
+            await sleep(0.1)
+            if codes.get("OK", 0) > before + 20:
+                break
         running[0] = False
         await defer.gatherResults(loops)
         self.assertEqual(set(codes) - {"OK", "UNAVAILABLE"}, set(), codes)
