@@ -94,7 +94,7 @@ class Shop:
         self.testcase = testcase
         self.market = market
         self.seller = await connect(testcase, market.ports["seller"])
-        account = {"username": "sam", "password": "secret"}
+        account = {"username": "sam", "password": "correct-horse-7"}
         self.seller_id = payload_of(
             testcase, await self.seller.request("CreateAccount", account)
         )["seller_id"]
@@ -106,7 +106,7 @@ class Shop:
         self.buyers = []
         for n in range(buyers):
             client = await connect(testcase, market.ports["buyer"])
-            account = {"username": f"buyer{n}", "password": "secret"}
+            account = {"username": f"buyer{n}", "password": "correct-horse-7"}
             payload_of(testcase, await client.request("CreateAccount", account))
             session = payload_of(testcase, await client.request("Login", account))["session_id"]
             self.buyers.append((client, session))
@@ -363,7 +363,7 @@ class DaemonTests(unittest.TestCase):
             self.fail("the daemon did not listen within 60 s")
         seller = await connect_when_up(port, daemon)
         self.addCleanup(seller.transport.loseConnection)
-        account = {"username": "sam", "password": "secret"}
+        account = {"username": "sam", "password": "correct-horse-7"}
         payload_of(self, await seller.request("CreateAccount", account))
         session = payload_of(self, await seller.request("Login", account))["session_id"]
         payload_of(self, await seller.request("RegisterItemForSale", ITEM, session))

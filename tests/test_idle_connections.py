@@ -52,7 +52,7 @@ class IdleFloodTests(unittest.TestCase):
         _raise_file_limit(3 * FLOOD + 3 * CAP + 2000)
         self.market = await start_marketplace(self)
         self.seller = await connect(self, self.market.ports["seller"])
-        account = {"username": "sam", "password": "secret"}
+        account = {"username": "sam", "password": "correct-horse-7"}
         payload_of(self, await self.seller.request("CreateAccount", account))
         seller_session = payload_of(self, await self.seller.request("Login", account))[
             "session_id"
@@ -60,7 +60,7 @@ class IdleFloodTests(unittest.TestCase):
         answer = await self.seller.request("RegisterItemForSale", ITEM, seller_session)
         self.item_id = payload_of(self, answer)["item_id"]
         self.buyer = await connect(self, self.market.ports["buyer"])
-        account = {"username": "bea", "password": "secret"}
+        account = {"username": "bea", "password": "correct-horse-7"}
         payload_of(self, await self.buyer.request("CreateAccount", account))
         self.session = payload_of(self, await self.buyer.request("Login", account))[
             "session_id"
@@ -124,7 +124,7 @@ class IdleFloodTests(unittest.TestCase):
                          "a connection that gave way was sent something")
 
         seller = await connect(self, self.market.ports["seller"])
-        answer = await seller.request("CreateAccount", {"username": "sid", "password": "pw"})
+        answer = await seller.request("CreateAccount", {"username": "sid", "password": "correct-horse-8"})
         payload_of(self, answer)
 
         answer = await self.buyer.request("MakePurchase", dict(CARD), self.session)

@@ -181,7 +181,7 @@ class IdleTests(unittest.SynchronousTestCase):
         self.calls = []
         self.factory = FrameFactory(self.handle, max_frame=1000, limits=self.limits)
 
-    def handle(self, frame: bytes) -> defer.Deferred:
+    def handle(self, frame: bytes, source=None) -> defer.Deferred:
         d = defer.Deferred()
         self.calls.append(d)
         return d
