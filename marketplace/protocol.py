@@ -277,6 +277,9 @@ class FrameFactory(Factory):
         self._silent: OrderedDict = OrderedDict()
         self._in_flight: set = set()
         self._idle_sweep = None
+        #: Whether a port listens with this factory: idle connections are
+        #: swept only then (a stopping service drains and closes its own).
+        self._listening = False
         #: Connections closed to make room, and refused, since the last
         #: line about it.
         self._gave_way = 0
@@ -293,7 +296,7 @@ class FrameFactory(Factory):
                 self._tell_crowded()
                 return False
             protocol._idle_since = limits.seconds()
-            if limits.idle_timeout and self._idle_sweep is None:
+            if limits.idle_timeout and self._idle_sweep is None and self._listening:
                 self._idle_sweep = limits.call_later(self._sweep_every(), self._sweep_idle)
         self.connections[protocol] = None
         self._silent[protocol] = None
@@ -347,16 +350,29 @@ class FrameFactory(Factory):
             elif now - protocol._idle_since >= limits.idle_timeout:
                 self._forget(protocol)
                 protocol.close_idle()
-        if self.connections:
+        if self.connections and self._listening:
             self._idle_sweep = limits.call_later(self._sweep_every(), self._sweep_idle)
 
     def _forget(self, protocol: FrameProtocol) -> None:
         self.connections.pop(protocol, None)
         self._silent.pop(protocol, None)
-        if not self.connections and self._idle_sweep is not None:
+        if not self.connections:
+            self._stop_idle_sweep()
+
+    def _stop_idle_sweep(self) -> None:
+        if self._idle_sweep is not None:
             if self._idle_sweep.active():
                 self._idle_sweep.cancel()
             self._idle_sweep = None
+
+    def startFactory(self) -> None:  # noqa: N802 (Twisted name)
+        self._listening = True
+
+    def stopFactory(self) -> None:  # noqa: N802 (Twisted name)
+        # No port listens any more: the service is stopping, and the
+        # connections left are being drained and closed.
+        self._listening = False
+        self._stop_idle_sweep()
 
     def connection_lost(self, protocol: FrameProtocol) -> None:
         self._forget(protocol)

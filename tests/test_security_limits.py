@@ -180,6 +180,8 @@ class IdleTests(unittest.SynchronousTestCase):
         )
         self.calls = []
         self.factory = FrameFactory(self.handle, max_frame=1000, limits=self.limits)
+        # As a listening port does: idle connections are swept only then.
+        self.factory.doStart()
 
     def handle(self, frame: bytes, source=None) -> defer.Deferred:
         d = defer.Deferred()
@@ -256,6 +258,15 @@ class IdleTests(unittest.SynchronousTestCase):
         _, transport = self.connect()
         for _ in range(9):
             self.clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+
+    def test_no_sweep_unless_listening(self):
+        """Idle connections are swept while a port listens, not while the
+        service stops (it drains and closes its connections itself)."""
+        _, transport = self.connect()
+        self.factory.doStop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(1000)
         self.assertFalse(transport.disconnecting)
 
     def test_no_timer_without_connections(self):
