@@ -12,25 +12,34 @@ from typing import Optional
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task, threads
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
-from marketplace import schema
+from marketplace import exits, schema
 from marketplace.config import Settings
 from marketplace.database import Database, is_unavailable
+from marketplace.deferreds import when_fired
 from marketplace.embedded import DAEMON_DATABASES, EmbeddedPostgres
 from marketplace.housekeeping import sweep_sessions
 from marketplace.outage import describe
 from marketplace.passwords import Passwords
 from marketplace.protocol import FrameFactory
 
+#: Seconds between two looks at the embedded server's process.
+WATCH_INTERVAL = 1.0
+
 
 def stop_reactor(reactor=None) -> None:
-    """Stop the reactor if it runs: a daemon that cannot serve should exit."""
+    """Stop a daemon that cannot serve (exit status 1); the caller has
+    logged why."""
+    exits.fail(_reactor_of(reactor), None)
+
+
+def _reactor_of(reactor):
     if reactor is None:
         from twisted.internet import reactor
-    if reactor.running:
-        reactor.stop()
+    return reactor
 
 
 class OrderedMultiService(MultiService):
@@ -78,6 +87,7 @@ class Backend(Service):
         ]
         self.passwords = passwords or Passwords()
         self._embedded: Optional[EmbeddedPostgres] = None
+        self._watch: Optional[task.LoopingCall] = None
         self._waiters: list = []
         self._outcome = None
         self._sweeper = TimerService(
@@ -119,6 +129,9 @@ class Backend(Service):
             for db in self.databases:
                 if db.dsn is None:
                     db.dsn = dsns[DAEMON_DATABASES[db.name]]
+            self._watch = task.LoopingCall(self._keep_embedded)
+            self._watch.clock = self._clock()
+            self._watch.start(WATCH_INTERVAL, now=False)
         for db in self.databases:
             await db.start()
         # Each database's part of schema.sql is named after it.
@@ -127,6 +140,44 @@ class Backend(Service):
             self._sweeper.startService()
         self.log.info("databases ready")
         return None
+
+    def _keep_embedded(self) -> Optional[defer.Deferred]:
+        embedded = self._embedded
+        if embedded is None or embedded.is_running() or not self.running:
+            return None
+        return defer.Deferred.fromCoroutine(self._restart_embedded(embedded))
+
+    async def _restart_embedded(self, embedded: EmbeddedPostgres) -> None:
+        """Start the embedded server again, with backoff, until it runs;
+        meanwhile the pools answer UNAVAILABLE and reconnect by themselves
+        once it is back (PostgreSQL recovers from its write-ahead log)."""
+        clock = self._clock()
+        began = clock.seconds()
+        self.log.warn(
+            "the embedded PostgreSQL (pid {pid}) has stopped; starting it again",
+            pid=embedded.pid(),
+        )
+        delay = 0.5
+        said = None
+        while self.running and self._embedded is embedded:
+            try:
+                await threads.deferToThread(embedded.restart)
+            except Exception as e:
+                if str(e) != said:  # once per distinct reason
+                    said = str(e)
+                    self.log.warn(
+                        "the embedded PostgreSQL cannot start yet ({error}); trying again",
+                        error=said,
+                    )
+                await task.deferLater(clock, delay, lambda: None)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.log.info(
+                "the embedded PostgreSQL runs again (pid {pid}), {seconds:.1f} s after it stopped",
+                pid=embedded.pid(),
+                seconds=clock.seconds() - began,
+            )
+            return
 
     async def _apply_schema_when_reachable(self, parts) -> None:
         """Apply schema.sql, waiting (with backoff) for a database that
@@ -158,9 +209,13 @@ class Backend(Service):
         return self.reactor
 
     def _start_failed(self, failure) -> None:
-        self.log.failure("the databases could not be set up; stopping", failure)
+        self.log.failure("the databases could not be set up", failure)
         self._settle(failure)
-        stop_reactor(self.reactor)
+        exits.fail(
+            _reactor_of(self.reactor),
+            "the databases could not be set up ({error}); stopping",
+            error=failure.getErrorMessage(),
+        )
 
     async def _sweep_once(self) -> None:
         try:
@@ -179,6 +234,11 @@ class Backend(Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None and watch.running:
+            stopped = watch.deferred
+            watch.stop()
+            await stopped  # a restart under way ends first
         if self._sweeper.running:
             await defer.maybeDeferred(self._sweeper.stopService)
         await defer.gatherResults([defer.maybeDeferred(db.stopService) for db in self.databases])
@@ -220,11 +280,30 @@ class ApiServer(Service):
             address=self.port.getHost(),
         )
 
+    def listening(self) -> defer.Deferred:
+        """A Deferred that fires once this service listens, or fails if it
+        cannot."""
+
+        def check(_):
+            if self.port is None:
+                raise CannotListenError(None, None, f"the {self.name} service does not listen")
+
+        return when_fired(self._listening).addCallback(check)
+
     def _listen_failed(self, failure) -> None:
         if self.backend.ready_failed:
-            return  # the backend has said why, and stopped the reactor
-        self.log.failure("the {name} service cannot listen", failure, name=self.name)
-        stop_reactor(self.backend.reactor)
+            return None  # the backend has said why, and stopped the daemon
+        if failure.check(CannotListenError):
+            # A port in use, an address not on this host: words suffice.
+            exits.fail(
+                _reactor_of(self.backend.reactor),
+                "the {name} service cannot listen: {error}; stopping",
+                name=self.name,
+                error=failure.getErrorMessage().rstrip("."),
+            )
+        else:
+            self.log.failure("the {name} service cannot listen", failure, name=self.name)
+            exits.fail(_reactor_of(self.backend.reactor), "stopping")
 
     def stopService(self):
         super().stopService()
