@@ -133,7 +133,8 @@ class EmbeddedPostgres:
         module = _server_module()
         with module.PostgresServer._lock:
             handles = _handles(self.pgdata)
-            handles.put([p for p in handles.get() if _alive(p)])
+            if handles.path.exists():  # (initdb wants an empty folder)
+                handles.put([p for p in handles.get() if _alive(p)])
         # The server is stopped by the guards, never by the library (its
         # exit handler only takes this process's handle off the list).
         self._server = module.PostgresServer(self.pgdata, cleanup_mode=None)

@@ -240,7 +240,11 @@ class WorkerMonitor(ProcessMonitor):
         # get the connection strings of a database that is up.
         Service.startService(self)
         d = self.backend.ready()
-        d.addCallback(lambda _: defer.gatherResults([s.listening() for s in self.servers]))
+        d.addCallback(
+            lambda _: defer.gatherResults(
+                [s.listening() for s in self.servers], consumeErrors=True
+            )
+        )
         d.addCallbacks(lambda _: self._add_workers(), lambda f: None)
 
     def _dsns(self) -> Dict[str, Optional[str]]:

@@ -1,0 +1,204 @@
+"""A real marketplace daemon to crash: C{twistd marketplace --workers 2} on
+loopback ports and a data folder of its own, with an embedded PostgreSQL,
+and what is needed to find, kill and count its processes.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Set
+
+import psutil
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.logger import Logger
+
+from tests.support import WireClient
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = Path(sys.executable).parent / "twistd"
+
+log = Logger()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class _Output(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output: List[bytes] = []
+        self.ended: defer.Deferred = defer.Deferred()
+        self.reason = None
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted name)
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:  # noqa: N802 (Twisted name)
+        self.reason = reason.value
+        self.ended.callback(reason.value)
+
+
+class Daemon:
+    """C{twistd -n marketplace --workers N} in a folder of its own."""
+
+    def __init__(self, testcase, workers: int = 2, *args: str, ports=None) -> None:
+        self.testcase = testcase
+        self.cwd = Path(testcase.mktemp()).resolve()
+        self.cwd.mkdir(parents=True)
+        self.pgdata = self.cwd / "data" / "postgres"
+        self.ports = ports or {name: free_port() for name in ("seller", "buyer", "payments")}
+        self.args = [
+            f"--workers={workers}",
+            f"--data-dir={self.cwd / 'data'}",
+            "--approval-rate=1",
+            f"--payments=tcp:host=127.0.0.1:port={self.ports['payments']}",
+            *[f"--{name}-listen=tcp:{port}:interface=127.0.0.1" for name, port in self.ports.items()],
+            *args,
+        ]
+        self._out = _Output()
+        self.process = None
+        self.seen: Set[int] = set()
+
+    def start(self) -> "Daemon":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
+        env["PYTHONPATH"] = str(ROOT)
+        command = [str(TWISTD), "--nodaemon", "--pidfile=", "marketplace", *self.args]
+        self.process = reactor.spawnProcess(
+            self._out, command[0], command, env=env, path=str(self.cwd)
+        )
+        self.pid = self.process.pid
+        self.testcase.addCleanup(self._clean_up)
+        return self
+
+    @property
+    def ended(self) -> defer.Deferred:
+        return self._out.ended
+
+    def log(self) -> str:
+        return b"".join(self._out.output).decode(errors="replace")
+
+    def exit_code(self) -> Optional[int]:
+        """The exit status, None if the process ended of a signal."""
+        return self._out.reason.exitCode
+
+    def workers(self) -> List[int]:
+        """Pids of the worker processes (not worker 0)."""
+        try:
+            children = psutil.Process(self.pid).children()
+        except psutil.Error:
+            return []
+        return [c.pid for c in children if "marketplace.workers" in " ".join(_cmdline(c))]
+
+    def postmaster(self) -> Optional[int]:
+        """Pid of the embedded PostgreSQL, from its postmaster.pid."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def handles(self) -> List[int]:
+        import json
+
+        try:
+            return json.loads((self.pgdata / ".handle_pids.json").read_text())
+        except (OSError, ValueError):
+            return []
+
+    def processes(self) -> Set[int]:
+        """Every process of this daemon: twistd, its descendants, the
+        embedded PostgreSQL and its children; remembered, so that those
+        seen once are still looked for after their parent is gone."""
+        found = set()
+        for root in (self.pid, self.postmaster()):
+            if root is None:
+                continue
+            try:
+                top = psutil.Process(root)
+                found |= {top.pid} | {c.pid for c in top.children(recursive=True)}
+            except psutil.Error:
+                pass
+        # The guard runs in a session of its own, but is a child of twistd.
+        self.seen |= found
+        return {pid for pid in self.seen if alive(pid)}
+
+    async def serving(self, timeout: float = 120.0) -> None:
+        """Wait until every service answers a request on a fresh connection."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ended.called:
+                raise AssertionError("the daemon ended:\n" + self.log())
+            try:
+                for name in ("seller", "buyer", "payments"):
+                    await call_fresh(self.ports[name], "GetPayment" if name == "payments" else "Login")
+                self.processes()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the daemon did not serve:\n" + self.log())
+                await sleep(0.2)
+
+    async def gone(self, timeout: float = 60.0) -> Set[int]:
+        """Wait until no process of the daemon is left; those that are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.processes()
+            if not left or time.monotonic() > deadline:
+                return left
+            await sleep(0.2)
+
+    async def stop(self) -> Optional[int]:
+        """SIGTERM, and the exit status once the daemon ended."""
+        self.process.signalProcess("TERM")
+        await self.ended
+        return self.exit_code()
+
+    async def _clean_up(self) -> None:
+        self.processes()
+        if not self.ended.called:
+            self.process.signalProcess("KILL")
+            await self.ended
+        left = await self.gone(30)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _cmdline(process) -> List[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+async def call_fresh(port: int, api: str, payload=None, session_id=None) -> dict:
+    """One request on a connection of its own; the answer."""
+    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), WireClient())
+    try:
+        return await client.request(api, payload or {}, session_id).addTimeout(10, reactor)
+    finally:
+        client.transport.loseConnection()
+
+
+async def connect(port: int) -> WireClient:
+    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), WireClient())

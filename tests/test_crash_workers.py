@@ -1,0 +1,138 @@
+"""Crashes of the daemon's processes (issue 17): a worker killed with
+SIGKILL is restarted while the others serve, a worker that keeps dying
+stops the daemon with status 1, the first process killed with SIGKILL
+takes everything with it (workers, embedded PostgreSQL), a port in use
+is one line and status 1, and SIGTERM is a clean stop with status 0.
+
+Real daemons: C{twistd marketplace --workers 2} on loopback ports, each
+with an embedded PostgreSQL of its own.  Measured times go to the test log.
+"""
+
+import os
+import signal
+import socket
+import time
+
+from twisted.logger import Logger
+from twisted.trial import unittest
+
+from tests.crashes import Daemon, call_fresh, sleep
+from tests.support import payload_of
+
+log = Logger()
+
+
+class WorkerCrashTests(unittest.TestCase):
+    timeout = 300
+
+    async def _account(self, port: int, username: str) -> str:
+        """A new account's session."""
+        account = {"username": username, "password": "pw"}
+        payload_of(self, await call_fresh(port, "CreateAccount", account))
+        return payload_of(self, await call_fresh(port, "Login", account))["session_id"]
+
+    async def test_killed_worker_is_restarted_while_the_others_serve(self):
+        daemon = Daemon(self).start()
+        await daemon.serving()
+        [worker] = daemon.workers()
+        seller = await self._account(daemon.ports["seller"], "sam")
+        buyer = await self._account(daemon.ports["buyer"], "bea")
+        calls = [
+            (daemon.ports["seller"], "DisplayItemsForSale", seller),
+            (daemon.ports["buyer"], "DisplayCart", buyer),
+        ]
+
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        # Rounds of fresh connections to both services, each with a request
+        # that needs the database, until every one of a round is answered.
+        served = None
+        while time.monotonic() - killed < 10:
+            try:
+                for port, api, session in calls * 5:
+                    payload_of(self, await call_fresh(port, api, {}, session))
+                served = time.monotonic() - killed
+                break
+            except Exception:
+                await sleep(0.05)
+        log.info("measured: worker SIGKILL -> both services served fresh connections in"
+                 " {seconds:.2f} s", seconds=served or -1)
+        self.assertIsNotNone(served, "no service within 10 s of the kill:\n" + daemon.log())
+        self.assertLess(served, 5.0)
+
+        # The worker is started again, and serves its share.
+        for _ in range(300):
+            restarted = daemon.workers()
+            if restarted and restarted != [worker] and daemon.log().count(
+                "[worker 1] buyer service listening"
+            ) == 2:
+                break
+            await sleep(0.1)
+        else:
+            self.fail("worker 1 was not restarted:\n" + daemon.log())
+        log.info("measured: worker SIGKILL -> worker restarted and listening in {seconds:.2f} s",
+                 seconds=time.monotonic() - killed)
+        self.assertIn("worker 1 was killed by SIGKILL", daemon.log())
+        for port, api, session in calls * 20:
+            payload_of(self, await call_fresh(port, api, {}, session))
+
+        processes = daemon.processes()
+        self.assertEqual(await daemon.stop(), 0, daemon.log())
+        self.assertEqual(await daemon.gone(), set(), "processes left after SIGTERM")
+        self.assertTrue(processes)
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertEqual(daemon.handles(), [])
+
+    async def test_killed_first_process_leaves_nothing_running(self):
+        daemon = Daemon(self).start()
+        await daemon.serving()
+        processes = daemon.processes()
+        postmaster = daemon.postmaster()
+        self.assertIn(postmaster, processes)
+        self.assertEqual(len(daemon.workers()), 1)
+
+        os.kill(daemon.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        left = await daemon.gone(60)
+        log.info("measured: first process SIGKILL -> nothing left running in {seconds:.2f} s",
+                 seconds=time.monotonic() - killed)
+        self.assertEqual(left, set(), "processes left after the first one was killed")
+        self.assertEqual(daemon.handles(), [], "the handle list keeps the dead process")
+
+    async def test_worker_that_keeps_dying_stops_the_daemon(self):
+        daemon = Daemon(self).start()
+        await daemon.serving()
+        killed = set()
+        # Kill worker 1 each time it is started again, as soon as it is seen.
+        while not daemon.ended.called:
+            for pid in daemon.workers():
+                if pid not in killed:
+                    killed.add(pid)
+                    os.kill(pid, signal.SIGKILL)
+            await sleep(0.05)
+        self.assertEqual(daemon.exit_code(), 1, daemon.log())
+        self.assertEqual(len(killed), 5, daemon.log())
+        self.assertIn("worker 1 cannot start: it was killed by SIGKILL 5 times in a row",
+                      daemon.log())
+        self.assertEqual(await daemon.gone(), set(), "processes left")
+
+    async def test_port_in_use_is_one_line_and_status_1(self):
+        for reuse in (False, True):
+            taken = socket.socket()
+            self.addCleanup(taken.close)
+            if reuse:
+                # As a second daemon with --workers would: SO_REUSEPORT lets
+                # sockets of one user share a port without a word.
+                taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            daemon = Daemon(self)
+            daemon.ports["buyer"] = taken.getsockname()[1]
+            daemon = Daemon(self, ports=daemon.ports).start()
+            await daemon.ended
+            self.assertEqual(daemon.exit_code(), 1, daemon.log())
+            lines = [line for line in daemon.log().splitlines() if "cannot listen" in line]
+            self.assertEqual(len(lines), 1, daemon.log())
+            self.assertIn("Address already in use", lines[0])
+            self.assertNotIn("Traceback", daemon.log())
+            self.assertEqual(await daemon.gone(), set(), "processes left")
