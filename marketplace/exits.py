@@ -22,11 +22,17 @@ log = Logger()
 #: The exit status the process ends with; L{fail} sets it.
 _status = 0
 _stopping = False
+_installed = False
 
 
 def install(reactor) -> None:
     """In a twistd daemon: stop cleanly (status 0) on SIGINT and SIGTERM,
-    and end the process with the status of L{fail} if it was called."""
+    and end the process with the status of L{fail} if it was called.
+    Once per process: later calls do nothing."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
     # Registered before anything else at exit, so it runs last (atexit runs
     # its functions last registered first): the embedded server's own exit
     # handler runs before the process ends.

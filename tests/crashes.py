@@ -60,7 +60,9 @@ class _Output(protocol.ProcessProtocol):
 class Daemon:
     """C{twistd -n marketplace --workers N} in a folder of its own."""
 
-    def __init__(self, testcase, workers: int = 2, *args: str, ports=None) -> None:
+    def __init__(
+        self, testcase, workers: int = 2, *args: str, ports=None, own_group=False
+    ) -> None:
         self.testcase = testcase
         self.cwd = Path(testcase.mktemp()).resolve()
         self.cwd.mkdir(parents=True)
@@ -74,6 +76,9 @@ class Daemon:
             *[f"--{name}-listen=tcp:{port}:interface=127.0.0.1" for name, port in self.ports.items()],
             *args,
         ]
+        # In a process group of its own, as in a terminal: Ctrl-C reaches
+        # the whole group.
+        self.own_group = own_group
         self._out = _Output()
         self.process = None
         self.seen: Set[int] = set()
@@ -82,6 +87,8 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
         env["PYTHONPATH"] = str(ROOT)
         command = [str(TWISTD), "--nodaemon", "--pidfile=", "marketplace", *self.args]
+        if self.own_group:
+            command = ["setsid", *command]  # (exec'd: the pid stays twistd's)
         self.process = reactor.spawnProcess(
             self._out, command[0], command, env=env, path=str(self.cwd)
         )

@@ -83,6 +83,18 @@ class WorkerCrashTests(unittest.TestCase):
         self.assertNotIn("Traceback", daemon.log())
         self.assertEqual(daemon.handles(), [])
 
+    async def test_ctrl_c_stops_everything_cleanly(self):
+        daemon = Daemon(self, own_group=True).start()
+        await daemon.serving()
+        self.assertEqual(len(daemon.workers()), 1)
+        os.killpg(daemon.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        await daemon.ended
+        self.assertEqual(daemon.exit_code(), 0, daemon.log())
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertNotIn("was killed", daemon.log(), "a worker was taken for dead")
+        self.assertEqual(await daemon.gone(), set(), "processes left after Ctrl-C")
+        self.assertEqual(daemon.handles(), [])
+
     async def test_killed_first_process_leaves_nothing_running(self):
         daemon = Daemon(self).start()
         await daemon.serving()
