@@ -268,6 +268,7 @@ class WorkerMonitor(ProcessMonitor):
         for number in range(1, self.count):
             command = [sys.executable, "-m", "marketplace.workers", str(number)]
             self.addProcess(f"worker {number}", command, env=env)
+        self.log.info("started {n} more worker processes", n=self.count - 1)
 
     def startProcess(self, name: str) -> None:  # noqa: N802 (Twisted name)
         super().startProcess(name)
