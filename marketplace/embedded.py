@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -181,6 +182,14 @@ class EmbeddedPostgres:
         """Start the server again after it died (or find it started again
         by another daemon of the same data folder)."""
         server = self._server
+        # The library takes a dead server that is not yet reaped (a zombie)
+        # for a running one: give the reaping a moment.
+        dead = self.pid()
+        deadline = time.monotonic() + 5.0
+        while dead is not None and psutil.pid_exists(dead) and not _alive(dead):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         with server._lock:
             handles = _handles(self.pgdata)
             pids = [p for p in handles.get() if _alive(p)]
@@ -193,8 +202,6 @@ class EmbeddedPostgres:
             except (subprocess.SubprocessError, AssertionError) as e:
                 raise RuntimeError(f"{e} {_last_log_line(self.pgdata)}".strip()) from None
             if not self.is_running():
-                # The library takes a dead server that is not yet reaped
-                # (a zombie) for a running one.
                 raise RuntimeError("the old server process has not ended yet")
 
     def _create_database(self, name: str) -> None:
