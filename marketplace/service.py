@@ -303,7 +303,7 @@ class ApiServer(Service):
             )
         else:
             self.log.failure("the {name} service cannot listen", failure, name=self.name)
-            exits.fail(_reactor_of(self.backend.reactor), "stopping")
+            exits.fail(_reactor_of(self.backend.reactor), None)
 
     def stopService(self):
         super().stopService()
