@@ -49,6 +49,14 @@ MAX_QUICK_DEATHS = 5
 #: The environment variable that carries a worker's settings.
 SETUP_VARIABLE = "MARKETPLACE_WORKER_SETUP"
 
+#: A worker process's program.  Ctrl-C reaches the whole process group:
+#: only worker 0 acts on it (and stops the others with SIGTERM), so the
+#: others ignore it from their first moment, imports included.
+_WORKER_MAIN = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    " import marketplace.workers as w; w.worker_main({number})"
+)
+
 
 class _ReusePort(tcp.Port):
     """A TCP port that other processes may bind too (SO_REUSEPORT)."""
@@ -266,7 +274,7 @@ class WorkerMonitor(ProcessMonitor):
             {"module": self.module, "args": self.args, "dsns": self._dsns(), "parent": os.getpid()}
         )
         for number in range(1, self.count):
-            command = [sys.executable, "-m", "marketplace.workers", str(number)]
+            command = [sys.executable, "-c", _WORKER_MAIN.format(number=number)]
             self.addProcess(f"worker {number}", command, env=env)
         self.log.info("started {n} more worker processes", n=self.count - 1)
 
@@ -378,10 +386,3 @@ def worker_main(number: int) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
     sys.exit(1 if exits.failed() else 0)
-
-
-if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: only worker 0 acts on it, and
-    # stops the others with SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker_main(int(sys.argv[1]))

@@ -95,13 +95,21 @@ class WorkerMonitorTests(unittest.SynchronousTestCase):
         self.backend.up.callback(None)
         self.server.up.callback(None)
 
+    def worker_1(self) -> _Process:
+        """The running process of worker 1."""
+        [process] = [p for p in self.reactor.processes
+                     if p.pid is not None and "worker_main(1)" in p.args[-1]]
+        return process
+
     def test_workers_start_once_worker_0_listens(self):
         self.backend.up.callback(None)
         self.assertEqual(self.reactor.processes, [])
         self.server.up.callback(None)
         self.assertEqual(len(self.reactor.processes), 2)
         first = self.reactor.processes[0]
-        self.assertEqual(first.args[1:], ["-m", "marketplace.workers", "1"])
+        self.assertEqual(first.args[1], "-c")
+        self.assertIn("SIG_IGN", first.args[2])  # Ctrl-C is worker 0's to act on
+        self.assertIn("worker_main(1)", first.args[2])
         # The connection strings go through the environment, not argv.
         setup = json.loads(first.env[workers.SETUP_VARIABLE])
         self.assertEqual(setup["dsns"]["customer_db"], "dbname=marketplace password=secret")
@@ -130,9 +138,7 @@ class WorkerMonitorTests(unittest.SynchronousTestCase):
         for n in range(MAX_QUICK_DEATHS):
             spawned = len(self.reactor.processes)
             # worker 2 lives on; only worker 1 keeps dying
-            worker = [p for p in self.reactor.processes
-                      if p.pid is not None and p.args[-1] == "1"][0]
-            worker.end(signal.SIGSEGV)
+            self.worker_1().end(signal.SIGSEGV)
             if n == MAX_QUICK_DEATHS - 1:
                 break
             waited = 0.0
@@ -148,10 +154,10 @@ class WorkerMonitorTests(unittest.SynchronousTestCase):
     def test_a_long_life_resets_the_count(self):
         self.up()
         for _ in range(MAX_QUICK_DEATHS - 1):
-            [p for p in self.reactor.processes if p.pid and p.args[-1] == "1"][0].end(9)
+            self.worker_1().end(9)
             self.reactor.advance(10)
         self.reactor.advance(60)
-        [p for p in self.reactor.processes if p.pid and p.args[-1] == "1"][0].end(9)
+        self.worker_1().end(9)
         self.assertEqual(self.failed, [])
 
     def test_stop_waits_for_the_workers(self):
