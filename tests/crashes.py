@@ -72,6 +72,10 @@ class Daemon:
             f"--workers={workers}",
             f"--data-dir={self.cwd / 'data'}",
             "--approval-rate=1",
+            # Every client of the tests comes from 127.0.0.1.
+            "--signups-per-address=1000",
+            "--hash-per-address=1000",
+            "--hash-queue=1000",
             f"--payments=tcp:host=127.0.0.1:port={self.ports['payments']}",
             *[f"--{name}-listen=tcp:{port}:interface=127.0.0.1" for name, port in self.ports.items()],
             *args,

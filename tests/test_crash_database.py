@@ -23,6 +23,9 @@ from tests.test_seller_api import PHONE_CASE
 
 log = Logger()
 
+#: A password the account rules accept.
+PASSWORD = "crash-test-Pw-2026"
+
 CLIENTS = 40
 
 
@@ -35,7 +38,7 @@ class _Seller:
     async def sign_up(self) -> None:
         self.client = await connect(self.port)
         self.testcase.addCleanup(self.client.transport.loseConnection)
-        account = {"username": self.name, "password": "pw"}
+        account = {"username": self.name, "password": PASSWORD}
         self.id = (await self.ok("CreateAccount", account, None)).get("seller_id")
 
     async def ok(self, api: str, payload: dict, session="mine") -> dict:
@@ -47,7 +50,7 @@ class _Seller:
     async def every_api(self):
         """Every seller API once (but CreateAccount, done at sign-up); the
         id of a new item with units on sale, and the seller's."""
-        account = {"username": self.name, "password": "pw"}
+        account = {"username": self.name, "password": PASSWORD}
         self.session = (await self.ok("Login", account, None))["session_id"]
         item_id = (await self.ok("RegisterItemForSale", dict(PHONE_CASE, quantity=50)))["item_id"]
         await self.ok("ChangeItemPrice", {"item_id": item_id, "price": 5})
@@ -63,7 +66,7 @@ class _Buyer(_Seller):
         """Every buyer API once (but CreateAccount, done at sign-up) on
         C{item}, an item id and its seller's id."""
         item_id, seller_id = item
-        account = {"username": self.name, "password": "pw"}
+        account = {"username": self.name, "password": PASSWORD}
         answer = await self.ok("Login", account, None)
         self.session = answer["session_id"]
         await self.ok("SearchItemsForSale", {"category": 3, "keywords": ["phone"]})
@@ -94,7 +97,7 @@ class DatabaseCrashTests(unittest.TestCase):
             await one.sign_up()
         await buyers[0].every_api(await sellers[0].every_api())
         probe = buyers[1]
-        account = {"username": probe.name, "password": "pw"}
+        account = {"username": probe.name, "password": PASSWORD}
         probe.session = (await probe.ok("Login", account, None))["session_id"]
         await sleep(1)  # the last commits are on disk
 
@@ -108,7 +111,7 @@ class DatabaseCrashTests(unittest.TestCase):
         while time.monotonic() - killed < 30:
             answers = [
                 await probe.client.request("DisplayCart", {}, probe.session),
-                await call_fresh(seller_port, "Login", {"username": "s0", "password": "pw"}),
+                await call_fresh(seller_port, "Login", {"username": "s0", "password": PASSWORD}),
             ]
             for answer in answers:
                 codes[answer["error"]["code"] if answer["type"] == "error" else "OK"] += 1

@@ -21,13 +21,16 @@ from tests.support import payload_of
 
 log = Logger()
 
+#: A password the account rules accept.
+PASSWORD = "crash-test-Pw-2026"
+
 
 class WorkerCrashTests(unittest.TestCase):
     timeout = 300
 
     async def _account(self, port: int, username: str) -> str:
         """A new account's session."""
-        account = {"username": username, "password": "pw"}
+        account = {"username": username, "password": PASSWORD}
         payload_of(self, await call_fresh(port, "CreateAccount", account))
         return payload_of(self, await call_fresh(port, "Login", account))["session_id"]
 
