@@ -1,0 +1,86 @@
+"""The marketplace-cluster command: a replicated marketplace on this machine.
+
+    marketplace-cluster up [--dir D]        bring it up and return
+    marketplace-cluster run [--dir D]       bring it up, wait for Ctrl-C, take it down
+    marketplace-cluster status [--dir D]    what each host does
+    marketplace-cluster kill HOST [--dir D] SIGKILL every process of a host
+    marketplace-cluster cut HOST [--dir D]  take a host's link down (--restore: up)
+    marketplace-cluster down [--dir D]      stop everything, remove the network
+"""
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from marketplace.cluster import hosts, launch
+
+DEFAULT_FOLDER = Path("var/cluster")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketplace-cluster",
+        description="A replicated marketplace on this machine: three PostgreSQL nodes "
+        "under Patroni and etcd, two buyer, seller and payments daemons, each host "
+        "a network namespace of its own. Needs root.",
+    )
+    parser.add_argument("--dir", type=Path, default=DEFAULT_FOLDER,
+                        help=f"the cluster's files (default {DEFAULT_FOLDER})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="bring the cluster up and return")
+    commands.add_parser("run", help="bring it up, wait for Ctrl-C or SIGTERM, take it down")
+    commands.add_parser("status", help="what each host does now")
+    commands.add_parser("down", help="stop everything and remove the network")
+    kill = commands.add_parser("kill", help="SIGKILL every process of a host")
+    kill.add_argument("host")
+    cut = commands.add_parser("cut", help="take a host's network link down")
+    cut.add_argument("host")
+    cut.add_argument("--restore", action="store_true", help="bring the link back up")
+    return parser
+
+
+def _run(folder: Path) -> None:
+    launch.up(folder)
+    print("Ctrl-C or SIGTERM takes the cluster down.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("taking the cluster down", flush=True)
+        launch.down(folder)
+
+
+def main(argv=None) -> int:
+    """Entry point of marketplace-cluster; its exit status."""
+    arguments = _parser().parse_args(argv)
+    try:
+        if arguments.command == "up":
+            launch.up(arguments.dir)
+        elif arguments.command == "run":
+            _run(arguments.dir)
+        elif arguments.command == "down":
+            launch.down(arguments.dir)
+        elif arguments.command == "status":
+            for name, state in launch.status(arguments.dir).items():
+                print(f"{name:<9} {state}")
+        else:
+            plan = launch.load_plan(arguments.dir)
+            host = plan.host(arguments.host)
+            if arguments.command == "kill":
+                print(f"killed {len(hosts.kill(plan, host))} processes on {host.name}")
+            else:
+                hosts.cut(plan, host, up=arguments.restore)
+    except (launch.ClusterError, KeyError) as e:
+        print(f"marketplace-cluster: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
