@@ -6,6 +6,7 @@
     marketplace-cluster kill HOST [--dir D] SIGKILL every process of a host
     marketplace-cluster cut HOST [--dir D]  take a host's link down (--restore: up)
     marketplace-cluster down [--dir D]      stop everything, remove the network
+    marketplace-cluster evaluate --failure CASE   the failure evaluation
 """
 
 import argparse
@@ -38,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     cut = commands.add_parser("cut", help="take a host's network link down")
     cut.add_argument("host")
     cut.add_argument("--restore", action="store_true", help="bring the link back up")
+    evaluation = commands.add_parser(
+        "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
+    evaluation.add_argument("--failure", default="all",
+                            choices=("all", "none", "frontend", "replica", "primary"),
+                            help="which failure (default all four)")
+    evaluation.add_argument("--scenarios", default="1,10,100",
+                            help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
+    evaluation.add_argument("--seconds", type=float, default=40.0,
+                            help="length of each run (default 40)")
+    evaluation.add_argument("--failure-at", type=float, default=10.0,
+                            help="seconds into each run of the failure (default 10)")
+    evaluation.add_argument("--out", default="docs/reliability",
+                            help="folder for results.json, report.md and the chart")
+    evaluation.add_argument("--into", default=None,
+                            help="Markdown file whose evaluation section is replaced")
     return parser
 
 
@@ -59,7 +75,13 @@ def main(argv=None) -> int:
     """Entry point of marketplace-cluster; its exit status."""
     arguments = _parser().parse_args(argv)
     try:
-        if arguments.command == "up":
+        if arguments.command == "evaluate":
+            from twisted.internet import task
+
+            from marketplace.cluster import report
+
+            task.react(report.main, [arguments])
+        elif arguments.command == "up":
             launch.up(arguments.dir)
         elif arguments.command == "run":
             _run(arguments.dir)

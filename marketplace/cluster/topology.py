@@ -20,6 +20,9 @@ PATRONI_TTL = 20
 PATRONI_LOOP_WAIT = 1
 PATRONI_RETRY_TIMEOUT = 3
 
+#: Seconds after which a buyer daemon settles a purchase left pending.
+SETTLE_AFTER = 10.0
+
 
 @dataclass(frozen=True)
 class Host:
@@ -209,5 +212,9 @@ class Plan:
                 f"--product-db={self.database_dsn('marketplace')}",
             ]
         if host.role == "buyer":
-            command.append(f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}")
+            command += [
+                f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}",
+                # Purchases left pending by a failure are settled soon.
+                f"--settle-after={SETTLE_AFTER:g}",
+            ]
         return command

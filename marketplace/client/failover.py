@@ -1,0 +1,62 @@
+"""A client endpoint over several instances of one service.
+
+A service may run on several hosts (a replicated deployment); any instance
+serves any session.  L{FailoverEndpoint} connects to the instance that
+answered last, and when it does not answer, to the next one, so a client's
+L{Connection} moves to a live instance by itself after a host fails.
+"""
+
+from typing import List, Sequence, Union
+
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
+
+
+@implementer(IStreamClientEndpoint)
+class FailoverEndpoint:
+    """Connects to the first of C{endpoints} that accepts, starting with
+    the one that accepted last (or with the one at C{start})."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Union[str, IStreamClientEndpoint]],
+        reactor=None,
+        start: int = 0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("a failover endpoint needs at least one endpoint")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.endpoints: List[IStreamClientEndpoint] = [
+            clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints
+        ]
+        self.descriptions = [e if isinstance(e, str) else repr(e) for e in endpoints]
+        self.current = start % len(self.endpoints)
+
+    def __repr__(self) -> str:
+        return f"FailoverEndpoint({', '.join(self.descriptions)})"
+
+    @defer.inlineCallbacks
+    def connect(self, protocol_factory):
+        """Try each endpoint once, from the current one; the first protocol
+        connected, or the last failure."""
+        failure = None
+        for step in range(len(self.endpoints)):
+            index = (self.current + step) % len(self.endpoints)
+            try:
+                protocol = yield self.endpoints[index].connect(protocol_factory)
+            except Exception as e:  # any failure to connect: try the next
+                failure = e
+                continue
+            self.current = index
+            return protocol
+        raise failure
+
+
+def failover_endpoint(descriptions: str, reactor=None, start: int = 0) -> FailoverEndpoint:
+    """A L{FailoverEndpoint} from endpoint descriptions separated by C{|}."""
+    return FailoverEndpoint(
+        [d.strip() for d in descriptions.split("|") if d.strip()], reactor, start
+    )

@@ -1,0 +1,236 @@
+"""The four-case failure evaluation and its report (docs/RELIABILITY.md).
+
+For each case (no failure; a buyer and a seller frontend killed; a database
+replica killed; the primary killed) and each scenario (N sellers + N
+buyers), a fresh cluster is loaded for a fixed time with the failure
+injected part-way; the report gives throughput, response time per API,
+errors by code, the outage, and the invariants of L{evaluate}.
+"""
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from twisted.internet import defer, threads
+
+from marketplace.cluster import evaluate, hosts, launch
+from marketplace.cluster.topology import SETTLE_AFTER, Plan
+
+CASES = ("none", "frontend", "replica", "primary")
+BUCKET = 0.5  # seconds per point of the throughput-over-time chart
+
+
+def victims(plan: Plan, case: str) -> List:
+    """The hosts that fail in C{case}."""
+    if case == "frontend":
+        return [plan.by_role("buyer")[0], plan.by_role("seller")[0]]
+    if case == "replica":
+        # The synchronous standby: of the replicas, the one whose loss
+        # the primary's commits wait on.
+        standby = launch.synchronous_standby(plan)
+        return [standby] if standby else []
+    if case == "primary":
+        leader = launch.primary(plan)
+        return [leader] if leader else []
+    return []
+
+
+def percentile(values: List[float], fraction: float) -> float:
+    """The C{fraction} quantile of C{values} (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def summarise(load: evaluate.Load, failed_at: Optional[float], invariants: Dict) -> Dict:
+    """The figures of one run."""
+    calls = load.calls
+    ok = [c for c in calls if c.code == "OK" and c.started >= load.started]
+    duration = load.ended - load.started
+    apis = {}
+    for api in sorted({c.api for c in calls}):
+        times = [1000 * (c.ended - c.started) for c in ok if c.api == api]
+        apis[api] = {
+            "calls": len(times),
+            "mean_ms": statistics.fmean(times) if times else 0.0,
+            "p99_ms": percentile(times, 0.99),
+            "max_ms": max(times, default=0.0),
+        }
+    errors: Dict[str, int] = {}
+    for c in calls:
+        if c.code != "OK" and c.started >= load.started:
+            errors[f"{c.api} {c.code}"] = errors.get(f"{c.api} {c.code}", 0) + 1
+    outage = {}
+    if failed_at is not None:
+        after = [c.ended for c in ok if c.started >= failed_at]
+        outage["first_success_s"] = (min(after) - failed_at) if after else None
+        longest = 0.0
+        for client in {c.client for c in calls}:
+            mine = sorted(c.ended for c in ok if c.client == client)
+            previous = load.started
+            for ended in mine:
+                if ended >= failed_at:
+                    longest = max(longest, ended - max(previous, failed_at))
+                    break
+                previous = ended
+        outage["longest_wait_s"] = longest
+    timeline = [0] * (int(duration / BUCKET) + 1)
+    for c in ok:
+        timeline[min(len(timeline) - 1, int((c.ended - load.started) / BUCKET))] += 1
+    return {
+        "clients": load.clients,
+        "seconds": duration,
+        "throughput": len(ok) / duration,
+        "apis": apis,
+        "errors": errors,
+        "outage": outage,
+        "failure_at_s": (failed_at - load.started) if failed_at else None,
+        "timeline": [n / BUCKET for n in timeline],
+        "invariants": invariants,
+    }
+
+
+async def run_case(reactor, plan: Plan, case: str, clients: int, seconds: float,
+                   failure_at: float) -> Dict:
+    """One run of one case on the cluster of C{plan}."""
+    load = evaluate.Load(
+        reactor,
+        [plan.endpoint(h) for h in plan.by_role("seller")],
+        [plan.endpoint(h) for h in plan.by_role("buyer")],
+        clients,
+    )
+    await load.set_up()
+    targets = victims(plan, case)
+
+    def inject():
+        for host in targets:
+            hosts.kill(plan, host)
+
+    failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+    await threads.deferToThread(time.sleep, SETTLE_AFTER * 2 + 2)
+    carts = await load.carts_now()
+    invariants = await threads.deferToThread(
+        evaluate.check_invariants, load.ledger, carts,
+        plan.database_dsn("marketplace"), plan.database_dsn("payments"),
+    )
+    await load.close()
+    result = summarise(load, failed_at, invariants)
+    result["failed_hosts"] = [h.name for h in targets]
+    return result
+
+
+async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: Path,
+                       say=print) -> List[Dict]:
+    """Every case at every scenario, each on a cluster of its own."""
+    results = []
+    for case in cases:
+        for clients in scenarios:
+            say(f"{case} failure, {clients}+{clients} clients: bringing a cluster up")
+            where = Path(tempfile.mkdtemp(prefix=f"eval-{case}-", dir=folder))
+            plan = await threads.deferToThread(launch.up, where)
+            try:
+                result = await run_case(reactor, plan, case, clients, seconds, failure_at)
+            finally:
+                await threads.deferToThread(launch.down, where)
+            result["case"] = case
+            say(f"  {result['throughput']:.0f} calls/s, errors {result['errors']}, "
+                f"outage {result['outage']}, invariants {result['invariants']}")
+            results.append(result)
+    return results
+
+
+def markdown(results: List[Dict]) -> str:
+    """The report's tables."""
+    lines = [
+        "| case | clients | calls/s | errors | first success after failure | longest wait | lost or doubled |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        outage = r["outage"]
+        first = outage.get("first_success_s")
+        errors = sum(r["errors"].values())
+        broken = sum(r["invariants"].values())
+        if not outage:
+            first_text = wait_text = "—"
+        else:
+            first_text = "never" if first is None else f"{first:.2f} s"
+            wait_text = f"{outage['longest_wait_s']:.2f} s"
+        lines.append(
+            f"| {r['case']} | {r['clients']}+{r['clients']} | {r['throughput']:,.0f} | {errors} "
+            f"| {first_text} | {wait_text} | {broken} |"
+        )
+    lines += ["", "Response time per API (ms: mean / p99 / max):", "",
+              "| case | clients | api | calls | mean | p99 | max |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        for api, figures in r["apis"].items():
+            lines.append(
+                f"| {r['case']} | {r['clients']}+{r['clients']} | {api} | {figures['calls']:,} "
+                f"| {figures['mean_ms']:.1f} | {figures['p99_ms']:.1f} | {figures['max_ms']:.1f} |"
+            )
+    lines += ["", "Errors by API and code:", ""]
+    for r in results:
+        if r["errors"]:
+            detail = ", ".join(f"{k} × {v}" for k, v in sorted(r["errors"].items()))
+            lines.append(f"- {r['case']}, {r['clients']}+{r['clients']}: {detail}")
+    lines += ["", "Invariants checked after each run (counts of violations):", ""]
+    for r in results:
+        lines.append(f"- {r['case']}, {r['clients']}+{r['clients']} "
+                     f"(failed: {', '.join(r['failed_hosts']) or 'nothing'}): "
+                     + ", ".join(f"{k} {v}" for k, v in r["invariants"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: List[Dict], path: Path) -> None:
+    """Throughput over time around each failure, one panel per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    cases = [c for c in CASES if any(r["case"] == c for r in results)]
+    figure, axes = pyplot.subplots(len(cases), 1, figsize=(9, 2.6 * len(cases)), squeeze=False)
+    for axis, case in zip(axes[:, 0], cases):
+        for r in (r for r in results if r["case"] == case):
+            xs = [i * BUCKET for i in range(len(r["timeline"]))]
+            axis.plot(xs, r["timeline"], label=f"{r['clients']}+{r['clients']}")
+            if r["failure_at_s"] is not None:
+                axis.axvline(r["failure_at_s"], color="red", linestyle="--")
+        axis.set_title(f"failure: {case}")
+        axis.set_ylabel("calls/s")
+        axis.legend(loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("seconds since the start of the run (red: the failure)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def write(results: List[Dict], out: Path, into: Optional[Path]) -> None:
+    """results.json, the chart and (with C{into}) the report's section."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    chart(results, out / "throughput.png")
+    table = markdown(results)
+    (out / "report.md").write_text(table)
+    if into is not None:
+        text = into.read_text()
+        begin, end = "<!-- evaluation begins -->", "<!-- evaluation ends -->"
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        into.write_text(f"{head}{begin}\n{table}{end}{tail}")
+
+
+def main(reactor, arguments) -> defer.Deferred:
+    """marketplace-cluster evaluate."""
+    cases = CASES if arguments.failure == "all" else (arguments.failure,)
+    scenarios = [int(n) for n in arguments.scenarios.split(",")]
+    folder = Path(arguments.dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    async def go():
+        results = await evaluate_all(reactor, cases, scenarios, arguments.seconds,
+                                     arguments.failure_at, folder)
+        write(results, Path(arguments.out), Path(arguments.into) if arguments.into else None)
+
+    return defer.Deferred.fromCoroutine(go())
