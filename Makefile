@@ -9,7 +9,7 @@ SOURCES = $(shell find marketplace clients twisted -name '*.py') schema.sql setu
 # Processes per service for `make run` and `make bench`: one per core.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install run test bench clean dev-certs
+.PHONY: install run test bench cluster reliability clean dev-certs
 
 install: $(VENV)/.installed
 
@@ -28,12 +28,16 @@ $(VENV)/.installed: $(SOURCES)
 	$(call install-with,)
 
 # (In a variable: a comma in $(call ...) would split the argument.)
-TEST_EXTRAS = [test,bench]
+TEST_EXTRAS = [test,bench,cluster]
 $(VENV)/.installed-test: $(SOURCES)
 	$(call install-with,$(TEST_EXTRAS))
 
 $(VENV)/.installed-bench: $(SOURCES)
 	$(call install-with,[bench])
+
+CLUSTER_EXTRAS = [cluster,bench]
+$(VENV)/.installed-cluster: $(SOURCES)
+	$(call install-with,$(CLUSTER_EXTRAS))
 
 # Loopback port of `make run`'s metrics and health checks (worker k: +k).
 METRICS_PORT ?= 9180
@@ -73,6 +77,21 @@ BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench
 	$(BIN)/marketplace-bench --launch --workers=$(WORKERS) --idle=1000 \
 		$(if $(strip $(BENCH_ARGS)),,--into docs/PERFORMANCE.md) $(BENCH_ARGS)
+
+# A replicated marketplace on this machine, in the foreground until Ctrl-C
+# or SIGTERM (needs root): three PostgreSQL nodes under Patroni and etcd,
+# two buyer, seller and payments daemons, each host a network namespace of
+# its own (see marketplace/cluster/).  Files in ./var/cluster.
+cluster: $(VENV)/.installed-cluster
+	$(BIN)/marketplace-cluster run
+
+# The failure evaluation of docs/RELIABILITY.md (needs root): a fresh
+# cluster per case and scenario; rewrites docs/reliability/ and the
+# evaluation section of docs/RELIABILITY.md.
+RELIABILITY_ARGS ?=
+reliability: $(VENV)/.installed-cluster
+	$(BIN)/marketplace-cluster --dir var/evaluation evaluate --out docs/reliability \
+		--into docs/RELIABILITY.md $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp
