@@ -9,7 +9,6 @@ seller daemons.  Each step waits until what it started answers.
 import json
 import os
 import pwd
-import socket
 import sys
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from marketplace.cluster import hosts
 from marketplace.cluster.topology import (
     ETCD_CLIENT_PORT,
     PATRONI_PORT,
-    SERVICE_PORTS,
+    METRICS_PORT,
     Host,
     Plan,
 )
@@ -66,12 +65,6 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         return e.code
     except (OSError, ValueError):
         return 0
-
-
-def accepts(address: str, port: int) -> bool:
-    """Whether a TCP connection to C{address}:C{port} is accepted."""
-    with socket.create_connection((address, port), timeout=1.0):
-        return True
 
 
 def primary(plan: Plan) -> Optional[Host]:
@@ -229,12 +222,18 @@ def _bring_up(plan: Plan, timeout: float) -> None:
         for host in plan.by_role(role):
             start_frontend(plan, host)
         for host in plan.by_role(role):
+            # Ready: listening, and its databases answer (its health check).
+            ready = plan.metrics_url(host, "/health/ready")
             wait_for(f"the {role} daemon on {host.name}",
-                     lambda: accepts(host.address, SERVICE_PORTS[role]), timeout)
+                     lambda: http_status(ready) == 200, timeout)
     _say(f"up in {time.monotonic() - started:.1f} s")
     for role in ("seller", "buyer", "payments"):
         endpoints = ", ".join(plan.endpoint(h) for h in plan.by_role(role))
         _say(f"  {role} service: {endpoints}")
+    frontends = [h for h in plan.hosts if h.role != "database"]
+    _say("metrics and health checks: " + ", ".join(plan.metrics_url(h) for h in frontends))
+    _say(f"watch: {Path(sys.prefix) / 'bin' / 'marketplace-top'} "
+         + " ".join(f"{h.address}:{METRICS_PORT}" for h in frontends))
 
 
 def down(folder: Path) -> None:

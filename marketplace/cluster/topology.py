@@ -13,6 +13,8 @@ ETCD_PEER_PORT = 2380
 PATRONI_PORT = 8008
 POSTGRES_PORT = 5432
 SERVICE_PORTS = {"seller": 8080, "buyer": 8081, "payments": 8082}
+#: Each frontend serves /metrics and /health/* on its address at this port.
+METRICS_PORT = 9100
 
 #: Patroni's shortest leader lease (it raises smaller ones to 20 s): a
 #: primary that dies without a word is replaced once its lease runs out.
@@ -195,6 +197,10 @@ class Plan:
         """The client endpoint description of a frontend host's service."""
         return f"tcp:{host.address}:{SERVICE_PORTS[host.role]}"
 
+    def metrics_url(self, host: Host, path: str = "/metrics") -> str:
+        """Where frontend C{host} serves its metrics and health checks."""
+        return f"http://{host.address}:{METRICS_PORT}{path}"
+
     def daemon_command(self, host: Host, twistd: str, payments: Host) -> List[str]:
         """The twistd command line of frontend C{host}."""
         log = self.folder / host.name / "twistd.log"
@@ -203,6 +209,7 @@ class Plan:
             twistd, "--nodaemon", "--pidfile=", f"--logfile={log}",
             f"marketplace-{host.role}", f"--listen={listen}",
             f"--data-dir={self.folder / host.name}",
+            f"--metrics=tcp:{METRICS_PORT}:interface={host.address}",
         ]
         if host.role == "payments":
             command.append(f"--payments-db={self.database_dsn('payments')}")
