@@ -60,9 +60,11 @@ def start(
     command: Sequence[str],
     log: Path,
     user: Optional[str] = None,
+    environment: Optional[dict] = None,
 ) -> int:
     """Start C{command} on C{host} in the background; its pid.  Output goes
-    to C{log}.  With C{user}, the command runs as that system user."""
+    to C{log}.  With C{user}, the command runs as that system user;
+    C{environment} is added to this process's environment."""
     prefix = ["ip", "netns", "exec", host.namespace(plan.cluster_id)]
     if user is not None:
         import pwd
@@ -80,7 +82,8 @@ def start(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "HOME": str(log.parent), "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "HOME": str(log.parent), "PYTHONUNBUFFERED": "1",
+                 **(environment or {})},
         )
     return process.pid
 

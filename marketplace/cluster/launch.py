@@ -168,7 +168,8 @@ def start_frontend(plan: Plan, host: Host) -> int:
     payments = plan.by_role("payments")
     index = plan.by_role(host.role).index(host) if host.role == "buyer" else 0
     command = plan.daemon_command(host, twistd, payments[index % len(payments)])
-    return hosts.start(plan, host, command, plan.folder / host.name / "daemon.out")
+    return hosts.start(plan, host, command, plan.folder / host.name / "daemon.out",
+                       environment=plan.daemon_environment(host))
 
 
 def start_database_host(plan: Plan, host: Host) -> None:

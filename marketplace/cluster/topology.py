@@ -49,6 +49,8 @@ class Plan:
     superuser_password: str = field(default_factory=lambda: secrets.token_hex(16))
     replication_password: str = field(default_factory=lambda: secrets.token_hex(16))
     rest_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    #: What the buyer daemons show the payments daemons (every host the same).
+    payments_secret: str = field(default_factory=lambda: secrets.token_hex(24))
 
     @property
     def subnet(self) -> str:
@@ -202,7 +204,8 @@ class Plan:
         return f"http://{host.address}:{METRICS_PORT}{path}"
 
     def daemon_command(self, host: Host, twistd: str, payments: Host) -> List[str]:
-        """The twistd command line of frontend C{host}."""
+        """The twistd command line of frontend C{host} (its secrets are in
+        L{daemon_environment}, out of sight of C{ps})."""
         log = self.folder / host.name / "twistd.log"
         listen = f"tcp:{SERVICE_PORTS[host.role]}:interface={host.address}"
         command = [
@@ -211,13 +214,6 @@ class Plan:
             f"--data-dir={self.folder / host.name}",
             f"--metrics=tcp:{METRICS_PORT}:interface={host.address}",
         ]
-        if host.role == "payments":
-            command.append(f"--payments-db={self.database_dsn('payments')}")
-        else:
-            command += [
-                f"--customer-db={self.database_dsn('marketplace')}",
-                f"--product-db={self.database_dsn('marketplace')}",
-            ]
         if host.role == "buyer":
             command += [
                 f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}",
@@ -225,3 +221,18 @@ class Plan:
                 f"--settle-after={SETTLE_AFTER:g}",
             ]
         return command
+
+    def daemon_environment(self, host: Host) -> Dict[str, str]:
+        """The connection strings and secret of frontend C{host}."""
+        if host.role == "payments":
+            return {
+                "MARKETPLACE_PAYMENTS_DB": self.database_dsn("payments"),
+                "MARKETPLACE_PAYMENTS_SECRET": self.payments_secret,
+            }
+        environment = {
+            "MARKETPLACE_CUSTOMER_DB": self.database_dsn("marketplace"),
+            "MARKETPLACE_PRODUCT_DB": self.database_dsn("marketplace"),
+        }
+        if host.role == "buyer":
+            environment["MARKETPLACE_PAYMENTS_SECRET"] = self.payments_secret
+        return environment
