@@ -198,8 +198,9 @@ class Load:
         failed_at = None
         if failure_at is not None:
             await task.deferLater(self.reactor, failure_at, lambda: None)
-            failed_at = time.monotonic()
             await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), inject)
+            # Once the failure is complete (every process of the host dead).
+            failed_at = time.monotonic()
             await task.deferLater(self.reactor, max(0.0, seconds - failure_at), lambda: None)
         else:
             await task.deferLater(self.reactor, seconds, lambda: None)

@@ -21,6 +21,7 @@ from marketplace.cluster.topology import SETTLE_AFTER, Plan
 
 CASES = ("none", "frontend", "replica", "primary")
 BUCKET = 0.5  # seconds per point of the throughput-over-time chart
+WRITES = ("AddItemToCart", "MakePurchase", "ChangeItemPrice")
 
 
 def victims(plan: Plan, case: str) -> List:
@@ -66,6 +67,8 @@ def summarise(load: evaluate.Load, failed_at: Optional[float], invariants: Dict)
     if failed_at is not None:
         after = [c.ended for c in ok if c.started >= failed_at]
         outage["first_success_s"] = (min(after) - failed_at) if after else None
+        writes = [c.ended for c in ok if c.started >= failed_at and c.api in WRITES]
+        outage["first_write_s"] = (min(writes) - failed_at) if writes else None
         longest = 0.0
         for client in {c.client for c in calls}:
             mine = sorted(c.ended for c in ok if c.client == client)
@@ -144,8 +147,8 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
 def markdown(results: List[Dict]) -> str:
     """The report's tables."""
     lines = [
-        "| case | clients | calls/s | errors | first success after failure | longest wait | lost or doubled |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| case | clients | calls/s | errors | first success after failure | first write | longest wait | lost or doubled |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         outage = r["outage"]
@@ -153,13 +156,15 @@ def markdown(results: List[Dict]) -> str:
         errors = sum(r["errors"].values())
         broken = sum(r["invariants"].values())
         if not outage:
-            first_text = wait_text = "—"
+            first_text = write_text = wait_text = "—"
         else:
             first_text = "never" if first is None else f"{first:.2f} s"
+            write = outage.get("first_write_s")
+            write_text = "never" if write is None else f"{write:.2f} s"
             wait_text = f"{outage['longest_wait_s']:.2f} s"
         lines.append(
             f"| {r['case']} | {r['clients']}+{r['clients']} | {r['throughput']:,.0f} | {errors} "
-            f"| {first_text} | {wait_text} | {broken} |"
+            f"| {first_text} | {write_text} | {wait_text} | {broken} |"
         )
     lines += ["", "Response time per API (ms: mean / p99 / max):", "",
               "| case | clients | api | calls | mean | p99 | max |",
