@@ -96,6 +96,31 @@ def connection_dsn(dsn: str, durable: bool = True) -> str:
     return make_dsn(dsn, **extra)
 
 
+def host_candidates(dsn: str) -> List[str]:
+    """C{dsn} once per host it names (libpq's C{host=a,b,c}), in order.
+
+    libpq can try several hosts itself, but on a non-blocking connection it
+    swaps the socket under the reactor's feet when it moves to the next
+    host; so the pool tries the hosts one connection each.  Settings such
+    as C{target_session_attrs} apply to each.
+    """
+    params = parse_dsn(dsn)
+    hosts = params.get("host", "").split(",")
+    if len(hosts) < 2:
+        return [dsn]
+    ports = params.get("port", "").split(",")
+    addresses = params.get("hostaddr", "").split(",")
+    candidates = []
+    for i, host in enumerate(hosts):
+        one = {"host": host}
+        if ports != [""]:
+            one["port"] = ports[i] if len(ports) > 1 else ports[0]
+        if addresses != [""]:
+            one["hostaddr"] = addresses[i]
+        candidates.append(make_dsn(dsn, **one))
+    return candidates
+
+
 class _Cursor(txpostgres.Cursor):
     """A txpostgres cursor that the reactor watches through its
     connection's duplicate socket."""
@@ -326,6 +351,9 @@ class _Pool:
         self, dsn: str, size: int, reactor, outage: Outage, stats: Optional[PoolStats] = None
     ) -> None:
         self.dsn = dsn
+        #: The hosts to try, one connection each; the last that took first.
+        self.candidates = host_candidates(dsn)
+        self._good = 0
         self.size = size
         self.reactor = reactor
         self.outage = outage
@@ -355,9 +383,12 @@ class _Pool:
         opener.addBoth(lambda _: self._openers.discard(opener))
         return first
 
-    async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
-        delay = RETRY_FIRST
-        while not self.closed:
+    async def _open_one(self) -> "_Connection":
+        """A connection to the first candidate host that accepts one,
+        starting with the one that did last; raises the last failure."""
+        failure: Optional[Exception] = None
+        for step in range(len(self.candidates)):
+            index = (self._good + step) % len(self.candidates)
             connection = _Connection(self.reactor, self)
             self._connecting.add(connection)
             timer = self.reactor.callLater(
@@ -366,11 +397,29 @@ class _Pool:
                 DatabaseDown(f"no answer within {CONNECT_TIMEOUT:.0f} s"),
             )
             try:
-                await connection.connect(self.dsn)
+                await connection.connect(self.candidates[index])
+            except Exception as e:
+                connection.close()
+                failure = e
+                if self.closed:
+                    break
+                continue
+            finally:
+                self._connecting.discard(connection)
+                if timer.active():
+                    timer.cancel()
+            self._good = index
+            return connection
+        raise failure if failure is not None else DatabaseDown("the pool is closed")
+
+    async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
+        delay = RETRY_FIRST
+        while not self.closed:
+            try:
+                connection = await self._open_one()
             except Exception as e:
                 if self.closed:
                     break
-                connection.close()
                 if self.connections:
                     # Others are open: the database is up, this one is not.
                     self.outage.cannot_open(describe(e))
@@ -385,10 +434,6 @@ class _Pool:
                     break
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            finally:
-                self._connecting.discard(connection)
-                if timer.active():
-                    timer.cancel()
             if self.closed:
                 connection.close()
                 break
@@ -615,6 +660,8 @@ class Database(Service):
         self.dsn = dsn
         if self._pool is not None:
             self._pool.dsn = connection_dsn(dsn, self.durable)
+            self._pool.candidates = host_candidates(self._pool.dsn)
+            self._pool._good = 0
 
     @property
     def open_connections(self) -> int:
