@@ -55,7 +55,9 @@ run: install
 	$(BIN)/twistd --nodaemon --pidfile= marketplace --workers=$(WORKERS) \
 		--metrics=tcp:$(METRICS_PORT):interface=127.0.0.1
 
-# The whole test suite, on its own throwaway embedded database.
+# The whole test suite, on its own throwaway embedded databases: trial
+# spreads the tests over one process per core (TRIAL_ARGS= for one).
+TRIAL_ARGS ?= -j$(WORKERS)
 test: $(VENV)/.installed-test
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
 
