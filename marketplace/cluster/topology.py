@@ -214,6 +214,12 @@ class Plan:
             f"--data-dir={self.folder / host.name}",
             f"--metrics=tcp:{METRICS_PORT}:interface={host.address}",
         ]
+        if host.role in ("buyer", "seller"):
+            # Every client of the cluster comes from one address (the
+            # machine's own namespace): the per-address sign-up and hashing
+            # shares, meant for strangers on the internet, are raised.
+            command += ["--signups-per-address=100000", "--hash-per-address=64",
+                        "--hash-queue=1024"]
         if host.role == "buyer":
             command += [
                 f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}",
