@@ -282,7 +282,8 @@ class _LiveState:
         yield in_flight
         refused = CounterMetricFamily(
             "marketplace_connections_refused",
-            "Connections closed at once because the daemon had --max-connections open.",
+            "Connections refused (with a RATE_LIMITED frame) because their service had"
+            " --max-connections open and none idle to give way.",
         )
         refused.add_metric([], getattr(self.limits, "refused", 0))
         yield refused
@@ -296,7 +297,7 @@ class _LiveState:
         )
         dead = GaugeMetricFamily(
             "marketplace_db_pool_dead",
-            "Idle connections of a database pool known to be dead (reconnecting).",
+            "Connections of a database pool that are missing and being opened again.",
             labels=["database"],
         )
         waits = CounterMetricFamily(
