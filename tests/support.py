@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace import schema
@@ -176,6 +176,27 @@ async def start_marketplace(
     await market.start()
     testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))
     return market
+
+
+async def start_plain_and_tls(
+    testcase, services, certs: Dict[str, str], settings: Settings
+) -> Dict[tuple, int]:
+    """C{services}, built as the daemons build them, each listening on a
+    plaintext and a TLS loopback port (C{certs} from make_dev_certs) and
+    stopped after the test; their ports by (service, "tcp" or "tls")."""
+    ssl = f"ssl:0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
+    top = build({name: ["tcp:0:interface=127.0.0.1", ssl] for name in services}, settings, reactor)
+    top.startService()
+    testcase.addCleanup(top.stopService)
+    servers = [s for s in top if hasattr(s, "endpoint")]
+    await servers[0].backend.ready()
+    ports = {}
+    for server in servers:
+        while server.port is None:
+            await _later(0.01)
+        kind = "tls" if isinstance(server.endpoint, SSL4ServerEndpoint) else "tcp"
+        ports[server.name.split()[0], kind] = server.port.getHost().port
+    return ports
 
 
 def _later(seconds: float) -> defer.Deferred:

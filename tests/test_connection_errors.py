@@ -5,15 +5,13 @@ own message, at once (within 2 seconds), without retrying in vain."""
 import socket
 
 from twisted.internet import protocol, reactor
-from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.trial import unittest
 
 from marketplace import tls
 from marketplace.client import BuyerClient, ClientError
 from marketplace.devcerts import make_dev_certs
 from marketplace.errors import UNAVAILABLE
-from marketplace.tap import build
-from tests.support import _later, empty_databases, test_settings
+from tests.support import empty_databases, start_plain_and_tls, test_settings
 
 
 def free_port() -> int:
@@ -29,22 +27,8 @@ class ConnectionProblemTests(unittest.TestCase):
         self.certs = make_dev_certs(folder)
         self.other_ca = make_dev_certs(folder + "-other")
         await empty_databases(self)
-        ssl = (
-            "ssl:0:interface=127.0.0.1"
-            f":privateKey={self.certs['key']}:certKey={self.certs['cert']}"
-        )
-        listen = {"buyer": ["tcp:0:interface=127.0.0.1", ssl]}
-        self.top = build(listen, test_settings(), reactor)
-        self.top.startService()
-        self.addCleanup(self.top.stopService)
-        servers = [s for s in self.top if hasattr(s, "endpoint")]
-        await servers[0].backend.ready()
-        self.ports = {}
-        for server in servers:
-            while server.port is None:
-                await _later(0.01)
-            kind = "tls" if isinstance(server.endpoint, SSL4ServerEndpoint) else "tcp"
-            self.ports[kind] = server.port.getHost().port
+        ports = await start_plain_and_tls(self, ("buyer",), self.certs, test_settings())
+        self.ports = {kind: port for (_, kind), port in ports.items()}
 
     async def problem(self, endpoint, where: str, probe: bool = False) -> str:
         """The message of the first failure of a client of C{endpoint}, which

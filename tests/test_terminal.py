@@ -12,13 +12,11 @@ import termios
 
 import pyte
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.trial import unittest
 
 from marketplace.client import SellerClient
 from marketplace.devcerts import make_dev_certs
-from marketplace.tap import build
-from tests.support import _later, start_marketplace
+from tests.support import _later, start_marketplace, start_plain_and_tls
 from tests.test_cli import ROOT
 from tests.test_client import make_client, service
 from tests.test_connection_errors import free_port
@@ -345,25 +343,10 @@ class TlsProblemTests(unittest.TestCase):
         self.other = make_dev_certs(folder + "-other")
         self.home = os.path.abspath(self.mktemp())
         os.makedirs(self.home)
-        ssl = (
-            "ssl:0:interface=127.0.0.1"
-            f":privateKey={self.certs['key']}:certKey={self.certs['cert']}"
-        )
         market = await start_marketplace(self, services=("buyer",))
         await market.stop()
-        self.top = build(
-            {"buyer": ["tcp:0:interface=127.0.0.1", ssl]}, market.settings, reactor
-        )
-        self.top.startService()
-        self.addCleanup(self.top.stopService)
-        servers = [s for s in self.top if hasattr(s, "endpoint")]
-        await servers[0].backend.ready()
-        self.ports = {}
-        for server in servers:
-            while server.port is None:
-                await _later(0.01)
-            kind = "tls" if isinstance(server.endpoint, SSL4ServerEndpoint) else "tcp"
-            self.ports[kind] = str(server.port.getHost().port)
+        ports = await start_plain_and_tls(self, ("buyer",), self.certs, market.settings)
+        self.ports = {kind: str(port) for (_, kind), port in ports.items()}
 
     async def told(self, args, typed: str, message: str) -> str:
         term = start(self, "marketplace-buyer-cli", args, self.home)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
     clientFromString,
     connectProtocol,
@@ -21,14 +20,13 @@ from marketplace import tls
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.devcerts import main as devcerts_main
 from marketplace.devcerts import make_dev_certs
-from marketplace.tap import build
 from tests.test_cli import run_program
 from tests.support import (
     WireClient,
-    _later,
     connect,
     empty_databases,
     payload_of,
+    start_plain_and_tls,
     test_settings,
 )
 
@@ -39,26 +37,11 @@ class TlsTests(unittest.TestCase):
         self.certs = make_dev_certs(folder)
         self.other_ca = make_dev_certs(folder + "-other")
         await empty_databases(self)
-        ssl = (
-            "ssl:0:interface=127.0.0.1"
-            f":privateKey={self.certs['key']}:certKey={self.certs['cert']}"
+        ports = await start_plain_and_tls(
+            self, ("seller", "buyer"), self.certs, test_settings()
         )
-        listen = {
-            "seller": ["tcp:0:interface=127.0.0.1", ssl],
-            "buyer": ["tcp:0:interface=127.0.0.1", ssl],
-        }
-        self.top = build(listen, test_settings(), reactor)
-        self.top.startService()
-        self.addCleanup(self.top.stopService)
-        servers = [s for s in self.top if hasattr(s, "endpoint")]
-        await servers[0].backend.ready()
-        self.tls_ports = {}
-        self.tcp_ports = {}
-        for server in servers:
-            while server.port is None:
-                await _later(0.01)
-            ports = self.tls_ports if isinstance(server.endpoint, SSL4ServerEndpoint) else self.tcp_ports
-            ports[server.name.split()[0]] = server.port.getHost().port
+        self.tls_ports = {name: port for (name, kind), port in ports.items() if kind == "tls"}
+        self.tcp_ports = {name: port for (name, kind), port in ports.items() if kind == "tcp"}
         self.assertEqual(sorted(self.tls_ports), ["buyer", "seller"])
         self.assertEqual(sorted(self.tcp_ports), ["buyer", "seller"])
 
