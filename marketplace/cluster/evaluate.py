@@ -57,7 +57,6 @@ class Ledger:
     purchases: List[int] = field(default_factory=list)
     # item id -> (last acknowledged price, prices sent after it unanswered)
     prices: Dict[str, List] = field(default_factory=dict)
-    buyer_sessions: Dict[int, BuyerClient] = field(default_factory=dict)
 
 
 class Load:
@@ -123,7 +122,6 @@ class Load:
             await buyer.login(name, PASSWORD)
             self.buyers.append(buyer)
             self.ledger.carts[i] = {}
-            self.ledger.buyer_sessions[i] = buyer
 
     async def _buyer(self, i: int) -> None:
         buyer = self.buyers[i]
