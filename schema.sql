@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
 
 -- Marks a live session of a role as just used, unless it was marked in the
 -- last second: the session checks call it from within their statement
--- (marketplace/customerdb.py), so a session costs a write at most once a
+-- (marketplace/customer/customerdb.py), so a session costs a write at most once a
 -- second, and a check that needs no write runs no UPDATE at all.
 CREATE OR REPLACE FUNCTION touch_session(session_key text, session_role text, timeout float8)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -44,7 +44,7 @@ BEGIN
 END
 $$;
 
--- Failed logins of each username, per role (marketplace/limits.py): the
+-- Failed logins of each username, per role (marketplace/server/limits.py): the
 -- attempts that did not succeed since window_start.  Login answers
 -- RATE_LIMITED while a window holds too many; rows of windows that have
 -- passed are swept away.  Usernames need not have an account here.
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_window ON login_failures (window_start);
 
--- Account creations tried from each source address (marketplace/accounts.py)
+-- Account creations tried from each source address (marketplace/customer/accounts.py)
 -- since window_start; CreateAccount answers RATE_LIMITED while a window
 -- holds too many.  Rows older than any window are swept away.
 CREATE TABLE IF NOT EXISTS signups (
@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS signups (
     attempts     integer NOT NULL DEFAULT 0
 );
 
--- Usernames are kept in their normal form (marketplace/identities.py: NFKC,
+-- Usernames are kept in their normal form (marketplace/customer/identities.py: NFKC,
 -- case-folded), so "admin" and "ADMIN" are one account.  Accounts made
 -- before that keep working: a plain-ASCII username is folded here (for
 -- ASCII, lower() is that normal form) unless another account of the role
@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_seller ON items (seller_id);
 
--- Search (marketplace/productdb.py, SEARCH_*; docs/PERFORMANCE.md, "Catalog
+-- Search (marketplace/product/productdb.py, SEARCH_*; docs/PERFORMANCE.md, "Catalog
 -- size").  Without keywords the first page is read straight off this index,
 -- in ranking order: net votes (as thumbs_down - thumbs_up, so that every
 -- column ascends and a keyset cursor is one row comparison), price, id.
@@ -225,7 +225,7 @@ CREATE TABLE IF NOT EXISTS saved_cart_lines (
     PRIMARY KEY (buyer_id, item_id)
 );
 
--- Purchases (see marketplace/purchasedb.py for their states).  A pending
+-- Purchases (see marketplace/product/purchasedb.py for their states).  A pending
 -- purchase holds its units off sale until it is settled; the partial unique
 -- index files it under the buyer's idempotency key, which an aborted
 -- purchase frees for another try.  payment_key is the idempotency key of

@@ -8,7 +8,7 @@ import re
 from datetime import date
 from typing import Dict, List, Optional
 
-from marketplace import cards
+from marketplace.payments import cards
 from marketplace.client import BuyerClient, ClientError
 
 from clients import format

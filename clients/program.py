@@ -28,7 +28,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from marketplace import tls
+from marketplace.server import tls
 from marketplace.client import ClientError, endpoint_description
 from clients.format import wrap
 from clients.shell import Command, Shell, Terminal

@@ -22,7 +22,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from marketplace.client import ClientError
-from marketplace.errors import USERNAME_TAKEN
+from marketplace.contract.errors import USERNAME_TAKEN
 
 from clients import format
 

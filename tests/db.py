@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
-from marketplace.embedded import EmbeddedPostgres
+from marketplace.postgres.embedded import EmbeddedPostgres
 
 CUSTOMER_TABLES = ("sessions", "accounts")
 PRODUCT_TABLES = ("active_cart_lines", "saved_cart_lines", "items")

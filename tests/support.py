@@ -15,10 +15,10 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import Int32StringReceiver
 
-from marketplace import schema
-from marketplace.accounts import AccountLimits
-from marketplace.config import Settings
-from marketplace.database import Database
+from marketplace.customer.accounts import AccountLimits
+from marketplace.postgres import schema
+from marketplace.postgres.database import Database
+from marketplace.server.config import Settings
 from marketplace.tap import build
 from tests.db import test_dsns
 

@@ -29,7 +29,7 @@ from clients.shell import (
     whole,
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient
-from marketplace.errors import INVALID_SESSION
+from marketplace.contract.errors import INVALID_SESSION
 from tests.support import _later, start_marketplace
 from tests.test_client import make_client, seller_with_items, service
 

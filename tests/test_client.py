@@ -16,7 +16,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
-from marketplace.errors import (
+from marketplace.contract.errors import (
     BAD_REQUEST,
     EMPTY_CART,
     FORBIDDEN,

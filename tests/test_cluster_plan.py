@@ -8,7 +8,7 @@ from psycopg2.extensions import parse_dsn
 from twisted.trial.unittest import SynchronousTestCase
 
 from marketplace.cluster.topology import Plan
-from marketplace.database import host_candidates
+from marketplace.postgres.database import host_candidates
 
 
 class HostCandidateTests(SynchronousTestCase):

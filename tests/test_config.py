@@ -11,7 +11,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
-from marketplace import config
+from marketplace.server import config
 from marketplace.tap import AllOptions, BuyerOptions
 
 # For every option of every plugin: a value for the environment and the

@@ -5,8 +5,8 @@ import json
 import psycopg2
 from twisted.trial import unittest
 
-from marketplace.dispatch import Api, Dispatcher, Reply, Session
-from marketplace.errors import INVALID_SESSION, ApiError
+from marketplace.contract.errors import INVALID_SESSION, ApiError
+from marketplace.server.dispatch import Api, Dispatcher, Reply, Session
 
 
 def frame(api, session_id=None, payload=None):

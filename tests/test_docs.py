@@ -46,7 +46,7 @@ class SelfContainedTests(SynchronousTestCase):
 
     def test_protocol_reference_lists_every_error_code(self):
         """docs/PROTOCOL.md names every error code the servers can send."""
-        from marketplace import errors
+        from marketplace.contract import errors
 
         reference = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
         for code in sorted(errors.ERROR_CODES):

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 from twisted.trial import unittest
 
-from marketplace import envelope
-from marketplace.errors import BAD_REQUEST, ApiError
+from marketplace.contract.errors import BAD_REQUEST, ApiError
+from marketplace.server import envelope
 
 
 def request(**fields) -> bytes:

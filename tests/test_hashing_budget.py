@@ -14,9 +14,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from marketplace.accounts import AccountLimits
-from marketplace.errors import RATE_LIMITED, ApiError
-from marketplace.passwords import HashingBudget
+from marketplace.contract.errors import RATE_LIMITED, ApiError
+from marketplace.customer.accounts import AccountLimits
+from marketplace.customer.passwords import HashingBudget
 from marketplace.tap import build
 from tests.support import (
     WireClient,
@@ -207,7 +207,7 @@ class SourceTests(unittest.SynchronousTestCase):
     def test_addresses(self):
         from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-        from marketplace.protocol import source_of
+        from marketplace.server.protocol import source_of
 
         self.assertEqual(source_of(IPv4Address("TCP", "203.0.113.9", 4000)), "203.0.113.9")
         # One IPv6 host usually has a whole /64.

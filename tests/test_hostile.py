@@ -22,7 +22,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.threads import blockingCallFromThread
 from twisted.trial import unittest
 
-from marketplace.errors import ERROR_CODES, FRAME_TOO_LARGE, INTERNAL
+from marketplace.contract.errors import ERROR_CODES, FRAME_TOO_LARGE, INTERNAL
 from tests.support import (
     PAYMENTS_SECRET,
     WireClient,

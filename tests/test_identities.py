@@ -6,10 +6,10 @@ from argon2 import PasswordHasher
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from marketplace import schema
-from marketplace.accounts import DEFAULT_MAX_SESSIONS
-from marketplace.errors import ApiError
-from marketplace.identities import common_passwords, new_password, username_key
+from marketplace.contract.errors import ApiError
+from marketplace.customer.accounts import DEFAULT_MAX_SESSIONS
+from marketplace.customer.identities import common_passwords, new_password, username_key
+from marketplace.postgres import schema
 from tests.support import assert_error, connect, payload_of, start_marketplace
 
 PASSWORD = "a long passphrase"

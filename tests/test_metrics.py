@@ -14,11 +14,11 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 
-from marketplace.dispatch import Api, Dispatcher
-from marketplace.limits import Limits
-from marketplace.logs import json_observer
-from marketplace.metrics import Metrics
-from marketplace.monitor import MonitorServer, worker_description
+from marketplace.observability.logs import json_observer
+from marketplace.observability.metrics import Metrics
+from marketplace.observability.monitor import MonitorServer, worker_description
+from marketplace.server.dispatch import Api, Dispatcher
+from marketplace.server.limits import Limits
 from marketplace.tap import build
 from tests.db import test_dsns
 from tests.support import (

@@ -1,5 +1,5 @@
 """Money is exact decimals end to end, and bounded before anything
-overflows: unit tests of marketplace.money, then the services at the
+overflows: unit tests of marketplace.contract.money, then the services at the
 limits of prices and quantities, on two databases and on one (the hot
 path)."""
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from twisted.trial import unittest
 
-from marketplace import money
-from marketplace.errors import ApiError
+from marketplace.contract import money
+from marketplace.contract.errors import ApiError
 from tests.support import assert_error, open_database, payload_of
 from tests.test_buyer_api import BuyerTestCase
 from tests.test_one_database import _OneDatabase

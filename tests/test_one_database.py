@@ -1,7 +1,7 @@
 """The API tests again, with customer and product data in one database.
 
 That is the layout of the embedded default, where the hot APIs check the
-session and do their work in one statement (marketplace/hotpath.py); the
+session and do their work in one statement (marketplace/product/hotpath.py); the
 other test modules run on two databases, where they cannot.
 """
 
@@ -11,8 +11,8 @@ from decimal import Decimal
 from twisted.internet import reactor, task, threads
 from twisted.trial import unittest
 
-from marketplace import envelope
-from marketplace.dispatch import Call, Dispatcher
+from marketplace.server import envelope
+from marketplace.server.dispatch import Call, Dispatcher
 from tests import test_buyer_api, test_seller_api, test_sessions
 from tests.db import test_dsns
 from tests.support import assert_error, connect, payload_of, start_marketplace

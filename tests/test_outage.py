@@ -5,7 +5,7 @@ from twisted.internet import task
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
-from marketplace.outage import REMIND_EVERY, LogLimiter, Outage, describe
+from marketplace.postgres.outage import REMIND_EVERY, LogLimiter, Outage, describe
 
 
 class LogLimiterTests(unittest.SynchronousTestCase):

@@ -10,8 +10,9 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from marketplace import cards, config, paymentsecret
-from marketplace.payments import PaymentApis
+from marketplace.payments import cards, paymentsecret
+from marketplace.payments.apis import PaymentApis
+from marketplace.server import config
 from marketplace.tap import AllOptions, PaymentsOptions
 from tests.support import (
     PAYMENTS_SECRET,

@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXClientEndpoint, c
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from marketplace.database import Database, connection_dsn, is_unavailable
+from marketplace.postgres.database import Database, connection_dsn, is_unavailable
 from tests.db import test_dsns
 from tests.test_crash_pools import assert_reactor_clean
 from tests.test_unavailable import allow_connections

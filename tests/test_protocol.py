@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from marketplace.protocol import FrameFactory
+from marketplace.server.protocol import FrameFactory
 
 
 def framed(body: bytes) -> bytes:

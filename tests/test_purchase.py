@@ -4,7 +4,7 @@ oversold, never charged twice, and nothing held after a crash."""
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from marketplace import purchasedb
+from marketplace.product import purchasedb
 from tests.support import (
     PAYMENTS_SECRET,
     _later,

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
-from marketplace import purchasedb
+from marketplace.product import purchasedb
 from tests.db import test_dsns
 from tests.support import (
     PAYMENTS_SECRET,

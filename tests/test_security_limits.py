@@ -9,12 +9,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial import unittest
 
-from marketplace.limits import Limits
-from marketplace.protocol import FrameFactory
+from marketplace.server.limits import Limits
+from marketplace.server.protocol import FrameFactory
 from marketplace.tap import AllOptions, BuyerOptions, SellerOptions
 from tests.test_protocol import framed, frames_in
-
-
 
 
 class LimitsTests(unittest.SynchronousTestCase):

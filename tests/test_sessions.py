@@ -3,8 +3,8 @@
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from marketplace.accounts import session_key
-from marketplace.housekeeping import sweep_sessions
+from marketplace.customer.accounts import session_key
+from marketplace.server.housekeeping import sweep_sessions
 from tests.support import (
     assert_error,
     connect,

@@ -15,8 +15,8 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from marketplace import exits, workers
-from marketplace.workers import MAX_QUICK_DEATHS, WorkerMonitor
+from marketplace.server import exits, workers
+from marketplace.server.workers import MAX_QUICK_DEATHS, WorkerMonitor
 
 
 class _Process:

@@ -16,11 +16,10 @@ from twisted.internet.endpoints import (
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.trial import unittest
 
-from marketplace import tls
 from marketplace.client import BuyerClient, ClientError, SellerClient
-from marketplace.devcerts import main as devcerts_main
-from marketplace.devcerts import make_dev_certs
-from tests.test_cli import run_program
+from marketplace.server import tls
+from marketplace.server.devcerts import main as devcerts_main
+from marketplace.server.devcerts import make_dev_certs
 from tests.support import (
     WireClient,
     connect,
@@ -29,6 +28,7 @@ from tests.support import (
     start_plain_and_tls,
     test_settings,
 )
+from tests.test_cli import run_program
 
 
 class TlsTests(unittest.TestCase):

@@ -9,9 +9,9 @@ from prometheus_client import generate_latest
 from twisted.internet import threads
 from twisted.trial import unittest
 
-from marketplace import top
-from marketplace.dispatch import Api, Dispatcher
-from marketplace.metrics import Metrics
+from marketplace.observability import top
+from marketplace.observability.metrics import Metrics
+from marketplace.server.dispatch import Api, Dispatcher
 from tests.support import _later, connect, empty_databases, payload_of, test_settings
 from tests.test_metrics import LOOPBACK, serving
 

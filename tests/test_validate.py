@@ -4,8 +4,8 @@ from decimal import Decimal
 
 from twisted.trial import unittest
 
-from marketplace import validate
-from marketplace.errors import BAD_REQUEST, ApiError
+from marketplace.contract import validate
+from marketplace.contract.errors import BAD_REQUEST, ApiError
 
 
 class ValidateTests(unittest.SynchronousTestCase):

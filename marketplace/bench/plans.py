@@ -10,7 +10,7 @@ import random
 import sys
 from typing import List, Optional
 
-from marketplace import productdb
+from marketplace.product import productdb
 from marketplace.bench.catalog import WordDrawer, vocabulary
 
 _SIZES = """

@@ -28,7 +28,7 @@ from marketplace.bench.workloads import (
     item_spec,
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
-from marketplace.errors import RATE_LIMITED, UNKNOWN_API
+from marketplace.contract.errors import RATE_LIMITED, UNKNOWN_API
 
 PASSWORD = "bench-password"
 # How many accounts are being created or logged in at one time.

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from marketplace.client.connection import Connection, endpoint_description
 from marketplace.client.errors import ClientError
-from marketplace.errors import INVALID_SESSION
+from marketplace.contract.errors import INVALID_SESSION
 
 Price = Union[Decimal, int, str]
 

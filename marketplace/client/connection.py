@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from marketplace.client.errors import ClientError
 from marketplace.client.wire import ClientProtocol, SilentClose, plaintext_problem
-from marketplace.errors import INTERNAL, UNAVAILABLE
+from marketplace.contract.errors import INTERNAL, UNAVAILABLE
 
 
 def _quote(value: str) -> str:

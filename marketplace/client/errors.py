@@ -2,7 +2,7 @@
 
 from typing import Optional
 
-from marketplace.errors import ApiError
+from marketplace.contract.errors import ApiError
 
 
 class ClientError(ApiError):

@@ -19,9 +19,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from marketplace.client.errors import ClientError
-from marketplace.errors import UNAVAILABLE
+from marketplace.contract.errors import UNAVAILABLE
 
-from marketplace.writes import framed, write_now
+from marketplace.server.writes import framed, write_now
 
 
 def _to_json(value: Any) -> Any:

@@ -23,7 +23,7 @@ from twisted.internet import defer, task, threads
 
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.client.failover import FailoverEndpoint
-from marketplace.errors import UNAVAILABLE
+from marketplace.contract.errors import UNAVAILABLE
 
 CARD = {
     "name": "Eva Luator",

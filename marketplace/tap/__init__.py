@@ -10,27 +10,34 @@ import sys
 from importlib import metadata
 from typing import Dict, List, Mapping, Optional, Union
 
-import twisted
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from marketplace import config, paymentsecret
-from marketplace.accounts import OPTIONS as ACCOUNT_OPTIONS
-from marketplace.accounts import AccountLimits, limits_from_options
-from marketplace.buyer import BuyerApis
-from marketplace.health import Readiness
-from marketplace.limits import OPTIONS as LIMIT_OPTIONS
-from marketplace.limits import Limits, ensure_file_limit, from_options, listen_descriptions
-from marketplace.logs import log_json_to
-from marketplace.metrics import Metrics
-from marketplace.monitor import MonitorServer, monitor_site, worker_description
-from marketplace.passwords import Passwords
-from marketplace.paymentclient import PaymentsClient
-from marketplace.payments import PaymentApis
-from marketplace.protocol import FrameFactory
-from marketplace.seller import SellerApis
-from marketplace.service import ApiServer, Backend, OrderedMultiService, PeriodicJob, stop_reactor
+import twisted
+from marketplace.buyer.apis import BuyerApis
+from marketplace.customer.accounts import OPTIONS as ACCOUNT_OPTIONS
+from marketplace.customer.accounts import AccountLimits, limits_from_options
+from marketplace.customer.passwords import Passwords
+from marketplace.observability.health import Readiness
+from marketplace.observability.logs import log_json_to
+from marketplace.observability.metrics import Metrics
+from marketplace.observability.monitor import MonitorServer, monitor_site, worker_description
+from marketplace.payments import paymentsecret
+from marketplace.payments.apis import PaymentApis
+from marketplace.payments.paymentclient import PaymentsClient
+from marketplace.seller.apis import SellerApis
+from marketplace.server import config
+from marketplace.server.limits import OPTIONS as LIMIT_OPTIONS
+from marketplace.server.limits import Limits, ensure_file_limit, from_options, listen_descriptions
+from marketplace.server.protocol import FrameFactory
+from marketplace.server.service import (
+    ApiServer,
+    Backend,
+    OrderedMultiService,
+    PeriodicJob,
+    stop_reactor,
+)
 
 # The financial-transactions service's only caller is the buyer service:
 # it listens on loopback unless told otherwise.
@@ -67,7 +74,7 @@ _PAYMENTS_DB = (
     "Payments database (card authorisations): a libpq connection string or URI."
 )
 
-# Options of every daemon about watching it (marketplace.monitor, logs.py).
+# Options of every daemon about watching it (marketplace.observability.monitor, logs.py).
 _MONITORING = [
     ["metrics", None, None,
      "Endpoint of the HTTP server of /metrics (Prometheus), /health/live and"

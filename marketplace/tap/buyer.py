@@ -1,7 +1,7 @@
 """twistd plugin module of marketplace-buyer: the buyer service on its own."""
 
+from marketplace.server.workers import WorkerOptions, with_workers
 from marketplace.tap import BuyerOptions, make_buyer_service
-from marketplace.workers import WorkerOptions, with_workers
 
 
 class Options(WorkerOptions, BuyerOptions):

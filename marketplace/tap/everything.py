@@ -1,7 +1,7 @@
 """twistd plugin module of marketplace: every service in one process."""
 
+from marketplace.server.workers import WorkerOptions, with_workers
 from marketplace.tap import AllOptions, make_all_services
-from marketplace.workers import WorkerOptions, with_workers
 
 
 class Options(WorkerOptions, AllOptions):

@@ -1,8 +1,8 @@
 """twistd plugin module of marketplace-payments: the financial-transactions
 service on its own."""
 
+from marketplace.server.workers import WorkerOptions, with_workers
 from marketplace.tap import PaymentsOptions, make_payments_service
-from marketplace.workers import WorkerOptions, with_workers
 
 
 class Options(WorkerOptions, PaymentsOptions):

@@ -1,7 +1,7 @@
 """twistd plugin module of marketplace-seller: the seller service on its own."""
 
+from marketplace.server.workers import WorkerOptions, with_workers
 from marketplace.tap import SellerOptions, make_seller_service
-from marketplace.workers import WorkerOptions, with_workers
 
 
 class Options(WorkerOptions, SellerOptions):

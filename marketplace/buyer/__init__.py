@@ -1,0 +1,1 @@
+"""The buyer service: its APIs and the purchase flow."""

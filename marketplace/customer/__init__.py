@@ -1,0 +1,1 @@
+"""The customer database: accounts and sessions, and the logic that owns them."""

@@ -1,0 +1,1 @@
+"""What operators see: metrics, health checks, the live view, JSON logs."""

@@ -1,0 +1,1 @@
+"""The financial-transactions service, its database and its client."""

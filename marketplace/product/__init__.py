@@ -1,0 +1,1 @@
+"""The product database: items, carts, purchases and feedback."""
