@@ -83,6 +83,24 @@ WHERE a.username <> lower(a.username)
         AND (b.username = lower(b.username) OR b.id < a.id)
   );
 
+-- Request keys (PROTOCOL.md, Request keys): the answer of each write that
+-- came with a request_key, filed under its scope (role and account, or
+-- role and username for CreateAccount) and the key, and written in the
+-- same statement or transaction as the change itself.  A repeat finds the
+-- key taken (the primary key), changes nothing and gets this answer; its
+-- request (a SHA-256 of the API and payload) must match.  Swept once older
+-- than marketplace/server/requestkeys.py KEEP_FOR.  The BRIN index costs a
+-- write next to nothing and finds old rows for the sweep.
+CREATE TABLE IF NOT EXISTS request_keys (
+    scope      text NOT NULL,
+    key        text NOT NULL,
+    request    text NOT NULL,
+    answer     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys USING brin (created_at);
+
 -- database: product
 
 CREATE TABLE IF NOT EXISTS items (
@@ -272,6 +290,24 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (buyer_id, item_id)
 );
 CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
+
+-- Request keys (PROTOCOL.md, Request keys): the answer of each write that
+-- came with a request_key, filed under its scope (role and account, or
+-- role and username for CreateAccount) and the key, and written in the
+-- same statement or transaction as the change itself.  A repeat finds the
+-- key taken (the primary key), changes nothing and gets this answer; its
+-- request (a SHA-256 of the API and payload) must match.  Swept once older
+-- than marketplace/server/requestkeys.py KEEP_FOR.  The BRIN index costs a
+-- write next to nothing and finds old rows for the sweep.
+CREATE TABLE IF NOT EXISTS request_keys (
+    scope      text NOT NULL,
+    key        text NOT NULL,
+    request    text NOT NULL,
+    answer     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys USING brin (created_at);
 
 -- database: payments
 

@@ -14,6 +14,7 @@ from marketplace.postgres.database import Database
 from marketplace.product import productdb, purchasedb
 from marketplace.product.hotpath import BuyerHotPath
 from marketplace.seller.apis import seller_rating
+from marketplace.server import requestkeys
 from marketplace.server.dispatch import Api, Call, Dispatcher
 
 SEARCH_LIMIT_DEFAULT = 50
@@ -73,51 +74,76 @@ class BuyerApis:
             raise ApiError(NOT_FOUND, f"there is no item {validate.format_item_id(category, number)}")
         return item
 
+    def _key(self, call: Call):
+        """The request's key, among this buyer's (None: it has none)."""
+        scope = requestkeys.account_scope(customerdb.BUYER, call.session.user_id)
+        return requestkeys.of_request(call.request, scope)
+
     async def add_to_cart(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)
         units = validate.quantity(call.payload)
         session = call.session
-        added = await productdb.add_to_cart(
-            self.product, session.key, session.user_id, category, number, units
-        )
-        if not added:
-            item_id = validate.format_item_id(category, number)
-            item = await productdb.get_item(self.product, category, number)
-            if item is None:
-                raise ApiError(NOT_FOUND, f"there is no item {item_id}")
-            held = await productdb.units_in_cart(self.product, session.key, category, number)
-            line = money.line_total(held + units, item["price"])
-            if money.exceeds(line):
-                raise bad_request(
-                    f'field "quantity": {held + units} units of {item_id} at'
-                    f" {money.text(item['price'])} come to {money.text(line)}, more than"
-                    f" one purchase may charge ({money.text(money.TOTAL_MAX)})"
-                )
-            raise ApiError(
-                OUT_OF_STOCK,
-                f"only {item['quantity']} units of {item_id} left"
-                + (f" and the cart already holds {held}" if held else ""),
+
+        async def add(db) -> dict:
+            added = await productdb.add_to_cart(
+                db, session.key, session.user_id, category, number, units
             )
-        return await productdb.active_cart(self.product, session.key)
+            if not added:
+                await self._why_not_added(db, session.key, category, number, units)
+            return await productdb.active_cart(db, session.key)
+
+        return await requestkeys.run(self.product, self._key(call), add)
+
+    async def _why_not_added(self, db, key: str, category: int, number: int, units: int):
+        """Raise the error of an addition that found nothing to add."""
+        item_id = validate.format_item_id(category, number)
+        item = await productdb.get_item(db, category, number)
+        if item is None:
+            raise ApiError(NOT_FOUND, f"there is no item {item_id}")
+        held = await productdb.units_in_cart(db, key, category, number)
+        line = money.line_total(held + units, item["price"])
+        if money.exceeds(line):
+            raise bad_request(
+                f'field "quantity": {held + units} units of {item_id} at'
+                f" {money.text(item['price'])} come to {money.text(line)}, more than"
+                f" one purchase may charge ({money.text(money.TOTAL_MAX)})"
+            )
+        raise ApiError(
+            OUT_OF_STOCK,
+            f"only {item['quantity']} units of {item_id} left"
+            + (f" and the cart already holds {held}" if held else ""),
+        )
 
     async def remove_from_cart(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)
         units = validate.quantity(call.payload)
         key = call.session.key
-        if not await productdb.remove_from_cart(self.product, key, category, number, units):
-            raise ApiError(
-                NOT_FOUND,
-                f"item {validate.format_item_id(category, number)} is not in the cart",
-            )
-        return await productdb.active_cart(self.product, key)
+
+        async def remove(db) -> dict:
+            if not await productdb.remove_from_cart(db, key, category, number, units):
+                raise ApiError(
+                    NOT_FOUND,
+                    f"item {validate.format_item_id(category, number)} is not in the cart",
+                )
+            return await productdb.active_cart(db, key)
+
+        return await requestkeys.run(self.product, self._key(call), remove)
 
     async def save_cart(self, call: Call) -> dict:
-        await productdb.save_cart(self.product, call.session.key, call.session.user_id)
-        return await productdb.active_cart(self.product, call.session.key)
+        session = call.session
+
+        async def save(db) -> dict:
+            await productdb.save_cart(db, session.key, session.user_id)
+            return await productdb.active_cart(db, session.key)
+
+        return await requestkeys.run(self.product, self._key(call), save)
 
     async def clear_cart(self, call: Call) -> dict:
-        await productdb.clear_cart(self.product, call.session.key)
-        return productdb.cart_from_rows([])
+        async def clear(db) -> dict:
+            await productdb.clear_cart(db, call.session.key)
+            return productdb.cart_from_rows([])
+
+        return await requestkeys.run(self.product, self._key(call), clear)
 
     async def display_cart(self, call: Call) -> dict:
         return await productdb.active_cart(self.product, call.session.key)
@@ -139,7 +165,11 @@ class BuyerApis:
             expiration=validate.text(payload, "expiration_date", 0, 16),
             security_code=validate.text(payload, "security_code", 0, 16),
         )
+        # Without an idempotency key of its own, a purchase is filed under
+        # its request key (PROTOCOL.md, Request keys).
         key = validate.text(payload, "idempotency_key", 1, KEY_MAX, required=False)
+        if key is None:
+            key = call.request.request_key
         # The total the buyer was shown: a cart that now comes to another
         # one is not bought (PRICE_CHANGED).
         expected = money.amount(payload, "expected_total", required=False)
@@ -151,14 +181,16 @@ class BuyerApis:
         category, number = validate.item_id(call.payload)
         thumbs_up = validate.boolean(call.payload, "thumbs_up")
         item_id = validate.format_item_id(category, number)
-        counts = await purchasedb.vote(
-            self.product, call.session.user_id, category, number, thumbs_up
-        )
-        if counts == purchasedb.FEEDBACK_NO_ITEM:
-            raise ApiError(NOT_FOUND, f"there is no item {item_id}")
-        if counts == purchasedb.FEEDBACK_NOT_BOUGHT:
-            raise ApiError(FORBIDDEN, f"only a buyer of item {item_id} may rate it")
-        return {"item_id": item_id, **counts}
+
+        async def vote(db) -> dict:
+            counts = await purchasedb.vote(db, call.session.user_id, category, number, thumbs_up)
+            if counts == purchasedb.FEEDBACK_NO_ITEM:
+                raise ApiError(NOT_FOUND, f"there is no item {item_id}")
+            if counts == purchasedb.FEEDBACK_NOT_BOUGHT:
+                raise ApiError(FORBIDDEN, f"only a buyer of item {item_id} may rate it")
+            return {"item_id": item_id, **counts}
+
+        return await requestkeys.run(self.product, self._key(call), vote)
 
     async def get_purchases(self, call: Call) -> dict:
         return await purchasedb.history(self.product, call.session.user_id)

@@ -35,6 +35,7 @@ from marketplace.customer.passwords import (
     Passwords,
 )
 from marketplace.postgres.database import Database
+from marketplace.server import requestkeys
 from marketplace.server.dispatch import Api, Call, Reply, Session
 from marketplace.server.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
@@ -172,17 +173,30 @@ class Accounts:
             validate.text(call.payload, "password", 1, identities.PASSWORD_MAX)
         )
         name = validate.text(call.payload, "name", 1, 32, required=False) or raw
+        # The password is left out of the key's request: it is never filed,
+        # not even as a fast hash.  A repeat is answered before hashing.
+        key = requestkeys.of_request(
+            call.request, requestkeys.username_scope(self.role, username), ("password",)
+        )
+        if key is not None:
+            first = await requestkeys.first_answer(self.customer, key)
+            if first is not None:
+                return first
         password_hash = await self.passwords.hash(
             password, call.source, admit=lambda: self._count_signup(call.source)
         )
-        account_id = await customerdb.create_account(
-            self.customer, self.role, username, name, password_hash
-        )
-        if account_id is None:
-            raise ApiError(
-                USERNAME_TAKEN, f"there is already a {self.role} called {username!r}"
+
+        async def create(db) -> dict:
+            account_id = await customerdb.create_account(
+                db, self.role, username, name, password_hash
             )
-        return {self.id_field: account_id}
+            if account_id is None:
+                raise ApiError(
+                    USERNAME_TAKEN, f"there is already a {self.role} called {username!r}"
+                )
+            return {self.id_field: account_id}
+
+        return await requestkeys.run(self.customer, key, create)
 
     async def check_username(self, call: Call) -> dict:
         """CheckUsername: whether an account of this role could take the

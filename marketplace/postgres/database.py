@@ -718,3 +718,43 @@ class Database(Service):
             return result
 
         return self.pool.runInteraction(work_now)
+
+    def run_in_transaction(self, work: Callable[["Transaction"], Any]) -> defer.Deferred:
+        """Run C{work(transaction)} in one transaction: C{transaction} has
+        this class's statement methods (L{Transaction}), so the functions
+        that take a database can run inside it."""
+        return self.transaction(lambda cursor: work(Transaction(cursor)))
+
+
+class Transaction:
+    """The statements of one transaction, through the methods L{Database}
+    has for one statement each, so code written for a database runs inside
+    a transaction unchanged."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor = cursor
+
+    async def query(self, sql: str, args: Any = None) -> List[tuple]:
+        """Rows of one statement."""
+        await self.cursor.execute(sql, args)
+        return self.cursor.fetchall()
+
+    async def one(self, sql: str, args: Any = None) -> Optional[tuple]:
+        """The first row of one statement, or None."""
+        rows = await self.query(sql, args)
+        return rows[0] if rows else None
+
+    def prepared(self, name: str, sql: str, args: dict) -> "defer.Deferred[List[tuple]]":
+        """L{Database.prepared}: here simply the statement."""
+        return defer.Deferred.fromCoroutine(self.query(sql, args))
+
+    async def execute(self, sql: str, args: Any = None) -> None:
+        """Run one statement for its effect."""
+        await self.cursor.execute(sql, args)
+
+    async def transaction(self, work: Callable, *args: Any) -> Any:
+        """L{Database.transaction}: inside this one, C{work} simply runs."""
+        result = work(self.cursor, *args)
+        if hasattr(result, "__await__"):
+            result = await result
+        return result

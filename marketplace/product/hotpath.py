@@ -30,7 +30,7 @@ from marketplace.customer import customerdb
 from marketplace.customer.accounts import session_key
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
-from marketplace.server import envelope
+from marketplace.server import envelope, requestkeys
 from marketplace.server.dispatch import USUAL_PATH, Call
 
 FusedHandler = Callable[[Call], "defer.Deferred[Any]"]
@@ -49,14 +49,21 @@ SELECT s.account_id, true, json_build_object('items', coalesce((
 FROM live AS s
 """
 
+# A write's answer is filed under its request key (if it has one) by the
+# same statement, where the work was done (marketplace/server/requestkeys.py).
+_KEY_SCOPE = "%(role)s::text || ':' || a.account_id"
+_RECORDED = requestkeys.record_cte(_KEY_SCOPE, "a.payload", "answer AS a", "a.done")
+
 _CHANGE_PRICE = f"""{_LIVE}, changed AS (
     UPDATE items AS i SET price = %(price)s
     WHERE i.id = %(number)s AND i.category = %(category)s
       AND i.seller_id = (SELECT account_id FROM live)
     RETURNING i.*
-)
-SELECT s.account_id, i.id IS NOT NULL, {productdb.item_json('i')}::text
-FROM live AS s LEFT JOIN changed AS i ON true
+), answer AS (
+    SELECT s.account_id, i.id IS NOT NULL AS done, {productdb.item_json('i')}::text AS payload
+    FROM live AS s LEFT JOIN changed AS i ON true
+), {_RECORDED}
+SELECT account_id, done, payload FROM answer
 """
 
 _GET_ITEM = f"""{_LIVE}
@@ -104,9 +111,12 @@ _LINES_AFTER_ADDING = """
 
 # productdb's AddItemToCart upsert, for a live session only.
 _ADD_TO_CART = f"""{_LIVE}, {productdb.ADD_ITEM}, added AS ({productdb.add_line(
-    "s.account_id", "item AS i, live AS s")})
-SELECT s.account_id, EXISTS (SELECT FROM added), {productdb.cart_json(_LINES_AFTER_ADDING)}::text
-FROM live AS s
+    "s.account_id", "item AS i, live AS s")}), answer AS (
+    SELECT s.account_id, EXISTS (SELECT FROM added) AS done,
+           {productdb.cart_json(_LINES_AFTER_ADDING)}::text AS payload
+    FROM live AS s
+), {_RECORDED}
+SELECT account_id, done, payload FROM answer
 """
 
 
@@ -148,8 +158,17 @@ class _Fused:
     def _answer(self, name: str, sql: str, args: dict) -> defer.Deferred:
         """The answer of a fused statement: its payload as JSON text
         (L{envelope.JsonPayload}), or L{USUAL_PATH} where the work found
-        nothing to do; no row means the session is not live."""
-        return self.product.prepared(name, sql, args).addCallback(self._payload)
+        nothing to do or its request key was taken (the usual path finds
+        the first answer); no row means the session is not live."""
+        return self.product.prepared(name, sql, args).addCallbacks(
+            self._payload, self._key_taken
+        )
+
+    @staticmethod
+    def _key_taken(failure):
+        if requestkeys.is_repeat(failure.value):
+            return USUAL_PATH
+        return failure
 
     def _payload(self, rows: list) -> Any:
         if not rows:
@@ -175,6 +194,7 @@ class SellerHotPath(_Fused):
         except ApiError:
             return _usual_path()
         args = self._args(call, category=category, number=number, price=price)
+        args.update(requestkeys.statement_args(call.request))
         return self._answer("hot_change_price", _CHANGE_PRICE, args)
 
     def handlers(self) -> Dict[str, FusedHandler]:
@@ -222,6 +242,7 @@ class BuyerHotPath(_Fused):
         except ApiError:
             return _usual_path()
         args = self._args(call, category=category, number=number, units=units)
+        args.update(requestkeys.statement_args(call.request))
         return self._answer("hot_add_to_cart", _ADD_TO_CART, args)
 
     def display_cart(self, call: Call) -> defer.Deferred:

@@ -329,12 +329,6 @@ FROM active_cart_lines AS l JOIN items AS i ON i.id = l.item_id
 WHERE l.session_key = %s ORDER BY l.item_id
 """
 
-_SAVED_CART = """
-SELECT i.category, l.item_id, i.name, l.quantity, i.price
-FROM saved_cart_lines AS l JOIN items AS i ON i.id = l.item_id
-WHERE l.buyer_id = %s ORDER BY l.item_id
-"""
-
 
 def cart_line(category: int, number: int, name: str, quantity: int, price: Decimal) -> dict:
     """One line of a cart as PROTOCOL.md returns it."""
@@ -362,11 +356,6 @@ def cart_from_rows(rows: Sequence[Sequence]) -> dict:
 async def active_cart(db: Database, session_key: str) -> dict:
     """The active cart of a session."""
     return cart_from_rows(await db.query(_ACTIVE_CART, (session_key,)))
-
-
-async def saved_cart(db: Database, buyer_id: int) -> dict:
-    """The saved cart of a buyer."""
-    return cart_from_rows(await db.query(_SAVED_CART, (buyer_id,)))
 
 
 async def start_active_cart(db: Database, session_key: str, buyer_id: int) -> None:

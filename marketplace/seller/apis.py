@@ -10,6 +10,7 @@ from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
 from marketplace.product.hotpath import SellerHotPath
+from marketplace.server import requestkeys
 from marketplace.server.dispatch import Api, Call, Dispatcher
 
 
@@ -51,10 +52,14 @@ class SellerApis:
             raise ApiError(NOT_FOUND, "this seller's account no longer exists")
         return rating
 
+    def _key(self, call: Call):
+        """The request's key, among this seller's (None: it has none)."""
+        scope = requestkeys.account_scope(customerdb.SELLER, call.session.user_id)
+        return requestkeys.of_request(call.request, scope)
+
     async def register_item(self, call: Call) -> dict:
         payload = call.payload
-        item_id = await productdb.register_item(
-            self.product,
+        item = dict(
             seller_id=call.session.user_id,
             name=validate.text(payload, "item_name", 1, 32),
             category=validate.integer(payload, "category", 0),
@@ -63,37 +68,49 @@ class SellerApis:
             price=validate.price(payload),
             quantity=validate.quantity(payload),
         )
-        return {"item_id": item_id}
+
+        async def register(db) -> dict:
+            return {"item_id": await productdb.register_item(db, **item)}
+
+        return await requestkeys.run(self.product, self._key(call), register)
 
     async def change_price(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)
         price = validate.price(call.payload)
-        item = await productdb.change_price(
-            self.product, call.session.user_id, category, number, price
-        )
-        if item is None:
-            await self._explain(call, category, number)
-        return item
+
+        async def change(db) -> dict:
+            item = await productdb.change_price(
+                db, call.session.user_id, category, number, price
+            )
+            if item is None:
+                await self._explain(db, call, category, number)
+            return item
+
+        return await requestkeys.run(self.product, self._key(call), change)
 
     async def update_units(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)
         units = validate.quantity(call.payload)
-        item = await productdb.take_off_sale(
-            self.product, call.session.user_id, category, number, units
-        )
-        if item is None:
-            await self._explain(call, category, number)
-            raise ApiError(
-                BAD_REQUEST,
-                f'field "quantity": cannot take {units} units off sale,'
-                f" item {validate.format_item_id(category, number)} has fewer on sale",
-            )
-        return item
 
-    async def _explain(self, call: Call, category: int, number: int) -> None:
+        async def take_off(db) -> dict:
+            item = await productdb.take_off_sale(
+                db, call.session.user_id, category, number, units
+            )
+            if item is None:
+                await self._explain(db, call, category, number)
+                raise ApiError(
+                    BAD_REQUEST,
+                    f'field "quantity": cannot take {units} units off sale,'
+                    f" item {validate.format_item_id(category, number)} has fewer on sale",
+                )
+            return item
+
+        return await requestkeys.run(self.product, self._key(call), take_off)
+
+    async def _explain(self, db, call: Call, category: int, number: int) -> None:
         """Raise NOT_FOUND or FORBIDDEN for an item the seller cannot change."""
         item_id = validate.format_item_id(category, number)
-        owner = await productdb.item_owner(self.product, category, number)
+        owner = await productdb.item_owner(db, category, number)
         if owner is None:
             raise ApiError(NOT_FOUND, f"there is no item {item_id}")
         if owner != call.session.user_id:

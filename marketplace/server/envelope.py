@@ -4,7 +4,7 @@ Nothing here touches a socket: a frame is bytes in, a dict out, and back.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Optional
@@ -21,7 +21,12 @@ class Request:
     payload: dict
     request_id: Any = None
     has_request_id: bool = False
-    extra: dict = field(default_factory=dict)
+    #: The client's key for a write (PROTOCOL.md, Request keys), or None.
+    request_key: Optional[str] = None
+
+
+#: The longest request_key.
+REQUEST_KEY_MAX = 64
 
 
 def _reject_constant(name: str) -> Any:
@@ -89,10 +94,22 @@ def parse_request(frame: bytes) -> Request:
         if not isinstance(payload, dict):
             raise bad_request('field "payload" must be a JSON object')
         partial.payload = payload
+        partial.request_key = _request_key(message)
     except ApiError as e:
         e.request = partial
         raise
     return partial
+
+
+def _request_key(message: dict) -> Optional[str]:
+    key = message.get("request_key")
+    if key is not None and not (
+        isinstance(key, str) and 1 <= len(key) <= REQUEST_KEY_MAX
+    ):
+        raise bad_request(
+            f'field "request_key" must be a string of 1 to {REQUEST_KEY_MAX} characters, or null'
+        )
+    return key
 
 
 def _echoable(value: Any) -> bool:
@@ -124,6 +141,13 @@ class JsonPayload:
 
     def __repr__(self) -> str:
         return f"JsonPayload({self.text!r})"
+
+
+def payload_text(payload: Any) -> str:
+    """An answer's payload as the JSON text L{encode} would put in the frame."""
+    if isinstance(payload, JsonPayload):
+        return payload.text
+    return _encode(payload).decode("utf-8")
 
 
 def encode(message: dict) -> bytes:
@@ -186,6 +210,7 @@ __all__ = [
     "parse_request",
     "encode",
     "JsonPayload",
+    "payload_text",
     "response",
     "error",
 ]

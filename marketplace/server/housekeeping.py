@@ -1,9 +1,11 @@
-"""Periodic clean-up: ended sessions and the active carts they leave, and
-counts of failed logins whose window has passed, old sign-up counts."""
+"""Periodic clean-up: ended sessions and the active carts they leave,
+counts of failed logins whose window has passed, old sign-up counts, and
+request keys kept long enough."""
 
 from marketplace.customer import customerdb
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
+from marketplace.server import requestkeys
 from marketplace.server.limits import LOGIN_WINDOW
 
 
@@ -16,6 +18,9 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
     between the two databases.  Returns how many carts were dropped.
     """
     expired = await customerdb.expire_sessions(customer, timeout)
+    await requestkeys.sweep(customer, timeout)
+    if product.dsn != customer.dsn:
+        await requestkeys.sweep(product, timeout)
     await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
     await customerdb.expire_signups(customer)
     await productdb.drop_carts(product, expired)

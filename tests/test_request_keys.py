@@ -1,0 +1,267 @@
+"""Request keys (PROTOCOL.md, Request keys): a repeated write gets the first
+answer and changes nothing, on both layouts of the databases."""
+
+import uuid
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from marketplace.server import requestkeys
+from tests.db import test_dsns
+from tests.support import assert_error, connect, payload_of, start_marketplace
+from tests.test_buyer_api import buyer_session
+from tests.test_seller_api import PHONE_CASE, seller_session
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+class KeyedWrites(unittest.TestCase):
+    """A seller with an item, a buyer who bought it, and their connections;
+    on two databases (the one-database layout is the subclass below)."""
+
+    async def setUp(self):
+        self.market = await start_marketplace(self)
+        self.seller = await connect(self, self.market.ports["seller"])
+        self.buyer = await connect(self, self.market.ports["buyer"])
+        self.seller_id, self.seller_session = await seller_session(self, self.seller)
+        self.buyer_id, self.session = await buyer_session(self, self.buyer)
+        self.item = payload_of(
+            self,
+            await self.seller.request("RegisterItemForSale", PHONE_CASE, self.seller_session),
+        )["item_id"]
+
+    def sell(self, api, payload, key, session=None):
+        return self.seller.request(
+            api, payload, session or self.seller_session, request_key=key
+        )
+
+    def buy(self, api, payload, key, session=None):
+        return self.buyer.request(api, payload, session or self.session, request_key=key)
+
+    async def twice(self, send) -> dict:
+        """Send the same keyed request twice: the two answers must be one."""
+        first = await send()
+        again = await send()
+        self.assertEqual(again, first)
+        return first
+
+    async def units_on_sale(self) -> int:
+        answer = await self.buyer.request("GetItem", {"item_id": self.item}, self.session)
+        return payload_of(self, answer)["quantity"]
+
+    async def cart(self) -> dict:
+        return payload_of(self, await self.buyer.request("DisplayCart", {}, self.session))
+
+    async def test_add_to_cart_adds_once(self):
+        key = new_key()
+        first = await self.twice(
+            lambda: self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, key)
+        )
+        self.assertEqual(payload_of(self, first)["cart"][0]["quantity"], 2)
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 2)
+        # A new key is a new request.
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 3)
+
+    async def test_remove_save_clear_once(self):
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 4}, new_key())
+        key = new_key()
+        await self.twice(
+            lambda: self.buy("RemoveItemFromCart", {"item_id": self.item, "quantity": 1}, key)
+        )
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 3)
+        key = new_key()
+        saved = await self.twice(lambda: self.buy("SaveCart", {}, key))
+        self.assertEqual(payload_of(self, saved)["cart"][0]["quantity"], 3)
+        key = new_key()
+        cleared = await self.twice(lambda: self.buy("ClearCart", {}, key))
+        self.assertEqual(payload_of(self, cleared)["cart"], [])
+
+    async def test_seller_writes_once(self):
+        key = new_key()
+        first = await self.twice(lambda: self.sell("RegisterItemForSale", PHONE_CASE, key))
+        items = payload_of(
+            self, await self.seller.request("DisplayItemsForSale", {}, self.seller_session)
+        )["items"]
+        self.assertEqual(len(items), 2)
+        self.assertIn(payload_of(self, first)["item_id"], [i["item_id"] for i in items])
+
+        key = new_key()
+        await self.twice(
+            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": 3}, key)
+        )
+        self.assertEqual(await self.units_on_sale(), PHONE_CASE["quantity"] - 3)
+
+        key = new_key()
+        changed = await self.twice(
+            lambda: self.sell("ChangeItemPrice", {"item_id": self.item, "price": 7.5}, key)
+        )
+        self.assertEqual(payload_of(self, changed)["price_decimal"], "7.50")
+
+    async def test_a_repeat_answers_the_first_answer_after_the_state_moved_on(self):
+        key = new_key()
+        first = await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key)
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        again = await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key)
+        self.assertEqual(again, first)
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 2)
+
+    async def test_units_taken_off_once_even_when_too_few_are_left_for_a_second(self):
+        units = PHONE_CASE["quantity"]
+        key = new_key()
+        await self.twice(
+            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": units}, key)
+        )
+        self.assertEqual(await self.units_on_sale(), 0)
+
+    async def test_create_account_once(self):
+        account = {"username": "carol", "password": "secret-passphrase"}
+        key = new_key()
+        first = await self.twice(
+            lambda: self.buyer.request("CreateAccount", account, request_key=key)
+        )
+        self.assertIn("buyer_id", payload_of(self, first))
+        # Without the key the name is taken, as before.
+        assert_error(
+            self, await self.buyer.request("CreateAccount", account), "USERNAME_TAKEN"
+        )
+
+    async def test_feedback_once(self):
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        card = {"name": "Bob", "card_number": "4111111111111111",
+                "expiration_date": "12/99", "security_code": "123"}
+        payload_of(self, await self.buy("MakePurchase", card, new_key()))
+        key = new_key()
+        voted = await self.twice(
+            lambda: self.buy("ProvideFeedback", {"item_id": self.item, "thumbs_up": True}, key)
+        )
+        self.assertEqual(payload_of(self, voted)["thumbs_up"], 1)
+
+    async def test_purchase_once(self):
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, new_key())
+        card = {"name": "Bob", "card_number": "4111111111111111",
+                "expiration_date": "12/99", "security_code": "123"}
+        key = new_key()
+        first = await self.twice(lambda: self.buy("MakePurchase", card, key))
+        self.assertEqual(await self.units_on_sale(), PHONE_CASE["quantity"] - 2)
+        history = payload_of(
+            self, await self.buyer.request("GetBuyerPurchases", {}, self.session)
+        )
+        self.assertEqual(
+            {line["purchase_id"] for line in history["items"]},
+            {payload_of(self, first)["purchase_id"]},
+        )
+
+    async def test_same_key_other_request_is_bad_request(self):
+        key = new_key()
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key))
+        error = assert_error(
+            self,
+            await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, key),
+            "BAD_REQUEST",
+        )
+        self.assertIn("request_key", error["message"])
+        assert_error(self, await self.buy("SaveCart", {}, key), "BAD_REQUEST")
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 1)
+
+    async def test_an_error_leaves_the_key_free(self):
+        key = new_key()
+        too_many = {"item_id": self.item, "quantity": PHONE_CASE["quantity"] + 1}
+        assert_error(self, await self.buy("AddItemToCart", too_many, key), "OUT_OF_STOCK")
+        await self.seller.request("RegisterItemForSale", PHONE_CASE, self.seller_session)
+        await self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": 1}, new_key())
+        self.assertEqual((await self.cart())["cart"], [])
+        # The key was not used up by the error.
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key))
+
+    async def test_keys_are_per_account(self):
+        other = await connect(self, self.market.ports["buyer"])
+        _, other_session = await buyer_session(self, other, "dave")
+        key = new_key()
+        add = {"item_id": self.item, "quantity": 1}
+        payload_of(self, await self.buy("AddItemToCart", add, key))
+        payload_of(self, await other.request("AddItemToCart", add, other_session, request_key=key))
+        answer = await other.request("DisplayCart", {}, other_session)
+        self.assertEqual(payload_of(self, answer)["cart"][0]["quantity"], 1)
+
+    async def test_a_repeat_on_another_connection_after_a_restart(self):
+        key = new_key()
+        add = {"item_id": self.item, "quantity": 1}
+        first = await self.buy("AddItemToCart", add, key)
+        await self.market.restart()
+        self.buyer = await connect(self, self.market.ports["buyer"])
+        self.assertEqual(await self.buy("AddItemToCart", add, key), first)
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 1)
+
+    async def test_concurrent_repeats_add_once(self):
+        """Repeats that arrive while the first is still running (a client
+        that retried on another connection) wait for it, and get its answer."""
+        key = new_key()
+        add = {"item_id": self.item, "quantity": 1}
+        others = [await connect(self, self.market.ports["buyer"]) for _ in range(4)]
+        answers = await defer.gatherResults(
+            [c.request("AddItemToCart", add, self.session, request_key=key) for c in others]
+        )
+        self.assertEqual(len({str(a) for a in answers}), 1, answers)
+        self.assertEqual((await self.cart())["cart"][0]["quantity"], 1)
+
+    async def test_malformed_keys(self):
+        add = {"item_id": self.item, "quantity": 1}
+        for key in ("", "k" * 65, 17, ["k"], {"k": 1}):
+            error = assert_error(self, await self.buy("AddItemToCart", add, key), "BAD_REQUEST")
+            self.assertIn("request_key", error["message"])
+        self.assertEqual((await self.cart())["cart"], [])
+        payload_of(self, await self.buy("AddItemToCart", add, "k" * 64))
+
+    async def test_reads_and_login_ignore_keys(self):
+        key = new_key()
+        for _ in range(2):
+            payload_of(self, await self.buy("DisplayCart", {}, key))
+            login = await self.buyer.request(
+                "Login", {"username": "bob", "password": "secret-passphrase"}, request_key=key
+            )
+            payload_of(self, login)
+
+    async def test_old_keys_are_swept(self):
+        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        backend = self.market.backend()
+        for db in {backend.customer.dsn: backend.customer, backend.product.dsn: backend.product}.values():
+            await db.execute("UPDATE request_keys SET created_at = created_at - interval '1 day'")
+        await requestkeys.sweep(backend.customer, 300)
+        await requestkeys.sweep(backend.product, 300)
+        rows = await backend.product.query("SELECT count(*) FROM request_keys")
+        self.assertEqual(rows[0][0], 0)
+
+
+class KeyedWritesOneDatabase(KeyedWrites):
+    """The same on the one-database layout, where AddItemToCart and
+    ChangeItemPrice file their answer in their one statement."""
+
+    @property
+    def settings_overrides(self) -> dict:
+        one = test_dsns()["customer"]
+        return {"customer_db": one, "product_db": one}
+
+
+class KeyHelpers(unittest.TestCase):
+    def test_fingerprint_leaves_out(self):
+        with_password = requestkeys.fingerprint("CreateAccount", {"username": "a", "password": "p"})
+        without = requestkeys.fingerprint(
+            "CreateAccount", {"username": "a", "password": "q"}, ("password",)
+        )
+        self.assertNotEqual(with_password, without)
+        self.assertEqual(
+            without,
+            requestkeys.fingerprint("CreateAccount", {"username": "a"}, ("password",)),
+        )
+
+    def test_fingerprint_tells_apis_apart(self):
+        self.assertNotEqual(
+            requestkeys.fingerprint("SaveCart", {}), requestkeys.fingerprint("ClearCart", {})
+        )
+
+    def test_keys_are_kept_beyond_sessions(self):
+        self.assertEqual(requestkeys.keep_for(300), requestkeys.KEEP_AT_LEAST)
+        self.assertEqual(requestkeys.keep_for(3600), 7200)
