@@ -2,7 +2,9 @@
 
 L{CuttingProxy} sits between a client and a service to lose connections at
 chosen moments: after the service has answered, before the client hears
-it, which is when a retry could do a thing twice.
+it, which is when a retry could do a thing twice.  L{FakeService}, a tiny
+server of the framing, shows what the client sends again, with which
+request key and to which endpoint.
 """
 
 import json
@@ -10,12 +12,14 @@ from decimal import Decimal
 from typing import List, Optional
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.client.failover import FailoverEndpoint
 from marketplace.contract.errors import (
     BAD_REQUEST,
     EMPTY_CART,
@@ -372,7 +376,7 @@ class ErrorMappingTests(unittest.TestCase):
         endpoint = service(market, "buyer")
         await market.stop()
         buyer = make_client(
-            self, BuyerClient, endpoint, initial_delay=0.01, give_up_after=0.1
+            self, BuyerClient, endpoint, initial_delay=0.01, deadline=0.1
         )
         e = await self.assertFailure(
             buyer.create_account("bea", "correct-horse-7"), ClientError
@@ -503,38 +507,202 @@ class ReconnectTests(unittest.TestCase):
         self.assertEqual(first["api"], "MakePurchase")
         self.assertEqual(first, second)
 
-    async def test_non_idempotent_calls_are_not_sent_again(self):
-        """AddItemToCart, CreateAccount and RegisterItemForSale whose answer
-        was lost fail with UNAVAILABLE, and were carried out exactly once."""
+    async def test_writes_survive_a_restart(self):
+        """Writes made while the service is down (their connect refused)
+        are carried out once it is up again, within the deadline."""
         market = await start_marketplace(self)
-        seller_proxy = CuttingProxy(market.ports["seller"])
-        seller = make_client(self, SellerClient, await seller_proxy.start(self))
-        seller_proxy.cuts = 1
-        e = await self.assertFailure(
-            seller.create_account("sam", "correct-horse-7"), ClientError
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        buyer = await logged_in_buyer(
+            self, service(market, "buyer"), initial_delay=0.02
         )
-        self.assertEqual(e.code, UNAVAILABLE)
-        self.assertIn("may or may not", e.message)
-        await seller.login("sam", "correct-horse-7")
-        seller_proxy.cuts = 1
-        e = await self.assertFailure(
-            seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5), ClientError
-        )
-        self.assertEqual(e.code, UNAVAILABLE)
+        await market.stop()
+        added = buyer.add_item_to_cart(mug, 2)
+        registered = seller.register_item_for_sale("Vase", 3, [], "new", 7, 1)
+        other = make_client(self, BuyerClient, service(market, "buyer"))
+        created = other.create_account("cy", "correct-horse-7")
+        await market.start()
+        cart = await added
+        self.assertEqual([(l["item_id"], l["quantity"]) for l in cart["cart"]], [(mug, 2)])
+        self.assertTrue((await registered)["item_id"].startswith("3-"))
+        self.assertIsInstance((await created)["buyer_id"], int)
         items = (await seller.display_items_for_sale())["items"]
-        self.assertEqual([i["item_name"] for i in items], ["Blue mug"])
-        self.assertEqual(
-            seller_proxy.apis(),
-            ["CreateAccount", "Login", "RegisterItemForSale", "DisplayItemsForSale"],
-        )
+        self.assertEqual(len(items), 3)
 
-        buyer_proxy = CuttingProxy(market.ports["buyer"])
-        buyer = await logged_in_buyer(self, await buyer_proxy.start(self))
-        buyer_proxy.cuts = 1
-        e = await self.assertFailure(
-            buyer.add_item_to_cart(items[0]["item_id"]), ClientError
+
+class _Fake(Int32StringReceiver):
+    """One connection to a L{FakeService}."""
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+
+    def stringReceived(self, frame: bytes) -> None:
+        fake = self.factory
+        request = json.loads(frame)
+        fake.requests.append(request)
+        what = fake.script.pop(0) if fake.script else "ok"
+        if what == "drop":
+            self.transport.abortConnection()
+            return
+        if what == "ok":
+            answer = {"type": "response", "payload": {"n": len(fake.requests)}}
+        else:
+            answer = {"type": "error", "error": {"code": what, "message": "fake"}}
+        self.sendString(json.dumps(answer).encode())
+
+
+class FakeService(Factory):
+    """A tiny server of the framing, for what the client sends: it records
+    each request and answers by its L{script}: for each request in turn,
+    "ok" (a success answer), "drop" (close the connection unanswered) or an
+    error code; "ok" once the script is used up."""
+
+    protocol = _Fake
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.requests: List[dict] = []
+        self.connections: List[_Fake] = []
+
+    def start(self, testcase) -> str:
+        """Listen on a loopback port; the endpoint description to use."""
+        port = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.port = port
+
+        def stop():
+            for c in self.connections:
+                c.transport.abortConnection()
+            return port.stopListening()
+
+        testcase.addCleanup(stop)
+        return f"tcp:host=127.0.0.1:port={port.getHost().port}"
+
+
+class RequestKeyTests(unittest.TestCase):
+    """What the client sends again, and with which key (against a fake
+    server of the framing, which answers as a script says)."""
+
+    async def test_same_key_on_every_retry_fresh_key_per_call(self):
+        fake = FakeService("drop", UNAVAILABLE, "ok", "ok")
+        buyer = make_client(self, BuyerClient, fake.start(self), initial_delay=0.01)
+        buyer.session_id = "s-1"
+        self.assertEqual(await buyer.add_item_to_cart("3-1", 2), {"n": 3})
+        await buyer.add_item_to_cart("3-1", 2)
+        first, again, third, other = fake.requests
+        key = first["request_key"]
+        self.assertRegex(key, "^[0-9a-f]{32}$")
+        self.assertEqual(first, again)
+        self.assertEqual(first, third)
+        self.assertEqual(
+            {k: v for k, v in other.items() if k != "request_key"},
+            {k: v for k, v in first.items() if k != "request_key"},
         )
+        self.assertNotEqual(other["request_key"], key)
+        # A new connection after the drop; the UNAVAILABLE answer was
+        # retried on the same one (there is no other endpoint).
+        self.assertEqual(buyer.connection.connections_made, 2)
+        self.assertEqual(buyer.connection.retries, 2)
+
+    async def test_every_write_carries_a_key(self):
+        fake = FakeService()
+        endpoint = fake.start(self)
+        seller = make_client(self, SellerClient, endpoint)
+        buyer = make_client(self, BuyerClient, endpoint)
+        seller.session_id = buyer.session_id = "s-1"
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.register_item_for_sale("Mug", 3, [], "new", 4, 5)
+        await seller.change_item_price("3-1", 5)
+        await seller.update_units_for_sale("3-1", 1)
+        await buyer.add_item_to_cart("3-1")
+        await buyer.remove_item_from_cart("3-1")
+        await buyer.save_cart()
+        await buyer.clear_cart()
+        await buyer.provide_feedback("3-1", True)
+        await buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123")
+        writes = [r["api"] for r in fake.requests]
+        await buyer.display_cart()
+        await buyer.get_item("3-1")
+        await seller.display_items_for_sale()
+        await buyer.call("GetBuyerPurchases")
+        keys = [r.get("request_key") for r in fake.requests]
+        self.assertEqual(len(set(keys[: len(writes)])), len(writes))
+        self.assertTrue(all(keys[: len(writes)]))
+        self.assertEqual(keys[len(writes) :], [None] * 4)
+        # A key of the caller's choosing.
+        await buyer.call("AddItemToCart", {"item_id": "3-1"}, request_key="k-9")
+        self.assertEqual(fake.requests[-1]["request_key"], "k-9")
+
+    async def test_logout_whose_retry_finds_the_session_ended(self):
+        """A Logout sent again that answers INVALID_SESSION counts as done:
+        the first attempt reached the service; a Logout whose only attempt
+        answers INVALID_SESSION does not."""
+        fake = FakeService("drop", INVALID_SESSION, INVALID_SESSION)
+        buyer = make_client(self, BuyerClient, fake.start(self), initial_delay=0.01)
+        buyer.session_id = "s-1"
+        self.assertEqual(await buyer.logout(), {})
+        self.assertIsNone(buyer.session_id)
+        buyer.session_id = "s-2"
+        e = await self.assertFailure(buyer.logout(), ClientError)
+        self.assertEqual(e.code, INVALID_SESSION)
+
+    async def test_other_errors_are_not_sent_again(self):
+        fake = FakeService(OUT_OF_STOCK)
+        buyer = make_client(self, BuyerClient, fake.start(self))
+        e = await self.assertFailure(buyer.add_item_to_cart("3-1"), ClientError)
+        self.assertEqual(e.code, OUT_OF_STOCK)
+        self.assertEqual(len(fake.requests), 1)
+
+
+class FailoverTests(unittest.TestCase):
+    """A call sent again goes to the next endpoint of a FailoverEndpoint."""
+
+    async def test_next_endpoint_after_a_drop_and_after_unavailable(self):
+        first = FakeService("drop")
+        second = FakeService("ok", UNAVAILABLE)
+        endpoint = FailoverEndpoint(
+            [first.start(self), second.start(self)], reactor
+        )
+        buyer = make_client(self, BuyerClient, endpoint, initial_delay=0.01)
+        # The first instance is up, but it dropped the call: the call goes
+        # to the second.
+        self.assertEqual(await buyer.display_cart(), {"n": 1})
+        self.assertEqual(len(first.requests), 1)
+        self.assertEqual(first.requests, second.requests)
+        # The second answers UNAVAILABLE: the call goes back to the first,
+        # and the second's connection is closed.
+        self.assertEqual(await buyer.add_item_to_cart("3-1"), {"n": 2})
+        self.assertEqual(second.requests[-1], first.requests[-1])
+        self.assertEqual(second.requests[-1]["api"], "AddItemToCart")
+        self.assertEqual(buyer.connection.connections_made, 3)
+        for _ in range(200):
+            if not second.connections[0].transport.connected:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(second.connections[0].transport.connected)
+
+
+class DeadlineTests(unittest.TestCase):
+    """After the deadline a call fails with UNAVAILABLE, saying why."""
+
+    async def test_nothing_listening(self):
+        market = await start_marketplace(self, services=("buyer",))
+        endpoint = service(market, "buyer")
+        await market.stop()
+        buyer = make_client(self, BuyerClient, endpoint, deadline=0.5, initial_delay=0.05)
+        started = reactor.seconds()
+        e = await self.assertFailure(buyer.add_item_to_cart("3-1"), ClientError)
         self.assertEqual((e.code, e.api), (UNAVAILABLE, "AddItemToCart"))
-        cart = await buyer.display_cart()
-        self.assertEqual(cart["cart"][0]["quantity"], 1)
-        self.assertEqual(buyer_proxy.apis().count("AddItemToCart"), 1)
+        self.assertIn("AddItemToCart got no answer within 0.5 s", e.message)
+        self.assertIn("nothing is listening at 127.0.0.1:", e.message)
+        self.assertLess(reactor.seconds() - started, 5)
+
+    async def test_unavailable_until_the_deadline(self):
+        fake = FakeService(*[UNAVAILABLE] * 100)
+        buyer = make_client(
+            self, BuyerClient, fake.start(self), deadline=0.5, initial_delay=0.02
+        )
+        e = await self.assertFailure(buyer.display_cart(), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("DisplayCart got no answer within 0.5 s", e.message)
+        self.assertIn("answered UNAVAILABLE (fake)", e.message)
+        self.assertGreater(len(fake.requests), 2)
+        self.assertLess(len(fake.requests), 20)

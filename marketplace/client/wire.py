@@ -116,6 +116,7 @@ class ClientProtocol(Int32StringReceiver):
         self._handshaken = False
         self._heard = False
         self._sent = False
+        self._retiring = False
         #: Why this connection cannot carry requests, in words, if it cannot.
         self.problem: Optional[str] = None
         self.ready: defer.Deferred = defer.Deferred()
@@ -143,7 +144,12 @@ class ClientProtocol(Int32StringReceiver):
     @property
     def open(self) -> bool:
         """Whether requests can be sent on this connection."""
-        return self._open and not self.transport.disconnecting
+        return self._open and not self._retiring and not self.transport.disconnecting
+
+    @property
+    def closed(self) -> bool:
+        """Whether this connection is closed (or not yet made)."""
+        return not self._open
 
     def when_lost(self) -> "defer.Deferred[None]":
         """A Deferred that fires (with None) once this connection is closed."""
@@ -152,6 +158,12 @@ class ClientProtocol(Int32StringReceiver):
         d: defer.Deferred = defer.Deferred()
         self._lost_waiters.append(d)
         return d
+
+    def close_when_idle(self) -> None:
+        """Take no more requests; close once every answer waited for is in."""
+        self._retiring = True
+        if not self._waiting and self._open:
+            self.transport.loseConnection()
 
     def request(self, message: dict) -> "defer.Deferred[dict]":
         """Send one request envelope; a Deferred of its answer."""
@@ -175,6 +187,8 @@ class ClientProtocol(Int32StringReceiver):
             self.transport.abortConnection()
             return
         self._waiting.popleft().callback(answer)
+        if self._retiring and not self._waiting and self._open:
+            self.transport.loseConnection()
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.warn(
