@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import List, Optional
 
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
@@ -540,6 +542,8 @@ class _Fake(Int32StringReceiver):
         request = json.loads(frame)
         fake.requests.append(request)
         what = fake.script.pop(0) if fake.script else "ok"
+        if what == "silent":
+            return
         if what == "drop":
             self.transport.abortConnection()
             return
@@ -553,8 +557,9 @@ class _Fake(Int32StringReceiver):
 class FakeService(Factory):
     """A tiny server of the framing, for what the client sends: it records
     each request and answers by its L{script}: for each request in turn,
-    "ok" (a success answer), "drop" (close the connection unanswered) or an
-    error code; "ok" once the script is used up."""
+    "ok" (a success answer), "drop" (close the connection unanswered),
+    "silent" (no answer at all, as from a host cut off) or an error code;
+    "ok" once the script is used up."""
 
     protocol = _Fake
 
@@ -680,8 +685,58 @@ class FailoverTests(unittest.TestCase):
         self.assertFalse(second.connections[0].transport.connected)
 
 
+class _Hanging:
+    """An endpoint whose connect never completes; cancelling it fails it
+    with ConnectingCancelledError, as TCP endpoints do."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, factory) -> defer.Deferred:
+        self.attempts += 1
+        return defer.Deferred(
+            lambda d: d.errback(ConnectingCancelledError(IPv4Address("TCP", "h", 1)))
+        )
+
+
+class FailoverEndpointTests(unittest.SynchronousTestCase):
+    def test_advance_and_cancel(self):
+        first, second = _Hanging(), _Hanging()
+        endpoint = FailoverEndpoint([first, second])
+        self.assertTrue(endpoint.several)
+        endpoint.advance()
+        d = endpoint.connect(Factory())
+        self.assertEqual((first.attempts, second.attempts), (0, 1))
+        # Cancelling stops there: the next endpoint is not tried.
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
+        self.assertEqual((first.attempts, second.attempts), (0, 1))
+        endpoint.advance()
+        self.assertEqual(endpoint.current, 0)
+        self.assertFalse(FailoverEndpoint([first]).several)
+
+
 class DeadlineTests(unittest.TestCase):
     """After the deadline a call fails with UNAVAILABLE, saying why."""
+
+    async def test_a_host_gone_silent(self):
+        """No answer by the deadline: the call fails, the connection is
+        dropped, and the next call goes to the next endpoint."""
+        silent = FakeService("silent", "silent")
+        live = FakeService()
+        endpoint = FailoverEndpoint([silent.start(self), live.start(self)], reactor)
+        buyer = make_client(self, BuyerClient, endpoint, deadline=0.5)
+        started = reactor.seconds()
+        first = buyer.display_cart()
+        second = buyer.get_item("3-1")
+        e = await self.assertFailure(first, ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("DisplayCart got no answer within 0.5 s:", e.message)
+        self.assertIn("did not answer; the connection was given up", e.message)
+        self.assertLess(reactor.seconds() - started, 5)
+        await self.assertFailure(second, ClientError)
+        self.assertEqual(await buyer.display_cart(), {"n": 1})
+        self.assertEqual([r["api"] for r in live.requests], ["DisplayCart"])
 
     async def test_nothing_listening(self):
         market = await start_marketplace(self, services=("buyer",))

@@ -97,11 +97,12 @@ class _ServiceClient:
         """The answer field of the account id: buyer_id or seller_id."""
         return f"{self.role}_id"
 
-    def connect(self, give_up_after: Optional[float] = None) -> "defer.Deferred[None]":
+    def connect(self, deadline: Optional[float] = None) -> "defer.Deferred[None]":
         """Connect now rather than at the first request; fail with
-        L{ClientError} after C{give_up_after} seconds, or at once when the
-        other end does not speak the protocol (see L{Connection})."""
-        return self.connection.connect(give_up_after)
+        L{ClientError} after C{deadline} seconds (by default the client's),
+        or at once when the other end does not speak the protocol (see
+        L{Connection})."""
+        return self.connection.connect(deadline)
 
     def close(self) -> "defer.Deferred[None]":
         """Close the connection; the session stays open on the server."""

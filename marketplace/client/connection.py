@@ -71,10 +71,12 @@ class Connection:
         for L{clientFromString} (C{"tcp:host=example.com:port=8081"},
         C{"tls:example.com:8081"}) or an L{IStreamClientEndpoint}, such as
         a L{FailoverEndpoint} over several instances.
-    @param deadline: seconds from the start of a call within which it may
-        be sent again (after a lost connection, a failed connect or an
-        C{UNAVAILABLE} answer); after that it fails with C{UNAVAILABLE}.
-        A request on an open connection waits for its answer.
+    @param deadline: seconds from the start of a call within which it is
+        answered: it is sent again after a lost connection, a failed
+        connect or an C{UNAVAILABLE} answer until then, and then fails
+        with C{UNAVAILABLE}.  A connection on which an answer is still
+        missing by then is dropped (a host gone silent), so that the calls
+        after it go to a new one.
     @param initial_delay: seconds to wait before the second attempt to
         connect or to send; each further failure doubles it, up to
         C{max_delay} (with 20 % jitter either way).
@@ -166,7 +168,9 @@ class Connection:
         return d
 
     async def _connect_once(self) -> ClientProtocol:
-        protocol = await connectProtocol(self._endpoint, ClientProtocol(self.where))
+        protocol = await connectProtocol(
+            self._endpoint, ClientProtocol(self.where, self._reactor)
+        )
         # Over TLS, the handshake (a failed one fails with ClientError).
         await protocol.ready
         return protocol
@@ -294,7 +298,7 @@ class Connection:
         # The usual case, with callbacks alone: the connection is open and
         # the first answer is the one that counts.
         args = (message, on_retry, started, protocol)
-        return protocol.request(message).addCallbacks(
+        return protocol.request(message, started + self.deadline).addCallbacks(
             self._answered, self._lost, callbackArgs=args, errbackArgs=args
         )
 
@@ -344,6 +348,8 @@ class Connection:
                 UNAVAILABLE, "the client was closed before the answer came", api
             )
         self._move_on(protocol, drop=False)
+        if protocol.timed_out:
+            return f"{self.where} did not answer; the connection was given up"
         return f"the connection to {self.where} was lost"
 
     async def _call(
@@ -364,8 +370,9 @@ class Connection:
             if failed is not None:
                 retries += 1
                 if self.max_retries is not None and retries > self.max_retries:
+                    attempts = "1 attempt" if retries == 1 else f"{retries} attempts"
                     raise ClientError(
-                        UNAVAILABLE, f"{api} failed {retries} times: {failed}", api
+                        UNAVAILABLE, f"{api} got no answer in {attempts}: {failed}", api
                     )
                 # The first repeat after a lost connection goes at once (to
                 # a new connection); any other waits, with jitter so that
@@ -386,7 +393,7 @@ class Connection:
                     on_retry()
             protocol = await self._open(api, until)
             try:
-                answer = await protocol.request(message)
+                answer = await protocol.request(message, until)
             except ConnectionLost as e:
                 failed = self._lost_reason(api, e, protocol)
                 continue
@@ -402,7 +409,7 @@ class Connection:
             d.cancel()
         closing = []
         for protocol in [self._protocol, *self._retired]:
-            if protocol is not None and not protocol.closed:
+            if protocol is not None and not protocol.lost:
                 protocol.transport.loseConnection()
                 closing.append(protocol.when_lost())
         return defer.DeferredList(closing).addCallback(lambda _: None)

@@ -13,6 +13,7 @@ from typing import List, Sequence, Union
 
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
@@ -62,7 +63,7 @@ class FailoverEndpoint:
             index = (self.current + step) % len(self.endpoints)
             try:
                 protocol = await self.endpoints[index].connect(protocol_factory)
-            except defer.CancelledError:
+            except (defer.CancelledError, ConnectingCancelledError):
                 raise
             except Exception as e:  # any failure to connect: try the next
                 failure = e

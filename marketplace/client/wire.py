@@ -107,9 +107,15 @@ class ClientProtocol(Int32StringReceiver):
     # Answers (a long search) may be larger than the server's request limit.
     MAX_LENGTH = 64 * 1024 * 1024
 
-    def __init__(self, where: str = "the service") -> None:
+    def __init__(self, where: str = "the service", clock=None) -> None:
         self.where = where
+        self._clock = clock
         self._waiting: deque = deque()
+        # When each request waiting must be answered by (None: no limit).
+        self._untils: deque = deque()
+        self._watchdog = None
+        #: Whether this connection was dropped because an answer was late.
+        self.timed_out = False
         self._lost_waiters: list = []
         self._open = False
         self._tls = False
@@ -147,7 +153,7 @@ class ClientProtocol(Int32StringReceiver):
         return self._open and not self._retiring and not self.transport.disconnecting
 
     @property
-    def closed(self) -> bool:
+    def lost(self) -> bool:
         """Whether this connection is closed (or not yet made)."""
         return not self._open
 
@@ -165,13 +171,41 @@ class ClientProtocol(Int32StringReceiver):
         if not self._waiting and self._open:
             self.transport.loseConnection()
 
-    def request(self, message: dict) -> "defer.Deferred[dict]":
-        """Send one request envelope; a Deferred of its answer."""
+    def request(
+        self, message: dict, until: Optional[float] = None
+    ) -> "defer.Deferred[dict]":
+        """Send one request envelope; a Deferred of its answer.
+
+        With C{until} (a time on the clock given), the connection is
+        dropped if the answer has not come by then: answers come in order,
+        so one that is stuck holds up every later one.
+        """
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
+        self._untils.append(until)
+        if until is not None and self._watchdog is None:
+            self._watch()
         self._sent = True
         write_now(self.transport, framed(encode(message)))
         return d
+
+    def _watch(self) -> None:
+        """Drop the connection if an answer is late, else look again when
+        the next one is due."""
+        self._watchdog = None
+        if not self._open:
+            return
+        due = min((u for u in self._untils if u is not None), default=None)
+        if due is None:
+            return
+        now = self._clock.seconds()
+        if due > now:
+            self._watchdog = self._clock.callLater(due - now, self._watch)
+            return
+        self.log.info("no answer from {where} in time; dropping the connection",
+                      where=self.where)
+        self.timed_out = True
+        self.transport.abortConnection()
 
     def stringReceived(self, frame: bytes) -> None:
         if not self._waiting:
@@ -186,6 +220,7 @@ class ClientProtocol(Int32StringReceiver):
             )
             self.transport.abortConnection()
             return
+        self._untils.popleft()
         self._waiting.popleft().callback(answer)
         if self._retiring and not self._waiting and self._open:
             self.transport.loseConnection()
@@ -198,12 +233,17 @@ class ClientProtocol(Int32StringReceiver):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._open = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._untils.clear()
         if self._tls and not self._handshaken and self.problem is None and reason:
             self.problem = tls_problem(reason, self.where)
         if self.problem is not None:
             error = Failure(ClientError(UNAVAILABLE, self.problem))
         else:
-            lost = SilentClose if self._sent and not self._heard else ConnectionLost
+            silent = self._sent and not self._heard and not self.timed_out
+            lost = SilentClose if silent else ConnectionLost
             error = Failure(lost(str(reason.value) if reason else ""))
         if not self.ready.called:
             self.ready.errback(error)
