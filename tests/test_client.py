@@ -13,15 +13,18 @@ from typing import List, Optional
 
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
 from marketplace.client.failover import FailoverEndpoint
+from marketplace.client.wire import FramedJsonClient
 from marketplace.contract.errors import (
     BAD_REQUEST,
     EMPTY_CART,
@@ -36,6 +39,7 @@ from marketplace.contract.errors import (
     USERNAME_TAKEN,
     ApiError,
 )
+from marketplace.server.writes import framed
 from tests.support import start_marketplace
 
 #: What MakePurchase and ProvideFeedback may answer while their server side
@@ -410,7 +414,7 @@ class PipeliningTests(unittest.TestCase):
             seller.register_item_for_sale(name, 1, [], "new", n, 1)
             for n, name in enumerate(names)
         ]
-        self.assertEqual(len(seller.connection._protocol._waiting), 20)
+        self.assertEqual(len(seller.connection._protocol.pending), 20)
         ids = [answer["item_id"] for answer in await defer.gatherResults(pending)]
 
         buyer = await logged_in_buyer(self, service(market, "buyer"))
@@ -697,6 +701,58 @@ class _Hanging:
         return defer.Deferred(
             lambda d: d.errback(ConnectingCancelledError(IPv4Address("TCP", "h", 1)))
         )
+
+
+class FramedJsonClientTests(unittest.SynchronousTestCase):
+    """The one framed-JSON client, byte by byte over a StringTransport."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.client = FramedJsonClient(self.clock)
+        self.transport = StringTransport()
+        self.client.makeConnection(self.transport)
+
+    def answer(self, message) -> None:
+        self.client.dataReceived(framed(json.dumps(message).encode()))
+
+    def test_answers_in_order(self):
+        first = self.client.send({"api": "A"})
+        second = self.client.send_frame(b'{"api":"B"}')
+        self.assertEqual(
+            self.transport.value(),
+            framed(b'{"api":"A"}') + framed(b'{"api":"B"}'),
+        )
+        self.answer({"n": 1.5})
+        self.answer({"n": 2})
+        self.assertEqual(self.successResultOf(first), {"n": Decimal("1.5")})
+        self.assertEqual(self.successResultOf(second), {"n": 2})
+
+    def test_not_an_object_closes(self):
+        d = self.client.send({"api": "A"})
+        self.client.dataReceived(framed(b"[1]"))
+        self.assertTrue(self.transport.disconnecting)
+        self.client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionDone)
+        self.successResultOf(self.client.closed)
+
+    def test_late_answer_drops_the_connection(self):
+        early = self.client.send({"api": "A"}, until=5)
+        self.client.send({"api": "B"}, until=9)
+        self.clock.advance(4)
+        self.answer({})
+        self.successResultOf(early)
+        self.clock.advance(4.5)
+        self.assertFalse(self.client.timed_out)
+        self.clock.advance(1)
+        self.assertTrue(self.client.timed_out)
+
+    def test_close_when_idle(self):
+        d = self.client.send({"api": "A"})
+        self.client.close_when_idle()
+        self.assertFalse(self.transport.disconnecting)
+        self.answer({})
+        self.successResultOf(d)
+        self.assertTrue(self.transport.disconnecting)
 
 
 class FailoverEndpointTests(unittest.SynchronousTestCase):

@@ -298,7 +298,7 @@ class Connection:
         # The usual case, with callbacks alone: the connection is open and
         # the first answer is the one that counts.
         args = (message, on_retry, started, protocol)
-        return protocol.request(message, started + self.deadline).addCallbacks(
+        return protocol.send(message, started + self.deadline).addCallbacks(
             self._answered, self._lost, callbackArgs=args, errbackArgs=args
         )
 
@@ -393,7 +393,7 @@ class Connection:
                     on_retry()
             protocol = await self._open(api, until)
             try:
-                answer = await protocol.request(message, until)
+                answer = await protocol.send(message, until)
             except ConnectionLost as e:
                 failed = self._lost_reason(api, e, protocol)
                 continue
