@@ -546,7 +546,9 @@ class _Fake(Int32StringReceiver):
         request = json.loads(frame)
         fake.requests.append(request)
         what = fake.script.pop(0) if fake.script else "ok"
-        if what == "silent":
+        if what == "silent" or getattr(self, "stuck", False):
+            # Answers go in order: none comes after one that is stuck.
+            self.stuck = True
             return
         if what == "drop":
             self.transport.abortConnection()
@@ -562,7 +564,8 @@ class FakeService(Factory):
     """A tiny server of the framing, for what the client sends: it records
     each request and answers by its L{script}: for each request in turn,
     "ok" (a success answer), "drop" (close the connection unanswered),
-    "silent" (no answer at all, as from a host cut off) or an error code;
+    "silent" (no answer to it or to any later request on its connection, as
+    from a host cut off) or an error code;
     "ok" once the script is used up."""
 
     protocol = _Fake
