@@ -730,6 +730,17 @@ class FramedJsonClientTests(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(first), {"n": Decimal("1.5")})
         self.assertEqual(self.successResultOf(second), {"n": 2})
 
+    def test_cancelled_request(self):
+        """A request its caller cancelled still takes its answer's place."""
+        first = self.client.send({"api": "A"})
+        second = self.client.send({"api": "B"})
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.answer({"n": 1})
+        self.answer({"n": 2})
+        self.assertEqual(self.successResultOf(second), {"n": 2})
+        self.assertFalse(self.transport.disconnecting)
+
     def test_not_an_object_closes(self):
         d = self.client.send({"api": "A"})
         self.client.dataReceived(framed(b"[1]"))

@@ -198,7 +198,9 @@ class FramedJsonClient(Int32StringReceiver):
             )
             self.transport.abortConnection()
             return
-        self.pending.popleft().callback(answer)
+        d = self.pending.popleft()
+        if not d.called:  # else its caller cancelled it
+            d.callback(answer)
         if self._retiring and not self.pending and self._open:
             self.transport.loseConnection()
 
