@@ -513,6 +513,38 @@ class ReconnectTests(unittest.TestCase):
         self.assertEqual(first["api"], "MakePurchase")
         self.assertEqual(first, second)
 
+    async def test_writes_whose_answer_was_lost_happen_once(self):
+        """CreateAccount, RegisterItemForSale and AddItemToCart whose
+        answers were lost are sent again with the same key: the caller gets
+        the answer, and the service did each once."""
+        market = await start_marketplace(self)
+        seller_proxy = CuttingProxy(market.ports["seller"])
+        seller = make_client(self, SellerClient, await seller_proxy.start(self))
+        seller_proxy.cuts = 1
+        created = await seller.create_account("sam", "correct-horse-7")
+        self.assertIsInstance(created["seller_id"], int)
+        await seller.login("sam", "correct-horse-7")
+        self.assertEqual(seller.user_id, created["seller_id"])
+        seller_proxy.cuts = 1
+        registered = await seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5)
+        items = (await seller.display_items_for_sale())["items"]
+        self.assertEqual([i["item_id"] for i in items], [registered["item_id"]])
+        self.assertEqual(
+            seller_proxy.apis(),
+            ["CreateAccount", "CreateAccount", "Login", "RegisterItemForSale",
+             "RegisterItemForSale", "DisplayItemsForSale"],
+        )
+        first, again = [r for r in seller_proxy.requests if r["api"] == "CreateAccount"]
+        self.assertEqual(first, again)
+
+        buyer_proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await logged_in_buyer(self, await buyer_proxy.start(self))
+        buyer_proxy.cuts = 1
+        cart = await buyer.add_item_to_cart(registered["item_id"], 2)
+        self.assertEqual(cart["cart"][0]["quantity"], 2)
+        self.assertEqual((await buyer.display_cart())["cart"][0]["quantity"], 2)
+        self.assertEqual(buyer_proxy.apis().count("AddItemToCart"), 2)
+
     async def test_writes_survive_a_restart(self):
         """Writes made while the service is down (their connect refused)
         are carried out once it is up again, within the deadline."""
