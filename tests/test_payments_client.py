@@ -58,7 +58,7 @@ class PaymentsClientTests(unittest.TestCase):
         """A request unanswered after the timeout fails, with every request
         behind it; the next one goes on a new connection."""
         fake = FakeService("ok", "silent")
-        payments = client(self, fake.start(self), timeout=0.3)
+        payments = client(self, fake.start(self), timeout=1.0)
         await call(payments, "GetPayment", {})
         started = reactor.seconds()
         stuck = call(payments, "AuthorizePayment", {})
