@@ -30,11 +30,10 @@ from twisted.python import usage
 
 from marketplace.server import tls
 from marketplace.client import ClientError, endpoint_description
+from marketplace.client.connection import DEFAULT_DEADLINE
 from clients.format import wrap
 from clients.shell import Command, Shell, Terminal
 
-# How long a command waits for an unreachable service before it fails.
-GIVE_UP_AFTER = 15.0
 # How long the first connection of a person's session may take to fail.
 FIRST_CONNECTION_WITHIN = 1.5
 
@@ -76,6 +75,14 @@ class Options(usage.Options):
             None,
             "Connect to HOST PORT with TLS, verifying the server's certificate"
             " against this CA certificate (a PEM file)",
+        ],
+        [
+            "retry-deadline",
+            None,
+            DEFAULT_DEADLINE,
+            "Seconds a command keeps trying while the service cannot be reached"
+            " (reconnecting, sending the command again) before it fails",
+            float,
         ],
     ]
 
@@ -122,6 +129,8 @@ class Options(usage.Options):
                 raise usage.UsageError("PORT must be from 1 to 65535")
 
     def postOptions(self) -> None:
+        if not self["retry-deadline"] > 0:
+            raise usage.UsageError("--retry-deadline must be a number of seconds above 0")
         if self["connect"] and self["ca-cert"]:
             raise usage.UsageError(
                 "give --ca-cert with HOST and PORT, or put trustRoots= in --connect"
@@ -178,7 +187,7 @@ async def _main(reactor, options: Options, client_class, commands) -> None:
         client = client_class(
             options.endpoint(reactor),
             reactor=reactor,
-            give_up_after=GIVE_UP_AFTER,
+            deadline=options["retry-deadline"],
             where=options.where,
         )
     except ValueError as e:

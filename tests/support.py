@@ -7,14 +7,13 @@ L{tests.db}, emptied before each test.
 
 import json
 import struct
-from collections import deque
 from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, connectProtocol
-from twisted.protocols.basic import Int32StringReceiver
 
+from marketplace.client.wire import FramedJsonClient
 from marketplace.customer.accounts import AccountLimits
 from marketplace.postgres import schema
 from marketplace.postgres.database import Database
@@ -205,21 +204,12 @@ def _later(seconds: float) -> defer.Deferred:
     return d
 
 
-class WireClient(Int32StringReceiver):
-    """A bare client of the framing: requests out, answers back in order."""
+class WireClient(FramedJsonClient):
+    """A bare client of the framing, on the project's one framed-JSON
+    client: requests out, answers back in order, read as plain JSON (so
+    numbers with a fraction are floats, as any JSON client reads them)."""
 
-    MAX_LENGTH = 64 * 1024 * 1024
-
-    def connectionMade(self) -> None:
-        self.pending: deque = deque()
-        self.closed: defer.Deferred = defer.Deferred()
-
-    def send_frame(self, frame: bytes) -> defer.Deferred:
-        """Send raw frame bytes (without the length); the decoded answer."""
-        d: defer.Deferred = defer.Deferred()
-        self.pending.append(d)
-        self.sendString(frame)
-        return d
+    decoder = json.JSONDecoder()
 
     def send_bytes(self, data: bytes) -> defer.Deferred:
         """Send raw bytes, framing included; the next answer."""
@@ -244,14 +234,6 @@ class WireClient(Int32StringReceiver):
         }
         message.update(extra)
         return self.send_frame(json.dumps(message).encode("utf-8"))
-
-    def stringReceived(self, frame: bytes) -> None:
-        self.pending.popleft().callback(json.loads(frame))
-
-    def connectionLost(self, reason=None) -> None:
-        while self.pending:
-            self.pending.popleft().errback(reason)
-        self.closed.callback(None)
 
 
 async def connect(testcase, port: int) -> WireClient:

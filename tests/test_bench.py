@@ -23,6 +23,7 @@ from marketplace.bench.stats import (
     summarise,
 )
 from tests.support import start_marketplace
+from tests.test_client import CuttingProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -337,6 +338,53 @@ class EndToEndTests(unittest.TestCase):
             self.assertGreater(summary.throughput.mean, 0)
             text = report.markdown(report.Setup(workload, "", 20, 1, "", ""), [summary])
             self.assertIn("| 2 sellers + 2 buyers |", text)
+
+
+    async def test_a_retried_call_counts_once(self):
+        """Answers lost mid-run: the calls are sent again, each counts once
+        (calls, progress, no error), and the report says how many were
+        sent again."""
+        market = await start_marketplace(self)
+        proxy = CuttingProxy(market.ports["buyer"])
+        buyer = await proxy.start(self)
+        plan = Plan(
+            seller=f"tcp:host=127.0.0.1:port={market.ports['seller']}",
+            buyer=buyer,
+            scenarios=(2,),
+            calls=20,
+            runs=1,
+            workload="seed",
+            retry_deadline=10.0,
+        ).with_tag()
+        progress = _CuttingProgress(proxy, 3)
+        results = await drive(plan, reactor, progress)
+        summary = summarise(2, results[2])
+        self.assertEqual(proxy.cuts, 0)
+        self.assertEqual(summary.errors, {}, summary.errors_by_api)
+        self.assertEqual(summary.calls, 2 * 2 * 20)
+        self.assertEqual(progress.done, 80)
+        self.assertEqual(summary.retries, 3)
+        during = proxy.apis()[progress.requests_before :]
+        self.assertEqual(during.count("AddItemToCart"), 2 * 20 + 3)
+        setup = report.Setup("seed", "", 20, 1, "", "")
+        text = report.markdown(setup, [summary])
+        self.assertIn("sent again after a lost connection", text)
+        self.assertIn("2+2: 3.", text)
+        figures = json.loads(report.to_json(setup, [summary]))
+        self.assertEqual(figures["scenarios"][0]["retries"], 3)
+
+
+class _CuttingProgress(Progress):
+    """Has C{proxy} lose C{cuts} answers once the run starts."""
+
+    def __init__(self, proxy, cuts: int) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.cuts = cuts
+
+    def run_started(self, clients, at):
+        self.requests_before = len(self.proxy.requests)
+        self.proxy.cuts = self.cuts
 
 
 class _LiveProgress(Progress):

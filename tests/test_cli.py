@@ -30,6 +30,7 @@ from clients.shell import (
 )
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.contract.errors import INVALID_SESSION
+from tests.test_connection_errors import free_port
 from tests.support import _later, start_marketplace
 from tests.test_client import make_client, seller_with_items, service
 
@@ -236,6 +237,14 @@ class ArgumentTests(unittest.SynchronousTestCase):
         options = Options(8080)
         options.parseOptions(["--ca-cert", "ca.pem", "shop.example", "8443"])
         self.assertEqual(options["ca-cert"], "ca.pem")
+        self.assertEqual(options["retry-deadline"], 30.0)
+        options = Options(8080)
+        options.parseOptions(["--retry-deadline", "2.5"])
+        self.assertEqual(options["retry-deadline"], 2.5)
+        for bad in ("0", "-1", "soon"):
+            self.assertRaises(
+                usage.UsageError, Options(8080).parseOptions, ["--retry-deadline", bad]
+            )
 
 
 class FakeTerminal:
@@ -697,6 +706,21 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertIn("line 3: error: there is no item 3-1\n", out)
         self.assertIn("The cart is empty.\nLogged out.\n", out)
         self.assertNotIn("Traceback", out + err)
+
+
+    async def test_retry_deadline(self):
+        """A command fails after --retry-deadline when nothing answers."""
+        script = "register bea -p correct-horse-7\n"
+        started = reactor.seconds()
+        status, out, err = await run_program(
+            "marketplace-buyer-cli",
+            ["--retry-deadline", "2", "127.0.0.1", str(free_port())],
+            script,
+        )
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("line 1: error: CreateAccount got no answer within 2 s:", out)
+        self.assertIn("nothing is listening at 127.0.0.1:", out)
+        self.assertLess(reactor.seconds() - started, 15)
 
 
 class PagingTests(unittest.TestCase):

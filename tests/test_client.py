@@ -2,7 +2,9 @@
 
 L{CuttingProxy} sits between a client and a service to lose connections at
 chosen moments: after the service has answered, before the client hears
-it, which is when a retry could do a thing twice.
+it, which is when a retry could do a thing twice.  L{FakeService}, a tiny
+server of the framing, shows what the client sends again, with which
+request key and to which endpoint.
 """
 
 import json
@@ -10,12 +12,19 @@ from decimal import Decimal
 from typing import List, Optional
 
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.client.failover import FailoverEndpoint
+from marketplace.client.wire import FramedJsonClient
 from marketplace.contract.errors import (
     BAD_REQUEST,
     EMPTY_CART,
@@ -30,6 +39,7 @@ from marketplace.contract.errors import (
     USERNAME_TAKEN,
     ApiError,
 )
+from marketplace.server.writes import framed
 from tests.support import start_marketplace
 
 #: What MakePurchase and ProvideFeedback may answer while their server side
@@ -372,7 +382,7 @@ class ErrorMappingTests(unittest.TestCase):
         endpoint = service(market, "buyer")
         await market.stop()
         buyer = make_client(
-            self, BuyerClient, endpoint, initial_delay=0.01, give_up_after=0.1
+            self, BuyerClient, endpoint, initial_delay=0.01, deadline=2
         )
         e = await self.assertFailure(
             buyer.create_account("bea", "correct-horse-7"), ClientError
@@ -404,7 +414,7 @@ class PipeliningTests(unittest.TestCase):
             seller.register_item_for_sale(name, 1, [], "new", n, 1)
             for n, name in enumerate(names)
         ]
-        self.assertEqual(len(seller.connection._protocol._waiting), 20)
+        self.assertEqual(len(seller.connection._protocol.pending), 20)
         ids = [answer["item_id"] for answer in await defer.gatherResults(pending)]
 
         buyer = await logged_in_buyer(self, service(market, "buyer"))
@@ -503,38 +513,353 @@ class ReconnectTests(unittest.TestCase):
         self.assertEqual(first["api"], "MakePurchase")
         self.assertEqual(first, second)
 
-    async def test_non_idempotent_calls_are_not_sent_again(self):
-        """AddItemToCart, CreateAccount and RegisterItemForSale whose answer
-        was lost fail with UNAVAILABLE, and were carried out exactly once."""
+    async def test_writes_whose_answer_was_lost_happen_once(self):
+        """CreateAccount, RegisterItemForSale and AddItemToCart whose
+        answers were lost are sent again with the same key: the caller gets
+        the answer, and the service did each once."""
         market = await start_marketplace(self)
         seller_proxy = CuttingProxy(market.ports["seller"])
         seller = make_client(self, SellerClient, await seller_proxy.start(self))
         seller_proxy.cuts = 1
-        e = await self.assertFailure(
-            seller.create_account("sam", "correct-horse-7"), ClientError
-        )
-        self.assertEqual(e.code, UNAVAILABLE)
-        self.assertIn("may or may not", e.message)
+        created = await seller.create_account("sam", "correct-horse-7")
+        self.assertIsInstance(created["seller_id"], int)
         await seller.login("sam", "correct-horse-7")
+        self.assertEqual(seller.user_id, created["seller_id"])
         seller_proxy.cuts = 1
-        e = await self.assertFailure(
-            seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5), ClientError
-        )
-        self.assertEqual(e.code, UNAVAILABLE)
+        registered = await seller.register_item_for_sale("Blue mug", 3, [], "new", 4, 5)
         items = (await seller.display_items_for_sale())["items"]
-        self.assertEqual([i["item_name"] for i in items], ["Blue mug"])
+        self.assertEqual([i["item_id"] for i in items], [registered["item_id"]])
         self.assertEqual(
             seller_proxy.apis(),
-            ["CreateAccount", "Login", "RegisterItemForSale", "DisplayItemsForSale"],
+            ["CreateAccount", "CreateAccount", "Login", "RegisterItemForSale",
+             "RegisterItemForSale", "DisplayItemsForSale"],
         )
+        first, again = [r for r in seller_proxy.requests if r["api"] == "CreateAccount"]
+        self.assertEqual(first, again)
 
         buyer_proxy = CuttingProxy(market.ports["buyer"])
         buyer = await logged_in_buyer(self, await buyer_proxy.start(self))
         buyer_proxy.cuts = 1
-        e = await self.assertFailure(
-            buyer.add_item_to_cart(items[0]["item_id"]), ClientError
+        cart = await buyer.add_item_to_cart(registered["item_id"], 2)
+        self.assertEqual(cart["cart"][0]["quantity"], 2)
+        self.assertEqual((await buyer.display_cart())["cart"][0]["quantity"], 2)
+        self.assertEqual(buyer_proxy.apis().count("AddItemToCart"), 2)
+
+    async def test_writes_survive_a_restart(self):
+        """Writes made while the service is down (their connect refused)
+        are carried out once it is up again, within the deadline."""
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        buyer = await logged_in_buyer(
+            self, service(market, "buyer"), initial_delay=0.02
         )
+        await market.stop()
+        added = buyer.add_item_to_cart(mug, 2)
+        registered = seller.register_item_for_sale("Vase", 3, [], "new", 7, 1)
+        other = make_client(self, BuyerClient, service(market, "buyer"))
+        created = other.create_account("cy", "correct-horse-7")
+        await market.start()
+        cart = await added
+        self.assertEqual([(l["item_id"], l["quantity"]) for l in cart["cart"]], [(mug, 2)])
+        self.assertTrue((await registered)["item_id"].startswith("3-"))
+        self.assertIsInstance((await created)["buyer_id"], int)
+        items = (await seller.display_items_for_sale())["items"]
+        self.assertEqual(len(items), 3)
+
+
+class _Fake(Int32StringReceiver):
+    """One connection to a L{FakeService}."""
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+
+    def stringReceived(self, frame: bytes) -> None:
+        fake = self.factory
+        request = json.loads(frame)
+        fake.requests.append(request)
+        what = fake.script.pop(0) if fake.script else "ok"
+        if what == "silent" or getattr(self, "stuck", False):
+            # Answers go in order: none comes after one that is stuck.
+            self.stuck = True
+            return
+        if what == "drop":
+            self.transport.abortConnection()
+            return
+        if what == "ok":
+            answer = {"type": "response", "payload": {"n": len(fake.requests)}}
+        else:
+            answer = {"type": "error", "error": {"code": what, "message": "fake"}}
+        self.sendString(json.dumps(answer).encode())
+
+
+class FakeService(Factory):
+    """A tiny server of the framing, for what the client sends: it records
+    each request and answers by its L{script}: for each request in turn,
+    "ok" (a success answer), "drop" (close the connection unanswered),
+    "silent" (no answer to it or to any later request on its connection, as
+    from a host cut off) or an error code;
+    "ok" once the script is used up."""
+
+    protocol = _Fake
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.requests: List[dict] = []
+        self.connections: List[_Fake] = []
+
+    def start(self, testcase) -> str:
+        """Listen on a loopback port; the endpoint description to use."""
+        port = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.port = port
+
+        def stop():
+            for c in self.connections:
+                c.transport.abortConnection()
+            return port.stopListening()
+
+        testcase.addCleanup(stop)
+        return f"tcp:host=127.0.0.1:port={port.getHost().port}"
+
+
+class RequestKeyTests(unittest.TestCase):
+    """What the client sends again, and with which key (against a fake
+    server of the framing, which answers as a script says)."""
+
+    async def test_same_key_on_every_retry_fresh_key_per_call(self):
+        fake = FakeService("drop", UNAVAILABLE, "ok", "ok")
+        buyer = make_client(self, BuyerClient, fake.start(self), initial_delay=0.01)
+        buyer.session_id = "s-1"
+        self.assertEqual(await buyer.add_item_to_cart("3-1", 2), {"n": 3})
+        await buyer.add_item_to_cart("3-1", 2)
+        first, again, third, other = fake.requests
+        key = first["request_key"]
+        self.assertRegex(key, "^[0-9a-f]{32}$")
+        self.assertEqual(first, again)
+        self.assertEqual(first, third)
+        self.assertEqual(
+            {k: v for k, v in other.items() if k != "request_key"},
+            {k: v for k, v in first.items() if k != "request_key"},
+        )
+        self.assertNotEqual(other["request_key"], key)
+        # A new connection after the drop; the UNAVAILABLE answer was
+        # retried on the same one (there is no other endpoint).
+        self.assertEqual(buyer.connection.connections_made, 2)
+        self.assertEqual(buyer.connection.retries, 2)
+
+    async def test_every_write_carries_a_key(self):
+        fake = FakeService()
+        endpoint = fake.start(self)
+        seller = make_client(self, SellerClient, endpoint)
+        buyer = make_client(self, BuyerClient, endpoint)
+        seller.session_id = buyer.session_id = "s-1"
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.register_item_for_sale("Mug", 3, [], "new", 4, 5)
+        await seller.change_item_price("3-1", 5)
+        await seller.update_units_for_sale("3-1", 1)
+        await buyer.add_item_to_cart("3-1")
+        await buyer.remove_item_from_cart("3-1")
+        await buyer.save_cart()
+        await buyer.clear_cart()
+        await buyer.provide_feedback("3-1", True)
+        await buyer.make_purchase("Bea B", "4111111111111111", "12/30", "123")
+        writes = [r["api"] for r in fake.requests]
+        await buyer.display_cart()
+        await buyer.get_item("3-1")
+        await seller.display_items_for_sale()
+        await buyer.call("GetBuyerPurchases")
+        keys = [r.get("request_key") for r in fake.requests]
+        self.assertEqual(len(set(keys[: len(writes)])), len(writes))
+        self.assertTrue(all(keys[: len(writes)]))
+        self.assertEqual(keys[len(writes) :], [None] * 4)
+        # A key of the caller's choosing.
+        await buyer.call("AddItemToCart", {"item_id": "3-1"}, request_key="k-9")
+        self.assertEqual(fake.requests[-1]["request_key"], "k-9")
+
+    async def test_logout_whose_retry_finds_the_session_ended(self):
+        """A Logout sent again that answers INVALID_SESSION counts as done:
+        the first attempt reached the service; a Logout whose only attempt
+        answers INVALID_SESSION does not."""
+        fake = FakeService("drop", INVALID_SESSION, INVALID_SESSION)
+        buyer = make_client(self, BuyerClient, fake.start(self), initial_delay=0.01)
+        buyer.session_id = "s-1"
+        self.assertEqual(await buyer.logout(), {})
+        self.assertIsNone(buyer.session_id)
+        buyer.session_id = "s-2"
+        e = await self.assertFailure(buyer.logout(), ClientError)
+        self.assertEqual(e.code, INVALID_SESSION)
+
+    async def test_other_errors_are_not_sent_again(self):
+        fake = FakeService(OUT_OF_STOCK)
+        buyer = make_client(self, BuyerClient, fake.start(self))
+        e = await self.assertFailure(buyer.add_item_to_cart("3-1"), ClientError)
+        self.assertEqual(e.code, OUT_OF_STOCK)
+        self.assertEqual(len(fake.requests), 1)
+
+
+class FailoverTests(unittest.TestCase):
+    """A call sent again goes to the next endpoint of a FailoverEndpoint."""
+
+    async def test_next_endpoint_after_a_drop_and_after_unavailable(self):
+        first = FakeService("drop")
+        second = FakeService("ok", UNAVAILABLE)
+        endpoint = FailoverEndpoint(
+            [first.start(self), second.start(self)], reactor
+        )
+        buyer = make_client(self, BuyerClient, endpoint, initial_delay=0.01)
+        # The first instance is up, but it dropped the call: the call goes
+        # to the second.
+        self.assertEqual(await buyer.display_cart(), {"n": 1})
+        self.assertEqual(len(first.requests), 1)
+        self.assertEqual(first.requests, second.requests)
+        # The second answers UNAVAILABLE: the call goes back to the first,
+        # and the second's connection is closed.
+        self.assertEqual(await buyer.add_item_to_cart("3-1"), {"n": 2})
+        self.assertEqual(second.requests[-1], first.requests[-1])
+        self.assertEqual(second.requests[-1]["api"], "AddItemToCart")
+        self.assertEqual(buyer.connection.connections_made, 3)
+        for _ in range(200):
+            if not second.connections[0].transport.connected:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(second.connections[0].transport.connected)
+
+
+class _Hanging:
+    """An endpoint whose connect never completes; cancelling it fails it
+    with ConnectingCancelledError, as TCP endpoints do."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, factory) -> defer.Deferred:
+        self.attempts += 1
+        return defer.Deferred(
+            lambda d: d.errback(ConnectingCancelledError(IPv4Address("TCP", "h", 1)))
+        )
+
+
+class FramedJsonClientTests(unittest.SynchronousTestCase):
+    """The one framed-JSON client, byte by byte over a StringTransport."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.client = FramedJsonClient(self.clock)
+        self.transport = StringTransport()
+        self.client.makeConnection(self.transport)
+
+    def answer(self, message) -> None:
+        self.client.dataReceived(framed(json.dumps(message).encode()))
+
+    def test_answers_in_order(self):
+        first = self.client.send({"api": "A"})
+        second = self.client.send_frame(b'{"api":"B"}')
+        self.assertEqual(
+            self.transport.value(),
+            framed(b'{"api":"A"}') + framed(b'{"api":"B"}'),
+        )
+        self.answer({"n": 1.5})
+        self.answer({"n": 2})
+        self.assertEqual(self.successResultOf(first), {"n": Decimal("1.5")})
+        self.assertEqual(self.successResultOf(second), {"n": 2})
+
+    def test_cancelled_request(self):
+        """A request its caller cancelled still takes its answer's place."""
+        first = self.client.send({"api": "A"})
+        second = self.client.send({"api": "B"})
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.answer({"n": 1})
+        self.answer({"n": 2})
+        self.assertEqual(self.successResultOf(second), {"n": 2})
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_not_an_object_closes(self):
+        d = self.client.send({"api": "A"})
+        self.client.dataReceived(framed(b"[1]"))
+        self.assertTrue(self.transport.disconnecting)
+        self.client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionDone)
+        self.successResultOf(self.client.closed)
+
+    def test_late_answer_drops_the_connection(self):
+        early = self.client.send({"api": "A"}, until=5)
+        self.client.send({"api": "B"}, until=9)
+        self.clock.advance(4)
+        self.answer({})
+        self.successResultOf(early)
+        self.clock.advance(4.5)
+        self.assertFalse(self.client.timed_out)
+        self.clock.advance(1)
+        self.assertTrue(self.client.timed_out)
+
+    def test_close_when_idle(self):
+        d = self.client.send({"api": "A"})
+        self.client.close_when_idle()
+        self.assertFalse(self.transport.disconnecting)
+        self.answer({})
+        self.successResultOf(d)
+        self.assertTrue(self.transport.disconnecting)
+
+
+class FailoverEndpointTests(unittest.SynchronousTestCase):
+    def test_advance_and_cancel(self):
+        first, second = _Hanging(), _Hanging()
+        endpoint = FailoverEndpoint([first, second])
+        self.assertTrue(endpoint.several)
+        endpoint.advance()
+        d = endpoint.connect(Factory())
+        self.assertEqual((first.attempts, second.attempts), (0, 1))
+        # Cancelling stops there: the next endpoint is not tried.
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
+        self.assertEqual((first.attempts, second.attempts), (0, 1))
+        endpoint.advance()
+        self.assertEqual(endpoint.current, 0)
+        self.assertFalse(FailoverEndpoint([first]).several)
+
+
+class DeadlineTests(unittest.TestCase):
+    """After the deadline a call fails with UNAVAILABLE, saying why."""
+
+    async def test_a_host_gone_silent(self):
+        """No answer by the deadline: the call fails, the connection is
+        dropped, and the next call goes to the next endpoint."""
+        silent = FakeService("silent", "silent")
+        live = FakeService()
+        endpoint = FailoverEndpoint([silent.start(self), live.start(self)], reactor)
+        buyer = make_client(self, BuyerClient, endpoint, deadline=1)
+        started = reactor.seconds()
+        first = buyer.display_cart()
+        second = buyer.get_item("3-1")
+        e = await self.assertFailure(first, ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("DisplayCart got no answer within 1 s:", e.message)
+        self.assertIn("did not answer; the connection was given up", e.message)
+        self.assertLess(reactor.seconds() - started, 10)
+        await self.assertFailure(second, ClientError)
+        self.assertEqual(await buyer.display_cart(), {"n": 1})
+        self.assertEqual([r["api"] for r in live.requests], ["DisplayCart"])
+
+    async def test_nothing_listening(self):
+        market = await start_marketplace(self, services=("buyer",))
+        endpoint = service(market, "buyer")
+        await market.stop()
+        buyer = make_client(self, BuyerClient, endpoint, deadline=2, initial_delay=0.05)
+        started = reactor.seconds()
+        e = await self.assertFailure(buyer.add_item_to_cart("3-1"), ClientError)
         self.assertEqual((e.code, e.api), (UNAVAILABLE, "AddItemToCart"))
-        cart = await buyer.display_cart()
-        self.assertEqual(cart["cart"][0]["quantity"], 1)
-        self.assertEqual(buyer_proxy.apis().count("AddItemToCart"), 1)
+        self.assertIn("AddItemToCart got no answer within 2 s", e.message)
+        self.assertIn("nothing is listening at 127.0.0.1:", e.message)
+        self.assertLess(reactor.seconds() - started, 10)
+
+    async def test_unavailable_until_the_deadline(self):
+        fake = FakeService(*[UNAVAILABLE] * 100)
+        buyer = make_client(
+            self, BuyerClient, fake.start(self), deadline=1, initial_delay=0.02
+        )
+        e = await self.assertFailure(buyer.display_cart(), ClientError)
+        self.assertEqual(e.code, UNAVAILABLE)
+        self.assertIn("DisplayCart got no answer within 1 s", e.message)
+        self.assertIn("answered UNAVAILABLE (fake)", e.message)
+        self.assertGreater(len(fake.requests), 2)
+        self.assertLess(len(fake.requests), 20)

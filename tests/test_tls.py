@@ -46,7 +46,7 @@ class TlsTests(unittest.TestCase):
         self.assertEqual(sorted(self.tcp_ports), ["buyer", "seller"])
 
     def client(self, cls, endpoint):
-        client = cls(endpoint, give_up_after=0.5, max_retries=0)
+        client = cls(endpoint, deadline=10, max_retries=0)
         self.addCleanup(client.close)
         return client
 

@@ -17,6 +17,7 @@ under bench-results/, so that trying the bench out overwrites nothing.
 
 import argparse
 import importlib.util
+import math
 import multiprocessing
 import os
 import sys
@@ -62,6 +63,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="marketplace-bench",
@@ -83,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
                    + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()))
     p.add_argument("--items", type=_positive, default=5,
                    help="items each seller puts on sale (default %(default)s)")
+    p.add_argument("--retry-deadline", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="seconds a call keeps trying (reconnecting, sending it again with"
+                   " its request key) before it counts as an UNAVAILABLE error (default 30)")
     p.add_argument("--procs", type=_positive, default=1,
                    help="processes that drive the clients, each a share (default 1)")
     p.add_argument("--out", type=Path,
@@ -438,6 +452,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         catalog_seed=args.seed,
         catalog_words=args.words,
         catalog_categories=args.categories,
+        retry_deadline=args.retry_deadline,
     ).with_tag()
     show_progress = not args.no_progress
     memory = None

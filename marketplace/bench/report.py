@@ -106,6 +106,15 @@ def markdown(setup: Setup, summaries: Sequence[ScenarioSummary], chart: str = ""
         )
         + ".",
     ]
+    if any(s.retries for s in summaries):
+        lines += [
+            "",
+            "Calls the client library sent again after a lost connection or an"
+            " UNAVAILABLE answer (each call counts once above, its time from the"
+            " first attempt to the answer): "
+            + "; ".join(f"{s.clients}+{s.clients}: {s.retries:,}" for s in summaries)
+            + ".",
+        ]
     if any(s.errors_by_api for s in summaries):
         lines += ["", "Errors by API:", ""]
         for s in summaries:

@@ -55,6 +55,9 @@ class Plan:
     catalog_seed: int = 1
     catalog_words: int = 3000
     catalog_categories: int = 20
+    #: Seconds a call keeps trying (reconnecting, sending it again) before
+    #: it counts as an UNAVAILABLE error.
+    retry_deadline: float = 30.0
 
     def total_calls(self) -> int:
         """Calls of every run of every scenario, both roles."""
@@ -179,7 +182,7 @@ class Scenario:
         count = len(self.indexes)
         if not count:
             return
-        options = dict(max_retries=0, give_up_after=10.0)
+        options = dict(deadline=self.plan.retry_deadline)
         sellers = await open_clients(SellerClient, count, self.plan.seller, self.reactor, **options)
         buyers = await open_clients(BuyerClient, count, self.plan.buyer, self.reactor, **options)
         self.sellers = [ClientState("seller", i, c) for i, c in zip(self.indexes, sellers)]
@@ -240,6 +243,8 @@ class Scenario:
         for state in self.sellers + self.buyers:
             state.position = 0
         recorder = Recorder()
+        states = self.sellers + self.buyers
+        retries = sum(s.client.connection.retries for s in states)
         cpu = _cpu()
         started = time.monotonic()
         progress.run_started(self.clients, started)
@@ -253,7 +258,8 @@ class Scenario:
         await defer.gatherResults([loop.start() for loop in loops], consumeErrors=True)
         finished = time.monotonic()
         progress.run_ended(self.clients, started, finished, recorder.calls)
-        return RunResult(started, finished, recorder, cpu=_cpu() - cpu)
+        retries = sum(s.client.connection.retries for s in states) - retries
+        return RunResult(started, finished, recorder, cpu=_cpu() - cpu, retries=retries)
 
     async def close(self) -> None:
         """Log out and close every connection."""

@@ -57,6 +57,10 @@ class RunResult:
     recorder: Recorder = field(default_factory=Recorder)
     #: CPU seconds the load generator used during the run.
     cpu: float = 0.0
+    #: How many times the client library sent a call again (after a lost
+    #: connection or an UNAVAILABLE answer); each call counts once in
+    #: C{recorder} however often it was sent.
+    retries: int = 0
 
     @property
     def calls(self) -> int:
@@ -81,6 +85,7 @@ def merge_runs(parts: Iterable[RunResult]) -> RunResult:
     for part in parts:
         merged.recorder.merge(part.recorder)
         merged.cpu += part.cpu
+        merged.retries += part.retries
     return merged
 
 
@@ -157,6 +162,8 @@ class ScenarioSummary:
     bench_cpu_per_call_us: float
     #: The load generator's CPU use as a share of one core over the runs.
     bench_cpu_share: float
+    #: Calls the client library sent again, over the runs (see RunResult).
+    retries: int = 0
 
     def to_json(self) -> dict:
         """The summary as plain JSON values."""
@@ -177,6 +184,7 @@ class ScenarioSummary:
             ],
             "bench_cpu_per_call_us": _finite(self.bench_cpu_per_call_us),
             "bench_cpu_share": _finite(self.bench_cpu_share),
+            "retries": self.retries,
         }
 
 
@@ -216,6 +224,7 @@ def summarise(clients: int, runs: List[RunResult]) -> ScenarioSummary:
         errors_by_api=dict(total.errors),
         bench_cpu_per_call_us=cpu / calls * 1e6 if calls else math.nan,
         bench_cpu_share=cpu / wall if wall > 0 else math.nan,
+        retries=sum(run.retries for run in runs),
     )
 
 

@@ -2,10 +2,11 @@
 
 L{BuyerClient} and L{SellerClient} have one method per API of PROTOCOL.md;
 each returns a Deferred of the answer's payload or fails with
-L{ClientError}.  A client keeps its session id after C{login}, reconnects
-(with backoff) when the connection drops or the service restarts, and
-carries on in the same session; it retries a request on a new connection
-only where doing it twice cannot matter.
+L{ClientError}.  A client keeps its session id after C{login}.  Every call
+that changes something carries a fresh request key; any call is sent
+again, key and all, when its connection drops, connecting fails or the
+service answers UNAVAILABLE (with backoff, to the next endpoint of a
+L{FailoverEndpoint}), until its deadline (30 s by default).
 """
 
 from marketplace.client.apis import BuyerClient, SellerClient, open_clients

@@ -4,19 +4,18 @@ Every method returns a Deferred of the answer's payload (a dict, with prices
 and totals as Decimal) or fails with L{ClientError}.  Use them from
 callbacks or C{await} them in coroutines.
 
-Which requests are sent again after a lost connection: the reads, and the
-calls that give the same result however often they are made (Logout,
-ChangeItemPrice, SaveCart, ClearCart, ProvideFeedback, and MakePurchase,
-which always carries an idempotency key).  Login is sent again too: at
-worst that opens a second session that nobody uses, which expires by
-itself.  CreateAccount, RegisterItemForSale, UpdateUnitsForSale,
-AddItemToCart and RemoveItemFromCart are not: they fail with UNAVAILABLE
-and the caller decides.
+Every call that changes something carries a fresh C{request_key}
+(PROTOCOL.md, "Request keys"), and every call is sent again as it is, key
+and all, when its connection drops or the service answers UNAVAILABLE (see
+L{Connection}): the service carries out a write once however often it
+hears it.  Login is sent again too: at worst that opens a second session
+that nobody uses, which expires by itself.  A Logout sent again that finds
+its session already ended counts as done.
 """
 
 import uuid
 from decimal import Decimal
-from typing import Any, Iterable, List, Optional, Type, TypeVar, Union
+from typing import Any, Callable, Iterable, List, Optional, Type, TypeVar, Union
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -28,6 +27,28 @@ from marketplace.contract.errors import INVALID_SESSION
 Price = Union[Decimal, int, str]
 
 _C = TypeVar("_C", bound="_ServiceClient")
+
+#: The APIs that change something: each call of one carries a fresh
+#: request key, so that sending it again cannot do it twice.
+WRITES = frozenset(
+    {
+        "CreateAccount",
+        "RegisterItemForSale",
+        "ChangeItemPrice",
+        "UpdateUnitsForSale",
+        "AddItemToCart",
+        "RemoveItemFromCart",
+        "SaveCart",
+        "ClearCart",
+        "ProvideFeedback",
+        "MakePurchase",
+    }
+)
+
+
+def new_request_key() -> str:
+    """A fresh request key: 32 hexadecimal digits."""
+    return uuid.uuid4().hex
 
 
 def _price(value: Price) -> Union[Decimal, int]:
@@ -43,8 +64,8 @@ class _ServiceClient:
     @param endpoint: a client endpoint description
         (C{"tcp:host=localhost:port=8081"}, C{"tls:…"}) or an
         L{IStreamClientEndpoint}; when left out, C{host} and C{port}.
-    @param connection_options: passed on to L{Connection} (backoff delays,
-        C{give_up_after}, C{max_retries}).
+    @param connection_options: passed on to L{Connection}: C{deadline}
+        (seconds a call keeps trying, 30 by default), the backoff delays.
     """
 
     role = ""
@@ -76,11 +97,12 @@ class _ServiceClient:
         """The answer field of the account id: buyer_id or seller_id."""
         return f"{self.role}_id"
 
-    def connect(self, give_up_after: Optional[float] = None) -> "defer.Deferred[None]":
+    def connect(self, deadline: Optional[float] = None) -> "defer.Deferred[None]":
         """Connect now rather than at the first request; fail with
-        L{ClientError} after C{give_up_after} seconds, or at once when the
-        other end does not speak the protocol (see L{Connection})."""
-        return self.connection.connect(give_up_after)
+        L{ClientError} after C{deadline} seconds (by default the client's),
+        or at once when the other end does not speak the protocol (see
+        L{Connection})."""
+        return self.connection.connect(deadline)
 
     def close(self) -> "defer.Deferred[None]":
         """Close the connection; the session stays open on the server."""
@@ -90,24 +112,24 @@ class _ServiceClient:
         self,
         api: str,
         payload: Optional[dict] = None,
-        retry: bool = False,
         session: bool = True,
+        request_key: Optional[str] = None,
     ) -> "defer.Deferred[dict]":
         """Call any API by name; the answer's payload.
 
-        The session id goes with the request when C{session} is true.
-        C{retry} says whether the request may be sent again after losing its
-        connection (only where doing it twice cannot matter).
+        The session id goes with the request when C{session} is true.  A
+        call of an API that changes something carries C{request_key}, by
+        default a fresh one.
         """
-        return self._call(api, payload, retry, session)
+        return self._call(api, payload, session, request_key)
 
     def _call(
         self,
         api: str,
         payload: Optional[dict],
-        retry: bool,
-        session: bool,
-        on_retry=None,
+        session: bool = True,
+        request_key: Optional[str] = None,
+        on_retry: Optional[Callable[[], None]] = None,
     ) -> "defer.Deferred[dict]":
         session_id = self.session_id if session else None
         message = {
@@ -116,7 +138,11 @@ class _ServiceClient:
             "session_id": session_id,
             "payload": {} if payload is None else payload,
         }
-        d = self.connection.call(message, retry, on_retry)
+        if request_key is None and api in WRITES:
+            request_key = new_request_key()
+        if request_key is not None:
+            message["request_key"] = request_key
+        d = self.connection.call(message, on_retry)
         return d.addErrback(self._failed, session_id)
 
     def _failed(self, failure, session_id: Optional[str]):
@@ -142,14 +168,12 @@ class _ServiceClient:
         payload = {"username": username, "password": password}
         if name is not None:
             payload["name"] = name
-        return self.call("CreateAccount", payload, retry=False, session=False)
+        return self.call("CreateAccount", payload, session=False)
 
     def check_username(self, username: str) -> "defer.Deferred[dict]":
         """CheckUsername: C{{"username", "available"}}, whether CreateAccount
         could take the name now."""
-        return self.call(
-            "CheckUsername", {"username": username}, retry=True, session=False
-        )
+        return self.call("CheckUsername", {"username": username}, session=False)
 
     def login(self, username: str, password: str) -> "defer.Deferred[dict]":
         """Login, keeping the new session for the calls that follow."""
@@ -157,7 +181,7 @@ class _ServiceClient:
 
     async def _login(self, username: str, password: str) -> dict:
         payload = await self._call(
-            "Login", {"username": username, "password": password}, True, False
+            "Login", {"username": username, "password": password}, session=False
         )
         self.session_id = payload["session_id"]
         self.user_id = payload.get(self.id_field)
@@ -172,11 +196,12 @@ class _ServiceClient:
         retried = []
         try:
             return await self._call(
-                "Logout", None, True, True, on_retry=lambda: retried.append(True)
+                "Logout", None, on_retry=lambda: retried.append(True)
             )
         except ClientError as e:
             if retried and e.code == INVALID_SESSION:
-                # The first attempt logged out before its answer was lost.
+                # An earlier attempt reached the service and logged out;
+                # its answer was lost.
                 return {}
             raise
         finally:
@@ -191,7 +216,7 @@ class SellerClient(_ServiceClient):
 
     def get_seller_rating(self) -> "defer.Deferred[dict]":
         """GetSellerRating: this seller's rating."""
-        return self.call("GetSellerRating", retry=True)
+        return self.call("GetSellerRating")
 
     def register_item_for_sale(
         self,
@@ -211,23 +236,23 @@ class SellerClient(_ServiceClient):
             "price": _price(price),
             "quantity": quantity,
         }
-        return self.call("RegisterItemForSale", payload, retry=False)
+        return self.call("RegisterItemForSale", payload)
 
     def change_item_price(self, item_id: str, price: Price) -> "defer.Deferred[dict]":
         """ChangeItemPrice: the item."""
         payload = {"item_id": item_id, "price": _price(price)}
-        return self.call("ChangeItemPrice", payload, retry=True)
+        return self.call("ChangeItemPrice", payload)
 
     def update_units_for_sale(
         self, item_id: str, quantity: int
     ) -> "defer.Deferred[dict]":
         """UpdateUnitsForSale: take C{quantity} units off sale; the item."""
         payload = {"item_id": item_id, "quantity": quantity}
-        return self.call("UpdateUnitsForSale", payload, retry=False)
+        return self.call("UpdateUnitsForSale", payload)
 
     def display_items_for_sale(self) -> "defer.Deferred[dict]":
         """DisplayItemsForSale: C{{"items"}}, sold-out ones included."""
-        return self.call("DisplayItemsForSale", retry=True)
+        return self.call("DisplayItemsForSale")
 
 
 class BuyerClient(_ServiceClient):
@@ -249,37 +274,37 @@ class BuyerClient(_ServiceClient):
             payload["limit"] = limit
         if offset is not None:
             payload["offset"] = offset
-        return self.call("SearchItemsForSale", payload, retry=True)
+        return self.call("SearchItemsForSale", payload)
 
     def get_item(self, item_id: str) -> "defer.Deferred[dict]":
         """GetItem: the item."""
-        return self.call("GetItem", {"item_id": item_id}, retry=True)
+        return self.call("GetItem", {"item_id": item_id})
 
     def add_item_to_cart(
         self, item_id: str, quantity: int = 1
     ) -> "defer.Deferred[dict]":
         """AddItemToCart: the active cart."""
         payload = {"item_id": item_id, "quantity": quantity}
-        return self.call("AddItemToCart", payload, retry=False)
+        return self.call("AddItemToCart", payload)
 
     def remove_item_from_cart(
         self, item_id: str, quantity: int = 1
     ) -> "defer.Deferred[dict]":
         """RemoveItemFromCart: the active cart."""
         payload = {"item_id": item_id, "quantity": quantity}
-        return self.call("RemoveItemFromCart", payload, retry=False)
+        return self.call("RemoveItemFromCart", payload)
 
     def save_cart(self) -> "defer.Deferred[dict]":
         """SaveCart: the cart, now also the saved cart."""
-        return self.call("SaveCart", retry=True)
+        return self.call("SaveCart")
 
     def clear_cart(self) -> "defer.Deferred[dict]":
         """ClearCart: the (empty) active cart."""
-        return self.call("ClearCart", retry=True)
+        return self.call("ClearCart")
 
     def display_cart(self) -> "defer.Deferred[dict]":
         """DisplayCart: the active cart."""
-        return self.call("DisplayCart", retry=True)
+        return self.call("DisplayCart")
 
     def make_purchase(
         self,
@@ -292,9 +317,9 @@ class BuyerClient(_ServiceClient):
     ) -> "defer.Deferred[dict]":
         """MakePurchase: C{{"purchase_id", "items", "total"}}.
 
-        A fresh idempotency key is sent unless one is given, so the request
-        can be sent again safely after a lost connection; give the key of a
-        purchase that failed with UNAVAILABLE to try that purchase again.
+        A fresh idempotency key is sent unless one is given (besides the
+        request key every write carries); give the key of a purchase that
+        failed with UNAVAILABLE to try that purchase again.
         With C{expected_total} (the total the buyer was shown), a cart that
         now comes to another total is not bought: L{ClientError}
         PRICE_CHANGED, with the cart as it is now in its C{extra["cart"]}.
@@ -309,20 +334,20 @@ class BuyerClient(_ServiceClient):
         if expected_total is not None:
             # As the exact decimal string: no binary float in between.
             payload["expected_total"] = format(Decimal(str(expected_total)), "f")
-        return self.call("MakePurchase", payload, retry=True)
+        return self.call("MakePurchase", payload)
 
     def provide_feedback(self, item_id: str, thumbs_up: bool) -> "defer.Deferred[dict]":
         """ProvideFeedback: C{{"item_id", "thumbs_up", "thumbs_down"}}."""
         payload = {"item_id": item_id, "thumbs_up": bool(thumbs_up)}
-        return self.call("ProvideFeedback", payload, retry=True)
+        return self.call("ProvideFeedback", payload)
 
     def get_seller_rating(self, seller_id: int) -> "defer.Deferred[dict]":
         """GetSellerRating: that seller's rating."""
-        return self.call("GetSellerRating", {"seller_id": seller_id}, retry=True)
+        return self.call("GetSellerRating", {"seller_id": seller_id})
 
     def get_buyer_purchases(self) -> "defer.Deferred[dict]":
         """GetBuyerPurchases: C{{"items", "items_purchased"}}."""
-        return self.call("GetBuyerPurchases", retry=True)
+        return self.call("GetBuyerPurchases")
 
 
 async def open_clients(

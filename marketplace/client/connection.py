@@ -1,12 +1,12 @@
 """One service's connection: made when first needed, made again when lost.
 
 A L{Connection} sends request envelopes over a L{ClientProtocol} and turns
-error answers into L{ClientError}.  When the connection is lost, the next
-request connects again, waiting between attempts with exponential backoff.
-A request that was on the wire when the connection went is sent again only
-if the caller says that doing it twice cannot matter (C{retry=True});
-otherwise it fails with C{UNAVAILABLE}, since it may or may not have been
-carried out.
+error answers into L{ClientError}.  Every call is sent again when its
+connection drops before the answer comes, when connecting fails, or when
+the service answers C{UNAVAILABLE}: the same envelope (so the same
+C{request_key}, which makes a write safe to repeat), on the next endpoint
+of a L{FailoverEndpoint}, after an exponential backoff with jitter, until
+the call's deadline; then it fails with C{UNAVAILABLE}.
 """
 
 import random
@@ -28,6 +28,9 @@ from twisted.python.failure import Failure
 from marketplace.client.errors import ClientError
 from marketplace.client.wire import ClientProtocol, SilentClose, plaintext_problem
 from marketplace.contract.errors import INTERNAL, UNAVAILABLE
+
+#: Seconds a call keeps trying (connecting, sending again) by default.
+DEFAULT_DEADLINE = 30.0
 
 
 def _quote(value: str) -> str:
@@ -66,13 +69,20 @@ class Connection:
 
     @param endpoint: where the service is: a client endpoint description
         for L{clientFromString} (C{"tcp:host=example.com:port=8081"},
-        C{"tls:example.com:8081"}) or an L{IStreamClientEndpoint}.
-    @param initial_delay: seconds to wait after the first failed attempt to
-        connect; each further failure doubles it, up to C{max_delay}.
-    @param give_up_after: seconds of failed attempts after which a request
-        fails with C{UNAVAILABLE}.
-    @param max_retries: how many times one request is sent again after
-        losing its connection or being answered C{UNAVAILABLE}.
+        C{"tls:example.com:8081"}) or an L{IStreamClientEndpoint}, such as
+        a L{FailoverEndpoint} over several instances.
+    @param deadline: seconds from the start of a call within which it is
+        answered: it is sent again after a lost connection, a failed
+        connect or an C{UNAVAILABLE} answer until then, and then fails
+        with C{UNAVAILABLE}.  A connection on which an answer is still
+        missing by then is dropped (a host gone silent), so that the calls
+        after it go to a new one.
+    @param initial_delay: seconds to wait before the second attempt to
+        connect or to send; each further failure doubles it, up to
+        C{max_delay} (with 20 % jitter either way).
+    @param max_retries: at most this many repeats of one call (by default
+        as many as the deadline allows).
+    @param give_up_after: the older name of C{deadline}.
     @param where: the service's address for error messages (by default the
         endpoint description).
 
@@ -89,10 +99,11 @@ class Connection:
         endpoint: Union[str, IStreamClientEndpoint],
         reactor=None,
         *,
+        deadline: float = DEFAULT_DEADLINE,
         initial_delay: float = 0.1,
         max_delay: float = 5.0,
-        give_up_after: float = 30.0,
-        max_retries: int = 5,
+        max_retries: Optional[int] = None,
+        give_up_after: Optional[float] = None,
         where: Optional[str] = None,
     ) -> None:
         if reactor is None:
@@ -105,18 +116,25 @@ class Connection:
             self.description = repr(endpoint)
         self.where = where or _address(self.description)
         self._endpoint = endpoint
+        self.deadline = deadline if give_up_after is None else give_up_after
         self.initial_delay = initial_delay
         self.max_delay = max_delay
-        self.give_up_after = give_up_after
         self.max_retries = max_retries
         self._protocol: Optional[ClientProtocol] = None
-        self._connect_waiters: Optional[list] = None
+        self._connecting: Optional[defer.Deferred] = None
+        self._connect_waiters: list = []
         # Connection attempts and backoff waits under way, so that close()
         # can cancel them.
         self._pending: set = set()
+        # Connections that take no more requests but still owe answers.
+        self._retired: set = set()
+        # The connection after whose failure the endpoint last moved on.
+        self._moved_from: Optional[ClientProtocol] = None
         self._closed = False
         #: How many connections were made (the first one included).
         self.connections_made = 0
+        #: How many times a call was sent again (after it had been sent).
+        self.retries = 0
         # New connections closed in a row without a byte of answer.
         self._silent_closes = 0
 
@@ -125,73 +143,102 @@ class Connection:
         """Whether a connection is open now."""
         return self._protocol is not None and self._protocol.open
 
-    def connect(self, give_up_after: Optional[float] = None) -> "defer.Deferred[None]":
+    def connect(self, deadline: Optional[float] = None) -> "defer.Deferred[None]":
         """Connect now rather than at the first request; give up after
-        C{give_up_after} seconds (by default, the connection's)."""
-        return self._connection(give_up_after).addCallback(lambda _: None)
+        C{deadline} seconds (by default, the connection's)."""
+        until = self._reactor.seconds() + (
+            self.deadline if deadline is None else deadline
+        )
+        return defer.Deferred.fromCoroutine(self._open("", until)).addCallback(
+            lambda _: None
+        )
 
-    def _connection(
-        self, give_up_after: Optional[float] = None
-    ) -> "defer.Deferred[ClientProtocol]":
-        """The open connection, connecting first if there is none."""
-        protocol = self._protocol
-        if protocol is not None and protocol.open:
-            return defer.succeed(protocol)
-        if self._closed:
-            return defer.fail(ClientError(UNAVAILABLE, "the client is closed"))
-        d: defer.Deferred = defer.Deferred()
-        if self._connect_waiters is None:
-            # One attempt serves every request that waits for it; they are
-            # sent in the order they asked, which keeps the answers in order.
-            self._connect_waiters = [d]
-            defer.Deferred.fromCoroutine(self._reconnect(give_up_after)).addBoth(
-                self._connected
-            )
-        else:
-            self._connect_waiters.append(d)
+    # Connecting.
+
+    def _attempt(self) -> "defer.Deferred[ClientProtocol]":
+        """One attempt to connect (over every endpoint of a failover
+        endpoint), shared by every call that asks while it is under way;
+        the waiter it gives may be cancelled on its own."""
+        d: defer.Deferred = defer.Deferred(self._connect_waiters.remove)
+        self._connect_waiters.append(d)
+        if self._connecting is None:
+            self._connecting = defer.Deferred.fromCoroutine(self._connect_once())
+            self._pending.add(self._connecting)
+            self._connecting.addBoth(self._attempted)
         return d
 
-    def _connected(self, result) -> None:
-        waiters, self._connect_waiters = self._connect_waiters, None
+    async def _connect_once(self) -> ClientProtocol:
+        protocol = await connectProtocol(
+            self._endpoint, ClientProtocol(self.where, self._reactor)
+        )
+        # Over TLS, the handshake (a failed one fails with ClientError).
+        await protocol.ready
+        return protocol
+
+    def _attempted(self, result) -> None:
+        self._pending.discard(self._connecting)
+        self._connecting = None
+        if not isinstance(result, Failure):
+            self.connections_made += 1
+            self._protocol = result
+        waiters, self._connect_waiters = self._connect_waiters, []
         for d in waiters:
             if isinstance(result, Failure):
                 d.errback(result)
             else:
                 d.callback(result)
+        if isinstance(result, Failure):
+            result.trap(Exception)
 
-    async def _reconnect(self, give_up_after: Optional[float] = None) -> ClientProtocol:
-        clock = self._reactor
-        if give_up_after is None:
-            give_up_after = self.give_up_after
-        deadline = clock.seconds() + give_up_after
+    async def _open(self, api: str, until: float) -> ClientProtocol:
+        """The open connection, connecting first where there is none,
+        again and again with backoff until C{until}."""
         delay = self.initial_delay
         while True:
-            try:
-                protocol = await self._cancellable(
-                    connectProtocol(self._endpoint, ClientProtocol(self.where))
-                )
-                # Over TLS, the handshake; a failed one is no use retrying.
-                await self._cancellable(protocol.ready)
-            except defer.CancelledError:
-                raise ClientError(UNAVAILABLE, "the client is closed")
-            except (ConnectError, DNSLookupError, OSError) as e:
-                # Jitter keeps many clients of a restarted service from
-                # coming back all at the same moment.
-                wait = delay * random.uniform(0.8, 1.2)
-                if clock.seconds() + wait > deadline:
-                    raise ClientError(UNAVAILABLE, unreachable(self.where, e))
-                self.log.info(
-                    "cannot connect to {where} ({error}); trying again in {wait:.2f} s",
-                    where=self.description,
-                    error=e,
-                    wait=wait,
-                )
-                await self._sleep(wait)
-                delay = min(delay * 2, self.max_delay)
-            else:
-                self.connections_made += 1
-                self._protocol = protocol
+            protocol = self._protocol
+            if protocol is not None and protocol.open:
                 return protocol
+            if self._closed:
+                raise ClientError(UNAVAILABLE, "the client is closed", api)
+            left = until - self._reactor.seconds()
+            if left <= 0:
+                raise self._gave_up(api, f"connecting to {self.where} took too long")
+            waiter = self._attempt()
+            waiter.addTimeout(left, self._reactor)
+            try:
+                return await waiter
+            except defer.TimeoutError:
+                raise self._gave_up(api, f"connecting to {self.where} took too long")
+            except (ConnectError, DNSLookupError, OSError) as e:
+                if self._closed:
+                    raise ClientError(UNAVAILABLE, "the client is closed", api)
+                failed = unreachable(self.where, e)
+            except ClientError:
+                raise
+            except Exception:
+                # Cancelled: by close(), or by the caller.
+                if self._closed:
+                    raise ClientError(UNAVAILABLE, "the client is closed", api)
+                raise
+            wait = delay * random.uniform(0.8, 1.2)
+            if self._reactor.seconds() + wait > until:
+                raise self._gave_up(api, failed)
+            self.log.info(
+                "cannot connect to {where} ({error}); trying again in {wait:.2f} s",
+                where=self.description,
+                error=failed,
+                wait=wait,
+            )
+            await self._sleep(wait, api)
+            delay = min(delay * 2, self.max_delay)
+
+    def _gave_up(self, api: str, failed: str) -> ClientError:
+        """The error of a call whose deadline passed, C{failed} the last
+        reason."""
+        # A connect without a call (connect()) has no api to name.
+        if api:
+            failed = f"{api} got no answer within {self.deadline:g} s: {failed}"
+        return ClientError(UNAVAILABLE, failed, api)
 
     async def _cancellable(self, d: defer.Deferred):
         """Await C{d}, letting L{close} cancel it meanwhile."""
@@ -201,56 +248,76 @@ class Connection:
         finally:
             self._pending.discard(d)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, api: str = "") -> None:
         try:
             await self._cancellable(
                 task.deferLater(self._reactor, seconds, lambda: None)
             )
         except defer.CancelledError:
-            raise ClientError(UNAVAILABLE, "the client is closed")
+            if self._closed:
+                raise ClientError(UNAVAILABLE, "the client is closed", api)
+            raise
+
+    def _move_on(self, protocol: ClientProtocol, drop: bool) -> None:
+        """A call failed on C{protocol}'s connection: the next attempt goes
+        to the next endpoint of a failover endpoint, once per connection.
+        With C{drop} (an C{UNAVAILABLE} answer, the connection still open),
+        this connection takes no more requests, so that a new one is made
+        to the next endpoint; where there is no other, it stays."""
+        if protocol is self._moved_from:
+            return
+        if not getattr(self._endpoint, "several", False):
+            return
+        self._moved_from = protocol
+        self._endpoint.advance()
+        if drop and protocol.open:
+            if self._protocol is protocol:
+                self._protocol = None
+            self._retired.add(protocol)
+            protocol.when_lost().addCallback(lambda _: self._retired.discard(protocol))
+            protocol.close_when_idle()
+
+    # Calling.
 
     def call(
-        self,
-        message: dict,
-        retry: bool,
-        on_retry: Optional[Callable[[], None]] = None,
+        self, message: dict, on_retry: Optional[Callable[[], None]] = None
     ) -> "defer.Deferred[dict]":
         """Send a request envelope; a Deferred of the payload of its answer.
 
         Fails with L{ClientError} for an error answer, and C{UNAVAILABLE}
-        when the service cannot be reached.  With C{retry}, a request whose
-        connection was lost before the answer came (or that was answered
-        C{UNAVAILABLE}) is sent again, calling C{on_retry} first; without
-        it that is an C{UNAVAILABLE} error.
+        when the deadline passed without an answer.  A request whose
+        connection was lost before the answer came, or that was answered
+        C{UNAVAILABLE}, is sent again as it is, calling C{on_retry} first.
         """
+        started = self._reactor.seconds()
         protocol = self._protocol
         if protocol is None or not protocol.open:
             return defer.Deferred.fromCoroutine(
-                self._call(message, retry, on_retry, None)
+                self._call(message, on_retry, started, None)
             )
         # The usual case, with callbacks alone: the connection is open and
         # the first answer is the one that counts.
-        args = (message, retry, on_retry)
-        return protocol.request(message).addCallbacks(
+        args = (message, on_retry, started, protocol)
+        return protocol.send(message, started + self.deadline).addCallbacks(
             self._answered, self._lost, callbackArgs=args, errbackArgs=args
         )
 
-    def _answered(self, answer: dict, message: dict, retry: bool, on_retry):
-        failed = self._outcome(answer, message.get("api", ""), retry)
+    def _answered(self, answer: dict, message, on_retry, started, protocol):
+        failed = self._outcome(answer, message.get("api", ""), protocol)
         if isinstance(failed, str):
             return defer.Deferred.fromCoroutine(
-                self._call(message, retry, on_retry, failed)
+                self._call(message, on_retry, started, failed)
             )
         return failed
 
-    def _lost(self, failure: Failure, message: dict, retry: bool, on_retry):
+    def _lost(self, failure: Failure, message, on_retry, started, protocol):
         failure.trap(ConnectionLost)
-        failed = self._lost_reason(message.get("api", ""), retry, failure.value)
+        failed = self._lost_reason(message.get("api", ""), failure.value, protocol)
         return defer.Deferred.fromCoroutine(
-            self._call(message, retry, on_retry, failed)
+            self._call(message, on_retry, started, failed)
         )
 
-    def _outcome(self, answer: dict, api: str, retry: bool):
+    def _outcome(self, answer: dict, api: str, protocol: ClientProtocol):
         """The payload of an answer, or why it is to be sent again (a str);
         raises L{ClientError} for any other error answer."""
         self._silent_closes = 0
@@ -258,11 +325,12 @@ class Connection:
             payload = answer.get("payload")
             return payload if isinstance(payload, dict) else {}
         error = _error_of(answer, api)
-        if error.code != UNAVAILABLE or not retry or self._closed:
+        if error.code != UNAVAILABLE or self._closed:
             raise error
-        return error.message
+        self._move_on(protocol, drop=True)
+        return f"the service answered UNAVAILABLE ({error.message})"
 
-    def _lost_reason(self, api: str, retry: bool, error: Exception) -> str:
+    def _lost_reason(self, api: str, error: Exception, protocol) -> str:
         """Why a request whose connection was lost is to be sent again;
         raises L{ClientError} where it is not."""
         if isinstance(error, SilentClose):
@@ -279,49 +347,57 @@ class Connection:
             raise ClientError(
                 UNAVAILABLE, "the client was closed before the answer came", api
             )
-        if not retry:
-            raise ClientError(
-                UNAVAILABLE,
-                f"the connection was lost before {api} was answered;"
-                " it may or may not have been carried out",
-                api,
-            )
-        return "the connection was lost"
+        self._move_on(protocol, drop=False)
+        if protocol.timed_out:
+            return f"{self.where} did not answer; the connection was given up"
+        return f"the connection to {self.where} was lost"
 
     async def _call(
         self,
         message: dict,
-        retry: bool,
         on_retry: Optional[Callable[[], None]],
+        started: float,
         failed: Optional[str],
     ) -> dict:
-        """Send C{message} until it is answered, connecting first where
-        needed; C{failed} says why an attempt already made failed."""
+        """Send C{message} until it is answered or the deadline passes,
+        connecting first where needed; C{failed} says why an attempt
+        already sent failed."""
         api = message.get("api", "")
+        until = started + self.deadline
         retries = 0
+        delay = self.initial_delay
         while True:
             if failed is not None:
                 retries += 1
-                if retries > self.max_retries:
+                if self.max_retries is not None and retries > self.max_retries:
+                    attempts = "1 attempt" if retries == 1 else f"{retries} attempts"
                     raise ClientError(
-                        UNAVAILABLE, f"{api} failed {retries} times: {failed}", api
+                        UNAVAILABLE, f"{api} got no answer in {attempts}: {failed}", api
                     )
+                # The first repeat after a lost connection goes at once (to
+                # a new connection); any other waits, with jitter so that
+                # the clients of a restarted service spread out.
+                if self._reactor.seconds() >= until:
+                    raise self._gave_up(api, failed)
+                if retries > 1 or self.connected:
+                    wait = delay * random.uniform(0.8, 1.2)
+                    delay = min(delay * 2, self.max_delay)
+                    if self._reactor.seconds() + wait > until:
+                        raise self._gave_up(api, failed)
+                    await self._sleep(wait, api)
                 self.log.info(
                     "{api} failed ({failed}); sending it again", api=api, failed=failed
                 )
+                self.retries += 1
                 if on_retry is not None:
                     on_retry()
-                if retries > 1 or self.connected:
-                    await self._sleep(
-                        min(self.initial_delay * 2 ** (retries - 1), self.max_delay)
-                    )
-            protocol = await self._connection()
+            protocol = await self._open(api, until)
             try:
-                answer = await protocol.request(message)
+                answer = await protocol.send(message, until)
             except ConnectionLost as e:
-                failed = self._lost_reason(api, retry, e)
+                failed = self._lost_reason(api, e, protocol)
                 continue
-            failed = self._outcome(answer, api, retry)
+            failed = self._outcome(answer, api, protocol)
             if not isinstance(failed, str):
                 return failed
 
@@ -331,11 +407,12 @@ class Connection:
         self._closed = True
         for d in list(self._pending):
             d.cancel()
-        protocol = self._protocol
-        if protocol is not None and protocol.open:
-            protocol.transport.loseConnection()
-            return protocol.when_lost()
-        return defer.succeed(None)
+        closing = []
+        for protocol in [self._protocol, *self._retired]:
+            if protocol is not None and not protocol.lost:
+                protocol.transport.loseConnection()
+                closing.append(protocol.when_lost())
+        return defer.DeferredList(closing).addCallback(lambda _: None)
 
 
 def _error_of(answer: dict, api: str) -> ClientError:

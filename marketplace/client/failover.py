@@ -3,13 +3,17 @@
 A service may run on several hosts (a replicated deployment); any instance
 serves any session.  L{FailoverEndpoint} connects to the instance that
 answered last, and when it does not answer, to the next one, so a client's
-L{Connection} moves to a live instance by itself after a host fails.
+L{Connection} moves to a live instance by itself after a host fails.  When
+a call fails on an instance (its connection dropped, or it answered
+C{UNAVAILABLE}), the L{Connection} calls L{FailoverEndpoint.advance}, so
+that the call is sent again to the next instance first.
 """
 
 from typing import List, Sequence, Union
 
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
@@ -38,15 +42,29 @@ class FailoverEndpoint:
     def __repr__(self) -> str:
         return f"FailoverEndpoint({', '.join(self.descriptions)})"
 
-    @defer.inlineCallbacks
-    def connect(self, protocol_factory):
+    @property
+    def several(self) -> bool:
+        """Whether there is another endpoint to move to."""
+        return len(self.endpoints) > 1
+
+    def advance(self) -> None:
+        """Start the next connection with the endpoint after the current
+        one: the current one has just failed a call."""
+        self.current = (self.current + 1) % len(self.endpoints)
+
+    def connect(self, protocol_factory) -> defer.Deferred:
         """Try each endpoint once, from the current one; the first protocol
-        connected, or the last failure."""
+        connected, or the last failure.  Cancelling stops at once."""
+        return defer.Deferred.fromCoroutine(self._connect(protocol_factory))
+
+    async def _connect(self, protocol_factory):
         failure = None
         for step in range(len(self.endpoints)):
             index = (self.current + step) % len(self.endpoints)
             try:
-                protocol = yield self.endpoints[index].connect(protocol_factory)
+                protocol = await self.endpoints[index].connect(protocol_factory)
+            except (defer.CancelledError, ConnectingCancelledError):
+                raise
             except Exception as e:  # any failure to connect: try the next
                 failure = e
                 continue

@@ -11,17 +11,16 @@ its C{session_id}, which is how the payments service knows its caller.
 """
 
 import json
-from collections import deque
 from typing import Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, error
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
 
+from marketplace.client.wire import FramedJsonClient
 from marketplace.contract.errors import INVALID_CREDENTIALS, NOT_LOGGED_IN
-from marketplace.server import envelope
 
 DEFAULT_PAYMENTS = "tcp:host=127.0.0.1:port=8082"
 DEFAULT_TIMEOUT = 10.0
@@ -40,32 +39,21 @@ class PaymentsError(Exception):
         self.message = message
 
 
-class _Connection(Int32StringReceiver):
-    """Requests out, answers back in the order they were sent."""
+class _Connection(FramedJsonClient):
+    """Requests out, answers back in the order they were sent; the requests
+    waiting when it is lost fail with L{PaymentsUnavailable}."""
 
+    # The payments service's answers are small.
     MAX_LENGTH = 1024 * 1024
+    decoder = json.JSONDecoder()
 
-    def connectionMade(self) -> None:
-        self.waiting: deque = deque()
-        self.lost = False
-        self.closed: defer.Deferred = defer.Deferred()
-
-    def send(self, message: dict) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self.waiting.append(d)
-        self.sendString(envelope.encode(message))
-        return d
-
-    def stringReceived(self, frame: bytes) -> None:
-        if self.waiting:
-            self.waiting.popleft().callback(frame)
-
-    def connectionLost(self, reason=None) -> None:
-        self.lost = True
-        waiting, self.waiting = self.waiting, deque()
-        for d in waiting:
-            d.errback(PaymentsUnavailable(f"the connection was lost: {reason.value}"))
-        self.closed.callback(None)
+    def lost_error(self, reason: Failure) -> Failure:
+        if self.timed_out:
+            # Answers come in order, so one that is stuck held up the rest:
+            # the connection was dropped, failing them all, to start afresh.
+            self.log.warn("the payments service did not answer in time; reconnecting")
+            return Failure(PaymentsUnavailable("the payments service did not answer in time"))
+        return Failure(PaymentsUnavailable(f"the connection was lost: {reason.value}"))
 
 
 class PaymentsClient(Service):
@@ -97,7 +85,7 @@ class PaymentsClient(Service):
             return self._connection
         if self._connecting is None:
             endpoint = clientFromString(self.reactor, self.description)
-            self._connecting = connectProtocol(endpoint, _Connection())
+            self._connecting = connectProtocol(endpoint, _Connection(self.reactor))
             self._connecting.addTimeout(self.timeout, self.reactor)
             try:
                 self._connection = await self._connecting
@@ -119,19 +107,10 @@ class PaymentsClient(Service):
             connection = await self._connect()
         except (error.ConnectError, error.TimeoutError, defer.CancelledError, OSError) as e:
             raise PaymentsUnavailable(f"the payments service cannot be reached: {e}")
-        d = connection.send(
-            {"type": "request", "api": api, "session_id": self.secret, "payload": payload}
+        answer = await connection.send(
+            {"type": "request", "api": api, "session_id": self.secret, "payload": payload},
+            until=self.reactor.seconds() + self.timeout,
         )
-        timer = self.reactor.callLater(self.timeout, self._give_up, connection)
-        try:
-            frame = await d
-        finally:
-            if timer.active():
-                timer.cancel()
-        try:
-            answer = json.loads(frame)
-        except ValueError:
-            raise PaymentsUnavailable("the payments service answered garbage")
         if answer.get("type") == "error":
             problem = answer.get("error") or {}
             code = problem.get("code", "INTERNAL")
@@ -145,12 +124,6 @@ class PaymentsClient(Service):
         if answer.get("type") != "response" or not isinstance(payload, dict):
             raise PaymentsUnavailable("the payments service answered garbage")
         return payload
-
-    def _give_up(self, connection: _Connection) -> None:
-        # Answers come in order, so one that is stuck holds up the rest:
-        # drop the connection, failing them all, and start afresh.
-        self.log.warn("the payments service did not answer in time; reconnecting")
-        connection.transport.abortConnection()
 
     def close(self) -> defer.Deferred:
         """Close the connection, if one is open; fires once it is closed."""

@@ -1,0 +1,80 @@
+"""The buyer service's client of the payments service
+(marketplace.payments.paymentclient), against a tiny fake server of the
+framing: what it sends, and how answers, silence and lost connections come
+back to its caller."""
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from marketplace.contract.errors import NOT_FOUND, UNAVAILABLE
+from marketplace.payments.paymentclient import (
+    PaymentsClient,
+    PaymentsError,
+    PaymentsUnavailable,
+)
+from tests.test_client import FakeService
+from tests.test_connection_errors import free_port
+
+
+def call(payments: PaymentsClient, api: str, payload: dict) -> defer.Deferred:
+    """C{payments.call} as a Deferred."""
+    return defer.Deferred.fromCoroutine(payments.call(api, payload))
+
+
+def client(testcase, endpoint: str, timeout: float = 10.0) -> PaymentsClient:
+    payments = PaymentsClient(endpoint, reactor, timeout=timeout, secret="s3cret")
+    testcase.addCleanup(payments.close)
+    return payments
+
+
+class PaymentsClientTests(unittest.TestCase):
+    async def test_sends_the_secret_and_pipelines(self):
+        fake = FakeService()
+        payments = client(self, fake.start(self))
+        first = call(payments, "GetPayment", {"idempotency_key": "k1"})
+        second = call(payments, "VoidPayment", {"idempotency_key": "k2"})
+        self.assertEqual(await first, {"n": 1})
+        self.assertEqual(await second, {"n": 2})
+        self.assertEqual(
+            fake.requests[0],
+            {
+                "type": "request",
+                "api": "GetPayment",
+                "session_id": "s3cret",
+                "payload": {"idempotency_key": "k1"},
+            },
+        )
+        self.assertEqual(len(fake.connections), 1)
+
+    async def test_error_answers(self):
+        fake = FakeService(NOT_FOUND, UNAVAILABLE)
+        payments = client(self, fake.start(self))
+        e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsError)
+        self.assertEqual((e.code, e.message), (NOT_FOUND, "fake"))
+        e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsError)
+        self.assertEqual(e.code, UNAVAILABLE)
+
+    async def test_no_answer_in_time(self):
+        """A request unanswered after the timeout fails, with every request
+        behind it; the next one goes on a new connection."""
+        fake = FakeService("ok", "silent")
+        payments = client(self, fake.start(self), timeout=1.0)
+        await call(payments, "GetPayment", {})
+        started = reactor.seconds()
+        stuck = call(payments, "AuthorizePayment", {})
+        behind = call(payments, "GetPayment", {})
+        e = await self.assertFailure(stuck, PaymentsUnavailable)
+        self.assertIn("did not answer in time", str(e))
+        await self.assertFailure(behind, PaymentsUnavailable)
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertEqual(await call(payments, "GetPayment", {}), {"n": 4})
+        self.assertEqual(len(fake.connections), 2)
+
+    async def test_lost_connection_and_unreachable(self):
+        fake = FakeService("drop")
+        payments = client(self, fake.start(self))
+        e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsUnavailable)
+        self.assertIn("the connection was lost", str(e))
+        nowhere = client(self, f"tcp:host=127.0.0.1:port={free_port()}")
+        e = await self.assertFailure(call(nowhere, "GetPayment", {}), PaymentsUnavailable)
+        self.assertIn("cannot be reached", str(e))
