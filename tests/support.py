@@ -38,7 +38,7 @@ async def open_database(testcase, name: str) -> Database:
     """The test database C{name} (customer, product or payments), schema
     applied and every table emptied; closed when the test ends."""
     database = Database(name, test_dsns()[name], size=2, reactor=reactor)
-    await database.start()
+    await database.startService()
     testcase.addCleanup(database.stopService)
     await schema.apply_schema(database, name)
     await database.execute(_EMPTY_ALL_TABLES)

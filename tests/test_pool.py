@@ -77,7 +77,7 @@ class PoolTests(unittest.TestCase):
 
     async def open(self, dsn=None) -> Database:
         database = Database("product", dsn or test_dsns()["product"], size=SIZE, reactor=reactor)
-        await database.start()
+        await database.startService()
         self.addCleanup(database.stopService)
         return database
 

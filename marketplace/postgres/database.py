@@ -608,8 +608,10 @@ def prepared_forms(name: str, sql: str) -> Tuple[str, str]:
 class Database(Service):
     """One PostgreSQL database, reached through a pool of C{size} connections.
 
-    The connection string may be given now or later (L{set_dsn}), for a
-    database that is started by the service itself.
+    Starting the service opens the pool, stopping it closes the pool.  The
+    connection string may be given now or later (L{set_dsn}), before the
+    start, for a database that is started by the daemon itself
+    (L{marketplace.postgres.embedded.EmbeddedServer}).
     """
 
     log = Logger()
@@ -633,10 +635,11 @@ class Database(Service):
         #: Waits and reconnects of its pools, over restarts (metrics.py).
         self.stats = PoolStats()
 
-    def start(self) -> defer.Deferred:
+    def startService(self) -> defer.Deferred:
         """Open the pool; fires once each connection is up or retrying."""
         if self.dsn is None:
             raise RuntimeError(f"no connection string for the {self.name} database")
+        super().startService()
         if self._reactor is None:
             from twisted.internet import reactor
 

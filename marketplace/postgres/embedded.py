@@ -15,7 +15,10 @@ process holds one.  So the server never outlives its daemons, and the list
 never keeps a dead process.  A daemon whose server dies starts it again
 (L{EmbeddedPostgres.restart}); PostgreSQL recovers from its write-ahead log.
 
-The calls here block: run them in a thread.
+The calls of L{EmbeddedPostgres} block: run them in a thread.
+L{EmbeddedServer} is the daemon's service that does so: it starts (or
+joins) the server, hands its connection strings to the databases that use
+it, starts it again when it dies and lets go of it on stop.
 """
 
 import logging
@@ -31,6 +34,13 @@ from typing import Dict, List, Optional
 import psutil
 import psycopg2
 from psycopg2 import errors
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from marketplace.postgres.database import Database
+from marketplace.server.deferreds import when_fired
+from marketplace.server.periodic import PeriodicJob
 
 DATABASES = ("customer", "product", "payments", "marketplace")
 
@@ -46,6 +56,9 @@ CLIENTS_WAIT = 30
 
 #: Seconds a stopping daemon waits for its guard to stop the server.
 GUARD_WAIT = 90.0
+
+#: Seconds between two looks at the embedded server's process.
+WATCH_INTERVAL = 1.0
 
 
 def _server_module():
@@ -238,6 +251,97 @@ class EmbeddedPostgres:
             except subprocess.TimeoutExpired:
                 guard.kill()
         release(self.pgdata, os.getpid(), self.throwaway)
+
+
+class EmbeddedServer(Service):
+    """The embedded PostgreSQL of a daemon, as one of its services.
+
+    Starting it starts (or joins) the server under C{data_dir} and gives
+    each of C{databases} the connection string of its database
+    (L{DAEMON_DATABASES}); the Deferred that L{startService} returns fires
+    then.  Meanwhile a L{PeriodicJob} looks at the server's process every
+    L{WATCH_INTERVAL} seconds and starts it again, with backoff, when it
+    has died: requests are answered UNAVAILABLE meanwhile, and the pools
+    reconnect by themselves once it is back.  Stopping ends that job (a
+    restart under way first) and lets go of the server.
+    """
+
+    log = Logger()
+
+    def __init__(self, data_dir: Path, databases: List[Database], reactor=None) -> None:
+        self.name = "embedded PostgreSQL"
+        self.server = EmbeddedPostgres(data_dir)
+        self.databases = list(databases)
+        self.reactor = reactor
+        self.watch = PeriodicJob(
+            "embedded PostgreSQL watch", WATCH_INTERVAL, self.keep_running, clock=reactor, now=False
+        )
+        self._starting: Optional[defer.Deferred] = None
+
+    def startService(self) -> defer.Deferred:
+        super().startService()
+        self._starting = defer.Deferred.fromCoroutine(self._start())
+        return self._starting
+
+    async def _start(self) -> None:
+        self.log.info("starting the embedded PostgreSQL under {path}", path=self.server.data_dir)
+        dsns = await threads.deferToThread(self.server.start)
+        for database in self.databases:
+            database.set_dsn(dsns[DAEMON_DATABASES[database.name]])
+        if self.running:
+            self.watch.startService()
+
+    async def keep_running(self) -> None:
+        """Start the server again if it has died, with backoff, until it
+        runs (PostgreSQL recovers from its write-ahead log) or this
+        service stops."""
+        server = self.server
+        if server.is_running() or not self.running:
+            return
+        clock = self._clock()
+        began = clock.seconds()
+        self.log.warn(
+            "the embedded PostgreSQL (pid {pid}) has stopped; starting it again", pid=server.pid()
+        )
+        delay = 0.5
+        said = None
+        while self.running:
+            try:
+                await threads.deferToThread(server.restart)
+            except Exception as e:
+                if str(e) != said:  # once per distinct reason
+                    said = str(e)
+                    self.log.warn(
+                        "the embedded PostgreSQL cannot start yet ({error}); trying again",
+                        error=said,
+                    )
+                await task.deferLater(clock, delay, lambda: None)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.log.info(
+                "the embedded PostgreSQL runs again (pid {pid}), {seconds:.1f} s after it stopped",
+                pid=server.pid(),
+                seconds=clock.seconds() - began,
+            )
+            return
+
+    def _clock(self):
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        starting, self._starting = self._starting, None
+        await defer.maybeDeferred(self.watch.stopService)
+        if starting is not None:
+            await when_fired(starting)  # a start under way ends first
+            await threads.deferToThread(self.server.stop)
 
 
 def _guard_main(pgdata: str, owner: str, mode: str) -> None:

@@ -1,10 +1,16 @@
-"""Finding schema.sql and applying its parts to the databases."""
+"""Finding schema.sql and applying its parts to the databases; L{Schema},
+the daemon's service that does so when it starts."""
 
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterable, Optional
 
-from marketplace.postgres.database import Database
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from marketplace.postgres.database import Database, is_unavailable
+from marketplace.postgres.outage import describe
 
 CUSTOMER = "customer"
 PRODUCT = "product"
@@ -45,3 +51,62 @@ async def apply_schema(database: Database, part: str) -> None:
         return d.addCallback(lambda _: cursor.execute(sql))
 
     await database.transaction(create)
+
+
+class Schema(Service):
+    """Applies schema.sql to C{databases} when started, each its own part
+    (named after it), waiting with backoff for a database that cannot be
+    reached yet rather than giving up; the Deferred that L{startService}
+    returns fires once all are done.  Applying it again changes nothing.
+    """
+
+    log = Logger()
+
+    def __init__(self, databases: Iterable[Database], reactor=None) -> None:
+        self.name = "schema"
+        self.databases = list(databases)
+        self.reactor = reactor
+        self._sleep: Optional[defer.Deferred] = None
+
+    def startService(self) -> defer.Deferred:
+        super().startService()
+        return defer.Deferred.fromCoroutine(self._apply_all())
+
+    async def _apply_all(self) -> None:
+        for database in self.databases:
+            await self._apply_when_reachable(database)
+
+    async def _apply_when_reachable(self, database: Database) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await apply_schema(database, database.name)
+                return
+            except Exception as e:
+                if not is_unavailable(e) or not self.running:
+                    raise
+                if delay == 0.5:
+                    # Once: the pool tells the outage and its end.
+                    self.log.info(
+                        "waiting for the {name} database to apply schema.sql ({error})",
+                        name=database.name,
+                        error=describe(e),
+                    )
+                self._sleep = task.deferLater(self._clock(), delay, lambda: None)
+                try:
+                    await self._sleep
+                finally:
+                    self._sleep = None
+                delay = min(delay * 2, 10.0)
+
+    def _clock(self):
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._sleep is not None:
+            self._sleep.cancel()  # the start fails: the daemon is stopping

@@ -30,14 +30,10 @@ from marketplace.seller.apis import SellerApis
 from marketplace.server import config
 from marketplace.server.limits import OPTIONS as LIMIT_OPTIONS
 from marketplace.server.limits import Limits, ensure_file_limit, from_options, listen_descriptions
+from marketplace.server.housekeeping import sweep_sessions
+from marketplace.server.periodic import PeriodicJob
 from marketplace.server.protocol import FrameFactory
-from marketplace.server.service import (
-    ApiServer,
-    Backend,
-    OrderedMultiService,
-    PeriodicJob,
-    stop_reactor,
-)
+from marketplace.server.service import ApiServer, Backend, OrderedMultiService, stop_reactor
 
 # The financial-transactions service's only caller is the buyer service:
 # it listens on loopback unless told otherwise.
@@ -273,11 +269,23 @@ def build(
     metrics: Optional[str] = None,
     account_limits: Optional[AccountLimits] = None,
 ) -> OrderedMultiService:
-    """The daemon: a backend and, for each entry of C{listen} (a service's
-    name and one or more endpoint descriptions), one L{ApiServer} per
-    endpoint.  C{limits} default to those of limits.py, C{account_limits}
-    to those of accounts.py.  With C{metrics} (an endpoint description), a
-    L{MonitorServer} serves the metrics and health checks there."""
+    """The daemon serving C{listen} (each service's name and one or more
+    endpoint descriptions): a tree of services, in this order,
+
+      - the L{Backend}: the embedded PostgreSQL if one is needed, a pool
+        per database, the schema (started one after the other);
+      - the session sweep (buyer and seller services);
+      - the client of the financial-transactions service (buyer service);
+      - an L{ApiServer} per service and endpoint, listening once the
+        backend is ready;
+      - the purchase sweep (buyer service);
+      - with C{metrics} (an endpoint description), the L{MonitorServer} of
+        the metrics and health checks, listening at once.
+
+    They stop in the reverse order, each once the one after it has
+    stopped: the listeners drain before the sweeps end and the pools close.
+    C{limits} default to those of limits.py, C{account_limits} to those of
+    accounts.py."""
     if reactor is None:
         from twisted.internet import reactor
     if limits is None:
@@ -293,6 +301,8 @@ def build(
         settings, reactor, tuple(databases), Passwords(budget=account_limits.budget())
     )
     backend.setServiceParent(top)
+    if "customer" in databases:
+        _session_sweep(settings, backend, reactor).setServiceParent(top)
     watcher = Metrics() if metrics is not None else None
     servers = []
     jobs = []
@@ -318,7 +328,7 @@ def build(
                 clock=reactor,
                 account_limits=account_limits,
             )
-            jobs.append(_purchase_sweep(apis, settings, backend, watcher))
+            jobs.append(_purchase_sweep(apis, settings, backend, watcher, reactor))
         else:
             apis = SellerApis(
                 backend.customer,
@@ -356,11 +366,24 @@ def _monitor(description, watcher, limits, backend, servers, reactor) -> Monitor
     return MonitorServer(description, site, reactor, lambda: stop_reactor(reactor))
 
 
+def _session_sweep(settings: config.Settings, backend: Backend, reactor) -> PeriodicJob:
+    """The job that frees ended sessions, their carts, old login and sign-up
+    counts and old request keys (housekeeping.py): once the databases are
+    ready, then every C{session_timeout} seconds, at most every minute."""
+
+    def sweep():
+        return sweep_sessions(backend.customer, backend.product, settings.session_timeout)
+
+    interval = min(60.0, settings.session_timeout)
+    return PeriodicJob("session sweep", interval, sweep, backend.ready, reactor)
+
+
 def _purchase_sweep(
-    apis: BuyerApis, settings: config.Settings, backend: Backend, watcher=None
+    apis: BuyerApis, settings: config.Settings, backend: Backend, watcher=None, reactor=None
 ) -> PeriodicJob:
-    """The job that settles purchases left pending: at start, then every
-    half C{settle_after} (from half a second to 30 seconds)."""
+    """The job that settles purchases left pending: once the databases are
+    ready, then every half C{settle_after} (from half a second to 30
+    seconds)."""
     interval = min(30.0, max(0.5, settings.settle_after / 2))
 
     async def sweep() -> int:
@@ -369,7 +392,7 @@ def _purchase_sweep(
             watcher.swept(settled)
         return settled
 
-    return PeriodicJob("purchase sweep", interval, sweep, backend)
+    return PeriodicJob("purchase sweep", interval, sweep, backend.ready, reactor)
 
 
 def _watched(options, listen: dict, reactor=None) -> IService:
