@@ -135,16 +135,15 @@ class Backend(OrderedMultiService):
         self.log.info("databases ready")
 
     def _start_failed(self, failure) -> None:
+        # Stopped while starting (waiting for a database, say) is no fault.
+        if self.running:
+            self.log.failure("the databases could not be set up", failure)
+            exits.fail(
+                _reactor_of(self.reactor),
+                "the databases could not be set up ({error}); stopping",
+                error=failure.getErrorMessage(),
+            )
         self._settle(failure)
-        if not self.running:
-            # Stopped while starting (waiting for a database, say): not a fault.
-            return
-        self.log.failure("the databases could not be set up", failure)
-        exits.fail(
-            _reactor_of(self.reactor),
-            "the databases could not be set up ({error}); stopping",
-            error=failure.getErrorMessage(),
-        )
 
 
 class ApiServer(Service):
