@@ -15,7 +15,7 @@ from marketplace.server import exits
 from marketplace.server.periodic import PeriodicJob
 from marketplace.server.service import ApiServer, Backend
 from marketplace.tap import build
-from tests.support import _later, empty_databases, test_settings
+from tests.support import empty_databases, test_settings
 
 # Nothing listens on port 1: a database there cannot be reached.
 UNREACHABLE = "host=127.0.0.1 port=1 dbname=nothing connect_timeout=1"
@@ -189,12 +189,12 @@ class StartStopTests(unittest.TestCase):
         backend = Backend(settings, reactor)
         ready = backend.ready()
         backend.startService()
-        await _later(1.0)  # the schema waits for the database
+        await task.deferLater(reactor, 1.0, lambda: None)  # the schema waits for the database
         self.assertNoResult(ready)
         await backend.stopService()
         with self.assertRaises(Exception):
             await ready
-        await _later(1.0)  # a wait under way would be over
+        await task.deferLater(reactor, 1.0, lambda: None)  # a wait under way would be over
         self.assertEqual(failed, [])
         self.assertFalse(any(child.running for child in backend))
         self.assertEqual([db.open_connections for db in backend.databases], [0, 0])
