@@ -162,19 +162,23 @@ class QueryCut:
     C{match}es: PostgreSQL carries it out, and the connection is closed
     when its ReadyForQuery arrives, none of the answer passed on."""
 
-    def __init__(self, match: Callable[[str], bool], occurrence: int = 1) -> None:
+    def __init__(
+        self, match: Callable[[str], bool], occurrence: int = 1, name: str = ""
+    ) -> None:
         self.match = match
-        self.left = occurrence
+        self.occurrence = self.left = occurrence
+        self.name = name or repr(match)
         self._link: Optional[_Link] = None
 
     def __repr__(self) -> str:
-        return f"QueryCut({self.match!r}, {self.left})"
+        return f"QueryCut({self.name}, occurrence {self.occurrence})"
 
     @classmethod
     def shaped_like(cls, sql: str, occurrence: int = 1) -> "QueryCut":
         """A cut at the C{occurrence}-th statement of the shape of C{sql}."""
         shape = sql_shape(sql)
-        return cls(lambda text: sql_shape(text) == shape, occurrence)
+        name = repr(shape if len(shape) < 60 else shape[:57] + "...")
+        return cls(lambda text: sql_shape(text) == shape, occurrence, name)
 
     def decide(self, link: "_Link", direction: str, message: bytes):
         if self._link is None:

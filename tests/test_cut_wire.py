@@ -6,18 +6,19 @@ the services record the key with the answer (docs/PROTOCOL.md, "Request
 keys").  Together, a caller never sees the cut and nothing happens twice.
 
 For every writing API, at each point where a wire can be cut (one test
-class per point, one test per API), a case runs twice on fresh accounts of
-the same services: once without a fault, for the answer and the state
-it leaves, and once with one cut, made by the proxies of
-tests/faultproxy.py.  The call with the cut must give the same answer
-and leave the same state (items, units, prices, votes, carts active and
-saved, purchases, accounts), apart from the ids the two runs draw.
+class per point, one test per API), a case runs on fresh accounts of the
+same services once without a fault, for the answer and the state it
+leaves, and then once per cut, made by the proxies of tests/faultproxy.py.
+A call with a cut must give the same answer and leave the same state
+(items, units, prices, votes, carts active and saved, purchases,
+accounts), apart from the ids each run draws.
 
 The points: the request cut short on its way to the service; the answer
 held back (the service has done the request); the answer cut half-way;
-and, between the services and PostgreSQL, the answer to the call's last
-statement lost after PostgreSQL carried it out and committed.  The
-services run on the one-database layout (the embedded default).
+and, between the services and PostgreSQL, the answer lost after
+PostgreSQL carried out and committed a statement: each COMMIT of the
+call, and its last statement (as the run without a fault sent them).
+The services run on the one-database layout (the embedded default).
 
 L{DaemonWithoutRetriesTests}: without a client that retries, the same
 cuts between a service and PostgreSQL are answered UNAVAILABLE (never
@@ -26,13 +27,14 @@ INTERNAL), and the service serves the next request.
 
 import itertools
 from dataclasses import dataclass
+from functools import partial
 from decimal import Decimal
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from marketplace.client import BuyerClient, SellerClient
+from marketplace.client import BuyerClient, ClientError, SellerClient
 from tests.db import test_dsns
 from tests.faultproxy import (
     DOWN,
@@ -215,6 +217,8 @@ class _CutWire:
 
     timeout = 120
     maxDiff = None
+    #: Which proxy cuts: "front" (the service's) or "database".
+    proxy_side = "front"
 
     async def setUp(self):
         one = test_dsns()["customer"]
@@ -249,26 +253,29 @@ class _CutWire:
         self.addCleanup(client.close)
         return client
 
-    def rule(self, statements: List[str]):
-        """The cut of this point, given the statements of the call when
-        nothing was cut."""
+    def cuts(self, statements: List[str]) -> list:
+        """The cuts of this point, each made anew by a function of no
+        arguments, given the statements of the call when nothing was cut."""
         raise NotImplementedError
 
-    proxy_side = "front"
-
-    async def attempt(self, case: Case, rule_of=None):
+    async def attempt(self, case: Case, cut=None):
         """One run of C{case} on a fresh world, with the rule made by
-        C{rule_of} armed (if given); the world, its normalized answer and
-        state, and the statements the call sent to PostgreSQL."""
+        C{cut} armed (if given): the normalized answer and state, and the
+        statements the call sent to PostgreSQL."""
         world = await World(self, case).build()
         proxy = self.front[case.role]
         caller = world.caller(f"tcp:host=127.0.0.1:port={proxy.port.getHost().port}")
         rule = None
-        if rule_of is not None:
-            rule = rule_of()
+        if cut is not None:
+            rule = cut()
             (self.database if self.proxy_side == "database" else proxy).arm(rule)
         mark = len(self.database.queries)
-        answer = await case.call(world, caller)
+        try:
+            answer = await case.call(world, caller)
+        except ClientError as e:
+            if rule is None:
+                raise
+            self.fail(f"{e} (after {rule})")
         statements = self.database.queries[mark:]
         if rule is not None:
             fired = self.database.fired + proxy.fired
@@ -279,9 +286,10 @@ class _CutWire:
 
     async def check(self, case: Case) -> None:
         expected, statements = await self.attempt(case)
-        got, _ = await self.attempt(case, lambda: self.rule(statements))
-        self.assertEqual(got["answer"], expected["answer"], "the answer differs")
-        self.assertEqual(got["state"], expected["state"], "the effect differs")
+        for cut in self.cuts(statements):
+            got, _ = await self.attempt(case, cut)
+            self.assertEqual(got["answer"], expected["answer"], f"the answer after {cut()}")
+            self.assertEqual(got["state"], expected["state"], f"the effect after {cut()}")
 
 
 def every_writing_api(cls):
@@ -304,44 +312,55 @@ def every_writing_api(cls):
 class RequestCutShortTests(_CutWire, unittest.TestCase):
     """before the service has the whole request (half of it went)."""
 
-    def rule(self, statements):
-        return FrameCut(UP, HALF)
+    def cuts(self, statements):
+        return [lambda: FrameCut(UP, HALF)]
 
 
 @every_writing_api
 class AnswerHeldBackTests(_CutWire, unittest.TestCase):
     """after the service did the request, before any byte of the answer."""
 
-    def rule(self, statements):
-        return FrameCut(DOWN, 0)
+    def cuts(self, statements):
+        return [lambda: FrameCut(DOWN, 0)]
 
 
 @every_writing_api
 class AnswerCutHalfWayTests(_CutWire, unittest.TestCase):
     """half-way through the answer."""
 
-    def rule(self, statements):
-        return FrameCut(DOWN, HALF)
+    def cuts(self, statements):
+        return [lambda: FrameCut(DOWN, HALF)]
 
 
-def last_statement(statements: List[str]) -> QueryCut:
-    """A cut of the answer to the last of C{statements} (as many
-    statements of its shape in, when the same call is made again)."""
-    last = sql_shape(statements[-1])
-    occurrence = sum(1 for s in statements if sql_shape(s) == last)
-    return QueryCut.shaped_like(statements[-1], occurrence)
+def _is_commit(sql: str) -> bool:
+    return sql.strip().upper() == "COMMIT"
+
+
+def commits_and_last(statements: List[str]) -> list:
+    """Cuts of the answers to each COMMIT among C{statements} and to the
+    last of them, when the same call is made again (a statement is known
+    by its shape and by how many of that shape came before it)."""
+    shapes = [sql_shape(s) for s in statements]
+    chosen = [i for i, s in enumerate(statements) if _is_commit(s)]
+    if len(statements) - 1 not in chosen:
+        chosen.append(len(statements) - 1)
+    return [
+        partial(QueryCut.shaped_like, statements[i], shapes[: i + 1].count(shapes[i]))
+        for i in chosen
+    ]
 
 
 @every_writing_api
 class DatabaseAnswerLostTests(_CutWire, unittest.TestCase):
-    """between the service and PostgreSQL, after PostgreSQL committed the
-    call's last statement, before its answer reached the service."""
+    """between the service and PostgreSQL, after PostgreSQL committed (at
+    each COMMIT of the call, and its last statement), before its answer
+    reached the service."""
 
     proxy_side = "database"
 
-    def rule(self, statements):
+    def cuts(self, statements):
         self.assertTrue(statements, "the call sent no statement")
-        return last_statement(statements)
+        return commits_and_last(statements)
 
 
 def _not_prepare(sql: str) -> bool:
@@ -377,7 +396,7 @@ class DaemonWithoutRetriesTests(_CutWire, unittest.TestCase):
 
     async def test_answer_lost_in_a_transaction(self):
         payload = lambda world: dict(CARD)  # noqa: E731 (a table of one)
-        rule = QueryCut(lambda sql: sql.strip().upper() == "COMMIT")
+        rule = QueryCut(_is_commit)
         await self.cut_mid_call("buyer", "MakePurchase", payload, rule)
 
     async def test_seller_statement_answer_lost(self):
