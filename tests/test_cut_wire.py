@@ -215,7 +215,7 @@ class _CutWire:
     """The services on the one-database layout behind proxies: one between
     them and PostgreSQL, one in front of each service."""
 
-    timeout = 120
+    timeout = 180
     maxDiff = None
     #: Which proxy cuts: "front" (the service's) or "database".
     proxy_side = "front"
