@@ -34,7 +34,7 @@ from marketplace.contract.errors import (
     ApiError,
 )
 from marketplace.payments.paymentclient import PaymentsClient, PaymentsError, PaymentsUnavailable
-from marketplace.postgres.database import Database
+from marketplace.postgres.database import Database, is_unavailable
 from marketplace.product import purchasedb
 from marketplace.product.purchasedb import ABORTED, COMPLETED, DECLINED, PENDING, Purchase
 
@@ -107,6 +107,15 @@ class Purchases:
                 f" {money.text(expected_total)}: nothing was bought",
                 extra={"cart": e.cart},
             )
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            # The answer to its COMMIT may be what was lost: then the
+            # purchase is filed and pending, and this request, which has
+            # the card, pays for it now rather than leave it to the sweep.
+            purchase = await self._filed_anyway(buyer_id, key, e)
+            if purchase.state != PENDING:
+                return _answer(purchase)
         if purchase is None:
             return await self._earlier_answer(buyer_id, key)
         self.log.info(
@@ -117,6 +126,24 @@ class Purchases:
         )
         await self._pay(purchase, card)
         return _answer(await purchasedb.get(self.product, purchase.id))
+
+    async def _filed_anyway(self, buyer_id: int, key: str, lost: Exception) -> Purchase:
+        """The purchase filed under C{key} by a transaction whose COMMIT's
+        answer was lost; C{lost} again if none was (or the database still
+        cannot be reached)."""
+        try:
+            purchase = await purchasedb.find(self.product, buyer_id, key)
+        except Exception:
+            raise lost
+        if purchase is None:
+            raise lost
+        self.log.info(
+            "purchase {purchase_id} of buyer {buyer_id} was filed although the answer"
+            " to its commit was lost; paying it now",
+            purchase_id=purchase.id,
+            buyer_id=buyer_id,
+        )
+        return purchase
 
     async def _pay(self, purchase: Purchase, card: Card) -> None:
         """Ask for the payment and settle the purchase by the answer."""
