@@ -3,10 +3,18 @@ small wire client that speaks PROTOCOL.md's framing.
 
 Nothing here mocks the database: tests that need one get the PostgreSQL of
 L{tests.db}, emptied before each test.
+
+Layouts.  The services keep customer data (accounts, sessions) and product
+data (items, carts, purchases, feedback) either in one database, the
+layout of the embedded default that users run (C{make run}), or in two
+(C{--customer-db} and C{--product-db} naming two).  Every test runs on the
+one-database layout unless its test case says otherwise with a C{layout}
+class attribute; the API suites run on both, through L{on_both_layouts}.
 """
 
 import json
 import struct
+import sys
 from dataclasses import replace
 from typing import Any, Dict, Optional
 
@@ -34,21 +42,59 @@ END $$;
 """
 
 
+#: The layout a test runs on unless its test case names another.
+DEFAULT_LAYOUT = "one"
+
+
+def layout_of(testcase) -> str:
+    """The layout C{testcase} runs on: its C{layout} attribute ("one" or
+    "two"), else L{DEFAULT_LAYOUT}."""
+    return getattr(testcase, "layout", DEFAULT_LAYOUT)
+
+
+def layout_dsns(layout: str = DEFAULT_LAYOUT) -> Dict[str, str]:
+    """Where the customer, product and payments data are on C{layout}:
+    connection strings of the test databases, by the name of the data."""
+    dsns = test_dsns()
+    if layout not in ("one", "two"):
+        raise ValueError(f"no layout {layout!r}: one or two")
+    product = dsns["customer"] if layout == "one" else dsns["product"]
+    return {"customer": dsns["customer"], "product": product, "payments": dsns["payments"]}
+
+
+def on_both_layouts(case: type) -> type:
+    """Class decorator: C{case} runs on the one-database layout, and its
+    twin C{<name>OnTwoDatabases}, which this puts beside it in its module
+    for trial to find, runs the same tests on the two-database layout."""
+    name = f"{case.__name__}OnTwoDatabases"
+    twin = type(name, (case,), {
+        "layout": "two",
+        "__module__": case.__module__,
+        "__qualname__": name,
+        "__doc__": f"L{{{case.__name__}}} with customer and product data in two databases.",
+    })
+    module = sys.modules[case.__module__]
+    if hasattr(module, name):
+        raise TypeError(f"{case.__module__}.{name} exists already")
+    setattr(module, name, twin)
+    return case
+
+
 async def open_database(testcase, name: str) -> Database:
-    """The test database C{name} (customer, product or payments), schema
-    applied and every table emptied; closed when the test ends."""
-    database = Database(name, test_dsns()[name], size=2, reactor=reactor)
+    """The database of C{name} data (customer, product or payments) on the
+    test case's layout, schema applied; closed when the test ends."""
+    database = Database(name, layout_dsns(layout_of(testcase))[name], size=2, reactor=reactor)
     await database.startService()
     testcase.addCleanup(database.stopService)
     await schema.apply_schema(database, name)
-    await database.execute(_EMPTY_ALL_TABLES)
     return database
 
 
 async def empty_databases(testcase) -> None:
-    """Apply the schema to the test databases and empty their tables."""
+    """Apply the schema to the test case's databases and empty their tables."""
     for name in ("customer", "product", "payments"):
-        await open_database(testcase, name)
+        database = await open_database(testcase, name)
+        await database.execute(_EMPTY_ALL_TABLES)
 
 
 # Every client of the suite connects from 127.0.0.1, and some tests sign up
@@ -67,9 +113,9 @@ NO_PAYMENTS = "tcp:host=127.0.0.1:port=1"
 PAYMENTS_SECRET = "test-payments-secret-0123456789"
 
 
-def test_settings(**overrides) -> Settings:
-    """Settings of a service on the test databases."""
-    dsns = test_dsns()
+def test_settings(layout: str = DEFAULT_LAYOUT, **overrides) -> Settings:
+    """Settings of a service on the test databases, on C{layout}."""
+    dsns = layout_dsns(layout)
     values = dict(
         customer_db=dsns["customer"],
         product_db=dsns["product"],
@@ -165,13 +211,10 @@ async def start_marketplace(
     testcase, services=("seller", "buyer", "payments"), **overrides
 ) -> RunningMarketplace:
     """Start the services (by default seller, buyer and payments, which
-    approves every well-formed card) on the emptied test databases for one
-    test."""
+    approves every well-formed card) on the emptied test databases, on the
+    test case's layout, for one test."""
     await empty_databases(testcase)
-    # A test case may run on another layout of the databases (see
-    # tests/test_one_database.py).
-    overrides = {**getattr(testcase, "settings_overrides", {}), **overrides}
-    market = RunningMarketplace(test_settings(**overrides), services)
+    market = RunningMarketplace(test_settings(layout_of(testcase), **overrides), services)
     await market.start()
     testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(market.stop()))
     return market

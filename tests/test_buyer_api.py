@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from tests.support import assert_error, connect, payload_of, start_marketplace
+from tests.support import assert_error, connect, on_both_layouts, payload_of, start_marketplace
 from tests.test_seller_api import PHONE_CASE, seller_session
 
 
@@ -34,6 +34,7 @@ class BuyerTestCase(unittest.TestCase):
         return await self.buyer.request(api, payload or {}, session_id or self.session)
 
 
+@on_both_layouts
 class AccountTests(BuyerTestCase):
     async def test_login_answers_buyer_id(self):
         login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
@@ -57,6 +58,7 @@ class AccountTests(BuyerTestCase):
         payload_of(self, await self.call("DisplayCart", session_id=other))
 
 
+@on_both_layouts
 class SearchTests(BuyerTestCase):
     async def search(self, **payload):
         return payload_of(self, await self.call("SearchItemsForSale", payload))["items"]
@@ -113,6 +115,7 @@ class SearchTests(BuyerTestCase):
             self.assertIn(field, assert_error(self, answer, "BAD_REQUEST")["message"])
 
 
+@on_both_layouts
 class ItemTests(BuyerTestCase):
     async def test_get_item(self):
         item_id = await self.item()
@@ -146,6 +149,7 @@ class ItemTests(BuyerTestCase):
         self.assertEqual(answer["items_purchased"], 0)
 
 
+@on_both_layouts
 class CartTests(BuyerTestCase):
     async def cart(self, api="DisplayCart", payload=None, session_id=None):
         return payload_of(self, await self.call(api, payload, session_id))

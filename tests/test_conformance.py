@@ -12,6 +12,10 @@ every API used anywhere in this file.
 
 Where PROTOCOL.md is ambiguous the check accepts every reasonable reading;
 those places are marked "AMBIGUOUS" in a comment.
+
+The checks of the APIs run on both layouts of the databases (see
+tests/support.py), as a client cannot tell them apart; the framing checks,
+which come before any API, run on the default one.
 """
 
 import json
@@ -26,6 +30,7 @@ from tests.support import (
     _later,
     connect,
     frame,
+    on_both_layouts,
     start_marketplace,
 )
 
@@ -545,6 +550,7 @@ class Framing(Conformance):
 # ===================================================================== envelope
 
 
+@on_both_layouts
 class Envelope(Conformance):
     async def test_envelopes_of_answers(self):
         """Login puts the new id in session_id and payload; Logout answers
@@ -665,6 +671,7 @@ class Envelope(Conformance):
 # ======================================================================= values
 
 
+@on_both_layouts
 class Values(Conformance):
     async def test_item_values(self):
         """The value rules of items; one seller and one buyer for all the
@@ -905,6 +912,7 @@ class Values(Conformance):
 # ======================================================================= seller
 
 
+@on_both_layouts
 class SellerApis(Conformance):
     async def test_item_management(self):
         await self.up()
@@ -947,6 +955,7 @@ class SellerApis(Conformance):
 # ======================================================================== buyer
 
 
+@on_both_layouts
 class Sessions(Conformance):
     async def test_several_sessions_logout_ends_only_one(self):
         await self.up()
@@ -1053,6 +1062,7 @@ class Sessions(Conformance):
         self.assertEqual(codes[-1], "RATE_LIMITED")
 
 
+@on_both_layouts
 class Carts(Conformance):
     async def test_cart_operations(self):
         await self.up()
@@ -1133,6 +1143,7 @@ class Carts(Conformance):
         self.assertEqual(self.lines(await self.cart(t1)), {})
 
 
+@on_both_layouts
 class Search(Conformance):
     async def test_case_and_paging(self):
         await self.up()
@@ -1245,6 +1256,7 @@ class Search(Conformance):
             self.assertLessEqual(len(answer["payload"]["items"]), 500)
 
 
+@on_both_layouts
 class Purchases(Conformance):
     async def test_purchase_rules(self):
         """All or nothing, declines, idempotency; one seller and one buyer."""
@@ -1410,6 +1422,7 @@ class Purchases(Conformance):
         self.assertEqual((await self.purchases(bsid))["items"], [])
 
 
+@on_both_layouts
 class Feedback(Conformance):
     async def test_feedback_rules(self):
         await self.up()
@@ -1457,40 +1470,3 @@ class Feedback(Conformance):
         shown = await self.ok(self.s, "DisplayItemsForSale", {}, ssid)
         counts = {i["item_id"]: (i["thumbs_up"], i["thumbs_down"]) for i in shown["items"]}
         self.assertEqual(counts, {a: (1, 1), b: (1, 0), never: (0, 0)})
-
-
-# ============================================ the same, on one database
-#
-# With customer and product data in one database (the layout `make run`
-# uses), the services answer some APIs through a different code path; a
-# client cannot tell the layouts apart, so the same rules hold.
-
-
-class _OneDatabase:
-    @property
-    def settings_overrides(self):
-        from tests.db import test_dsns
-
-        one = test_dsns()["customer"]
-        return {"customer_db": one, "product_db": one}
-
-
-class OneDatabase(_OneDatabase, Conformance):
-    """The checks that touch the APIs answered differently on one database
-    (session checks of every API, items, carts, search, prices); the whole
-    suite on one database takes twice as long."""
-
-    test_invalid_session_every_session_api = Envelope.test_invalid_session_every_session_api
-    test_not_logged_in_every_session_api = Envelope.test_not_logged_in_every_session_api
-    test_item_values = Values.test_item_values
-    test_item_management = SellerApis.test_item_management
-    test_cart_operations = Carts.test_cart_operations
-    test_saved_and_active_carts = Carts.test_saved_and_active_carts
-    test_matching_score_and_order = Search.test_matching_score_and_order
-    test_expired_sessions_on_every_api = Sessions.test_expired_sessions_on_every_api
-
-
-for _class in (Values, Search, Purchases):
-    for _name in dir(_class):
-        if _name.startswith("check_"):
-            setattr(OneDatabase, _name, getattr(_class, _name))

@@ -260,13 +260,8 @@ class DurableTests(unittest.TestCase):
     timeout = 240
 
     async def test_backend_killed_during_acknowledged_additions(self):
-        # The layout the daemons run by default: customer and product data
-        # in the embedded server's "marketplace" database.
-        dsns = test_dsns()
-        one = dsns.get("marketplace", dsns["product"])
-        market = await start_marketplace(
-            self, services=("seller", "buyer"), customer_db=one, product_db=one
-        )
+        market = await start_marketplace(self, services=("seller", "buyer"))
+        one = market.settings.product_db
         shop = Shop()
         await shop.open(self, market, 8)
         acknowledged = [0] * len(shop.buyers)

@@ -4,10 +4,17 @@ item's counts and its seller's rating follow."""
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.support import assert_error, open_database, payload_of, start_marketplace
+from tests.support import (
+    assert_error,
+    on_both_layouts,
+    open_database,
+    payload_of,
+    start_marketplace,
+)
 from tests.test_purchase import Shop
 
 
+@on_both_layouts
 class FeedbackTests(unittest.TestCase):
     async def setUp(self):
         self.market = await start_marketplace(self)

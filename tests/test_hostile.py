@@ -27,11 +27,11 @@ from tests.support import (
     PAYMENTS_SECRET,
     WireClient,
     _later,
+    on_both_layouts,
     open_database,
     payload_of,
     start_marketplace,
 )
-from tests.test_one_database import _OneDatabase
 
 EXAMPLES = settings(
     max_examples=60,
@@ -198,7 +198,6 @@ class HostileCase(unittest.TestCase):
         self.databases = {
             name: await open_database(self, name) for name in ("customer", "product", "payments")
         }
-        # open_database empties the tables: make the accounts afterwards.
         self.clients = {
             name: await self.connect(name) for name in ("seller", "buyer", "payments")
         }
@@ -437,6 +436,7 @@ class HostileInputTests(HostileCase):
             await self.exchange(service, body)
 
 
+@on_both_layouts
 class MoneyExtremesTests(HostileCase):
     """Numbers at and beyond every limit, on two databases."""
 
@@ -514,7 +514,3 @@ class MoneyExtremesTests(HostileCase):
         await buyer("MakePurchase", **card)
         await buyer("GetBuyerPurchases")
         await buyer("GetSellerRating", seller_id=2**63 - 1)
-
-
-class OneDatabaseMoneyExtremesTests(_OneDatabase, MoneyExtremesTests):
-    """The same on one database, where carts and items take the hot path."""

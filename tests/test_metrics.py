@@ -20,12 +20,12 @@ from marketplace.observability.monitor import MonitorServer, worker_description
 from marketplace.server.dispatch import Api, Dispatcher
 from marketplace.server.limits import Limits
 from marketplace.tap import build
-from tests.db import test_dsns
 from tests.support import (
     _later,
     assert_error,
     connect,
     empty_databases,
+    layout_dsns,
     payload_of,
     start_marketplace,
     test_settings,
@@ -195,9 +195,14 @@ class ReadinessTests(unittest.TestCase):
     again once it is back; the pool's reconnects and UNAVAILABLE answers
     are counted."""
 
+    #: The product database is cut off while the customer database stays.
+    layout = "two"
+
     async def setUp(self):
         await empty_databases(self)
-        self.ports, self.monitor = await serving(self, {"buyer": LOOPBACK}, test_settings())
+        self.ports, self.monitor = await serving(
+            self, {"buyer": LOOPBACK}, test_settings(self.layout)
+        )
 
     async def ready_becomes(self, expected: bool):
         for _ in range(150):
@@ -235,7 +240,7 @@ class ReadinessTests(unittest.TestCase):
                                       database="product"), 1)
 
     async def test_not_ready_before_listening(self):
-        top = build({"buyer": LOOPBACK}, test_settings(), reactor, metrics=LOOPBACK)
+        top = build({"buyer": LOOPBACK}, test_settings(self.layout), reactor, metrics=LOOPBACK)
         monitor = next(s for s in top if isinstance(s, MonitorServer))
         monitor.startService()  # the monitor alone: nothing listens
         self.addCleanup(monitor.stopService)
@@ -389,7 +394,7 @@ class DaemonTests(unittest.TestCase):
         cwd = Path(self.mktemp()).resolve()
         cwd.mkdir(parents=True)
         seller_port, metrics_port = free_port(), free_pair()
-        dsns = test_dsns()
+        dsns = layout_dsns()
         daemon = start_daemon(
             self, cwd, "marketplace-seller", "--workers=2",
             f"--listen=tcp:{seller_port}:interface=127.0.0.1",

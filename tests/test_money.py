@@ -9,9 +9,8 @@ from twisted.trial import unittest
 
 from marketplace.contract import money
 from marketplace.contract.errors import ApiError
-from tests.support import assert_error, open_database, payload_of
+from tests.support import assert_error, on_both_layouts, open_database, payload_of
 from tests.test_buyer_api import BuyerTestCase
-from tests.test_one_database import _OneDatabase
 from tests.test_purchase import CARD
 
 PRICE_MAX = 9999999999.99
@@ -49,6 +48,7 @@ class MoneyTests(unittest.SynchronousTestCase):
             self.assertEqual(caught.exception.code, "BAD_REQUEST")
 
 
+@on_both_layouts
 class LimitTests(BuyerTestCase):
     """The issue's attack: an item at 9,999,999,999.99 with 2,147,483,647
     units in the cart."""
@@ -120,8 +120,3 @@ class LimitTests(BuyerTestCase):
         self.assertEqual(rows, [("9990000009990.00",)])
         history = payload_of(self, await self.call("GetBuyerPurchases"))["items"]
         self.assertEqual([line["price_decimal"] for line in history], ["9999999999.99", "0.01"])
-
-
-class OneDatabaseLimitTests(_OneDatabase, LimitTests):
-    """The same on one database, where AddItemToCart and DisplayCart take
-    the hot path."""

@@ -1,8 +1,8 @@
-"""The API tests again, with customer and product data in one database.
+"""What only the one-database layout has: the hot path's answers, and the
+one database going away while the hot path's statements are prepared.
 
-That is the layout of the embedded default, where the hot APIs check the
-session and do their work in one statement (marketplace/product/hotpath.py); the
-other test modules run on two databases, where they cannot.
+Every other test runs on this layout too, the default of the tests (see
+tests/support.py); the API suites run on the two-database layout as well.
 """
 
 import json
@@ -13,53 +13,10 @@ from twisted.trial import unittest
 
 from marketplace.server import envelope
 from marketplace.server.dispatch import Call, Dispatcher
-from tests import test_buyer_api, test_seller_api, test_sessions
-from tests.db import test_dsns
 from tests.support import assert_error, connect, payload_of, start_marketplace
-from tests.test_buyer_api import buyer_session
+from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import seller_session
 from tests.test_unavailable import allow_connections
-
-
-class _OneDatabase:
-    """Mixed into a test case: both services' data in the customer database."""
-
-    @property
-    def settings_overrides(self) -> dict:
-        one = test_dsns()["customer"]
-        return {"customer_db": one, "product_db": one}
-
-
-class AccountTests(_OneDatabase, test_buyer_api.AccountTests):
-    pass
-
-
-class SearchTests(_OneDatabase, test_buyer_api.SearchTests):
-    pass
-
-
-class ItemTests(_OneDatabase, test_buyer_api.ItemTests):
-    pass
-
-
-class CartTests(_OneDatabase, test_buyer_api.CartTests):
-    pass
-
-
-class SellerApiTests(_OneDatabase, test_seller_api.SellerApiTests):
-    pass
-
-
-class StatelessTests(_OneDatabase, test_sessions.StatelessTests):
-    pass
-
-
-class ExpiryTests(_OneDatabase, test_sessions.ExpiryTests):
-    pass
-
-
-class WireTests(_OneDatabase, test_sessions.WireTests):
-    pass
 
 
 def _dispatchers(market) -> dict:
@@ -71,7 +28,7 @@ def _dispatchers(market) -> dict:
     }
 
 
-class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
+class HotPathAnswerTests(unittest.TestCase):
     """The hot path's answers, which PostgreSQL writes as JSON, are the
     answers of the usual path, which the service writes, to the byte's
     meaning: same fields, same values, numbers equal as decimals."""
@@ -174,7 +131,7 @@ class HotPathAnswerTests(_OneDatabase, unittest.TestCase):
         await self.assert_same("buyer", "GetItem", {"item_id": lamp})
 
 
-class UnavailableTests(_OneDatabase, test_buyer_api.BuyerTestCase):
+class UnavailableTests(BuyerTestCase):
     """The one database goes away while the hot path's connections are
     open and have their statements prepared."""
 

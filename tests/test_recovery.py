@@ -15,12 +15,12 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
 from marketplace.product import purchasedb
-from tests.db import test_dsns
 from tests.support import (
     PAYMENTS_SECRET,
     RunningMarketplace,
     _later,
     connect,
+    layout_dsns,
     open_database,
     payload_of,
     start_marketplace,
@@ -97,7 +97,7 @@ class KilledBuyerTests(unittest.TestCase):
     async def spawn_buyer(self, payments_port: int):
         """twistd -n marketplace-buyer on the test databases; its port."""
         port = free_port()
-        dsns = test_dsns()
+        dsns = layout_dsns()
         folder = Path(self.mktemp())
         folder.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}

@@ -17,9 +17,14 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from marketplace.bench import catalog
-from tests.support import assert_error, connect, payload_of, start_marketplace
+from tests.support import (
+    assert_error,
+    connect,
+    on_both_layouts,
+    payload_of,
+    start_marketplace,
+)
 from tests.test_buyer_api import buyer_session
-from tests.test_one_database import _OneDatabase
 from tests.test_seller_api import seller_session
 
 SPEC = catalog.CatalogSpec(
@@ -64,6 +69,7 @@ def _summary(items: List[dict]) -> List[tuple]:
     ]
 
 
+@on_both_layouts
 class RankingTests(unittest.TestCase):
     """On two databases: the usual path's statements."""
 
@@ -214,7 +220,3 @@ class RankingTests(unittest.TestCase):
                 self.session,
             )
             assert_error(self, answer, "BAD_REQUEST")
-
-
-class OneDatabaseRankingTests(_OneDatabase, RankingTests):
-    """On one database: the hot path's statements."""

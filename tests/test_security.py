@@ -18,6 +18,7 @@ from marketplace.server.dispatch import Call
 from tests.support import (
     assert_error,
     connect,
+    empty_databases,
     open_database,
     payload_of,
     start_marketplace,
@@ -70,6 +71,7 @@ class PasswordTests(unittest.TestCase):
     verification too, so failing takes as long either way."""
 
     async def setUp(self):
+        await empty_databases(self)
         self.customer = await open_database(self, "customer")
         self.passwords = CountingPasswords()
         self.accounts = Accounts("buyer", self.customer, self.passwords)

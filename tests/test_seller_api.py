@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from tests.support import assert_error, connect, payload_of, start_marketplace
+from tests.support import assert_error, connect, on_both_layouts, payload_of, start_marketplace
 
 PHONE_CASE = {
     "item_name": "Phone case",
@@ -24,6 +24,7 @@ async def seller_session(testcase, client, username="alice", name=None):
     return seller_id, payload_of(testcase, login)["session_id"]
 
 
+@on_both_layouts
 class SellerApiTests(unittest.TestCase):
     async def setUp(self):
         self.market = await start_marketplace(self)

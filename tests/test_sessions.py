@@ -9,6 +9,7 @@ from tests.support import (
     assert_error,
     connect,
     frame,
+    on_both_layouts,
     payload_of,
     start_marketplace,
 )
@@ -16,6 +17,7 @@ from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import PHONE_CASE, seller_session
 
 
+@on_both_layouts
 class StatelessTests(BuyerTestCase):
     async def test_session_on_another_connection(self):
         item_id = await self.item()
@@ -76,6 +78,7 @@ class StatelessTests(BuyerTestCase):
         self.assertEqual(codes.count("OUT_OF_STOCK"), 20)
 
 
+@on_both_layouts
 class ExpiryTests(unittest.TestCase):
     async def test_idle_session_expires_with_its_cart(self):
         market = await start_marketplace(self, session_timeout=1.5)
@@ -153,6 +156,7 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(rows[0][0], 0)
 
 
+@on_both_layouts
 class WireTests(BuyerTestCase):
     async def test_pipelined_answers_in_order(self):
         item_id = await self.item()

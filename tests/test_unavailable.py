@@ -34,6 +34,11 @@ def allow_connections(database: str, allow: bool) -> None:
 
 
 class UnavailableTests(BuyerTestCase):
+    """One of two databases goes away (for the one database of the default
+    layout, see tests/test_one_database.py)."""
+
+    layout = "two"
+
     async def cut_off(self, database: str) -> None:
         await threads.deferToThread(allow_connections, database, False)
         self.addCleanup(threads.deferToThread, allow_connections, database, True)
