@@ -17,9 +17,6 @@ from typing import Dict, Optional
 
 from marketplace.postgres.embedded import EmbeddedPostgres
 
-CUSTOMER_TABLES = ("sessions", "accounts")
-PRODUCT_TABLES = ("active_cart_lines", "saved_cart_lines", "items")
-
 _dsns: Optional[Dict[str, str]] = None
 #: The embedded server the tests run on, if they run on one.
 _server: Optional[EmbeddedPostgres] = None

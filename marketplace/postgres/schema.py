@@ -12,10 +12,6 @@ from twisted.logger import Logger
 from marketplace.postgres.database import Database, is_unavailable
 from marketplace.postgres.outage import describe
 
-CUSTOMER = "customer"
-PRODUCT = "product"
-PAYMENTS = "payments"
-
 # Any fixed number will do: it only keeps two services that start at once
 # from creating the same tables at the same time.
 _SCHEMA_LOCK = 0x6D61726B

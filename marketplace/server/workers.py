@@ -29,7 +29,6 @@ from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
-    serverFromString,
 )
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -114,12 +113,6 @@ def _check_free(interface: str, port: int) -> None:
         raise error.CannotListenError(interface, port, e)
     finally:
         probe.close()
-
-
-def reuse_port_endpoint(reactor, description: str) -> IStreamServerEndpoint:
-    """A SO_REUSEPORT endpoint for a server endpoint description; only
-    C{tcp:}, C{tcp6:} and C{ssl:} descriptions can be shared this way."""
-    return shared_endpoint(reactor, serverFromString(reactor, description))
 
 
 def shared_endpoint(reactor, endpoint, alone_first: bool = False) -> IStreamServerEndpoint:
