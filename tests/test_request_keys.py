@@ -7,8 +7,13 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from marketplace.server import requestkeys
-from tests.db import test_dsns
-from tests.support import assert_error, connect, payload_of, start_marketplace
+from tests.support import (
+    assert_error,
+    connect,
+    on_both_layouts,
+    payload_of,
+    start_marketplace,
+)
 from tests.test_buyer_api import buyer_session
 from tests.test_seller_api import PHONE_CASE, seller_session
 
@@ -17,9 +22,11 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+@on_both_layouts
 class KeyedWrites(unittest.TestCase):
-    """A seller with an item, a buyer who bought it, and their connections;
-    on two databases (the one-database layout is the subclass below)."""
+    """A seller with an item, a buyer who bought it, and their connections.
+    On one database AddItemToCart and ChangeItemPrice file their answer in
+    their one statement."""
 
     async def setUp(self):
         self.market = await start_marketplace(self)
@@ -233,16 +240,6 @@ class KeyedWrites(unittest.TestCase):
         await requestkeys.sweep(backend.product, 300)
         rows = await backend.product.query("SELECT count(*) FROM request_keys")
         self.assertEqual(rows[0][0], 0)
-
-
-class KeyedWritesOneDatabase(KeyedWrites):
-    """The same on the one-database layout, where AddItemToCart and
-    ChangeItemPrice file their answer in their one statement."""
-
-    @property
-    def settings_overrides(self) -> dict:
-        one = test_dsns()["customer"]
-        return {"customer_db": one, "product_db": one}
 
 
 class KeyHelpers(unittest.TestCase):
