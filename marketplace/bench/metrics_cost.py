@@ -1,6 +1,7 @@
 """What the metrics cost per call on the hot path, without a network or a
-database: L{Dispatcher.handle_frame} on a hot-path API that answers at
-once, with and without L{Metrics} watching it (min of several rounds).
+database: L{Dispatcher.handle_frame} on a single-statement API (one that
+checks its session itself) that answers at once, with and without
+L{Metrics} watching it (min of several rounds).
 
     .venv/bin/python -m marketplace.bench.metrics_cost [--calls N] [--rounds R]
 """
@@ -16,22 +17,13 @@ from marketplace.server.dispatch import Api, Dispatcher
 from marketplace.observability.metrics import Metrics
 
 
-class _Hot:
-    """A hot path whose one API answers at once."""
-
-    def enabled(self) -> bool:
-        return True
-
-    def handlers(self):
-        return {"DisplayCart": lambda call: defer.succeed({"items": []})}
-
-
-async def _usual(call):
-    return {}
+def _display_cart(call):
+    return defer.succeed({"items": []})
 
 
 def _dispatcher(watched: bool) -> Dispatcher:
-    dispatcher = Dispatcher("buyer", {"DisplayCart": Api(_usual)}, None, hot_path=_Hot())
+    apis = {"DisplayCart": Api(_display_cart, checks_session=True)}
+    dispatcher = Dispatcher("buyer", apis, None)
     if watched:
         Metrics().watch_dispatcher(dispatcher)
     return dispatcher

@@ -12,17 +12,45 @@ from marketplace.payments.apis import KEY_MAX
 from marketplace.payments.paymentclient import PaymentsClient
 from marketplace.postgres.database import Database
 from marketplace.product import productdb, purchasedb
-from marketplace.product.hotpath import BuyerHotPath
 from marketplace.seller.apis import seller_rating
 from marketplace.server import requestkeys
 from marketplace.server.dispatch import Api, Call, Dispatcher
+from marketplace.server.statements import SEPARATE, SessionCheck, Statements
 
 SEARCH_LIMIT_DEFAULT = 50
 SEARCH_LIMIT_MAX = 500
 
 
+def _not_found(row: tuple, args: dict) -> ApiError:
+    """GetItem's error: there is no such item."""
+    item_id = validate.format_item_id(args["category"], args["number"])
+    return ApiError(NOT_FOUND, f"there is no item {item_id}")
+
+
+def _not_added(row: tuple, args: dict) -> ApiError:
+    """AddItemToCart's error, from its statement's row: the outcome, the
+    payload (none), the item's units on sale and price, the units held."""
+    outcome, _, on_sale, price, held = row
+    if outcome == productdb.NO_ITEM:
+        return _not_found(row, args)
+    item_id = validate.format_item_id(args["category"], args["number"])
+    wanted = held + args["units"]
+    if outcome == productdb.TOO_DEAR:
+        return bad_request(
+            f'field "quantity": {wanted} units of {item_id} at'
+            f" {money.text(price)} come to {money.text(money.line_total(wanted, price))},"
+            f" more than one purchase may charge ({money.text(money.TOTAL_MAX)})"
+        )
+    return ApiError(
+        OUT_OF_STOCK,
+        f"only {on_sale} units of {item_id} left"
+        + (f" and the cart already holds {held}" if held else ""),
+    )
+
+
 class BuyerApis:
-    """What a buyer can do, on the two databases."""
+    """What a buyer can do, on the two databases; C{sessions} says whether
+    they are one (marketplace/server/statements.py)."""
 
     def __init__(
         self,
@@ -33,6 +61,7 @@ class BuyerApis:
         payments: Optional[PaymentsClient] = None,
         clock=None,
         account_limits: Optional[AccountLimits] = None,
+        sessions: SessionCheck = SEPARATE,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -48,6 +77,14 @@ class BuyerApis:
             on_logout=self._drop_cart,
             limits=account_limits or AccountLimits(),
         )
+        self.statements = statements = Statements(product, sessions, self.accounts)
+        self._get_item = statements.statement("get_item", productdb.GET_ITEM)
+        self._add_to_cart = statements.statement("add_to_cart", productdb.ADD_TO_CART)
+        self._display_cart = statements.statement("display_cart", productdb.DISPLAY_CART)
+        self._searches = {
+            shape: statements.statement(f"search_{shape}", sql)
+            for shape, sql in productdb.SEARCHES.items()
+        }
 
     async def _start_cart(self, key: str, buyer_id: int) -> None:
         await productdb.start_active_cart(self.product, key, buyer_id)
@@ -55,64 +92,43 @@ class BuyerApis:
     async def _drop_cart(self, key: str) -> None:
         await productdb.drop_carts(self.product, [key])
 
-    async def search(self, call: Call) -> dict:
+    def search(self, call: Call):
         payload = call.payload
-        category = validate.integer(payload, "category", 0)
-        keywords = validate.keywords(payload)
-        limit = validate.integer(
-            payload, "limit", 1, SEARCH_LIMIT_MAX, default=SEARCH_LIMIT_DEFAULT
-        )
-        offset = validate.integer(payload, "offset", 0, default=0)
-        after = validate.search_cursor(payload)
-        items = await productdb.search(self.product, category, keywords, limit, offset, after)
-        return {"items": items}
+        try:
+            category = validate.integer(payload, "category", 0)
+            keywords = validate.keywords(payload)
+            limit = validate.integer(
+                payload, "limit", 1, SEARCH_LIMIT_MAX, default=SEARCH_LIMIT_DEFAULT
+            )
+            offset = validate.integer(payload, "offset", 0, default=0)
+            after = validate.search_cursor(payload)
+        except ApiError as error:
+            return self.statements.refuse(call, error)
+        shape, _, args = productdb.search_statement(category, keywords, limit, offset, after)
+        return self.statements.read(self._searches[shape], self.statements.args(call, **args))
 
-    async def get_item(self, call: Call) -> dict:
-        category, number = validate.item_id(call.payload)
-        item = await productdb.get_item(self.product, category, number)
-        if item is None:
-            raise ApiError(NOT_FOUND, f"there is no item {validate.format_item_id(category, number)}")
-        return item
+    def get_item(self, call: Call):
+        try:
+            category, number = validate.item_id(call.payload)
+        except ApiError as error:
+            return self.statements.refuse(call, error)
+        args = self.statements.args(call, category=category, number=number)
+        return self.statements.read(self._get_item, args, _not_found)
 
     def _key(self, call: Call):
         """The request's key, among this buyer's (None: it has none)."""
         scope = requestkeys.account_scope(customerdb.BUYER, call.session.user_id)
         return requestkeys.of_request(call.request, scope)
 
-    async def add_to_cart(self, call: Call) -> dict:
-        category, number = validate.item_id(call.payload)
-        units = validate.quantity(call.payload)
-        session = call.session
-
-        async def add(db) -> dict:
-            added = await productdb.add_to_cart(
-                db, session.key, session.user_id, category, number, units
-            )
-            if not added:
-                await self._why_not_added(db, session.key, category, number, units)
-            return await productdb.active_cart(db, session.key)
-
-        return await requestkeys.run(self.product, self._key(call), add)
-
-    async def _why_not_added(self, db, key: str, category: int, number: int, units: int):
-        """Raise the error of an addition that found nothing to add."""
-        item_id = validate.format_item_id(category, number)
-        item = await productdb.get_item(db, category, number)
-        if item is None:
-            raise ApiError(NOT_FOUND, f"there is no item {item_id}")
-        held = await productdb.units_in_cart(db, key, category, number)
-        line = money.line_total(held + units, item["price"])
-        if money.exceeds(line):
-            raise bad_request(
-                f'field "quantity": {held + units} units of {item_id} at'
-                f" {money.text(item['price'])} come to {money.text(line)}, more than"
-                f" one purchase may charge ({money.text(money.TOTAL_MAX)})"
-            )
-        raise ApiError(
-            OUT_OF_STOCK,
-            f"only {item['quantity']} units of {item_id} left"
-            + (f" and the cart already holds {held}" if held else ""),
-        )
+    def add_to_cart(self, call: Call):
+        statements = self.statements
+        try:
+            category, number = validate.item_id(call.payload)
+            units = validate.quantity(call.payload)
+        except ApiError as error:
+            return statements.refuse(call, error)
+        args = statements.args(call, category=category, number=number, units=units)
+        return statements.write(call, self._add_to_cart, args, _not_added)
 
     async def remove_from_cart(self, call: Call) -> dict:
         category, number = validate.item_id(call.payload)
@@ -140,13 +156,12 @@ class BuyerApis:
 
     async def clear_cart(self, call: Call) -> dict:
         async def clear(db) -> dict:
-            await productdb.clear_cart(db, call.session.key)
-            return productdb.cart_from_rows([])
+            return await productdb.clear_cart(db, call.session.key)
 
         return await requestkeys.run(self.product, self._key(call), clear)
 
-    async def display_cart(self, call: Call) -> dict:
-        return await productdb.active_cart(self.product, call.session.key)
+    def display_cart(self, call: Call):
+        return self.statements.read(self._display_cart, self.statements.args(call))
 
     async def get_seller_rating(self, call: Call) -> dict:
         seller_id = validate.integer(call.payload, "seller_id", 0, 2**63 - 1)
@@ -204,13 +219,17 @@ class BuyerApis:
         """Every buyer API, by name."""
         return {
             **self.accounts.apis(),
-            "SearchItemsForSale": Api(self.search),
-            "GetItem": Api(self.get_item),
-            "AddItemToCart": Api(self.add_to_cart),
+            **self.statements.apis(
+                {
+                    "SearchItemsForSale": self.search,
+                    "GetItem": self.get_item,
+                    "AddItemToCart": self.add_to_cart,
+                    "DisplayCart": self.display_cart,
+                }
+            ),
             "RemoveItemFromCart": Api(self.remove_from_cart),
             "SaveCart": Api(self.save_cart),
             "ClearCart": Api(self.clear_cart),
-            "DisplayCart": Api(self.display_cart),
             "GetSellerRating": Api(self.get_seller_rating),
             "GetBuyerPurchases": Api(self.get_purchases),
             "MakePurchase": Api(self.make_purchase),
@@ -219,11 +238,4 @@ class BuyerApis:
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher that answers the buyer service's frames."""
-        hot_path = BuyerHotPath(
-            "buyer",
-            self.customer,
-            self.product,
-            self.accounts.session_timeout,
-            search_limits=(SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX),
-        )
-        return Dispatcher("buyer", self.apis(), self.accounts.authenticate, hot_path)
+        return Dispatcher("buyer", self.apis(), self.accounts.authenticate)

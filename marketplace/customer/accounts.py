@@ -122,6 +122,14 @@ def session_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def invalid_session(role: str) -> ApiError:
+    """The error of a session that is not a live one of C{role}."""
+    return ApiError(
+        INVALID_SESSION,
+        f"the session is unknown, logged out or expired, or not a {role}'s; log in again",
+    )
+
+
 def new_session_id() -> str:
     """A fresh session id."""
     return secrets.token_urlsafe(32)
@@ -159,11 +167,7 @@ class Accounts:
             self.customer, key, self.role, self.session_timeout
         )
         if account_id is None:
-            raise ApiError(
-                INVALID_SESSION,
-                f"the session is unknown, logged out or expired, or not a {self.role}'s;"
-                " log in again",
-            )
+            raise invalid_session(self.role)
         return Session(account_id, key)
 
     async def create_account(self, call: Call) -> dict:

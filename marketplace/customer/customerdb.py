@@ -79,8 +79,9 @@ async def open_session(
 # moved on at most once a second (by touch_session of schema.sql, which the
 # CASE calls only when that second is up), so a busy session is not a write
 # on every request; an idle one may thus end up to a second early.  C{live} has one
-# row (the account) for a live session and none otherwise; the hot path
-# (marketplace/product/hotpath.py) joins its work onto it.
+# row (the account) for a live session and none otherwise; where customer
+# and product data share a database, the single-statement APIs join their
+# work onto it (marketplace/server/statements.py).
 LIVE_SESSION = """
 WITH live AS (
     SELECT account_id FROM sessions

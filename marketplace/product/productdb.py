@@ -1,6 +1,8 @@
-"""The product database: items, carts (and later purchases and feedback).
+"""The product database: items and carts (purchases and feedback are in
+purchasedb).
 
-All of its SQL is here.  Items come back as the dicts PROTOCOL.md describes.
+All of its SQL is here.  Items and carts come back as PROTOCOL.md
+describes them, written as JSON by PostgreSQL (L{item_json}, L{cart_json}).
 """
 
 from dataclasses import dataclass
@@ -10,38 +12,23 @@ from typing import List, Optional, Sequence, Tuple
 from marketplace.contract import money
 from marketplace.contract.validate import format_item_id
 from marketplace.postgres.database import Database
+from marketplace.server.envelope import JsonPayload
+from marketplace.server.statements import OK, recorded
 
-ITEM_COLUMNS = (
-    "id, category, name, keywords, condition, price, quantity,"
-    " seller_id, thumbs_up, thumbs_down"
-)
-
-
-def item_from_row(row: Sequence) -> dict:
-    """An item as PROTOCOL.md returns it, from a row of ITEM_COLUMNS."""
-    number, category, name, keywords, condition, price, quantity = row[:7]
-    seller_id, thumbs_up, thumbs_down = row[7:10]
-    return {
-        "item_id": format_item_id(category, number),
-        "item_name": name,
-        "category": category,
-        "keywords": list(keywords),
-        "condition": condition,
-        "price": price,
-        "price_decimal": money.text(price),
-        "quantity": quantity,
-        "seller_id": seller_id,
-        "thumbs_up": thumbs_up,
-        "thumbs_down": thumbs_down,
-    }
+# Outcomes of the single-statement APIs (marketplace/server/statements.py)
+# besides statements.OK.
+NO_ITEM = "no item"
+NOT_OWNER = "not owner"
+SHORT = "short"
+TOO_DEAR = "too dear"
 
 
 def item_json(row: str, *extra: str) -> str:
-    """SQL for the JSON object that L{item_from_row} makes, of the items
-    row C{row} (a table alias), with the C{extra} key/value pairs after it.
+    """SQL for an item as PROTOCOL.md returns it (JSON), of the items row
+    C{row} (a table alias), with the C{extra} key/value pairs after it.
 
-    The hot path (marketplace/product/hotpath.py) has PostgreSQL write its answers
-    this way, sparing the service the rows, the dicts and their encoding.
+    Every answer that holds items has PostgreSQL write them this way,
+    sparing the service the rows, the dicts and their encoding.
     """
     pairs = "".join(f", {pair}" for pair in extra)
     return (
@@ -56,10 +43,11 @@ def item_json(row: str, *extra: str) -> str:
 
 
 def cart_json(lines: str) -> str:
-    """SQL for the JSON cart that L{cart_from_rows} makes, of C{lines}: a
+    """SQL for a cart as PROTOCOL.md returns it (JSON), of C{lines}: a
     query of (item_id, quantity) rows.  PostgreSQL's numeric is exact, and
     its text of a numeric(12, 2) or of a sum of them has two decimals, as
-    L{money.text} writes them."""
+    L{money.text} writes them.  Every answer that holds a cart has
+    PostgreSQL write it this way."""
     return f"""(
     SELECT json_build_object(
         'cart', coalesce(json_agg(json_build_object(
@@ -95,55 +83,57 @@ async def register_item(
     return format_item_id(category, row[0])
 
 
-async def get_item(db: Database, category: int, number: int) -> Optional[dict]:
-    """The item with this id, or None."""
-    row = await db.one(
-        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s AND category = %s",
-        (number, category),
-    )
-    return item_from_row(row) if row else None
+# The single-statement APIs (marketplace/server/statements.py): each
+# statement comes after C{live} (the session's account, one row or none)
+# and answers one row per live session: the outcome (statements.OK or one
+# of those above), the payload as JSON text, and the figures an error
+# message needs.  A write files its payload under its request key where
+# the outcome is OK (statements.recorded()).
+
+SELLER_ITEMS = f"""
+SELECT '{OK}', json_build_object('items', coalesce((
+    SELECT json_agg({item_json('i')} ORDER BY i.id)
+    FROM items AS i WHERE i.seller_id = s.account_id
+), '[]'))::text
+FROM live AS s
+"""
+
+GET_ITEM = f"""
+SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{OK}' END, {item_json('i')}::text
+FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
+"""
 
 
-async def item_owner(db: Database, category: int, number: int) -> Optional[int]:
-    """The seller of an item, or None if there is no such item."""
-    row = await db.one(
-        "SELECT seller_id FROM items WHERE id = %s AND category = %s",
-        (number, category),
-    )
-    return row[0] if row else None
+def _item_write(change: str, where: str, refused: str) -> str:
+    """A seller's write on an item of theirs: the item after C{change} (SQL
+    of SET) where C{where} holds as well; the outcome NO_ITEM, NOT_OWNER
+    or, where the seller owns the item, C{refused} (SQL of the outcome)."""
+    return f""", changed AS (
+    UPDATE items AS i SET {change}
+    WHERE i.id = %(number)s AND i.category = %(category)s
+      AND i.seller_id = (SELECT account_id FROM live){where}
+    RETURNING i.*
+), answer AS (
+    SELECT s.account_id,
+           CASE WHEN c.id IS NOT NULL THEN '{OK}'
+                WHEN o.id IS NULL THEN '{NO_ITEM}'
+                WHEN o.seller_id <> s.account_id THEN '{NOT_OWNER}'
+                ELSE {refused} END AS outcome,
+           {item_json('c')}::text AS payload
+    FROM live AS s LEFT JOIN changed AS c ON true
+    LEFT JOIN items AS o ON o.id = %(number)s AND o.category = %(category)s
+), {recorded()}
+SELECT outcome, payload FROM answer
+"""
 
 
-async def change_price(
-    db: Database, seller_id: int, category: int, number: int, price: Decimal
-) -> Optional[dict]:
-    """Set the price of a seller's own item; None if it is not theirs."""
-    row = await db.one(
-        f"UPDATE items SET price = %s WHERE id = %s AND category = %s"
-        f" AND seller_id = %s RETURNING {ITEM_COLUMNS}",
-        (price, number, category, seller_id),
-    )
-    return item_from_row(row) if row else None
+#: ChangeItemPrice: %(price)s for the item %(category)s-%(number)s.
+CHANGE_PRICE = _item_write("price = %(price)s", "", f"'{NOT_OWNER}'")
 
-
-async def take_off_sale(
-    db: Database, seller_id: int, category: int, number: int, units: int
-) -> Optional[dict]:
-    """Take C{units} of a seller's own item off sale, if it has that many."""
-    row = await db.one(
-        f"UPDATE items SET quantity = quantity - %s WHERE id = %s AND category = %s"
-        f" AND seller_id = %s AND quantity >= %s RETURNING {ITEM_COLUMNS}",
-        (units, number, category, seller_id, units),
-    )
-    return item_from_row(row) if row else None
-
-
-async def seller_items(db: Database, seller_id: int) -> List[dict]:
-    """Every item of a seller, sold-out ones included."""
-    rows = await db.query(
-        f"SELECT {ITEM_COLUMNS} FROM items WHERE seller_id = %s ORDER BY id",
-        (seller_id,),
-    )
-    return [item_from_row(row) for row in rows]
+#: UpdateUnitsForSale: %(units)s off sale, if the item has that many.
+TAKE_OFF_SALE = _item_write(
+    "quantity = i.quantity - %(units)s", " AND i.quantity >= %(units)s", f"'{SHORT}'"
+)
 
 
 async def seller_counts(db: Database, seller_id: int) -> dict:
@@ -160,14 +150,20 @@ async def seller_counts(db: Database, seller_id: int) -> dict:
     }
 
 
+ITEM_COLUMNS = (
+    "id, category, name, keywords, condition, price, quantity,"
+    " seller_id, thumbs_up, thumbs_down"
+)
+
+
 def _columns(alias: str) -> str:
     return ", ".join(f"{alias}.{column.strip()}" for column in ITEM_COLUMNS.split(","))
 
 
 # Search: see docs/PROTOCOL.md (Search) for the ranking: score (highest
 # first), thumbs_up - thumbs_down (highest first), price, item id.  Each
-# statement answers ITEM_COLUMNS and the score, ranked; the hot path
-# (marketplace/product/hotpath.py) joins the same statements onto the session.
+# statement answers ITEM_COLUMNS and the score, ranked; SEARCHES has them
+# answer as the API does.
 #
 # The rank of an item is the row (-score, thumbs_down - thumbs_up, price,
 # id), smallest first, so a page after a keyset cursor (L{SearchCursor}) is
@@ -279,8 +275,9 @@ def search_statement(
     offset: int,
     cursor: Cursor = None,
 ) -> Tuple[str, str, dict]:
-    """The search for these fields: a short name for its prepared statement,
-    its SQL (answering ITEM_COLUMNS and the score, ranked) and arguments.
+    """The search for these fields: the short name of its statement in
+    L{SEARCHES}, its SQL (answering ITEM_COLUMNS and the score, ranked) and
+    arguments.
     C{cursor} is L{validate.search_cursor}'s (score, votes, price, number)
     of the item the page comes after, or None for the first page."""
     after = SearchCursor(*cursor) if cursor is not None else FIRST
@@ -303,59 +300,37 @@ def search_statement(
     return "many", SEARCH_MANY, args
 
 
-async def search(
-    db: Database,
-    category: int,
-    keywords: List[str],
-    limit: int,
-    offset: int,
-    cursor: Cursor = None,
-) -> List[dict]:
-    """Items on sale in C{category} that share a keyword, best first."""
-    _, sql, args = search_statement(category, keywords, limit, offset, cursor)
-    items = []
-    for row in await db.query(sql, args):
-        item = item_from_row(row)
-        item["score"] = float(row[10])
-        items.append(item)
-    return items
+def _search(sql: str) -> str:
+    """The single statement of a search of shape C{sql}, after C{live}."""
+    return f"""
+SELECT '{OK}', json_build_object('items', coalesce((
+    SELECT json_agg({item_json('m', "'score', m.score")}
+                    ORDER BY m.score DESC, m.thumbs_down - m.thumbs_up, m.price, m.id)
+    FROM ({sql}) AS m
+), '[]'))::text
+FROM live AS s
+"""
+
+
+#: SearchItemsForSale by the short name of L{search_statement}.
+SEARCHES = {"all": _search(SEARCH_ALL), "one": _search(SEARCH_ONE), "many": _search(SEARCH_MANY)}
 
 
 # Carts
 
-_ACTIVE_CART = """
-SELECT i.category, l.item_id, i.name, l.quantity, i.price
-FROM active_cart_lines AS l JOIN items AS i ON i.id = l.item_id
-WHERE l.session_key = %s ORDER BY l.item_id
+#: The lines of the active cart of session %(key)s.
+CART_LINES = "SELECT item_id, quantity FROM active_cart_lines WHERE session_key = %(key)s"
+
+#: DisplayCart.
+DISPLAY_CART = f"""
+SELECT '{OK}', {cart_json(CART_LINES)}::text FROM live AS s
 """
 
 
-def cart_line(category: int, number: int, name: str, quantity: int, price: Decimal) -> dict:
-    """One line of a cart as PROTOCOL.md returns it."""
-    return {
-        "item_id": format_item_id(category, number),
-        "item_name": name,
-        "quantity": quantity,
-        "price": price,
-        "price_decimal": money.text(price),
-        "subtotal_decimal": money.text(money.line_total(quantity, price)),
-    }
-
-
-def cart_from_rows(rows: Sequence[Sequence]) -> dict:
-    """A cart as PROTOCOL.md returns it: its lines and their total, from
-    (category, number, name, quantity, price) rows."""
-    total = money.total((row[3], row[4]) for row in rows)
-    return {
-        "cart": [cart_line(*row) for row in rows],
-        "total": total,
-        "total_decimal": money.text(total),
-    }
-
-
-async def active_cart(db: Database, session_key: str) -> dict:
+async def active_cart(db: Database, session_key: str) -> JsonPayload:
     """The active cart of a session."""
-    return cart_from_rows(await db.query(_ACTIVE_CART, (session_key,)))
+    row = await db.one(f"SELECT {cart_json(CART_LINES)}::text", {"key": session_key})
+    return JsonPayload(row[0])
 
 
 async def start_active_cart(db: Database, session_key: str, buyer_id: int) -> None:
@@ -404,42 +379,38 @@ RETURNING l.item_id, l.quantity
 """
 
 
-_ADD_TO_CART = f"WITH {ADD_ITEM}{add_line('%(buyer)s')}"
+# The cart after adding: the line the statement wrote (as RETURNING gives
+# it) and the cart's other lines as they were when it began, since the rest
+# of a statement cannot see its own writes.
+_LINES_AFTER_ADDING = """
+    SELECT item_id, quantity FROM added
+    UNION ALL
+    SELECT item_id, quantity FROM active_cart_lines
+    WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
-
-async def add_to_cart(
-    db: Database,
-    session_key: str,
-    buyer_id: int,
-    category: int,
-    number: int,
-    units: int,
-) -> bool:
-    """Add units to the active cart if the item has that many on sale."""
-    row = await db.one(
-        _ADD_TO_CART,
-        {
-            "key": session_key,
-            "buyer": buyer_id,
-            "number": number,
-            "category": category,
-            "units": units,
-        },
-    )
-    return row is not None
-
-
-async def units_in_cart(
-    db: Database, session_key: str, category: int, number: int
-) -> int:
-    """How many units of an item the active cart holds."""
-    row = await db.one(
-        "SELECT l.quantity FROM active_cart_lines AS l JOIN items AS i"
-        " ON i.id = l.item_id WHERE l.session_key = %s AND l.item_id = %s"
-        " AND i.category = %s",
-        (session_key, number, category),
-    )
-    return row[0] if row else 0
+#: AddItemToCart: %(units)s of the item %(category)s-%(number)s into the
+#: active cart of session %(key)s.  Where nothing was added, the outcome
+#: says why and the row has the item's units on sale and price and the
+#: units the cart held.
+ADD_TO_CART = f""", {ADD_ITEM}, added AS ({add_line("s.account_id", "item AS i, live AS s")}
+), held AS (
+    SELECT coalesce(max(quantity), 0) AS units FROM active_cart_lines
+    WHERE session_key = %(key)s AND item_id = %(number)s
+), answer AS (
+    SELECT s.account_id,
+           CASE WHEN EXISTS (SELECT FROM added) THEN '{OK}'
+                WHEN NOT EXISTS (SELECT FROM item) THEN '{NO_ITEM}'
+                WHEN (h.units::bigint + %(units)s) * (SELECT price FROM item) > {_TOTAL_MAX}
+                THEN '{TOO_DEAR}'
+                ELSE '{SHORT}' END AS outcome,
+           CASE WHEN EXISTS (SELECT FROM added)
+                THEN {cart_json(_LINES_AFTER_ADDING)}::text END AS payload,
+           (SELECT quantity FROM item) AS on_sale, (SELECT price FROM item) AS price,
+           h.units AS held
+    FROM live AS s, held AS h
+), {recorded()}
+SELECT outcome, payload, on_sale, price, held FROM answer
+"""
 
 
 async def remove_from_cart(
@@ -493,11 +464,14 @@ async def save_cart(db: Database, session_key: str, buyer_id: int) -> None:
     await db.transaction(replace)
 
 
-async def clear_cart(db: Database, session_key: str) -> None:
-    """Empty the active cart of a session."""
-    await db.execute(
-        "DELETE FROM active_cart_lines WHERE session_key = %s", (session_key,)
+async def clear_cart(db: Database, session_key: str) -> JsonPayload:
+    """Empty the active cart of a session; the cart (empty)."""
+    row = await db.one(
+        "WITH cleared AS (DELETE FROM active_cart_lines WHERE session_key = %(key)s)"
+        f" SELECT {cart_json(CART_LINES + ' AND false')}::text",
+        {"key": session_key},
     )
+    return JsonPayload(row[0])
 
 
 async def drop_carts(db: Database, session_keys: List[str]) -> None:

@@ -18,6 +18,7 @@ so of a request handler and a sweeper settling one purchase at once, one
 wins and the other sees what it did.
 """
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import List, Optional, Sequence
@@ -25,7 +26,7 @@ from typing import List, Optional, Sequence
 from marketplace.contract import money
 from marketplace.contract.validate import format_item_id
 from marketplace.postgres.database import Database
-from marketplace.product.productdb import cart_from_rows, cart_line
+from marketplace.product.productdb import CART_LINES, cart_json
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -88,6 +89,19 @@ class PriceChanged(Exception):
 
 _PURCHASE_COLUMNS = "id, buyer_id, state, payment_key, total, reason"
 
+
+def purchase_line(category: int, number: int, name: str, quantity: int, price: Decimal) -> dict:
+    """One line of a purchase as PROTOCOL.md returns it: a cart line, as
+    it was bought."""
+    return {
+        "item_id": format_item_id(category, number),
+        "item_name": name,
+        "quantity": quantity,
+        "price": price,
+        "price_decimal": money.text(price),
+        "subtotal_decimal": money.text(money.line_total(quantity, price)),
+    }
+
 _LINES = """
 SELECT category, item_id, item_name, quantity, price FROM purchase_lines
 WHERE purchase_id = %s ORDER BY item_id
@@ -95,7 +109,7 @@ WHERE purchase_id = %s ORDER BY item_id
 
 
 def _lines_from_rows(rows: Sequence[Sequence]) -> List[dict]:
-    return [cart_line(*row) for row in rows]
+    return [purchase_line(*row) for row in rows]
 
 
 async def _purchase(cursor, row: Sequence) -> Purchase:
@@ -199,7 +213,10 @@ async def take_units(
         if money.exceeds(total):
             raise OverLimit(total)
         if expected_total is not None and total != expected_total:
-            raise PriceChanged(cart_from_rows(lines))
+            # The cart as every answer shows one; its items are locked, so
+            # its prices are those just read.
+            await cursor.execute(f"SELECT {cart_json(CART_LINES)}::text", {"key": session_key})
+            raise PriceChanged(json.loads(cursor.fetchone()[0], parse_float=Decimal))
         await cursor.execute(
             "UPDATE purchases SET total = %s WHERE id = %s", (total, purchase_id)
         )
@@ -323,7 +340,7 @@ async def history(db: Database, buyer_id: int) -> dict:
     items = [
         {
             "purchase_id": purchase_id,
-            **cart_line(category, number, name, quantity, price),
+            **purchase_line(category, number, name, quantity, price),
             "purchased_at": purchased_at,
         }
         for purchase_id, category, number, name, quantity, price, purchased_at in rows

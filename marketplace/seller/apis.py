@@ -9,9 +9,9 @@ from marketplace.customer.accounts import AccountLimits, Accounts
 from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
-from marketplace.product.hotpath import SellerHotPath
 from marketplace.server import requestkeys
 from marketplace.server.dispatch import Api, Call, Dispatcher
+from marketplace.server.statements import SEPARATE, SessionCheck, Statements
 
 
 async def seller_rating(
@@ -25,8 +25,24 @@ async def seller_rating(
     return {"seller_id": seller_id, "name": name, **counts}
 
 
+def _refused(row: tuple, args: dict) -> ApiError:
+    """The error of a write on an item that the seller could not make."""
+    outcome = row[0]
+    item_id = validate.format_item_id(args["category"], args["number"])
+    if outcome == productdb.NO_ITEM:
+        return ApiError(NOT_FOUND, f"there is no item {item_id}")
+    if outcome == productdb.NOT_OWNER:
+        return ApiError(FORBIDDEN, f"item {item_id} belongs to another seller")
+    return ApiError(
+        BAD_REQUEST,
+        f'field "quantity": cannot take {args["units"]} units off sale,'
+        f" item {item_id} has fewer on sale",
+    )
+
+
 class SellerApis:
-    """What a seller can do, on the two databases."""
+    """What a seller can do, on the two databases; C{sessions} says whether
+    they are one (marketplace/server/statements.py)."""
 
     def __init__(
         self,
@@ -35,6 +51,7 @@ class SellerApis:
         passwords: Passwords,
         session_timeout: float,
         account_limits: Optional[AccountLimits] = None,
+        sessions: SessionCheck = SEPARATE,
     ) -> None:
         self.customer = customer
         self.product = product
@@ -45,6 +62,10 @@ class SellerApis:
             session_timeout,
             limits=account_limits or AccountLimits(),
         )
+        self.statements = statements = Statements(product, sessions, self.accounts)
+        self._seller_items = statements.statement("seller_items", productdb.SELLER_ITEMS)
+        self._change_price = statements.statement("change_price", productdb.CHANGE_PRICE)
+        self._take_off_sale = statements.statement("take_off_sale", productdb.TAKE_OFF_SALE)
 
     async def get_seller_rating(self, call: Call) -> dict:
         rating = await seller_rating(self.customer, self.product, call.session.user_id)
@@ -74,50 +95,28 @@ class SellerApis:
 
         return await requestkeys.run(self.product, self._key(call), register)
 
-    async def change_price(self, call: Call) -> dict:
-        category, number = validate.item_id(call.payload)
-        price = validate.price(call.payload)
+    def change_price(self, call: Call):
+        statements = self.statements
+        try:
+            category, number = validate.item_id(call.payload)
+            price = validate.price(call.payload)
+        except ApiError as error:
+            return statements.refuse(call, error)
+        args = statements.args(call, category=category, number=number, price=price)
+        return statements.write(call, self._change_price, args, _refused)
 
-        async def change(db) -> dict:
-            item = await productdb.change_price(
-                db, call.session.user_id, category, number, price
-            )
-            if item is None:
-                await self._explain(db, call, category, number)
-            return item
+    def update_units(self, call: Call):
+        statements = self.statements
+        try:
+            category, number = validate.item_id(call.payload)
+            units = validate.quantity(call.payload)
+        except ApiError as error:
+            return statements.refuse(call, error)
+        args = statements.args(call, category=category, number=number, units=units)
+        return statements.write(call, self._take_off_sale, args, _refused)
 
-        return await requestkeys.run(self.product, self._key(call), change)
-
-    async def update_units(self, call: Call) -> dict:
-        category, number = validate.item_id(call.payload)
-        units = validate.quantity(call.payload)
-
-        async def take_off(db) -> dict:
-            item = await productdb.take_off_sale(
-                db, call.session.user_id, category, number, units
-            )
-            if item is None:
-                await self._explain(db, call, category, number)
-                raise ApiError(
-                    BAD_REQUEST,
-                    f'field "quantity": cannot take {units} units off sale,'
-                    f" item {validate.format_item_id(category, number)} has fewer on sale",
-                )
-            return item
-
-        return await requestkeys.run(self.product, self._key(call), take_off)
-
-    async def _explain(self, db, call: Call, category: int, number: int) -> None:
-        """Raise NOT_FOUND or FORBIDDEN for an item the seller cannot change."""
-        item_id = validate.format_item_id(category, number)
-        owner = await productdb.item_owner(db, category, number)
-        if owner is None:
-            raise ApiError(NOT_FOUND, f"there is no item {item_id}")
-        if owner != call.session.user_id:
-            raise ApiError(FORBIDDEN, f"item {item_id} belongs to another seller")
-
-    async def display_items(self, call: Call) -> dict:
-        return {"items": await productdb.seller_items(self.product, call.session.user_id)}
+    def display_items(self, call: Call):
+        return self.statements.read(self._seller_items, self.statements.args(call))
 
     def apis(self) -> Dict[str, Api]:
         """Every seller API, by name."""
@@ -125,14 +124,15 @@ class SellerApis:
             **self.accounts.apis(),
             "GetSellerRating": Api(self.get_seller_rating),
             "RegisterItemForSale": Api(self.register_item),
-            "ChangeItemPrice": Api(self.change_price),
-            "UpdateUnitsForSale": Api(self.update_units),
-            "DisplayItemsForSale": Api(self.display_items),
+            **self.statements.apis(
+                {
+                    "ChangeItemPrice": self.change_price,
+                    "UpdateUnitsForSale": self.update_units,
+                    "DisplayItemsForSale": self.display_items,
+                }
+            ),
         }
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher that answers the seller service's frames."""
-        hot_path = SellerHotPath(
-            "seller", self.customer, self.product, self.accounts.session_timeout
-        )
-        return Dispatcher("seller", self.apis(), self.accounts.authenticate, hot_path)
+        return Dispatcher("seller", self.apis(), self.accounts.authenticate)

@@ -94,6 +94,12 @@ class Settings:
         """Whether the services run their own PostgreSQL."""
         return self.customer_db is None and self.product_db is None
 
+    @property
+    def one_database(self) -> bool:
+        """Whether customer and product data share a database (the
+        embedded one has them in one, postgres/embedded.py)."""
+        return self.customer_db == self.product_db
+
 
 def environment(env: Optional[Mapping[str, str]] = None, dotenv: str = ".env") -> dict:
     """The process environment over the values of the C{.env} file."""

@@ -1,13 +1,20 @@
 """Turning a request frame into an answer frame for one service.
 
 The dispatcher decodes the envelope, checks the session where the API needs
-one, calls the API's handler and turns whatever happens into exactly one
-answer: this is the one place where exceptions become error frames.
+one (unless the API's own statement checks it, see
+marketplace/server/statements.py), calls the API's handler and turns
+whatever happens into exactly one answer: this is the one place where
+exceptions become error frames.
+
+It is built with Deferred callbacks alone, no coroutine of its own: it runs
+for every request, and a coroutine costs more to start and resume than a
+callback does to run.  A handler may be a coroutine function or return a
+Deferred (the single-statement APIs do, for the same reason).
 """
 
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
@@ -23,10 +30,6 @@ from marketplace.contract.errors import (
 from marketplace.postgres.database import is_unavailable
 from marketplace.postgres.outage import LogLimiter
 from marketplace.server import envelope
-
-#: What a hot-path handler (marketplace.product.hotpath) returns when the request
-#: must take the usual path: session check, then the API's handler.
-USUAL_PATH = object()
 
 #: The outcome code an observer is given for a success answer.
 OK = "OK"
@@ -76,16 +79,23 @@ class Reply:
     session_id: Any
 
 
-Handler = Callable[[Call], Awaitable[Any]]
+Handler = Callable[[Call], Union[Awaitable[Any], "defer.Deferred[Any]"]]
 Authenticate = Callable[[str], Awaitable[Session]]
 
 
 @dataclass(frozen=True)
 class Api:
-    """One API of a service."""
+    """One API of a service.
+
+    C{checks_session}: the handler checks the session itself, in the
+    statement that does its work (marketplace/server/statements.py, where
+    customer and product data share a database), so the dispatcher only
+    makes sure there is a session id.
+    """
 
     handler: Handler
     needs_session: bool = True
+    checks_session: bool = False
 
 
 class Dispatcher:
@@ -98,7 +108,6 @@ class Dispatcher:
         name: str,
         apis: Dict[str, Api],
         authenticate: Authenticate,
-        hot_path=None,
     ) -> None:
         self.name = name
         self.apis = apis
@@ -106,10 +115,6 @@ class Dispatcher:
         # One line per service, API and code every few seconds: an outage
         # or a misbehaving client must not flood the log.
         self._quiet = LogLimiter(self.log)
-        # Handlers that check the session and do the work in one statement
-        # (marketplace.product.hotpath), used while hot_path.enabled() says so.
-        self.hot_path = hot_path
-        self.fused = hot_path.handlers() if hot_path is not None else {}
         #: Called once per answer with the API (None if unreadable), the
         #: outcome code (L{OK} or an error code) and the request's
         #: C{perf_counter()} start (see marketplace.observability.metrics).
@@ -124,46 +129,48 @@ class Dispatcher:
         """The encoded answer to one frame from C{source}; this Deferred
         never fails."""
         started = perf_counter()
+        request = None
         try:
             request = envelope.parse_request(frame)
+            d = self._call(request, source)
         except Exception:
-            return defer.succeed(self._failure_answer(Failure(), None, started))
-        if request.session_id is not None:
-            fused = self.fused.get(request.api)
-            if fused is not None and self.hot_path.enabled():
-                # The hot APIs in one statement, with callbacks alone: no
-                # coroutine to start and resume on the way.
-                try:
-                    d = fused(Call(request))
-                except Exception:
-                    d = defer.fail()
-                return d.addCallbacks(
-                    self._fused_answer,
-                    self._failure_answer,
-                    callbackArgs=(request, started),
-                    errbackArgs=(request, started),
-                )
-        return defer.Deferred.fromCoroutine(self._answer(request, started, source))
+            return defer.succeed(self._failure_answer(Failure(), request, started))
+        return d.addCallbacks(
+            self._answer,
+            self._failure_answer,
+            callbackArgs=(request, started),
+            errbackArgs=(request, started),
+        )
 
-    def _fused_answer(self, result: Any, request: envelope.Request, started: float):
-        if result is USUAL_PATH:
-            return defer.Deferred.fromCoroutine(self._answer(request, started))
+    def _call(self, request: envelope.Request, source: Optional[str]) -> defer.Deferred:
+        """A Deferred of the handler's result, the session checked first
+        where the API needs one and does not check it itself."""
+        api = self.apis.get(request.api)
+        if api is None:
+            raise ApiError(
+                UNKNOWN_API, f"the {self.name} service has no API {request.api!r}"
+            )
+        call = Call(request, source=source)
+        if api.needs_session:
+            if request.session_id is None:
+                raise ApiError(NOT_LOGGED_IN, f"{request.api} needs a session: log in first")
+            if not api.checks_session:
+                d = defer.ensureDeferred(self.authenticate(request.session_id))
+                return d.addCallback(_with_session, call, api.handler)
+        return defer.ensureDeferred(api.handler(call))
+
+    def _answer(self, result: Any, request: envelope.Request, started: float) -> bytes:
+        """The encoded success answer of a handler's result."""
         try:
-            answer = envelope.encode(envelope.response(request, result))
+            if isinstance(result, Reply):
+                answer = envelope.response(request, result.payload, result.session_id)
+            else:
+                answer = envelope.response(request, result)
+            data = envelope.encode(answer)
         except Exception:
             return self._failure_answer(Failure(), request, started)
         self.observe(request.api, OK, started)
-        return answer
-
-    async def _answer(
-        self, request: envelope.Request, started: float, source: Optional[str] = None
-    ) -> bytes:
-        try:
-            answer = await self._call(request, source)
-        except Exception:
-            return self._failure_answer(Failure(), request, started)
-        self.observe(request.api, OK, started)
-        return envelope.encode(answer)
+        return data
 
     def _failure_answer(
         self, failure: Failure, request: Optional[envelope.Request], started: float
@@ -197,22 +204,6 @@ class Dispatcher:
         self.observe(request.api if request else None, code, started)
         return envelope.encode(answer)
 
-    async def _call(self, request: envelope.Request, source: Optional[str] = None) -> dict:
-        api = self.apis.get(request.api)
-        if api is None:
-            raise ApiError(
-                UNKNOWN_API, f"the {self.name} service has no API {request.api!r}"
-            )
-        call = Call(request, source=source)
-        if api.needs_session:
-            if request.session_id is None:
-                raise ApiError(NOT_LOGGED_IN, f"{request.api} needs a session: log in first")
-            call.session = await self.authenticate(request.session_id)
-        result = await api.handler(call)
-        if isinstance(result, Reply):
-            return envelope.response(request, result.payload, result.session_id)
-        return envelope.response(request, result)
-
     def _api_key(self, request) -> Any:
         """The request's API for a log line; unknown names are all one."""
         api = request.api if request else None
@@ -229,3 +220,8 @@ class Dispatcher:
             code=code,
         )
         return envelope.error(request, code, message, extra)
+
+
+def _with_session(session: Session, call: Call, handler: Handler) -> defer.Deferred:
+    call.session = session
+    return defer.ensureDeferred(handler(call))

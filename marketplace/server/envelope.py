@@ -131,8 +131,8 @@ def _to_json(value: Any) -> Any:
 
 
 class JsonPayload:
-    """A payload that is JSON text already (the hot path has PostgreSQL
-    write it); L{encode} puts it into the answer as it is."""
+    """A payload that is JSON text already (PostgreSQL writes items and
+    carts so); L{encode} puts it into the answer as it is."""
 
     __slots__ = ("text",)
 

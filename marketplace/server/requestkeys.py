@@ -9,10 +9,10 @@ does the work, then files the answer.  A claim that finds the key taken
 returns the answer filed there.  An error rolls everything back, the claim
 too: the key stays free and a repeat really runs again.
 
-The hot statements (marketplace/product/hotpath.py), which must stay one
-round trip, file the answer at their end instead (L{record_cte}); a
-repeat fails there on the key's primary key and takes the transaction
-above, which finds the first answer.
+The single-statement writes (marketplace/server/statements.py), which
+must stay one round trip, file the answer at their end instead
+(L{record_cte}); a repeat fails there on the key's primary key, and then
+finds the first answer (L{first_answer_of}).
 """
 
 import hashlib
@@ -98,6 +98,24 @@ async def first_answer(db, key: RequestKey) -> Optional[envelope.JsonPayload]:
     used for another request."""
     row = await db.one(_FIRST_ANSWER, (key.scope, key.key))
     return None if row is None else _first(row, key)
+
+
+def first_answer_sql(live: str, scope: str) -> str:
+    """SQL of the answer filed under the key of L{statement_args} in
+    C{scope} (an SQL expression over C{a}, the row of C{live}: a common
+    table expression whose one row has the account_id)."""
+    return f"""{live}
+SELECT k.request, k.answer FROM live AS a
+JOIN request_keys AS k ON k.scope = {scope} AND k.key = %(rk_key)s::text
+"""
+
+
+async def first_answer_of(db, sql: str, args: dict) -> Optional[envelope.JsonPayload]:
+    """The answer filed under the key of C{args} (L{statement_args}, and
+    those of C{sql}, a L{first_answer_sql}), or None; BAD_REQUEST if the
+    key was used for another request."""
+    row = await db.one(sql, args)
+    return None if row is None else _first(row, RequestKey("", args["rk_key"], args["rk_request"]))
 
 
 Work = Callable[[Any], Awaitable[Any]]

@@ -34,6 +34,7 @@ from marketplace.server.housekeeping import sweep_sessions
 from marketplace.server.periodic import PeriodicJob
 from marketplace.server.protocol import FrameFactory
 from marketplace.server.service import ApiServer, Backend, OrderedMultiService, stop_reactor
+from marketplace.server.statements import session_check
 
 # The financial-transactions service's only caller is the buyer service:
 # it listens on loopback unless told otherwise.
@@ -327,6 +328,7 @@ def build(
                 payments=payments,
                 clock=reactor,
                 account_limits=account_limits,
+                sessions=session_check(settings.one_database),
             )
             jobs.append(_purchase_sweep(apis, settings, backend, watcher, reactor))
         else:
@@ -336,6 +338,7 @@ def build(
                 backend.passwords,
                 settings.session_timeout,
                 account_limits,
+                sessions=session_check(settings.one_database),
             )
         dispatcher = apis.dispatcher()
         factory = FrameFactory(dispatcher.handle_frame, settings.max_frame, limits)
