@@ -2,6 +2,8 @@
 
 from typing import Dict, Optional
 
+from twisted.internet import defer
+
 from marketplace.buyer.purchase import Card, Purchases
 from marketplace.contract import money, validate
 from marketplace.contract.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiError, bad_request
@@ -92,7 +94,7 @@ class BuyerApis:
     async def _drop_cart(self, key: str) -> None:
         await productdb.drop_carts(self.product, [key])
 
-    def search(self, call: Call):
+    def search(self, call: Call) -> defer.Deferred:
         payload = call.payload
         try:
             category = validate.integer(payload, "category", 0)
@@ -107,7 +109,7 @@ class BuyerApis:
         shape, _, args = productdb.search_statement(category, keywords, limit, offset, after)
         return self.statements.read(self._searches[shape], self.statements.args(call, **args))
 
-    def get_item(self, call: Call):
+    def get_item(self, call: Call) -> defer.Deferred:
         try:
             category, number = validate.item_id(call.payload)
         except ApiError as error:
@@ -120,7 +122,7 @@ class BuyerApis:
         scope = requestkeys.account_scope(customerdb.BUYER, call.session.user_id)
         return requestkeys.of_request(call.request, scope)
 
-    def add_to_cart(self, call: Call):
+    def add_to_cart(self, call: Call) -> defer.Deferred:
         statements = self.statements
         try:
             category, number = validate.item_id(call.payload)
@@ -160,7 +162,7 @@ class BuyerApis:
 
         return await requestkeys.run(self.product, self._key(call), clear)
 
-    def display_cart(self, call: Call):
+    def display_cart(self, call: Call) -> defer.Deferred:
         return self.statements.read(self._display_cart, self.statements.args(call))
 
     async def get_seller_rating(self, call: Call) -> dict:

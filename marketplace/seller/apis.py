@@ -2,6 +2,8 @@
 
 from typing import Dict, Optional
 
+from twisted.internet import defer
+
 from marketplace.contract import validate
 from marketplace.contract.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, ApiError
 from marketplace.customer import customerdb
@@ -95,7 +97,7 @@ class SellerApis:
 
         return await requestkeys.run(self.product, self._key(call), register)
 
-    def change_price(self, call: Call):
+    def change_price(self, call: Call) -> defer.Deferred:
         statements = self.statements
         try:
             category, number = validate.item_id(call.payload)
@@ -105,7 +107,7 @@ class SellerApis:
         args = statements.args(call, category=category, number=number, price=price)
         return statements.write(call, self._change_price, args, _refused)
 
-    def update_units(self, call: Call):
+    def update_units(self, call: Call) -> defer.Deferred:
         statements = self.statements
         try:
             category, number = validate.item_id(call.payload)
@@ -115,7 +117,7 @@ class SellerApis:
         args = statements.args(call, category=category, number=number, units=units)
         return statements.write(call, self._take_off_sale, args, _refused)
 
-    def display_items(self, call: Call):
+    def display_items(self, call: Call) -> defer.Deferred:
         return self.statements.read(self._seller_items, self.statements.args(call))
 
     def apis(self) -> Dict[str, Api]:

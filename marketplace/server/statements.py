@@ -143,12 +143,16 @@ class Statements:
         d = defer.ensureDeferred(self.accounts.authenticate(call.request.session_id))
         return d.addCallback(_raise, error)
 
-    def read(self, statement: Statement, args: dict, refused: Optional[Refusal] = None):
+    def read(
+        self, statement: Statement, args: dict, refused: Optional[Refusal] = None
+    ) -> defer.Deferred:
         """A Deferred of the payload of a statement that changes nothing."""
         d = self.db.prepared(statement.name, statement.sql, args)
         return d.addCallback(self._payload, args, refused)
 
-    def write(self, call: Call, statement: Statement, args: dict, refused: Refusal):
+    def write(
+        self, call: Call, statement: Statement, args: dict, refused: Refusal
+    ) -> defer.Deferred:
         """A Deferred of the payload of a statement that writes and files
         its answer under the request's key (L{recorded})."""
         args.update(requestkeys.statement_args(call.request))
