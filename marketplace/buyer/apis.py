@@ -1,5 +1,7 @@
 """The buyer service's APIs (PROTOCOL.md, Buyer service)."""
 
+import json
+from decimal import Decimal
 from typing import Dict, Optional
 
 from twisted.internet import defer
@@ -30,18 +32,20 @@ def _not_found(row: tuple, args: dict) -> ApiError:
 
 
 def _not_added(row: tuple, args: dict) -> ApiError:
-    """AddItemToCart's error, from its statement's row: the outcome, the
-    payload (none), the item's units on sale and price, the units held."""
-    outcome, _, on_sale, price, held = row
-    if outcome == productdb.NO_ITEM:
+    """AddItemToCart's error, from its statement's row: the outcome and the
+    item's [units on sale, price, units the cart holds] (or None: there is
+    no such item)."""
+    if row[1] is None:
         return _not_found(row, args)
+    on_sale, price, held = json.loads(row[1], parse_float=Decimal)
     item_id = validate.format_item_id(args["category"], args["number"])
     wanted = held + args["units"]
-    if outcome == productdb.TOO_DEAR:
+    line = money.line_total(wanted, price)
+    if money.exceeds(line):
         return bad_request(
-            f'field "quantity": {wanted} units of {item_id} at'
-            f" {money.text(price)} come to {money.text(money.line_total(wanted, price))},"
-            f" more than one purchase may charge ({money.text(money.TOTAL_MAX)})"
+            f'field "quantity": {wanted} units of {item_id} at {money.text(price)}'
+            f" come to {money.text(line)}, more than one purchase may charge"
+            f" ({money.text(money.TOTAL_MAX)})"
         )
     return ApiError(
         OUT_OF_STOCK,
