@@ -157,7 +157,7 @@ class Dispatcher:
             if not api.checks_session:
                 d = defer.ensureDeferred(self.authenticate(request.session_id))
                 return d.addCallback(_with_session, call, api.handler)
-        return defer.ensureDeferred(api.handler(call))
+        return _deferred(api.handler(call))
 
     def _answer(self, result: Any, request: envelope.Request, started: float) -> bytes:
         """The encoded success answer of a handler's result."""
@@ -224,4 +224,11 @@ class Dispatcher:
 
 def _with_session(session: Session, call: Call, handler: Handler) -> defer.Deferred:
     call.session = session
-    return defer.ensureDeferred(handler(call))
+    return _deferred(handler(call))
+
+
+def _deferred(result: Any) -> defer.Deferred:
+    """A handler's result as a Deferred: it is one, or a coroutine."""
+    if isinstance(result, defer.Deferred):
+        return result
+    return defer.Deferred.fromCoroutine(result)

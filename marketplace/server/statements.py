@@ -75,12 +75,14 @@ class SessionCheck:
     joined: bool
     live: str
 
-    def args(self, call: Call, role: str, timeout: float) -> dict:
-        """The arguments C{live} takes, and C{key}, the session's key."""
+    def args(self, call: Call, role: str, timeout: float, more: dict) -> dict:
+        """The arguments C{live} takes, C{key} (the session's key) and
+        C{more}."""
         if self.joined:
             key = session_key(call.request.session_id)
-            return {"key": key, "role": role, "timeout": timeout}
-        return {"key": call.session.key, "role": role, "account_id": call.session.user_id}
+            return {"key": key, "role": role, "timeout": timeout, **more}
+        session = call.session
+        return {"key": session.key, "role": role, "account_id": session.user_id, **more}
 
 
 JOINED = SessionCheck("joined", True, customerdb.LIVE_SESSION)
@@ -130,9 +132,7 @@ class Statements:
 
     def args(self, call: Call, **more: Any) -> dict:
         """The arguments of a statement for C{call}: C{live}'s and C{more}."""
-        args = self.sessions.args(call, self.role, self.accounts.session_timeout)
-        args.update(more)
-        return args
+        return self.sessions.args(call, self.role, self.accounts.session_timeout, more)
 
     def refuse(self, call: Call, error: ApiError) -> defer.Deferred:
         """Fail with C{error} (a payload that does not validate), after the
