@@ -86,9 +86,10 @@ async def register_item(
 # The single-statement APIs (marketplace/server/statements.py): each
 # statement comes after C{live} (the session's account, one row or none)
 # and answers one row per live session: the outcome (statements.OK or one
-# of those above), the payload as JSON text, and the figures an error
-# message needs.  A write files its payload under its request key where
-# the outcome is OK (statements.recorded()).
+# of those above) and the payload as JSON text (of a refusal, what its
+# error message needs beyond the outcome, if anything).  A write files its
+# payload under its request key where the outcome is OK
+# (statements.recorded()).
 
 SELLER_ITEMS = f"""
 SELECT '{OK}', json_build_object('items', coalesce((
@@ -129,7 +130,8 @@ SELECT outcome, payload FROM answer
 """
 
 
-#: ChangeItemPrice: %(price)s for the item %(category)s-%(number)s.
+#: ChangeItemPrice: %(price)s for the item %(category)s-%(number)s (the
+#: owner's change always happens, so the third outcome never comes).
 CHANGE_PRICE = _item_write("price = %(price)s", "", f"'{NOT_OWNER}'")
 
 #: UpdateUnitsForSale: %(units)s off sale, if the item has that many.

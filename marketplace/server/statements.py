@@ -3,10 +3,12 @@
 Each such API (DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
 SearchItemsForSale, GetItem, AddItemToCart, DisplayCart) is one handler
 and one statement.  The statement starts with a common table expression
-C{live}, the session's account, and answers one row: an outcome (L{OK}, or
-what went wrong, with the figures the error message needs) and the
-payload, written as JSON by PostgreSQL.  The handler maps a refusal to its
-PROTOCOL.md error, so an error never runs the work again.
+C{live}, the session's account, and answers one row: an outcome (L{OK},
+or why not) and the payload, written as JSON by PostgreSQL (of a refusal:
+what its error message needs, such as the units left).  The handler maps a
+refusal to its PROTOCOL.md error, so an error never runs the work again.
+What only a refusal needs is looked up only then: every plan node costs
+PostgreSQL time to start on every call, one that is not reached little.
 
 How C{live} is made is the service's session strategy (L{SessionCheck}),
 chosen once when the service is built:
