@@ -1,7 +1,6 @@
 """Money is exact decimals end to end, and bounded before anything
 overflows: unit tests of marketplace.contract.money, then the services at the
-limits of prices and quantities, on two databases and on one (the hot
-path)."""
+limits of prices and quantities, on two databases and on one."""
 
 from decimal import Decimal
 

@@ -71,7 +71,8 @@ def _summary(items: List[dict]) -> List[tuple]:
 
 @on_both_layouts
 class RankingTests(unittest.TestCase):
-    """On two databases: the usual path's statements."""
+    """The ranking, on both layouts (the same statements, the session
+    checked in them on one database)."""
 
     timeout = 300
 
