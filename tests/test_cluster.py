@@ -10,13 +10,13 @@ the namespaces (CI runs as root).
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from marketplace.cluster import evaluate, hosts, launch
+from marketplace.cluster import report as evaluation
 
 
 class PrimaryFailureTests(unittest.TestCase):
@@ -42,12 +42,12 @@ class PrimaryFailureTests(unittest.TestCase):
     def test_primary_killed_under_load(self):
         plan = self.plan
         old_primary = launch.primary(plan)
-        load = evaluate.Load(
+        population = evaluate.Population(
             reactor,
             [plan.endpoint(h) for h in plan.by_role("seller")],
             [plan.endpoint(h) for h in plan.by_role("buyer")],
-            clients=3,
         )
+        load = evaluate.Load(reactor, population, clients=3)
         yield defer.Deferred.fromCoroutine(load.set_up())
         failed_at = yield defer.Deferred.fromCoroutine(
             load.run(40.0, 5.0, lambda: hosts.kill(plan, old_primary))
@@ -61,13 +61,12 @@ class PrimaryFailureTests(unittest.TestCase):
         self.assertTrue(back, "no cart addition succeeded after the primary was killed")
         print(f"\nprimary {old_primary.name} killed; first cart addition after "
               f"{min(back):.1f} s; new primary {new_primary.name}")
-        # Let the sweepers settle what the failure left pending.
-        yield threads.deferToThread(time.sleep, evaluate_settle_wait())
-        carts = yield defer.Deferred.fromCoroutine(load.carts_now())
-        report = yield threads.deferToThread(
-            evaluate.check_invariants, load.ledger, carts,
-            plan.database_dsn("marketplace"), plan.database_dsn("payments"),
-        )
+        # Once the sweepers have settled what the failure left pending (or
+        # their time is up).
+        report = yield defer.Deferred.fromCoroutine(evaluation.settled_invariants(
+            reactor, load, plan.database_dsn("marketplace"), plan.database_dsn("payments"),
+            evaluate_settle_wait(),
+        ))
         yield defer.Deferred.fromCoroutine(load.close())
         print(report)
         self.assertTrue(load.ledger.purchases, "no purchase was acknowledged")

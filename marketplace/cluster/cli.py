@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                             help="length of each run (default 40)")
     evaluation.add_argument("--failure-at", type=float, default=10.0,
                             help="seconds into each run of the failure (default 10)")
+    evaluation.add_argument("--single-port", type=int, default=9380,
+                            help="the no-failure runs also on make run's deployment (every"
+                            " service on this machine) on this port and the two after it;"
+                            " 0: not (default 9380)")
     evaluation.add_argument("--out", default="docs/reliability",
                             help="folder for results.json, report.md and the chart")
     evaluation.add_argument("--into", default=None,

@@ -1,6 +1,11 @@
 """The failure evaluation: load on a cluster, one failure part-way, then
 what the clients saw and what the databases hold.
 
+The accounts and the sellers' items are made once per evaluation, by a
+L{Population}, and every run uses the first N of each: an account costs
+two argon2id computations (CreateAccount and Login), which is what made
+the set-up of 100+100 slow; they are made concurrently on both frontends.
+
 Buyers add single units to their carts and buy every few calls (MakePurchase
 with an idempotency key, repeated with the same key until it has a definite
 answer); sellers change their items' prices and list them.  Every call is
@@ -16,14 +21,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import psycopg2
 from twisted.internet import defer, task, threads
 
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.client.failover import FailoverEndpoint
-from marketplace.contract.errors import UNAVAILABLE
+from marketplace.contract.errors import INVALID_SESSION, RATE_LIMITED, UNAVAILABLE, USERNAME_TAKEN
 
 CARD = {
     "name": "Eva Luator",
@@ -34,6 +39,142 @@ CARD = {
 PASSWORD = "evaluation-" + "7f3a9c"
 UNITS = 1_000_000
 PURCHASE_EVERY = 5
+ITEMS_PER_SELLER = 3
+#: Accounts signed up at once while a population grows: enough to keep
+#: the hashing workers of both frontends busy, within their per-address share.
+SIGN_UPS_AT_ONCE = 8
+#: Seconds a client waits for a TCP connection before it tries the next
+#: frontend (a host that is cut off answers nothing).
+CONNECT_TIMEOUT = 1
+#: What the clients' connections may take to reach some frontend, and how
+#: often a call is sent again (see L{marketplace.client.Connection}).
+CLIENT_OPTIONS = {"give_up_after": 60.0, "max_retries": 20}
+
+
+def endpoint(endpoints: Sequence[str], index: int, reactor) -> FailoverEndpoint:
+    """Every frontend of a service, starting with number C{index} (so that
+    clients spread over the frontends), each with a short connect timeout."""
+    return FailoverEndpoint(
+        [f"{e}:timeout={CONNECT_TIMEOUT}" for e in endpoints], reactor, start=index
+    )
+
+
+@dataclass
+class Account:
+    """One account of a population and its open session."""
+
+    username: str
+    session_id: Optional[str] = None
+    user_id: Optional[int] = None
+    #: A seller's items (ids).
+    items: List[str] = field(default_factory=list)
+
+
+class Population:
+    """The sellers and buyers of an evaluation, with their sessions and the
+    sellers' items, kept from one run to the next (a run of N clients uses
+    the first N of each)."""
+
+    def __init__(self, reactor, sellers: Sequence[str], buyers: Sequence[str],
+                 items_per_seller: int = ITEMS_PER_SELLER) -> None:
+        self.reactor = reactor
+        self.endpoints = {"seller": list(sellers), "buyer": list(buyers)}
+        self.items_per_seller = items_per_seller
+        self.tag = secrets.token_hex(3)
+        self.accounts: Dict[str, List[Account]] = {"seller": [], "buyer": []}
+
+    def __len__(self) -> int:
+        return len(self.accounts["buyer"])
+
+    def client(self, role: str, index: int):
+        """A new client of account C{index} of C{role}, in its session."""
+        kind = SellerClient if role == "seller" else BuyerClient
+        client = kind(endpoint(self.endpoints[role], index, self.reactor),
+                      reactor=self.reactor, **CLIENT_OPTIONS)
+        account = self.accounts[role][index]
+        client.session_id, client.user_id = account.session_id, account.user_id
+        client.username = account.username
+        return client
+
+    async def grow(self, size: int) -> None:
+        """Sign up (and log in) accounts up to C{size} of each role, several
+        at a time over both frontends, and put the new sellers' items up."""
+        first = len(self)
+        for role in ("seller", "buyer"):
+            self.accounts[role] += [Account(f"{role[0]}{self.tag}{i}")
+                                    for i in range(first, size)]
+        limit = defer.DeferredSemaphore(SIGN_UPS_AT_ONCE)
+        work = [limit.run(lambda role=role, i=i: defer.Deferred.fromCoroutine(
+                    self._sign_up(role, i)))
+                for i in range(first, size) for role in ("seller", "buyer")]
+        await defer.gatherResults(work, consumeErrors=True)
+
+    async def _sign_up(self, role: str, index: int) -> None:
+        client = self.client(role, index)
+        account = self.accounts[role][index]
+        try:
+            try:
+                await self._patiently(lambda: client.create_account(account.username, PASSWORD))
+            except ClientError as e:
+                if e.code != USERNAME_TAKEN:  # taken: by an attempt whose answer was lost
+                    raise
+            await self._log_in(client, account)
+            if role == "seller":
+                for n in range(self.items_per_seller):
+                    answer = await client.register_item_for_sale(
+                        f"thing {n}", 1, ["thing"], "new", Decimal("1.00"), UNITS
+                    )
+                    account.items.append(answer["item_id"])
+        finally:
+            await client.close()
+
+    async def _log_in(self, client, account: Account) -> None:
+        await self._patiently(lambda: client.login(account.username, PASSWORD))
+        account.session_id, account.user_id = client.session_id, client.user_id
+
+    async def _patiently(self, call: Callable[[], defer.Deferred], tries: int = 100):
+        """C{call()}, tried again while a frontend's hashing budget answers
+        RATE_LIMITED (every sign-up comes from this machine's address)."""
+        for _ in range(tries - 1):
+            try:
+                return await call()
+            except ClientError as e:
+                if e.code != RATE_LIMITED:
+                    raise
+            await task.deferLater(self.reactor, 0.2, lambda: None)
+        return await call()
+
+    async def refresh(self) -> Dict[str, Decimal]:
+        """Before a run: every buyer's cart emptied, every session used (an
+        idle one ends after the daemons' session timeout, and runs of other
+        sizes come between), logging in again where one has ended; the
+        price of every seller's item now."""
+        prices: Dict[str, Decimal] = {}
+        limit = defer.DeferredSemaphore(4 * SIGN_UPS_AT_ONCE)
+
+        async def touch(role: str, index: int) -> None:
+            client = self.client(role, index)
+            account = self.accounts[role][index]
+            use = (client.display_items_for_sale if role == "seller" else client.clear_cart)
+            try:
+                try:
+                    answer = await use()
+                except ClientError as e:
+                    if e.code != INVALID_SESSION:
+                        raise
+                    await self._log_in(client, account)
+                    answer = await use()
+            finally:
+                await client.close()
+            for item in answer.get("items", ()):
+                prices[item["item_id"]] = item["price"]
+
+        await defer.gatherResults(
+            [limit.run(lambda role=role, i=i: defer.Deferred.fromCoroutine(touch(role, i)))
+             for role in ("seller", "buyer") for i in range(len(self))],
+            consumeErrors=True,
+        )
+        return prices
 
 
 @dataclass
@@ -49,36 +190,32 @@ class Call:
 
 @dataclass
 class Ledger:
-    """What the clients were told, to hold against the databases."""
+    """What the clients were told in one run, to hold against the databases."""
 
     registered: Dict[str, int] = field(default_factory=dict)
     # per buyer: item id -> [acknowledged units, units of unanswered calls]
     carts: Dict[int, Dict[str, List[int]]] = field(default_factory=dict)
     purchases: List[int] = field(default_factory=list)
+    #: The idempotency key of every purchase tried (answered or not).
+    purchase_keys: List[str] = field(default_factory=list)
     # item id -> (last acknowledged price, prices sent after it unanswered)
     prices: Dict[str, List] = field(default_factory=dict)
 
 
 class Load:
-    """Closed-loop clients of a cluster, and what they saw."""
+    """Closed-loop clients of a cluster (the first C{clients} sellers and
+    buyers of C{population}), and what they saw."""
 
-    def __init__(self, reactor, sellers: List[str], buyers: List[str], clients: int,
-                 items_per_seller: int = 3, seed: int = 1) -> None:
+    def __init__(self, reactor, population: Population, clients: int, seed: int = 1) -> None:
         self.reactor = reactor
-        self.seller_endpoints = sellers
-        self.buyer_endpoints = buyers
+        self.population = population
         self.clients = clients
-        self.items_per_seller = items_per_seller
         self.random = random.Random(seed)
         self.calls: List[Call] = []
         self.ledger = Ledger()
         self.running = False
-        self.tag = secrets.token_hex(3)
-
-    def _endpoint(self, endpoints: List[str], index: int) -> FailoverEndpoint:
-        return FailoverEndpoint(
-            [f"{e}:timeout=1" for e in endpoints], self.reactor, start=index
-        )
+        self.sellers: List[SellerClient] = []
+        self.buyers: List[BuyerClient] = []
 
     async def _timed(self, client: str, api: str, call: Callable) -> Optional[dict]:
         started = time.monotonic()
@@ -91,37 +228,24 @@ class Load:
         return answer
 
     async def set_up(self) -> None:
-        """Accounts, sessions and items, before the clock starts."""
-        options = {"give_up_after": 60.0, "max_retries": 20}
-        self.sellers = []
-        self.items: List[str] = []
-        self.seller_items: Dict[int, List[str]] = {}
-        for i in range(self.clients):
-            seller = SellerClient(self._endpoint(self.seller_endpoints, i),
-                                  reactor=self.reactor, **options)
-            name = f"s{self.tag}{i}"
-            await seller.create_account(name, PASSWORD)
-            await seller.login(name, PASSWORD)
-            mine = []
-            for n in range(self.items_per_seller):
-                answer = await seller.register_item_for_sale(
-                    f"thing {n}", 1, ["thing"], "new", Decimal("1.00"), UNITS
-                )
-                mine.append(answer["item_id"])
-                self.ledger.registered[answer["item_id"]] = UNITS
-                self.ledger.prices[answer["item_id"]] = [Decimal("1.00"), []]
-            self.sellers.append(seller)
-            self.seller_items[i] = mine
-            self.items += mine
-        self.buyers = []
-        for i in range(self.clients):
-            buyer = BuyerClient(self._endpoint(self.buyer_endpoints, i),
-                                reactor=self.reactor, **options)
-            name = f"b{self.tag}{i}"
-            await buyer.create_account(name, PASSWORD)
-            await buyer.login(name, PASSWORD)
-            self.buyers.append(buyer)
-            self.ledger.carts[i] = {}
+        """Before the clock starts: the population grown to this run's size,
+        carts emptied, prices noted, and every client connected."""
+        population = self.population
+        if len(population) < self.clients:
+            await population.grow(self.clients)
+        prices = await population.refresh()
+        self.seller_items = {i: list(population.accounts["seller"][i].items)
+                             for i in range(self.clients)}
+        self.items: List[str] = [item for i in range(self.clients)
+                                 for item in self.seller_items[i]]
+        for item in self.items:
+            self.ledger.registered[item] = UNITS
+            self.ledger.prices[item] = [prices[item], []]
+        self.sellers = [population.client("seller", i) for i in range(self.clients)]
+        self.buyers = [population.client("buyer", i) for i in range(self.clients)]
+        self.ledger.carts = {i: {} for i in range(self.clients)}
+        await defer.gatherResults([c.connect() for c in self.sellers + self.buyers],
+                                  consumeErrors=True)
 
     async def _buyer(self, i: int) -> None:
         buyer = self.buyers[i]
@@ -145,6 +269,7 @@ class Load:
 
     async def _purchase(self, i: int, buyer: BuyerClient, cart: dict) -> None:
         key = uuid.uuid4().hex
+        self.ledger.purchase_keys.append(key)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -239,10 +364,10 @@ def check_invariants(ledger: Ledger, carts: Dict[int, Dict[str, int]],
             "SELECT id, quantity, units_sold, price FROM items WHERE id = ANY(%s)", (numbers,)
         )
         rows = {row[0]: row[1:] for row in cursor.fetchall()}
+        # This run's purchases: the items outlive the run, the keys do not.
         cursor.execute(
-            "SELECT id, state, payment_key FROM purchases p WHERE EXISTS ("
-            " SELECT 1 FROM purchase_lines l WHERE l.purchase_id = p.id"
-            " AND l.item_id = ANY(%s))", (numbers,)
+            "SELECT id, state, payment_key FROM purchases WHERE idempotency_key = ANY(%s)",
+            (ledger.purchase_keys,),
         )
         purchases = cursor.fetchall()
     connection.close()
@@ -277,3 +402,15 @@ def check_invariants(ledger: Ledger, carts: Dict[int, Dict[str, int]],
         "approved payments without a completed purchase": len(approved - completed_keys),
         "completed purchases without an approved payment": len(completed_keys - approved),
     }
+
+
+def pending_purchases(ledger: Ledger, product_dsn: str) -> int:
+    """How many of this run's purchases are still pending."""
+    with psycopg2.connect(product_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM purchases WHERE state = 'pending'"
+            " AND idempotency_key = ANY(%s)", (ledger.purchase_keys,),
+        )
+        (count,) = cursor.fetchone()
+    connection.close()
+    return count

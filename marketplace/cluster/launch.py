@@ -182,6 +182,49 @@ def start_database_host(plan: Plan, host: Host) -> None:
                 user=SYSTEM_USER)
 
 
+def restart_host(plan: Plan, host: Host) -> None:
+    """Start again what runs on C{host} (after it was killed): etcd and
+    Patroni, which brings PostgreSQL back as a replica (rewound if it was
+    the primary), or the host's daemon."""
+    if host.role == "database":
+        start_database_host(plan, host)
+    else:
+        start_frontend(plan, host)
+
+
+def unhealthy(plan: Plan) -> Optional[str]:
+    """What is not as L{up} left it (None when all is): every etcd member
+    healthy, a primary, a synchronous standby, the third node streaming as
+    a replica, every daemon ready."""
+    leader = primary(plan)
+    if leader is None:
+        return "no primary"
+    if synchronous_standby(plan) is None:
+        return "no synchronous standby"
+    for host in plan.by_role("database"):
+        if http_status(f"http://{host.address}:{ETCD_CLIENT_PORT}/health") != 200:
+            return f"etcd on {host.name}"
+        if host != leader and http_status(
+                f"http://{host.address}:{PATRONI_PORT}/replica?lag=16MB") != 200:
+            return f"the replica on {host.name}"
+    for host in plan.hosts:
+        if host.role != "database" and http_status(plan.metrics_url(host, "/health/ready")) != 200:
+            return f"the daemon on {host.name}"
+    return None
+
+
+def wait_healthy(plan: Plan, timeout: float = 120.0) -> float:
+    """Wait until L{unhealthy} finds nothing; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        problem = unhealthy(plan)
+        if problem is None:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise ClusterError(f"{problem} did not come back within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def up(folder: Path, timeout: float = 120.0, frontends: int = 2) -> Plan:
     """Bring a cluster up with its files in C{folder}; its plan."""
     if os.geteuid() != 0:

@@ -8,18 +8,22 @@ errors by code, the outage, and the invariants of L{evaluate}.
 """
 
 import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 
 from marketplace.cluster import evaluate, hosts, launch
 from marketplace.cluster.topology import SETTLE_AFTER, Plan
 
 CASES = ("none", "frontend", "replica", "primary")
+#: The case name of the no-failure runs on C{make run}'s deployment.
+SINGLE = "make run"
 BUCKET = 0.5  # seconds per point of the throughput-over-time chart
 WRITES = ("AddItemToCart", "MakePurchase", "ChangeItemPrice")
 DECLINED = " PAYMENT_DECLINED"
@@ -96,57 +100,178 @@ def summarise(load: evaluate.Load, failed_at: Optional[float], invariants: Dict)
     }
 
 
-async def run_case(reactor, plan: Plan, case: str, clients: int, seconds: float,
-                   failure_at: float) -> Dict:
-    """One run of one case on the cluster of C{plan}."""
-    load = evaluate.Load(
-        reactor,
-        [plan.endpoint(h) for h in plan.by_role("seller")],
-        [plan.endpoint(h) for h in plan.by_role("buyer")],
-        clients,
-    )
+async def settled_invariants(reactor, load: evaluate.Load, product_dsn: str,
+                             payments_dsn: str, limit: float) -> Dict[str, int]:
+    """The invariants of L{evaluate.check_invariants} once they all hold,
+    or as they are when C{limit} seconds have passed (the time the buyer
+    daemons' sweep has to settle what a failure left pending)."""
+    deadline = time.monotonic() + limit
+    while True:
+        carts = await load.carts_now()
+        found = await threads.deferToThread(
+            evaluate.check_invariants, load.ledger, carts, product_dsn, payments_dsn)
+        if not any(found.values()) or time.monotonic() >= deadline:
+            return found
+        await task.deferLater(reactor, 1.0, lambda: None)
+
+
+async def run_case(reactor, plan: Plan, population: evaluate.Population, case: str,
+                   clients: int, seconds: float, failure_at: float) -> Dict:
+    """One run of one case on the cluster of C{plan}; the hosts that were
+    killed are started again afterwards."""
+    load = evaluate.Load(reactor, population, clients)
     await load.set_up()
-    targets = victims(plan, case)
+    targets = await threads.deferToThread(victims, plan, case)
 
     def inject():
         for host in targets:
             hosts.kill(plan, host)
 
-    failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
-    await threads.deferToThread(time.sleep, SETTLE_AFTER * 2 + 2)
-    carts = await load.carts_now()
-    invariants = await threads.deferToThread(
-        evaluate.check_invariants, load.ledger, carts,
-        plan.database_dsn("marketplace"), plan.database_dsn("payments"),
-    )
-    await load.close()
+    try:
+        failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+
+        def restart():
+            for host in targets:
+                launch.restart_host(plan, host)
+
+        restarted = threads.deferToThread(restart)
+        invariants = await settled_invariants(
+            reactor, load, plan.database_dsn("marketplace"), plan.database_dsn("payments"),
+            SETTLE_AFTER * 2 + 2)
+        await restarted
+    finally:
+        await load.close()
     result = summarise(load, failed_at, invariants)
     result["failed_hosts"] = [h.name for h in targets]
+    result["case"] = case
     return result
 
 
+async def run_single(reactor, single, population: evaluate.Population, clients: int,
+                     seconds: float) -> Dict:
+    """The no-failure run on C{make run}'s deployment (L{LocalMarketplace})."""
+    from marketplace.bench.catalogcli import embedded_dsn
+
+    load = evaluate.Load(reactor, population, clients)
+    await load.set_up()
+    try:
+        await load.run(seconds, None, lambda: None)
+        data = single.folder / "data"
+        invariants = await settled_invariants(
+            reactor, load, embedded_dsn(data, "marketplace"), embedded_dsn(data, "payments"),
+            SETTLE_AFTER * 2 + 2)
+    finally:
+        await load.close()
+    result = summarise(load, None, invariants)
+    result["failed_hosts"] = []
+    result["case"] = SINGLE
+    return result
+
+
+def _discard(folder: Path) -> None:
+    """Take the cluster in C{folder} down and delete its files."""
+    launch.down(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _report(result: Dict, say) -> None:
+    say(f"  {result['throughput']:.0f} calls/s, errors {result['errors']}, "
+        f"outage {result['outage']}, invariants {result['invariants']}")
+
+
 async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: Path,
-                       say=print) -> List[Dict]:
-    """Every case at every scenario, each on a cluster of its own."""
+                       say=print, single_port: Optional[int] = None) -> List[Dict]:
+    """Every case at every scenario on one cluster whose failed hosts are
+    started again after each run (a fresh cluster where they do not come
+    back); with C{single_port}, the no-failure runs on C{make run}'s
+    deployment as well, on that port and the two after it."""
     results = []
-    for case in cases:
+    plan = population = where = None
+    started = time.monotonic()
+    try:
         for clients in scenarios:
-            say(f"{case} failure, {clients}+{clients} clients: bringing a cluster up")
-            where = Path(tempfile.mkdtemp(prefix=f"eval-{case}-", dir=folder))
-            plan = await threads.deferToThread(launch.up, where)
-            try:
-                result = await run_case(reactor, plan, case, clients, seconds, failure_at)
-            finally:
-                await threads.deferToThread(launch.down, where)
-            result["case"] = case
-            say(f"  {result['throughput']:.0f} calls/s, errors {result['errors']}, "
-                f"outage {result['outage']}, invariants {result['invariants']}")
-            results.append(result)
+            for case in cases:
+                if plan is not None:
+                    try:
+                        took = await threads.deferToThread(launch.wait_healthy, plan)
+                        say(f"cluster healthy again after {took:.1f} s")
+                    except launch.ClusterError as e:
+                        say(f"{e}: taking the cluster down for a fresh one")
+                        await threads.deferToThread(_discard, where)
+                        plan = None
+                if plan is None:
+                    say("bringing a cluster up")
+                    where = Path(tempfile.mkdtemp(prefix="eval-", dir=folder))
+                    plan = await threads.deferToThread(launch.up, where)
+                    population = evaluate.Population(
+                        reactor, [plan.endpoint(h) for h in plan.by_role("seller")],
+                        [plan.endpoint(h) for h in plan.by_role("buyer")])
+                say(f"[{time.monotonic() - started:.0f} s] {case} failure, "
+                    f"{clients}+{clients} clients")
+                result = await run_case(reactor, plan, population, case, clients,
+                                        seconds, failure_at)
+                _report(result, say)
+                results.append(result)
+    finally:
+        if plan is not None:
+            await threads.deferToThread(_discard, where)
+    if single_port is not None and "none" in cases:
+        results += await evaluate_single(reactor, scenarios, seconds, single_port, say)
+    say(f"evaluation done in {time.monotonic() - started:.0f} s")
     return results
+
+
+async def evaluate_single(reactor, scenarios, seconds, port: int, say=print) -> List[Dict]:
+    """The no-failure load on C{make run}'s deployment: every service on
+    this machine, one embedded PostgreSQL, as many worker processes per
+    service as cores, measured the same way (same clients, workload and
+    length of run)."""
+    from marketplace.bench.deploy import LocalMarketplace
+
+    single = LocalMarketplace(port, os.cpu_count() or 1,
+                              extra=[f"--settle-after={SETTLE_AFTER:g}"])
+    say(f"make run's deployment: {' '.join(single.command())}")
+    await threads.deferToThread(single.start)
+    results = []
+    try:
+        population = evaluate.Population(reactor, [single.seller], [single.buyer])
+        for clients in scenarios:
+            say(f"make run, {clients}+{clients} clients")
+            result = await run_single(reactor, single, population, clients, seconds)
+            _report(result, say)
+            results.append(result)
+    finally:
+        await threads.deferToThread(single.stop)
+    return results
+
+
+def _ordered(results: List[Dict]) -> List[Dict]:
+    """By case (the no-failure runs on make run's deployment last), then clients."""
+    order = CASES + (SINGLE,)
+    return sorted(results, key=lambda r: (order.index(r["case"]), r["clients"]))
+
+
+def comparison(results: List[Dict]) -> List[str]:
+    """The table of no-failure throughput: the cluster against make run's
+    deployment (empty without runs of both)."""
+    cluster = {r["clients"]: r for r in results if r["case"] == "none"}
+    single = {r["clients"]: r for r in results if r["case"] == SINGLE}
+    both = sorted(set(cluster) & set(single))
+    if not both:
+        return []
+    lines = ["", "No failure, the cluster against `make run`'s deployment (the same clients,"
+             " workload and length of run):", "",
+             "| clients | cluster calls/s | make run calls/s | cluster / make run |",
+             "| --- | --- | --- | --- |"]
+    for n in both:
+        mine, theirs = cluster[n]["throughput"], single[n]["throughput"]
+        lines.append(f"| {n}+{n} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
+    return lines
 
 
 def markdown(results: List[Dict]) -> str:
     """The report's tables."""
+    results = _ordered(results)
     lines = [
         "| case | clients | calls/s | errors | declined cards | first success after failure"
         " | first write | longest wait | lost or doubled |",
@@ -170,6 +295,7 @@ def markdown(results: List[Dict]) -> str:
             f"| {r['case']} | {r['clients']}+{r['clients']} | {r['throughput']:,.0f} | {errors} "
             f"| {declined} | {first_text} | {write_text} | {wait_text} | {broken} |"
         )
+    lines += comparison(results)
     lines += ["", "Response time per API (ms: mean / p99 / max):", "",
               "| case | clients | api | calls | mean | p99 | max |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -202,9 +328,13 @@ def chart(results: List[Dict], path: Path) -> None:
     cases = [c for c in CASES if any(r["case"] == c for r in results)]
     figure, axes = pyplot.subplots(len(cases), 1, figsize=(9, 2.6 * len(cases)), squeeze=False)
     for axis, case in zip(axes[:, 0], cases):
-        for r in (r for r in results if r["case"] == case):
+        # The none panel shows make run's deployment too, dashed.
+        shown = (case, SINGLE) if case == "none" else (case,)
+        for r in (r for r in _ordered(results) if r["case"] in shown):
             xs = [i * BUCKET for i in range(len(r["timeline"]))]
-            axis.plot(xs, r["timeline"], label=f"{r['clients']}+{r['clients']}")
+            single = r["case"] == SINGLE
+            axis.plot(xs, r["timeline"], linestyle="--" if single else "-",
+                      label=f"{r['clients']}+{r['clients']}" + (" make run" if single else ""))
             if r["failure_at_s"] is not None:
                 axis.axvline(r["failure_at_s"], color="red", linestyle="--")
         axis.set_title(f"failure: {case}")
@@ -239,7 +369,8 @@ def main(reactor, arguments) -> defer.Deferred:
 
     async def go():
         results = await evaluate_all(reactor, cases, scenarios, arguments.seconds,
-                                     arguments.failure_at, folder)
+                                     arguments.failure_at, folder,
+                                     single_port=arguments.single_port or None)
         write(results, Path(arguments.out), Path(arguments.into) if arguments.into else None)
 
     return defer.Deferred.fromCoroutine(go())

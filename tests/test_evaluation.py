@@ -1,0 +1,81 @@
+"""The failure evaluation's load and report without a cluster: its
+accounts are made once and kept from run to run, a run's invariants hold
+on the real services, and the report sets the cluster's no-failure
+throughput against make run's deployment."""
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from marketplace.client import endpoint_description
+from marketplace.cluster import evaluate, report
+from tests.db import test_dsns
+from tests.support import start_marketplace
+
+
+class PopulationTests(unittest.TestCase):
+    async def run_load(self, population, clients: int) -> evaluate.Load:
+        load = evaluate.Load(reactor, population, clients)
+        await load.set_up()
+        try:
+            await load.run(1.0, None, lambda: None)
+            dsns = test_dsns()
+            invariants = await report.settled_invariants(
+                reactor, load, dsns["product"], dsns["payments"], 5.0)
+        finally:
+            await load.close()
+        self.assertEqual(invariants, {key: 0 for key in invariants})
+        self.assertTrue(load.ledger.purchases, "no purchase was acknowledged")
+        return load
+
+    async def test_accounts_are_made_once_and_kept(self):
+        market = await start_marketplace(self)
+        seller = endpoint_description("127.0.0.1", market.ports["seller"])
+        buyer = endpoint_description("127.0.0.1", market.ports["buyer"])
+        # Two "frontends" of each service (the same one twice here).
+        population = evaluate.Population(reactor, [seller, seller], [buyer, buyer])
+        await self.run_load(population, 2)
+        self.assertEqual(len(population), 2)
+        first = {role: [(a.username, a.items) for a in accounts]
+                 for role, accounts in population.accounts.items()}
+        for account in population.accounts["seller"]:
+            self.assertEqual(len(account.items), evaluate.ITEMS_PER_SELLER)
+        # A session that has ended (here: logged out) is opened again.
+        client = population.client("buyer", 0)
+        ended = client.session_id
+        await client.logout()
+        await client.close()
+
+        load = await self.run_load(population, 3)
+        self.assertEqual(len(population), 3)
+        for role, accounts in population.accounts.items():
+            self.assertEqual([(a.username, a.items) for a in accounts[:2]], first[role])
+        self.assertNotEqual(population.accounts["buyer"][0].session_id, ended)
+        # The run used every seller's items, and only this run's purchases
+        # were checked.
+        self.assertEqual(len(load.items), 3 * evaluate.ITEMS_PER_SELLER)
+        self.assertGreaterEqual(len(load.ledger.purchase_keys), len(load.ledger.purchases))
+
+
+def _result(case: str, clients: int, throughput: float) -> dict:
+    return {"case": case, "clients": clients, "throughput": throughput, "errors": {},
+            "outage": {}, "invariants": {}, "apis": {}, "failed_hosts": []}
+
+
+class ReportTests(unittest.SynchronousTestCase):
+    def test_cluster_against_make_run(self):
+        results = [_result("none", 10, 900.0), _result(report.SINGLE, 10, 1500.0),
+                   _result("none", 1, 400.0), _result("frontend", 1, 380.0)]
+        lines = report.comparison(results)
+        self.assertIn("| 10+10 | 900 | 1,500 | 0.60 |", lines)
+        # Only scenarios measured on both.
+        self.assertEqual([line for line in lines if line.startswith("| 1+1")], [])
+
+    def test_rows_by_case_then_clients(self):
+        results = [_result(report.SINGLE, 1, 1.0), _result("primary", 1, 1.0),
+                   _result("none", 10, 1.0), _result("none", 1, 1.0)]
+        ordered = [(r["case"], r["clients"]) for r in report._ordered(results)]
+        self.assertEqual(ordered, [("none", 1), ("none", 10), ("primary", 1),
+                                   (report.SINGLE, 1)])
+        text = report.markdown(results)
+        self.assertLess(text.index("| none | 1+1 |"), text.index("| primary | 1+1 |"))
+        self.assertIn("| make run | 1+1 |", text)
