@@ -77,4 +77,4 @@ def evaluate_settle_wait() -> float:
     """Seconds to wait for the buyer daemons' sweep to settle purchases."""
     from marketplace.cluster.topology import SETTLE_AFTER
 
-    return SETTLE_AFTER * 2 + 2
+    return evaluation.settle_wait(SETTLE_AFTER)

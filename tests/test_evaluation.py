@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from marketplace.client import endpoint_description
-from marketplace.cluster import evaluate, report
+from marketplace.cluster import evaluate, observe, report
 from tests.db import test_dsns
 from tests.support import start_marketplace
 
@@ -79,3 +79,25 @@ class ReportTests(unittest.SynchronousTestCase):
         text = report.markdown(results)
         self.assertLess(text.index("| none | 1+1 |"), text.index("| primary | 1+1 |"))
         self.assertIn("| make run | 1+1 |", text)
+
+    def test_scaling_figures(self):
+        samples = [
+            {"replicas": {"db2": {"sync": "sync", "lag_s": 0.002, "behind_bytes": 100},
+                          "db3": {"sync": "async", "lag_s": None, "behind_bytes": 0}},
+             "connections": {"10.77.1.21": 6, "10.77.1.41": 3}},
+            {"replicas": {"db2": {"sync": "sync", "lag_s": 0.004, "behind_bytes": 300},
+                          "db3": {"sync": "async", "lag_s": 0.010, "behind_bytes": 5000}},
+             "connections": {"10.77.1.21": 8}},
+        ]
+        observed = observe.summarise(samples, {"10.77.1.21": "buyer1", "10.77.1.41": "payments1"})
+        self.assertEqual(observed["connections"], {"buyer1": 8, "payments1": 3})
+        sync = observed["replicas"]["sync"]
+        self.assertAlmostEqual(sync["mean_lag_ms"], 3.0)
+        self.assertEqual((sync["max_lag_ms"], sync["max_behind_bytes"]), (4.0, 300))
+        # A replica with nothing to replay is not behind.
+        self.assertAlmostEqual(observed["replicas"]["async"]["mean_lag_ms"], 5.0)
+        none = {**_result("none", 10, 900.0), "observed": observed}
+        text = report.scaling_markdown([none, _result(report.SINGLE, 10, 1500.0)])
+        self.assertIn("| 10+10 | 900 | 1,500 | 0.60 |", text)
+        self.assertIn("| 10+10 | sync | 3.0 ms | 4.0 ms | 300 |", text)
+        self.assertIn("| 10+10 | buyer1 8, payments1 3 |", text)

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from marketplace.cluster import hosts, launch
+from marketplace.cluster.topology import SETTLE_AFTER
 
 DEFAULT_FOLDER = Path("var/cluster")
 
@@ -54,10 +55,17 @@ def _parser() -> argparse.ArgumentParser:
                             help="the no-failure runs also on make run's deployment (every"
                             " service on this machine) on this port and the two after it;"
                             " 0: not (default 9380)")
+    evaluation.add_argument("--settle-after", type=float, default=SETTLE_AFTER,
+                            help="the buyer daemons' --settle-after: seconds after which a"
+                            " purchase left pending by a dead daemon is settled"
+                            f" (default {SETTLE_AFTER:g})")
     evaluation.add_argument("--out", default="docs/reliability",
                             help="folder for results.json, report.md and the chart")
     evaluation.add_argument("--into", default=None,
                             help="Markdown file whose evaluation section is replaced")
+    evaluation.add_argument("--scaling", default=None,
+                            help="Markdown file whose measured section (docs/SCALING.md's"
+                            " figures) is replaced")
     return parser
 
 

@@ -24,6 +24,7 @@ from marketplace.cluster.topology import (
     ETCD_CLIENT_PORT,
     PATRONI_PORT,
     METRICS_PORT,
+    SETTLE_AFTER,
     Host,
     Plan,
 )
@@ -225,7 +226,8 @@ def wait_healthy(plan: Plan, timeout: float = 120.0) -> float:
         time.sleep(0.5)
 
 
-def up(folder: Path, timeout: float = 120.0, frontends: int = 2) -> Plan:
+def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
+       settle_after: float = SETTLE_AFTER) -> Plan:
     """Bring a cluster up with its files in C{folder}; its plan."""
     if os.geteuid() != 0:
         raise ClusterError("a cluster needs root (it makes network namespaces)")
@@ -233,7 +235,8 @@ def up(folder: Path, timeout: float = 120.0, frontends: int = 2) -> Plan:
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / PLAN_FILE).exists():
         raise ClusterError(f"{folder} already holds a cluster: take it down first")
-    plan = Plan(_free_cluster_id(), folder, frontends_per_service=frontends)
+    plan = Plan(_free_cluster_id(), folder, frontends_per_service=frontends,
+                settle_after=settle_after)
     save_plan(plan)
     try:
         _bring_up(plan, timeout)

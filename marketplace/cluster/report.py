@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import psycopg2
 from twisted.internet import defer, task, threads
 
-from marketplace.cluster import evaluate, hosts, launch
+from marketplace.cluster import evaluate, hosts, launch, observe
 from marketplace.cluster.topology import SETTLE_AFTER, Plan
 
 CASES = ("none", "frontend", "replica", "primary")
@@ -100,6 +101,14 @@ def summarise(load: evaluate.Load, failed_at: Optional[float], invariants: Dict)
     }
 
 
+def settle_wait(settle_after: float) -> float:
+    """Seconds after a run by which the buyer daemons' sweep (every half
+    C{settle_after}, at least every 0.5 s) has settled what it left pending,
+    with room for the payments service and the databases to come back (it is
+    waited only while something does not hold yet)."""
+    return 2 * settle_after + 20
+
+
 async def settled_invariants(reactor, load: evaluate.Load, product_dsn: str,
                              payments_dsn: str, limit: float) -> Dict[str, int]:
     """The invariants of L{evaluate.check_invariants} once they all hold,
@@ -127,8 +136,15 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         for host in targets:
             hosts.kill(plan, host)
 
+    watching = {"on": case == "none"}
+    observed = defer.Deferred.fromCoroutine(
+        _observe(reactor, plan.database_dsn("postgres"), watching))
     try:
-        failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+        try:
+            failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+        finally:
+            watching["on"] = False
+        samples = await observed
 
         def restart():
             for host in targets:
@@ -137,18 +153,33 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         restarted = threads.deferToThread(restart)
         invariants = await settled_invariants(
             reactor, load, plan.database_dsn("marketplace"), plan.database_dsn("payments"),
-            SETTLE_AFTER * 2 + 2)
+            settle_wait(plan.settle_after))
         await restarted
     finally:
         await load.close()
     result = summarise(load, failed_at, invariants)
     result["failed_hosts"] = [h.name for h in targets]
     result["case"] = case
+    if samples:
+        result["observed"] = observe.summarise(
+            samples, {plan.gateway: "sampler", **{h.address: h.name for h in plan.hosts}})
     return result
 
 
+async def _observe(reactor, dsn: str, watching: Dict) -> List[Dict]:
+    """Samples of L{observe.sample} while C{watching["on"]}."""
+    samples = []
+    while watching["on"]:
+        try:
+            samples.append(await threads.deferToThread(observe.sample, dsn))
+        except psycopg2.Error:
+            pass
+        await task.deferLater(reactor, observe.EVERY, lambda: None)
+    return samples
+
+
 async def run_single(reactor, single, population: evaluate.Population, clients: int,
-                     seconds: float) -> Dict:
+                     seconds: float, settle_after: float) -> Dict:
     """The no-failure run on C{make run}'s deployment (L{LocalMarketplace})."""
     from marketplace.bench.catalogcli import embedded_dsn
 
@@ -159,7 +190,7 @@ async def run_single(reactor, single, population: evaluate.Population, clients: 
         data = single.folder / "data"
         invariants = await settled_invariants(
             reactor, load, embedded_dsn(data, "marketplace"), embedded_dsn(data, "payments"),
-            SETTLE_AFTER * 2 + 2)
+            settle_wait(settle_after))
     finally:
         await load.close()
     result = summarise(load, None, invariants)
@@ -180,7 +211,8 @@ def _report(result: Dict, say) -> None:
 
 
 async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: Path,
-                       say=print, single_port: Optional[int] = None) -> List[Dict]:
+                       say=print, single_port: Optional[int] = None,
+                       settle_after: float = SETTLE_AFTER) -> List[Dict]:
     """Every case at every scenario on one cluster whose failed hosts are
     started again after each run (a fresh cluster where they do not come
     back); with C{single_port}, the no-failure runs on C{make run}'s
@@ -202,7 +234,8 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                 if plan is None:
                     say("bringing a cluster up")
                     where = Path(tempfile.mkdtemp(prefix="eval-", dir=folder))
-                    plan = await threads.deferToThread(launch.up, where)
+                    plan = await threads.deferToThread(
+                        launch.up, where, settle_after=settle_after)
                     population = evaluate.Population(
                         reactor, [plan.endpoint(h) for h in plan.by_role("seller")],
                         [plan.endpoint(h) for h in plan.by_role("buyer")])
@@ -216,12 +249,14 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
         if plan is not None:
             await threads.deferToThread(_discard, where)
     if single_port is not None and "none" in cases:
-        results += await evaluate_single(reactor, scenarios, seconds, single_port, say)
+        results += await evaluate_single(reactor, scenarios, seconds, single_port,
+                                         settle_after, say)
     say(f"evaluation done in {time.monotonic() - started:.0f} s")
     return results
 
 
-async def evaluate_single(reactor, scenarios, seconds, port: int, say=print) -> List[Dict]:
+async def evaluate_single(reactor, scenarios, seconds, port: int,
+                          settle_after: float = SETTLE_AFTER, say=print) -> List[Dict]:
     """The no-failure load on C{make run}'s deployment: every service on
     this machine, one embedded PostgreSQL, as many worker processes per
     service as cores, measured the same way (same clients, workload and
@@ -229,7 +264,7 @@ async def evaluate_single(reactor, scenarios, seconds, port: int, say=print) -> 
     from marketplace.bench.deploy import LocalMarketplace
 
     single = LocalMarketplace(port, os.cpu_count() or 1,
-                              extra=[f"--settle-after={SETTLE_AFTER:g}"])
+                              extra=[f"--settle-after={settle_after:g}"])
     say(f"make run's deployment: {' '.join(single.command())}")
     await threads.deferToThread(single.start)
     results = []
@@ -237,7 +272,8 @@ async def evaluate_single(reactor, scenarios, seconds, port: int, say=print) -> 
         population = evaluate.Population(reactor, [single.seller], [single.buyer])
         for clients in scenarios:
             say(f"make run, {clients}+{clients} clients")
-            result = await run_single(reactor, single, population, clients, seconds)
+            result = await run_single(reactor, single, population, clients, seconds,
+                                      settle_after)
             _report(result, say)
             results.append(result)
     finally:
@@ -267,6 +303,31 @@ def comparison(results: List[Dict]) -> List[str]:
         mine, theirs = cluster[n]["throughput"], single[n]["throughput"]
         lines.append(f"| {n}+{n} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
     return lines
+
+
+def scaling_markdown(results: List[Dict]) -> str:
+    """docs/SCALING.md's measured figures: no-failure throughput against
+    make run's deployment, how far behind the replicas were, and the
+    server connections each frontend held."""
+    lines = comparison(results)[1:] or ["(no no-failure runs on both deployments)"]
+    observed = [r for r in _ordered(results) if r.get("observed")]
+    if observed:
+        lines += ["", "Replicas and connections during the no-failure runs on the cluster,"
+                  " sampled on the primary every second (`pg_stat_replication`,"
+                  " `pg_stat_activity`):", "",
+                  "| clients | replica | replay lag mean | replay lag max | most bytes behind |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in observed:
+            for kind, f in sorted(r["observed"]["replicas"].items()):
+                lines.append(
+                    f"| {r['clients']}+{r['clients']} | {kind} | {f['mean_lag_ms']:.1f} ms "
+                    f"| {f['max_lag_ms']:.1f} ms | {f['max_behind_bytes']:,} |")
+        lines += ["", "| clients | server connections held (most at once) |", "| --- | --- |"]
+        for r in observed:
+            held = r["observed"]["connections"]
+            text = ", ".join(f"{name} {n}" for name, n in sorted(held.items()))
+            lines.append(f"| {r['clients']}+{r['clients']} | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(results: List[Dict]) -> str:
@@ -345,19 +406,27 @@ def chart(results: List[Dict], path: Path) -> None:
     figure.savefig(path, dpi=90)
 
 
-def write(results: List[Dict], out: Path, into: Optional[Path]) -> None:
-    """results.json, the chart and (with C{into}) the report's section."""
+def _replace(path: Path, name: str, text: str) -> None:
+    """Replace what is between C{<!-- NAME begins -->} and C{<!-- NAME ends -->}."""
+    begin, end = f"<!-- {name} begins -->", f"<!-- {name} ends -->"
+    head, rest = path.read_text().split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def write(results: List[Dict], out: Path, into: Optional[Path],
+          scaling: Optional[Path] = None) -> None:
+    """results.json, the chart and (with C{into}) the report's section;
+    with C{scaling}, the measured section of docs/SCALING.md."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     chart(results, out / "throughput.png")
     table = markdown(results)
     (out / "report.md").write_text(table)
     if into is not None:
-        text = into.read_text()
-        begin, end = "<!-- evaluation begins -->", "<!-- evaluation ends -->"
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        into.write_text(f"{head}{begin}\n{table}{end}{tail}")
+        _replace(into, "evaluation", table)
+    if scaling is not None:
+        _replace(scaling, "measured", scaling_markdown(results))
 
 
 def main(reactor, arguments) -> defer.Deferred:
@@ -370,7 +439,9 @@ def main(reactor, arguments) -> defer.Deferred:
     async def go():
         results = await evaluate_all(reactor, cases, scenarios, arguments.seconds,
                                      arguments.failure_at, folder,
-                                     single_port=arguments.single_port or None)
-        write(results, Path(arguments.out), Path(arguments.into) if arguments.into else None)
+                                     single_port=arguments.single_port or None,
+                                     settle_after=arguments.settle_after)
+        write(results, Path(arguments.out), Path(arguments.into) if arguments.into else None,
+              Path(arguments.scaling) if arguments.scaling else None)
 
     return defer.Deferred.fromCoroutine(go())

@@ -22,8 +22,12 @@ PATRONI_TTL = 20
 PATRONI_LOOP_WAIT = 1
 PATRONI_RETRY_TIMEOUT = 3
 
-#: Seconds after which a buyer daemon settles a purchase left pending.
-SETTLE_AFTER = 10.0
+#: Seconds after which a buyer daemon settles a purchase left pending (by
+#: a buyer daemon that died: the purchases in flight on a frontend that is
+#: killed wait this long, since a retry of one waits for it to be settled).
+#: A live purchase that takes longer is settled too: safely (whoever
+#: settles first wins), but its buyer is asked to try again.
+SETTLE_AFTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Plan:
     cluster_id: int
     folder: Path
     frontends_per_service: int = 2
+    settle_after: float = SETTLE_AFTER
     superuser_password: str = field(default_factory=lambda: secrets.token_hex(16))
     replication_password: str = field(default_factory=lambda: secrets.token_hex(16))
     rest_password: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -224,7 +229,7 @@ class Plan:
             command += [
                 f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}",
                 # Purchases left pending by a failure are settled soon.
-                f"--settle-after={SETTLE_AFTER:g}",
+                f"--settle-after={self.settle_after:g}",
             ]
         return command
 
