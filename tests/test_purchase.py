@@ -364,3 +364,43 @@ class RecoveryTests(unittest.TestCase):
         self.assertEqual(payload_of(self, await bea.buy(idempotency_key="k"))["purchase_id"],
                          purchase.id)
         self.assertEqual((await bea.purchases())["items_purchased"], 3)
+
+
+class RetryOfPendingTests(unittest.TestCase):
+    """A purchase sent again while the first one is still pending (its
+    daemon died paying for it) is settled by the retry after half a second
+    (purchase.RECOVER_AFTER), not only by the sweep, which here would wait
+    an hour."""
+
+    async def setUp(self):
+        self.market = await start_marketplace(self, settle_after=3600)
+        self.product = await open_database(self, "product")
+        self.shop = await Shop(self, self.market).open()
+        self.mug = await self.shop.item("mug", 2.5, 10)
+        self.bea = await self.shop.buyer()
+        await self.bea.add(self.mug, 3)
+
+    pending = RecoveryTests.pending
+
+    async def test_unpaid_purchase_is_undone_and_bought_again(self):
+        purchase = await self.pending("k")
+        assert_error(self, await self.bea.buy(idempotency_key="k"), "UNAVAILABLE")
+        settled = await purchasedb.get(self.product, purchase.id)
+        self.assertEqual(settled.state, purchasedb.ABORTED)
+        self.assertEqual(await self.shop.stock(self.mug), 10)
+        # Nothing was bought; the same key again buys the cart.
+        payload_of(self, await self.bea.buy(idempotency_key="k"))
+        self.assertEqual(await self.shop.stock(self.mug), 7)
+        self.assertEqual(await self.shop.items_sold(), 3)
+
+    async def test_paid_purchase_is_completed(self):
+        purchase = await self.pending("k")
+        # The dead daemon's payment went through before it died.
+        payments = await connect(self, self.market.ports["payments"])
+        answer = await payments.request("AuthorizePayment", {
+            **CARD, "amount": 7.5, "idempotency_key": purchase.payment_key}, PAYMENTS_SECRET)
+        self.assertTrue(payload_of(self, answer)["approved"])
+        answer = await self.bea.buy(idempotency_key="k")
+        self.assertEqual(payload_of(self, answer)["purchase_id"], purchase.id)
+        self.assertEqual(await self.shop.stock(self.mug), 7)
+        self.assertEqual(await self.shop.items_sold(), 3)

@@ -41,6 +41,12 @@ from marketplace.product.purchasedb import ABORTED, COMPLETED, DECLINED, PENDING
 # How long a retry waits for a purchase under the same key that is still
 # being settled elsewhere before it answers UNAVAILABLE.
 WAIT_FOR_PENDING = 15.0
+# How long it waits before settling that purchase itself, as the sweep
+# would: a client sends a purchase again when it lost the first one's
+# connection, most often with the daemon that was paying for it, which
+# will never settle it.  (Safe if that daemon is alive after all: whoever
+# settles first wins, and an unanswered payment is voided first.)
+RECOVER_AFTER = 0.5
 _POLL = 0.1
 
 
@@ -212,6 +218,7 @@ class Purchases:
         """The answer to the purchase already filed under C{key}, once it is
         settled."""
         waited = 0.0
+        recovered = False
         while True:
             purchase = await purchasedb.find(self.product, buyer_id, key)
             if purchase is None:
@@ -223,6 +230,17 @@ class Purchases:
                 )
             if purchase.state != PENDING:
                 return _answer(purchase)
+            if waited >= RECOVER_AFTER and not recovered:
+                recovered = True
+                try:
+                    await self._recover(purchase)
+                except (PaymentsUnavailable, PaymentsError) as e:
+                    self.log.warn(
+                        "purchase {purchase_id} stays pending: {why}",
+                        purchase_id=purchase.id,
+                        why=str(e),
+                    )
+                continue
             if waited >= WAIT_FOR_PENDING:
                 raise ApiError(
                     UNAVAILABLE,
