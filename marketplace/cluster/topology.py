@@ -22,12 +22,12 @@ PATRONI_TTL = 20
 PATRONI_LOOP_WAIT = 1
 PATRONI_RETRY_TIMEOUT = 3
 
-#: Seconds after which a buyer daemon settles a purchase left pending (by
-#: a buyer daemon that died: the purchases in flight on a frontend that is
-#: killed wait this long, since a retry of one waits for it to be settled).
-#: A live purchase that takes longer is settled too: safely (whoever
-#: settles first wins), but its buyer is asked to try again.
-SETTLE_AFTER = 2.0
+#: Seconds after which a buyer daemon settles a purchase left pending by a
+#: buyer daemon that died, unless a retry of it settles it first (after
+#: half a second: see marketplace/purchase.py).  Shorter would also settle
+#: live purchases that are slow under load, whose buyers would then be
+#: asked to try again.
+SETTLE_AFTER = 10.0
 
 
 @dataclass(frozen=True)
