@@ -28,7 +28,12 @@ from twisted.internet import defer, task, threads
 
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.client.failover import FailoverEndpoint
-from marketplace.contract.errors import INVALID_SESSION, RATE_LIMITED, UNAVAILABLE, USERNAME_TAKEN
+from marketplace.contract.errors import (
+    INVALID_SESSION,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    USERNAME_TAKEN,
+)
 
 CARD = {
     "name": "Eva Luator",

@@ -24,7 +24,7 @@ PATRONI_RETRY_TIMEOUT = 3
 
 #: Seconds after which a buyer daemon settles a purchase left pending by a
 #: buyer daemon that died, unless a retry of it settles it first (after
-#: half a second: see marketplace/purchase.py).  Shorter would also settle
+#: half a second: see marketplace/buyer/purchase.py).  Shorter would also settle
 #: live purchases that are slow under load, whose buyers would then be
 #: asked to try again.
 SETTLE_AFTER = 10.0
