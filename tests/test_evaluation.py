@@ -3,11 +3,14 @@ accounts are made once and kept from run to run, a run's invariants hold
 on the real services, and the report sets the cluster's no-failure
 throughput against make run's deployment."""
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from marketplace.client import endpoint_description
-from marketplace.cluster import evaluate, observe, report
+from marketplace.cluster import benchmark, evaluate, observe, report
 from tests.db import test_dsns
 from tests.support import start_marketplace
 
@@ -101,3 +104,31 @@ class ReportTests(unittest.SynchronousTestCase):
         self.assertIn("| 10+10 | 900 | 1,500 | 0.60 |", text)
         self.assertIn("| 10+10 | sync | 3.0 ms | 4.0 ms | 300 |", text)
         self.assertIn("| 10+10 | buyer1 8, payments1 3 |", text)
+
+
+@implementer(IStreamClientEndpoint)
+class _Frontend:
+    """An endpoint that counts its connections (or refuses them)."""
+
+    def __init__(self, name: str, up: bool = True) -> None:
+        self.name, self.up, self.connections = name, up, 0
+
+    def connect(self, factory):
+        if not self.up:
+            return defer.fail(ConnectionRefusedError())
+        self.connections += 1
+        return defer.succeed(self.name)
+
+
+class SpreadTests(unittest.SynchronousTestCase):
+    def test_connections_take_turns(self):
+        one, two = _Frontend("one"), _Frontend("two")
+        spread = benchmark.Spread([one, two], reactor)
+        got = [self.successResultOf(spread.connect(None)) for _ in range(4)]
+        self.assertEqual(got, ["one", "two", "one", "two"])
+
+    def test_a_frontend_that_is_down_is_passed_over(self):
+        one, two = _Frontend("one", up=False), _Frontend("two")
+        spread = benchmark.Spread([one, two], reactor)
+        got = [self.successResultOf(spread.connect(None)) for _ in range(3)]
+        self.assertEqual(got, ["two", "two", "two"])

@@ -7,6 +7,8 @@
     marketplace-cluster cut HOST [--dir D]  take a host's link down (--restore: up)
     marketplace-cluster down [--dir D]      stop everything, remove the network
     marketplace-cluster evaluate --failure CASE   the failure evaluation
+    marketplace-cluster bench               marketplace-bench on a cluster and on
+                                            make run's deployment
 """
 
 import argparse
@@ -67,6 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--scaling", default=None,
                             help="Markdown file whose measured section (docs/SCALING.md's"
                             " figures) is replaced")
+    bench = commands.add_parser(
+        "bench", help="marketplace-bench's workload on a fresh cluster and on make run's"
+        " deployment, back to back")
+    bench.add_argument("--scenarios", default="1,10,100",
+                       help="sellers (= buyers) per scenario (default 1,10,100)")
+    bench.add_argument("--calls", type=int, default=200,
+                       help="calls per client per run (default 200)")
+    bench.add_argument("--runs", type=int, default=1, help="runs per scenario (default 1)")
+    bench.add_argument("--workload", default="seed", help="the workload (default seed)")
+    bench.add_argument("--single-port", type=int, default=9380,
+                       help="make run's deployment on this port and the two after it"
+                       " (default 9380)")
+    bench.add_argument("--out", default="docs/reliability",
+                       help="folder for bench.json and bench.md")
+    bench.add_argument("--into", default=None,
+                       help="Markdown file whose bench section is replaced")
     return parser
 
 
@@ -94,6 +112,12 @@ def main(argv=None) -> int:
             from marketplace.cluster import report
 
             task.react(report.main, [arguments])
+        elif arguments.command == "bench":
+            from twisted.internet import task
+
+            from marketplace.cluster import benchmark
+
+            task.react(benchmark.main, [arguments])
         elif arguments.command == "up":
             launch.up(arguments.dir)
         elif arguments.command == "run":

@@ -199,7 +199,7 @@ async def run_single(reactor, single, population: evaluate.Population, clients: 
     return result
 
 
-def _discard(folder: Path) -> None:
+def discard(folder: Path) -> None:
     """Take the cluster in C{folder} down and delete its files."""
     launch.down(folder)
     shutil.rmtree(folder, ignore_errors=True)
@@ -229,7 +229,7 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                         say(f"cluster healthy again after {took:.1f} s")
                     except launch.ClusterError as e:
                         say(f"{e}: taking the cluster down for a fresh one")
-                        await threads.deferToThread(_discard, where)
+                        await threads.deferToThread(discard, where)
                         plan = None
                 if plan is None:
                     say("bringing a cluster up")
@@ -247,7 +247,7 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                 results.append(result)
     finally:
         if plan is not None:
-            await threads.deferToThread(_discard, where)
+            await threads.deferToThread(discard, where)
     if single_port is not None and "none" in cases:
         results += await evaluate_single(reactor, scenarios, seconds, single_port,
                                          settle_after, say)
@@ -406,7 +406,7 @@ def chart(results: List[Dict], path: Path) -> None:
     figure.savefig(path, dpi=90)
 
 
-def _replace(path: Path, name: str, text: str) -> None:
+def replace_section(path: Path, name: str, text: str) -> None:
     """Replace what is between C{<!-- NAME begins -->} and C{<!-- NAME ends -->}."""
     begin, end = f"<!-- {name} begins -->", f"<!-- {name} ends -->"
     head, rest = path.read_text().split(begin, 1)
@@ -424,9 +424,9 @@ def write(results: List[Dict], out: Path, into: Optional[Path],
     table = markdown(results)
     (out / "report.md").write_text(table)
     if into is not None:
-        _replace(into, "evaluation", table)
+        replace_section(into, "evaluation", table)
     if scaling is not None:
-        _replace(scaling, "measured", scaling_markdown(results))
+        replace_section(scaling, "measured", scaling_markdown(results))
 
 
 def main(reactor, arguments) -> defer.Deferred:
