@@ -51,9 +51,11 @@ SIGN_UPS_AT_ONCE = 8
 #: Seconds a client waits for a TCP connection before it tries the next
 #: frontend (a host that is cut off answers nothing).
 CONNECT_TIMEOUT = 1
-#: What the clients' connections may take to reach some frontend, and how
-#: often a call is sent again (see L{marketplace.client.Connection}).
-CLIENT_OPTIONS = {"give_up_after": 60.0, "max_retries": 20}
+#: Every call is sent again (the same request key, the next frontend) after
+#: a lost connection, a failed connect or UNAVAILABLE until this many
+#: seconds have passed (see L{marketplace.client.Connection}): longer than
+#: the primary's failover, so that a caller sees it as a wait, not an error.
+CLIENT_OPTIONS = {"deadline": 60.0}
 
 
 def endpoint(endpoints: Sequence[str], index: int, reactor) -> FailoverEndpoint:
