@@ -11,8 +11,7 @@ from zope.interface import implementer
 
 from marketplace.client import endpoint_description
 from marketplace.cluster import benchmark, evaluate, observe, report
-from tests.db import test_dsns
-from tests.support import start_marketplace
+from tests.support import layout_dsns, layout_of, start_marketplace
 
 
 class PopulationTests(unittest.TestCase):
@@ -21,7 +20,7 @@ class PopulationTests(unittest.TestCase):
         await load.set_up()
         try:
             await load.run(1.0, None, lambda: None)
-            dsns = test_dsns()
+            dsns = layout_dsns(layout_of(self))
             invariants = await report.settled_invariants(
                 reactor, load, dsns["product"], dsns["payments"], 5.0)
         finally:
