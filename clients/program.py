@@ -67,7 +67,9 @@ class Options(usage.Options):
             "c",
             None,
             "Client endpoint description of the service, instead of HOST and"
-            " PORT: tcp:host=HOST:port=PORT, tls:HOST:PORT, unix:path=PATH",
+            " PORT: tcp:host=HOST:port=PORT, tls:HOST:PORT, unix:path=PATH;"
+            " several instances separated by | (each command goes to the next"
+            " when one cannot be reached)",
         ],
         [
             "ca-cert",

@@ -724,6 +724,18 @@ class FailoverTests(unittest.TestCase):
         self.assertFalse(second.connections[0].transport.connected)
 
 
+    async def test_several_instances_in_one_description(self):
+        """"A|B": the client library (and so the terminal programs' --connect
+        and marketplace-bench's --buyer) takes several instances of a
+        service in one endpoint description."""
+        first = FakeService("drop")
+        second = FakeService("ok")
+        both = f"{first.start(self)}|{second.start(self)}"
+        buyer = make_client(self, BuyerClient, both, initial_delay=0.01)
+        self.assertEqual(await buyer.display_cart(), {"n": 1})
+        self.assertEqual((len(first.requests), len(second.requests)), (1, 1))
+
+
 class _Hanging:
     """An endpoint whose connect never completes; cancelling it fails it
     with ConnectingCancelledError, as TCP endpoints do."""

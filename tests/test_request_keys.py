@@ -7,15 +7,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from marketplace.server import requestkeys
-from tests.support import (
-    assert_error,
-    connect,
-    on_both_layouts,
-    payload_of,
-    start_marketplace,
-)
-from tests.test_buyer_api import buyer_session
-from tests.test_seller_api import PHONE_CASE, seller_session
+from tests.support import assert_error, connect, on_both_layouts, payload_of
+from tests.test_buyer_api import BuyerTestCase, buyer_session
+from tests.test_seller_api import PHONE_CASE
 
 
 def new_key() -> str:
@@ -23,21 +17,14 @@ def new_key() -> str:
 
 
 @on_both_layouts
-class KeyedWrites(unittest.TestCase):
-    """A seller with an item, a buyer who bought it, and their connections.
-    On one database AddItemToCart and ChangeItemPrice file their answer in
-    their one statement."""
+class KeyedWrites(BuyerTestCase):
+    """A seller with an item, a buyer, and their connections.  On one
+    database AddItemToCart, ChangeItemPrice and UpdateUnitsForSale file
+    their answer in their one statement."""
 
     async def setUp(self):
-        self.market = await start_marketplace(self)
-        self.seller = await connect(self, self.market.ports["seller"])
-        self.buyer = await connect(self, self.market.ports["buyer"])
-        self.seller_id, self.seller_session = await seller_session(self, self.seller)
-        self.buyer_id, self.session = await buyer_session(self, self.buyer)
-        self.item = payload_of(
-            self,
-            await self.seller.request("RegisterItemForSale", PHONE_CASE, self.seller_session),
-        )["item_id"]
+        await super().setUp()
+        self.item_id = await self.item()
 
     def sell(self, api, payload, key, session=None):
         return self.seller.request(
@@ -55,7 +42,7 @@ class KeyedWrites(unittest.TestCase):
         return first
 
     async def units_on_sale(self) -> int:
-        answer = await self.buyer.request("GetItem", {"item_id": self.item}, self.session)
+        answer = await self.buyer.request("GetItem", {"item_id": self.item_id}, self.session)
         return payload_of(self, answer)["quantity"]
 
     async def cart(self) -> dict:
@@ -64,19 +51,19 @@ class KeyedWrites(unittest.TestCase):
     async def test_add_to_cart_adds_once(self):
         key = new_key()
         first = await self.twice(
-            lambda: self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, key)
+            lambda: self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 2}, key)
         )
         self.assertEqual(payload_of(self, first)["cart"][0]["quantity"], 2)
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 2)
         # A new key is a new request.
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key())
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 3)
 
     async def test_remove_save_clear_once(self):
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 4}, new_key())
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 4}, new_key())
         key = new_key()
         await self.twice(
-            lambda: self.buy("RemoveItemFromCart", {"item_id": self.item, "quantity": 1}, key)
+            lambda: self.buy("RemoveItemFromCart", {"item_id": self.item_id, "quantity": 1}, key)
         )
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 3)
         key = new_key()
@@ -97,21 +84,21 @@ class KeyedWrites(unittest.TestCase):
 
         key = new_key()
         await self.twice(
-            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": 3}, key)
+            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item_id, "quantity": 3}, key)
         )
         self.assertEqual(await self.units_on_sale(), PHONE_CASE["quantity"] - 3)
 
         key = new_key()
         changed = await self.twice(
-            lambda: self.sell("ChangeItemPrice", {"item_id": self.item, "price": 7.5}, key)
+            lambda: self.sell("ChangeItemPrice", {"item_id": self.item_id, "price": 7.5}, key)
         )
         self.assertEqual(payload_of(self, changed)["price_decimal"], "7.50")
 
     async def test_a_repeat_answers_the_first_answer_after_the_state_moved_on(self):
         key = new_key()
-        first = await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key)
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
-        again = await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key)
+        first = await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key)
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key())
+        again = await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key)
         self.assertEqual(again, first)
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 2)
 
@@ -119,7 +106,7 @@ class KeyedWrites(unittest.TestCase):
         units = PHONE_CASE["quantity"]
         key = new_key()
         await self.twice(
-            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": units}, key)
+            lambda: self.sell("UpdateUnitsForSale", {"item_id": self.item_id, "quantity": units}, key)
         )
         self.assertEqual(await self.units_on_sale(), 0)
 
@@ -136,18 +123,18 @@ class KeyedWrites(unittest.TestCase):
         )
 
     async def test_feedback_once(self):
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key())
         card = {"name": "Bob", "card_number": "4111111111111111",
                 "expiration_date": "12/99", "security_code": "123"}
         payload_of(self, await self.buy("MakePurchase", card, new_key()))
         key = new_key()
         voted = await self.twice(
-            lambda: self.buy("ProvideFeedback", {"item_id": self.item, "thumbs_up": True}, key)
+            lambda: self.buy("ProvideFeedback", {"item_id": self.item_id, "thumbs_up": True}, key)
         )
         self.assertEqual(payload_of(self, voted)["thumbs_up"], 1)
 
     async def test_purchase_once(self):
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, new_key())
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 2}, new_key())
         card = {"name": "Bob", "card_number": "4111111111111111",
                 "expiration_date": "12/99", "security_code": "123"}
         key = new_key()
@@ -163,10 +150,10 @@ class KeyedWrites(unittest.TestCase):
 
     async def test_same_key_other_request_is_bad_request(self):
         key = new_key()
-        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key))
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key))
         error = assert_error(
             self,
-            await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 2}, key),
+            await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 2}, key),
             "BAD_REQUEST",
         )
         self.assertIn("request_key", error["message"])
@@ -175,19 +162,19 @@ class KeyedWrites(unittest.TestCase):
 
     async def test_an_error_leaves_the_key_free(self):
         key = new_key()
-        too_many = {"item_id": self.item, "quantity": PHONE_CASE["quantity"] + 1}
+        too_many = {"item_id": self.item_id, "quantity": PHONE_CASE["quantity"] + 1}
         assert_error(self, await self.buy("AddItemToCart", too_many, key), "OUT_OF_STOCK")
         await self.seller.request("RegisterItemForSale", PHONE_CASE, self.seller_session)
-        await self.sell("UpdateUnitsForSale", {"item_id": self.item, "quantity": 1}, new_key())
+        await self.sell("UpdateUnitsForSale", {"item_id": self.item_id, "quantity": 1}, new_key())
         self.assertEqual((await self.cart())["cart"], [])
         # The key was not used up by the error.
-        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, key))
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key))
 
     async def test_keys_are_per_account(self):
         other = await connect(self, self.market.ports["buyer"])
         _, other_session = await buyer_session(self, other, "dave")
         key = new_key()
-        add = {"item_id": self.item, "quantity": 1}
+        add = {"item_id": self.item_id, "quantity": 1}
         payload_of(self, await self.buy("AddItemToCart", add, key))
         payload_of(self, await other.request("AddItemToCart", add, other_session, request_key=key))
         answer = await other.request("DisplayCart", {}, other_session)
@@ -195,7 +182,7 @@ class KeyedWrites(unittest.TestCase):
 
     async def test_a_repeat_on_another_connection_after_a_restart(self):
         key = new_key()
-        add = {"item_id": self.item, "quantity": 1}
+        add = {"item_id": self.item_id, "quantity": 1}
         first = await self.buy("AddItemToCart", add, key)
         await self.market.restart()
         self.buyer = await connect(self, self.market.ports["buyer"])
@@ -206,7 +193,7 @@ class KeyedWrites(unittest.TestCase):
         """Repeats that arrive while the first is still running (a client
         that retried on another connection) wait for it, and get its answer."""
         key = new_key()
-        add = {"item_id": self.item, "quantity": 1}
+        add = {"item_id": self.item_id, "quantity": 1}
         others = [await connect(self, self.market.ports["buyer"]) for _ in range(4)]
         answers = await defer.gatherResults(
             [c.request("AddItemToCart", add, self.session, request_key=key) for c in others]
@@ -215,7 +202,7 @@ class KeyedWrites(unittest.TestCase):
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 1)
 
     async def test_malformed_keys(self):
-        add = {"item_id": self.item, "quantity": 1}
+        add = {"item_id": self.item_id, "quantity": 1}
         for key in ("", "k" * 65, 17, ["k"], {"k": 1}):
             error = assert_error(self, await self.buy("AddItemToCart", add, key), "BAD_REQUEST")
             self.assertIn("request_key", error["message"])
@@ -232,7 +219,7 @@ class KeyedWrites(unittest.TestCase):
             payload_of(self, login)
 
     async def test_old_keys_are_swept(self):
-        await self.buy("AddItemToCart", {"item_id": self.item, "quantity": 1}, new_key())
+        await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key())
         backend = self.market.backend()
         for db in {backend.customer.dsn: backend.customer, backend.product.dsn: backend.product}.values():
             await db.execute("UPDATE request_keys SET created_at = created_at - interval '1 day'")

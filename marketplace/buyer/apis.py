@@ -121,11 +121,6 @@ class BuyerApis:
         args = self.statements.args(call, category=category, number=number)
         return self.statements.read(self._get_item, args, _not_found)
 
-    def _key(self, call: Call):
-        """The request's key, among this buyer's (None: it has none)."""
-        scope = requestkeys.account_scope(customerdb.BUYER, call.session.user_id)
-        return requestkeys.of_request(call.request, scope)
-
     def add_to_cart(self, call: Call) -> defer.Deferred:
         statements = self.statements
         try:
@@ -149,7 +144,8 @@ class BuyerApis:
                 )
             return await productdb.active_cart(db, key)
 
-        return await requestkeys.run(self.product, self._key(call), remove)
+        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
+        return await requestkeys.run(self.product, request_key, remove)
 
     async def save_cart(self, call: Call) -> dict:
         session = call.session
@@ -158,13 +154,15 @@ class BuyerApis:
             await productdb.save_cart(db, session.key, session.user_id)
             return await productdb.active_cart(db, session.key)
 
-        return await requestkeys.run(self.product, self._key(call), save)
+        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
+        return await requestkeys.run(self.product, request_key, save)
 
     async def clear_cart(self, call: Call) -> dict:
         async def clear(db) -> dict:
             return await productdb.clear_cart(db, call.session.key)
 
-        return await requestkeys.run(self.product, self._key(call), clear)
+        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
+        return await requestkeys.run(self.product, request_key, clear)
 
     def display_cart(self, call: Call) -> defer.Deferred:
         return self.statements.read(self._display_cart, self.statements.args(call))
@@ -211,7 +209,8 @@ class BuyerApis:
                 raise ApiError(FORBIDDEN, f"only a buyer of item {item_id} may rate it")
             return {"item_id": item_id, **counts}
 
-        return await requestkeys.run(self.product, self._key(call), vote)
+        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
+        return await requestkeys.run(self.product, request_key, vote)
 
     async def get_purchases(self, call: Call) -> dict:
         return await purchasedb.history(self.product, call.session.user_id)

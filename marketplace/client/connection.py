@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from marketplace.client.errors import ClientError
+from marketplace.client.failover import failover_endpoint
 from marketplace.client.wire import ClientProtocol, SilentClose, plaintext_problem
 from marketplace.contract.errors import INTERNAL, UNAVAILABLE
 
@@ -111,7 +112,11 @@ class Connection:
         self._reactor = reactor
         if isinstance(endpoint, str):
             self.description = endpoint
-            endpoint = clientFromString(reactor, endpoint)
+            if "|" in endpoint:
+                # Several instances of the service: "A|B|…" (FailoverEndpoint).
+                endpoint = failover_endpoint(endpoint, reactor)
+            else:
+                endpoint = clientFromString(reactor, endpoint)
         else:
             self.description = repr(endpoint)
         self.where = where or _address(self.description)

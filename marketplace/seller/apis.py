@@ -75,11 +75,6 @@ class SellerApis:
             raise ApiError(NOT_FOUND, "this seller's account no longer exists")
         return rating
 
-    def _key(self, call: Call):
-        """The request's key, among this seller's (None: it has none)."""
-        scope = requestkeys.account_scope(customerdb.SELLER, call.session.user_id)
-        return requestkeys.of_request(call.request, scope)
-
     async def register_item(self, call: Call) -> dict:
         payload = call.payload
         item = dict(
@@ -95,7 +90,8 @@ class SellerApis:
         async def register(db) -> dict:
             return {"item_id": await productdb.register_item(db, **item)}
 
-        return await requestkeys.run(self.product, self._key(call), register)
+        request_key = requestkeys.of_account(call.request, customerdb.SELLER, call.session.user_id)
+        return await requestkeys.run(self.product, request_key, register)
 
     def change_price(self, call: Call) -> defer.Deferred:
         statements = self.statements

@@ -75,6 +75,11 @@ def of_request(
     )
 
 
+def of_account(request: envelope.Request, role: str, account_id: int) -> Optional[RequestKey]:
+    """The request's key among an account's, or None if it came without one."""
+    return of_request(request, account_scope(role, account_id))
+
+
 _CLAIM = """
 INSERT INTO request_keys (scope, key, request, answer) VALUES (%s, %s, %s, '')
 ON CONFLICT (scope, key) DO NOTHING RETURNING true
