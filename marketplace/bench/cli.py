@@ -80,9 +80,11 @@ def parser() -> argparse.ArgumentParser:
         " N buyers per scenario, each on its own connection and session.",
     )
     p.add_argument("--seller", default="tcp:host=127.0.0.1:port=8080",
-                   help="client endpoint of the seller service, several separated by | (default %(default)s)")
+                   help="client endpoint of the seller service, several separated by |"
+                   " (default %(default)s)")
     p.add_argument("--buyer", default="tcp:host=127.0.0.1:port=8081",
-                   help="client endpoint of the buyer service, several separated by | (default %(default)s)")
+                   help="client endpoint of the buyer service, several separated by |"
+                   " (default %(default)s)")
     p.add_argument("--scenarios", type=_scenarios, default=(1, 10, 100),
                    help="sellers (= buyers) per scenario, comma-separated (default 1,10,100)")
     p.add_argument("--calls", type=_positive, default=1000,
