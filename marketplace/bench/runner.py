@@ -37,6 +37,20 @@ SETUP_CONCURRENCY = 32
 Sync = Callable[[], defer.Deferred]
 
 
+async def patiently(reactor, call: Callable[[], defer.Deferred], tries: int = 50):
+    """C{call()}, tried again while a service's hashing budget answers
+    RATE_LIMITED (a bench's many sign-ups and sign-ins come from one
+    address)."""
+    for _ in range(tries - 1):
+        try:
+            return await call()
+        except ClientError as e:
+            if e.code != RATE_LIMITED:
+                raise
+        await task.deferLater(reactor, 0.2, lambda: None)
+    return await call()
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to run, against which deployment."""
@@ -206,20 +220,8 @@ class Scenario:
 
     async def _sign_in(self, state: ClientState) -> None:
         username = self._username(state.role, state.index)
-        await self._patiently(lambda: state.client.create_account(username, PASSWORD))
-        await self._patiently(lambda: state.client.login(username, PASSWORD))
-
-    async def _patiently(self, call: Callable[[], defer.Deferred], tries: int = 50):
-        """C{call()}, tried again while the hashing budget of the service
-        answers RATE_LIMITED (many sign-ins come from one address)."""
-        for _ in range(tries - 1):
-            try:
-                return await call()
-            except ClientError as e:
-                if e.code != RATE_LIMITED:
-                    raise
-            await task.deferLater(self.reactor, 0.2, lambda: None)
-        return await call()
+        await patiently(self.reactor, lambda: state.client.create_account(username, PASSWORD))
+        await patiently(self.reactor, lambda: state.client.login(username, PASSWORD))
 
     async def _stock(self, state: ClientState) -> None:
         for number in range(self.plan.items):

@@ -26,14 +26,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import psycopg2
 from twisted.internet import defer, task, threads
 
+from marketplace.bench.runner import patiently
 from marketplace.client import BuyerClient, ClientError, SellerClient
 from marketplace.client.failover import FailoverEndpoint
-from marketplace.contract.errors import (
-    INVALID_SESSION,
-    RATE_LIMITED,
-    UNAVAILABLE,
-    USERNAME_TAKEN,
-)
+from marketplace.contract.errors import INVALID_SESSION, UNAVAILABLE, USERNAME_TAKEN
 
 CARD = {
     "name": "Eva Luator",
@@ -121,7 +117,9 @@ class Population:
         account = self.accounts[role][index]
         try:
             try:
-                await self._patiently(lambda: client.create_account(account.username, PASSWORD))
+                await patiently(
+                    self.reactor, lambda: client.create_account(account.username, PASSWORD), 100
+                )
             except ClientError as e:
                 if e.code != USERNAME_TAKEN:  # taken: by an attempt whose answer was lost
                     raise
@@ -136,20 +134,8 @@ class Population:
             await client.close()
 
     async def _log_in(self, client, account: Account) -> None:
-        await self._patiently(lambda: client.login(account.username, PASSWORD))
+        await patiently(self.reactor, lambda: client.login(account.username, PASSWORD), 100)
         account.session_id, account.user_id = client.session_id, client.user_id
-
-    async def _patiently(self, call: Callable[[], defer.Deferred], tries: int = 100):
-        """C{call()}, tried again while a frontend's hashing budget answers
-        RATE_LIMITED (every sign-up comes from this machine's address)."""
-        for _ in range(tries - 1):
-            try:
-                return await call()
-            except ClientError as e:
-                if e.code != RATE_LIMITED:
-                    raise
-            await task.deferLater(self.reactor, 0.2, lambda: None)
-        return await call()
 
     async def refresh(self) -> Dict[str, Decimal]:
         """Before a run: every buyer's cart emptied, every session used (an
