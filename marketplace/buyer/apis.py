@@ -12,13 +12,12 @@ from marketplace.contract.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiE
 from marketplace.customer import customerdb
 from marketplace.customer.accounts import AccountLimits, Accounts
 from marketplace.customer.passwords import Passwords
-from marketplace.payments.apis import KEY_MAX
-from marketplace.payments.paymentclient import PaymentsClient
+from marketplace.buyer.paymentclient import PaymentsClient
 from marketplace.postgres.database import Database
 from marketplace.product import productdb, purchasedb
-from marketplace.seller.apis import seller_rating
+from marketplace.product.ratings import seller_rating
 from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Dispatcher
+from marketplace.frame.dispatch import Api, Call, Dispatcher
 from marketplace.server.statements import SEPARATE, SessionCheck, Statements
 
 SEARCH_LIMIT_DEFAULT = 50
@@ -186,7 +185,7 @@ class BuyerApis:
         )
         # Without an idempotency key of its own, a purchase is filed under
         # its request key (PROTOCOL.md, Request keys).
-        key = validate.text(payload, "idempotency_key", 1, KEY_MAX, required=False)
+        key = validate.idempotency_key(payload, required=False)
         if key is None:
             key = call.request.request_key
         # The total the buyer was shown: a cart that now comes to another

@@ -33,7 +33,7 @@ from marketplace.contract.errors import (
     UNAVAILABLE,
     ApiError,
 )
-from marketplace.payments.paymentclient import PaymentsClient, PaymentsError, PaymentsUnavailable
+from marketplace.buyer.paymentclient import PaymentsClient, PaymentsError, PaymentsUnavailable
 from marketplace.postgres.database import Database, is_unavailable
 from marketplace.product import purchasedb
 from marketplace.product.purchasedb import ABORTED, COMPLETED, DECLINED, PENDING, Purchase

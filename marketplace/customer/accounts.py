@@ -36,8 +36,8 @@ from marketplace.customer.passwords import (
 )
 from marketplace.postgres.database import Database
 from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Reply, Session
-from marketplace.server.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
+from marketplace.frame.dispatch import Api, Call, Reply, Session
+from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
 DEFAULT_SESSION_TIMEOUT = 300.0
 DEFAULT_SIGNUPS_PER_ADDRESS = 20

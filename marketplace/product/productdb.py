@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 from marketplace.contract import money
 from marketplace.contract.validate import format_item_id
 from marketplace.postgres.database import Database
-from marketplace.server.envelope import JsonPayload
+from marketplace.frame.envelope import JsonPayload
 from marketplace.server.statements import OK, recorded
 
 # Outcomes of the single-statement APIs (marketplace/server/statements.py)

@@ -11,20 +11,10 @@ from marketplace.customer.accounts import AccountLimits, Accounts
 from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
+from marketplace.product.ratings import seller_rating
 from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Dispatcher
+from marketplace.frame.dispatch import Api, Call, Dispatcher
 from marketplace.server.statements import SEPARATE, SessionCheck, Statements
-
-
-async def seller_rating(
-    customer: Database, product: Database, seller_id: int
-) -> Optional[dict]:
-    """A seller's rating as PROTOCOL.md returns it, or None: no such seller."""
-    name = await customerdb.account_name(customer, customerdb.SELLER, seller_id)
-    if name is None:
-        return None
-    counts = await productdb.seller_counts(product, seller_id)
-    return {"seller_id": seller_id, "name": name, **counts}
 
 
 def _refused(row: tuple, args: dict) -> ApiError:

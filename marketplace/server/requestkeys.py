@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 import psycopg2.errors
 
 from marketplace.contract.errors import bad_request
-from marketplace.server import envelope
+from marketplace.frame import envelope
 
 #: The shortest time a key is kept; see L{keep_for}.
 KEEP_AT_LEAST = 900.0

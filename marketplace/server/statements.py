@@ -44,8 +44,9 @@ from marketplace.contract.errors import ApiError
 from marketplace.customer import customerdb
 from marketplace.customer.accounts import Accounts, invalid_session, session_key
 from marketplace.postgres.database import Database
-from marketplace.server import envelope, requestkeys
-from marketplace.server.dispatch import Api, Call, Handler
+from marketplace.frame import envelope
+from marketplace.server import requestkeys
+from marketplace.frame.dispatch import Api, Call, Handler
 
 #: The outcome of a statement that did its work.
 OK = "ok"

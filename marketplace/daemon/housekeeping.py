@@ -6,7 +6,7 @@ from marketplace.customer import customerdb
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
 from marketplace.server import requestkeys
-from marketplace.server.limits import LOGIN_WINDOW
+from marketplace.frame.limits import LOGIN_WINDOW
 
 
 async def sweep_sessions(customer: Database, product: Database, timeout: float) -> int:
