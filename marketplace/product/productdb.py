@@ -8,9 +8,8 @@ by PostgreSQL (apisql.item_json, apisql.cart_json).
 
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
-from marketplace.contract import money
 from marketplace.contract.validate import format_item_id
 from marketplace.postgres.database import Database
 from marketplace.product.apisql import (
