@@ -274,7 +274,7 @@ class AbuseOfKeys(KeyedCase):
     def limit_keys(self, per_window: int) -> None:
         for name in ("buyer", "seller"):
             accounts = service_apis(self.market, name).accounts
-            accounts.limits = replace(accounts.limits, request_keys_per_window=per_window)
+            accounts.limits = replace(accounts.limits, request_keys_per_minute=per_window)
 
     async def key_table(self) -> tuple:
         """(rows, bytes) of request_keys on the product database."""

@@ -184,7 +184,7 @@ class BuyerApis:
             self.product,
             requestkeys.of_session(call.request, customerdb.BUYER, call.session),
             work,
-            self.accounts.limits.request_keys_per_window,
+            self.accounts.limits.request_keys_per_minute,
             apisql.FILED_ANSWER,
         )
 
@@ -226,7 +226,7 @@ class BuyerApis:
             key,
             expected,
             request_key,
-            self.accounts.limits.request_keys_per_window,
+            self.accounts.limits.request_keys_per_minute,
         )
 
     async def provide_feedback(self, call: Call) -> dict:

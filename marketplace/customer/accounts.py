@@ -63,7 +63,7 @@ class AccountLimits:
     signups_per_address: int = DEFAULT_SIGNUPS_PER_ADDRESS
     signup_window: float = DEFAULT_SIGNUP_WINDOW
     max_sessions: int = DEFAULT_MAX_SESSIONS
-    request_keys_per_window: int = DEFAULT_KEYS_PER_WINDOW
+    request_keys_per_minute: int = DEFAULT_KEYS_PER_WINDOW
 
     def budget(self) -> HashingBudget:
         """A hashing budget of these sizes."""
@@ -104,7 +104,7 @@ def limits_from_options(options) -> AccountLimits:
             signups_per_address=int(options["signups-per-address"]),
             signup_window=float(options["signup-window"]),
             max_sessions=int(options["max-sessions"]),
-            request_keys_per_window=int(options["request-keys-per-minute"]),
+            request_keys_per_minute=int(options["request-keys-per-minute"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"an account limit is not a number: {e}")
@@ -114,7 +114,7 @@ def limits_from_options(options) -> AccountLimits:
         or limits.signups_per_address < 0
         or not 0 < limits.signup_window <= SIGNUP_WINDOW_MAX
         or limits.max_sessions < 1
-        or limits.request_keys_per_window < 1
+        or limits.request_keys_per_minute < 1
     ):
         raise usage.UsageError(
             "--hash-workers, --hash-per-address, --hash-per-username,"

@@ -101,7 +101,7 @@ class SellerApis:
 
         request_key = requestkeys.of_session(call.request, customerdb.SELLER, call.session)
         return await requestkeys.run(
-            self.product, request_key, register, self.accounts.limits.request_keys_per_window
+            self.product, request_key, register, self.accounts.limits.request_keys_per_minute
         )
 
     def change_price(self, call: Call) -> defer.Deferred:

@@ -149,7 +149,7 @@ class Statements:
         """A Deferred of the payload of a statement that writes and files
         its answer under the request's key."""
         args.update(requestkeys.statement_args(call.request, self.role, args["key"]))
-        args["rk_max"] = self.accounts.limits.request_keys_per_window
+        args["rk_max"] = self.accounts.limits.request_keys_per_minute
         d = self.db.prepared(statement.name, statement.sql, args)
         if args["rk_key"] is None:
             return d.addCallback(self._payload, args, refused)
