@@ -42,6 +42,7 @@ SAMPLES = {
     "signups-per-address": ("30", 30, "40", 40),
     "signup-window": ("60", 60.0, "90", 90.0),
     "max-sessions": ("3", 3, "4", 4),
+    "request-keys-per-minute": ("30", 30, "40", 40),
     "idle-timeout": ("60", 60.0, "0", 0.0),
     "workers": ("3", 3, "2", 2),
     "listen": ("tcp:9001 tcp:9002", ["tcp:9001", "tcp:9002"], "tcp:9003", ["tcp:9003"]),
