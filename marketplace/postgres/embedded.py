@@ -46,7 +46,7 @@ DATABASES = ("customer", "product", "payments", "marketplace")
 
 #: The databases the daemons use: customer and product data share one, so
 #: that a request checks its session and does its work in one statement
-#: (marketplace/server/statements.py).  The separate "customer" and "product"
+#: (marketplace/product/statements.py).  The separate "customer" and "product"
 #: databases are for the tests of the two-database layout.
 DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
 

@@ -3,7 +3,7 @@
 DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
 SearchItemsForSale, GetItem, AddItemToCart and DisplayCart each answer
 with one statement on the product database (run by
-marketplace/server/statements.py).  L{full_text} gives any of them in
+marketplace/product/statements.py).  L{full_text} gives any of them in
 full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
 [joined|separate]} prints it.
 
@@ -28,8 +28,8 @@ from typing import Dict
 
 from marketplace.contract import money
 from marketplace.customer.customerdb import LIVE_SESSION
-from marketplace.server import requestkeys
-from marketplace.server.statements import OK, TOO_MANY_KEYS
+from marketplace.postgres import requestkeys
+from marketplace.product.statements import OK, TOO_MANY_KEYS
 
 #: Outcomes of refusals (besides TOO_MANY_KEYS).
 NO_ITEM = "no item"

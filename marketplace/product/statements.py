@@ -43,7 +43,7 @@ from marketplace.contract.errors import ApiError
 from marketplace.customer.accounts import Accounts, invalid_session, session_key
 from marketplace.postgres.database import Database
 from marketplace.frame import envelope
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Handler
 
 #: The outcome of a statement that did its work.
