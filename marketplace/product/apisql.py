@@ -20,7 +20,7 @@ C{rk_request}; all null without one) first counts the write among the
 account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
 where the outcome is L{DONE}.  The scope is computed once, in Python
-(L{requestkeys.session_scope}).
+(L{marketplace.frame.dispatch.session_scope}).
 """
 
 import sys
