@@ -145,9 +145,10 @@ async def buy(shell: Shell, words: List[str]) -> None:
             shell.fail("the cart is empty: add items first")
             return
         shell.write(format.cart(current, "Buying:", shell.width))
-        name = await shell.ask("Name on the card: ", check=_card_name)
-        number = await shell.ask("Card number: ", check=_card_number)
-        expires = await shell.ask("Expires (MM/YY): ", check=_expiry)
+        # The card's details are private: no history keeps them.
+        name = await shell.ask("Name on the card: ", check=_card_name, private=True)
+        number = await shell.ask("Card number: ", check=_card_number, private=True)
+        expires = await shell.ask("Expires (MM/YY): ", check=_expiry, private=True)
         code = await shell.ask("Security code: ", secret=True, check=_security_code)
     answer = await _pay(shell, [name, number, expires, code], current)
     shell.write(format.purchase(answer, shell.width))
