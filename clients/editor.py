@@ -177,7 +177,11 @@ class LineEditor:
                 line = await self._prompt(self.commands, shell.prompt())
             except Cancelled:
                 continue
-            except (EOFError, defer.CancelledError):
+            except EOFError:
+                if shell.may_leave():
+                    break
+                continue
+            except defer.CancelledError:
                 break
             self._running = defer.Deferred.fromCoroutine(shell.run_line(line))
             try:

@@ -22,8 +22,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from marketplace.client import ClientError
-from marketplace.contract.errors import USERNAME_TAKEN, ApiError
-from marketplace.customer import identities
+from marketplace.contract.errors import INVALID_SESSION, USERNAME_TAKEN, ApiError
 from marketplace.payments import cards
 
 from clients import format
@@ -254,6 +253,10 @@ class Shell(LineReceiver):
         self._lost_waiters: List[defer.Deferred] = []
         self._disconnected = False
         self._service_checked = False
+        #: What leaving now would lose (a cart not saved), in words; None
+        #: when nothing.  At a terminal the first quit only warns of it.
+        self.unsaved: Optional[str] = None
+        self._warned = False
         #: The line editor that asks the questions at a terminal, if any.
         self.editor = None
         #: Columns of the terminal the output goes to, which tables fit;
@@ -504,6 +507,22 @@ class Shell(LineReceiver):
                 name = item.get("item_name")
                 self.seen_ids[item["item_id"]] = name if isinstance(name, str) else ""
 
+    def note_unsaved(self, what: Optional[str]) -> None:
+        """Say what leaving now would lose (None: nothing); the next quit
+        warns of it again."""
+        self.unsaved = what
+        self._warned = False
+
+    def may_leave(self) -> bool:
+        """Whether quit (or Ctrl-D) may leave now: at a terminal, with
+        something unsaved, the first time only warns, and says how to leave."""
+        if not self.interactive or self.unsaved is None or self._warned:
+            return True
+        self._warned = True
+        text = f"{self.unsaved}; 'quit' or Ctrl-D again leaves without it"
+        self.write("\n".join(format.wrap(f"warning: {text}", self.columns, "  ")))
+        return False
+
     def quit(self) -> None:
         """Stop reading: the lines after this one are not run."""
         self._lines.clear()
@@ -523,7 +542,10 @@ class Shell(LineReceiver):
                 await self.client.logout()
                 self.write("Logged out.")
             except ClientError as e:
-                self.write(f"could not log out: {e.message}")
+                if e.code == INVALID_SESSION:
+                    self.write("Logged out (the session had already ended).")
+                else:
+                    self.write(f"could not log out: {e.message}")
         await self.client.close()
         if self._interrupted and not self.interactive:
             status = EXIT_INTERRUPTED
@@ -620,6 +642,7 @@ def common_commands(
         if shell.client.session_id is not None:
             await shell.client.logout()
         answer = await shell.client.login(words[0], password)
+        shell.note_unsaved(None)
         shell.write(
             f"Logged in as {words[0]} ({shell.role}"
             f" {answer.get(shell.client.id_field, '?')})."
@@ -659,7 +682,8 @@ def common_commands(
 
     async def quit_(shell: Shell, words: List[str]) -> None:
         arity(words, 0, 0)
-        shell.quit()
+        if shell.may_leave():
+            shell.quit()
 
     account = [
         Command(
@@ -738,6 +762,9 @@ def _some_password(text: str) -> None:
 def new_password(text: str) -> None:
     """Check a new account's password by the service's own rules
     (PROTOCOL.md, Additions: too short or too common is refused)."""
+    # Imported here: it loads data a program that never registers needs not.
+    from marketplace.customer import identities
+
     try:
         identities.new_password(text)
     except ApiError as e:

@@ -360,7 +360,7 @@ class SellerShellTests(unittest.TestCase):
         out = await cli.run("rating")
         self.assertRegex(
             out,
-            r"^Sam Shop \(seller \d+\): 0 thumbs up, 0 thumbs down, 0 items sold\.\n$",
+            r"^Sam Shop \(seller \d+\): 0 thumbs up, 0 thumbs down, 0 units sold\.\n$",
         )
 
         self.assertEqual(await cli.run("logout"), "Logged out.\n")
@@ -439,7 +439,7 @@ class BuyerShellTests(unittest.TestCase):
         out = await cli.run(f"seller-rating {seller.user_id}")
         self.assertEqual(
             out,
-            f"Sam's Shop (seller {seller.user_id}): 0 thumbs up, 0 thumbs down, 0 items sold.\n",
+            f"Sam's Shop (seller {seller.user_id}): 0 thumbs up, 0 thumbs down, 0 units sold.\n",
         )
         self.assertEqual(await cli.run("history"), "No purchases yet.\n")
 
