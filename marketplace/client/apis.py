@@ -197,9 +197,15 @@ class _ServiceClient:
             )
             for api in _ROLE_APIS.values()
         ]
-        has = await defer.gatherResults(asked, consumeErrors=True).addErrback(
-            lambda failure: failure.value.subFailure
-        )
+        try:
+            has = await defer.gatherResults(asked, consumeErrors=True)
+        except defer.FirstError as e:
+            error = e.subFailure.value
+            if isinstance(error, ClientError) and error.message.startswith(error.api):
+                # Nobody asked for DisplayCart: the service did not answer.
+                message = "the service" + error.message[len(error.api) :]
+                raise ClientError(error.code, message, error.api, error.extra)
+            e.subFailure.raiseException()
         found = [role for role, there in zip(_ROLE_APIS, has) if there]
         return found[0] if len(found) == 1 else None
 
