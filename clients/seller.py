@@ -6,7 +6,7 @@ Usage: marketplace-seller-cli [HOST [PORT]] | --connect ENDPOINT
 
 from typing import Dict, List, Optional
 
-from marketplace.client import ClientError, SellerClient
+from marketplace.clientlib import ClientError, SellerClient
 from marketplace.contract.errors import BAD_REQUEST
 
 from clients import format

@@ -39,8 +39,8 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from marketplace.postgres.database import Database
-from marketplace.server.deferreds import when_fired
-from marketplace.server.periodic import PeriodicJob
+from marketplace.frame.deferreds import when_fired
+from marketplace.frame.periodic import PeriodicJob
 
 DATABASES = ("customer", "product", "payments", "marketplace")
 

@@ -2,33 +2,32 @@
 
 Each such API (DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
 SearchItemsForSale, GetItem, AddItemToCart, DisplayCart) is one handler
-and one statement.  The statement starts with a common table expression
-C{live}, the session's account, and answers one row: an outcome (L{OK},
-or why not) and the payload, written as JSON by PostgreSQL (of a refusal:
-what its error message needs, such as the units left).  The handler maps a
-refusal to its PROTOCOL.md error, so an error never runs the work again.
-What only a refusal needs is looked up only then: every plan node costs
-PostgreSQL time to start on every call, one that is not reached little.
+and one statement; the statements are in marketplace/product/apisql.py,
+each readable whole there.  A statement starts with a common table
+expression C{live}, the session's account, and answers one row: an outcome
+(L{OK}, or why not) and the payload, written as JSON by PostgreSQL.  The
+handler maps a refusal to its PROTOCOL.md error, so an error never runs
+the work again.
 
 How C{live} is made is the service's session strategy (L{SessionCheck}),
 chosen once when the service is built:
 
 - L{JOINED}, where customer and product data share a database (the
-  embedded default, or settings naming one database for both): C{live} is
-  L{customerdb.LIVE_SESSION}, which checks and touches the session in the
-  statement itself, so the API costs one round trip.  It has no row for a
-  session that is not live, and the statement then answers none
-  (INVALID_SESSION).
+  embedded default, or settings naming one database for both): C{live}
+  checks and touches the session in the statement itself, so the API costs
+  one round trip.  It has no row for a session that is not live, and the
+  statement then answers none (INVALID_SESSION).
 - L{SEPARATE}, where they are two databases: the dispatcher checks the
   session on the customer database first, and C{live} is the account it
   found.
 
-A write files its answer under the request's key in the same statement
-(L{requestkeys.record_cte}).  Where that fails because the key is taken
-(a repeat), or the outcome is a refusal and the request has a key, the
-answer filed under the key is returned if there is one: a concurrent
-repeat waited for the first one's row locks, so the first is committed by
-then.
+A write files its answer under the request's key in the same statement,
+after counting it among the account's keyed writes (beyond its share the
+outcome is L{TOO_MANY_KEYS}: RATE_LIMITED).  Where that fails because the
+key is taken (a repeat), or the outcome is a refusal and the request has a
+key, the answer filed under the key is returned if there is one: a
+concurrent repeat waited for the first one's row locks, so the first is
+committed by then.
 
 The handlers are built with Deferred callbacks alone: they are the busiest
 code of the service, and a coroutine costs more to start and resume than a
@@ -41,41 +40,29 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet import defer
 
 from marketplace.contract.errors import ApiError
-from marketplace.customer import customerdb
 from marketplace.customer.accounts import Accounts, invalid_session, session_key
 from marketplace.postgres.database import Database
-from marketplace.server import envelope, requestkeys
-from marketplace.server.dispatch import Api, Call, Handler
+from marketplace.frame import envelope
+from marketplace.server import requestkeys
+from marketplace.frame.dispatch import Api, Call, Handler
 
 #: The outcome of a statement that did its work.
 OK = "ok"
-
-#: The scope of a write's request key (requestkeys.account_scope), as SQL
-#: over a row C{a} with the account_id.
-KEY_SCOPE = "%(role)s::text || ':' || a.account_id"
-
-
-def recorded(answer: str = "answer") -> str:
-    """The common table expression that files a write's payload under its
-    request key where the outcome is L{OK}: C{answer} is a common table
-    expression with the columns account_id, outcome and payload (text)."""
-    return requestkeys.record_cte(
-        KEY_SCOPE, "a.payload", f"{answer} AS a", f"a.outcome = '{OK}'"
-    )
+#: The outcome of a keyed write beyond the account's share of its window.
+TOO_MANY_KEYS = "too many keys"
 
 
 @dataclass(frozen=True)
 class SessionCheck:
     """A session strategy: how a statement learns whose session it serves.
 
-    C{live} is the SQL that begins every statement (C{WITH live AS (…)},
-    one column, account_id); C{joined} says whether it checks the session
-    itself (the dispatcher then does not).
+    C{name} is the layout it serves ("joined" or "separate": which
+    C{live} begins every statement, see apisql.LIVE); C{joined} says
+    whether it checks the session itself (the dispatcher then does not).
     """
 
     name: str
     joined: bool
-    live: str
 
     def args(self, call: Call, role: str, timeout: float, more: dict) -> dict:
         """The arguments C{live} takes, C{key} (the session's key) and
@@ -87,11 +74,9 @@ class SessionCheck:
         return {"key": session.key, "role": role, "account_id": session.user_id, **more}
 
 
-JOINED = SessionCheck("joined", True, customerdb.LIVE_SESSION)
+JOINED = SessionCheck("joined", True)
 
-SEPARATE = SessionCheck(
-    "separate", False, "WITH live AS (SELECT %(account_id)s::bigint AS account_id)"
-)
+SEPARATE = SessionCheck("separate", False)
 
 
 def session_check(one_database: bool) -> SessionCheck:
@@ -114,17 +99,24 @@ class Statement:
 class Statements:
     """The single-statement APIs of one role on the product database."""
 
-    def __init__(self, db: Database, sessions: SessionCheck, accounts: Accounts) -> None:
+    def __init__(
+        self, db: Database, sessions: SessionCheck, accounts: Accounts, filed_answer: str
+    ) -> None:
         self.db = db
         self.sessions = sessions
         self.accounts = accounts
         self.role = accounts.role
-        self.first_answer_sql = requestkeys.first_answer_sql(sessions.live, KEY_SCOPE)
+        #: The answer of what a key's row holds (SQL over its C{answer}).
+        self.filed_answer = filed_answer
 
-    def statement(self, name: str, body: str) -> Statement:
-        """The statement C{live}, then C{body} (more common table
-        expressions after a comma, or the query), prepared as C{name}."""
-        return Statement(f"{name}_{self.sessions.name}", self.sessions.live + body)
+    @property
+    def layout(self) -> str:
+        """The layout the statements must be written for (apisql.LIVE)."""
+        return self.sessions.name
+
+    def statement(self, name: str, sql: str) -> Statement:
+        """The statement C{sql} (written for L{layout}), prepared as C{name}."""
+        return Statement(f"{name}_{self.sessions.name}", sql)
 
     def apis(self, handlers: Dict[str, Handler]) -> Dict[str, Api]:
         """The APIs of these C{handlers}, by name: the dispatcher checks
@@ -156,8 +148,9 @@ class Statements:
         self, call: Call, statement: Statement, args: dict, refused: Refusal
     ) -> defer.Deferred:
         """A Deferred of the payload of a statement that writes and files
-        its answer under the request's key (L{recorded})."""
-        args.update(requestkeys.statement_args(call.request))
+        its answer under the request's key."""
+        args.update(requestkeys.statement_args(call.request, self.role, args["key"]))
+        args["rk_max"] = self.accounts.limits.request_keys_per_minute
         d = self.db.prepared(statement.name, statement.sql, args)
         if args["rk_key"] is None:
             return d.addCallback(self._payload, args, refused)
@@ -174,6 +167,8 @@ class Statements:
         row = rows[0]
         if row[0] == OK:
             return envelope.JsonPayload(row[1])
+        if row[0] == TOO_MANY_KEYS:
+            raise requestkeys.too_many_keys()
         raise refused(row, args)
 
     def _keyed_payload(self, rows: list, args: dict, refused: Refusal):
@@ -181,7 +176,8 @@ class Statements:
             return self._payload(rows, args, refused)
         # Refused: but a repeat of a request that did its work then gets
         # the first answer.
-        error = refused(rows[0], args)
+        row = rows[0]
+        error = requestkeys.too_many_keys() if row[0] == TOO_MANY_KEYS else refused(row, args)
         return self._first_answer(args).addCallback(_or_raise, error)
 
     def _keyed_failure(self, failure, args: dict):
@@ -190,9 +186,8 @@ class Statements:
         return self._first_answer(args).addCallback(_or_fail, failure)
 
     def _first_answer(self, args: dict) -> defer.Deferred:
-        return defer.ensureDeferred(
-            requestkeys.first_answer_of(self.db, self.first_answer_sql, args)
-        )
+        key = requestkeys.RequestKey(args["rk_scope"], args["rk_key"], args["rk_request"])
+        return defer.ensureDeferred(requestkeys.first_answer(self.db, key, self.filed_answer))
 
 
 def _raise(_, error: ApiError):
@@ -210,4 +205,4 @@ def _or_fail(answer, failure):
     return failure if answer is None else answer
 
 
-__all__ = ["JOINED", "OK", "SEPARATE", "SessionCheck", "Statements", "session_check"]
+__all__ = ["JOINED", "OK", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]

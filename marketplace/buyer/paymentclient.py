@@ -19,7 +19,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from marketplace.client.wire import FramedJsonClient
+from marketplace.clientlib.wire import FramedJsonClient
 from marketplace.contract.errors import INVALID_CREDENTIALS, NOT_LOGGED_IN
 
 DEFAULT_PAYMENTS = "tcp:host=127.0.0.1:port=8082"

@@ -11,7 +11,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from marketplace.postgres.database import is_unavailable
+from marketplace.frame.unavailable import is_unavailable
 
 
 class PeriodicJob(Service):

@@ -5,8 +5,8 @@ pool per database and the schema, services of their own started in that
 order; L{ApiServer} listens for one API service once the backend is ready.
 L{OrderedMultiService} stops its children one after the other, last added
 first, so listeners are closed and drained before the pools go.  The
-periodic jobs are L{marketplace.server.periodic.PeriodicJob}s, and
-L{marketplace.tap.build} puts the tree together.
+periodic jobs are L{marketplace.frame.periodic.PeriodicJob}s, and
+L{marketplace.daemon.build.build} puts the tree together.
 """
 
 from typing import Optional
@@ -21,10 +21,10 @@ from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
 from marketplace.postgres.embedded import EmbeddedServer
 from marketplace.postgres.schema import Schema
-from marketplace.server import exits
-from marketplace.server.config import Settings
-from marketplace.server.deferreds import when_fired
-from marketplace.server.protocol import FrameFactory
+from marketplace.daemon import exits
+from marketplace.daemon.config import Settings
+from marketplace.frame.deferreds import when_fired
+from marketplace.frame.protocol import FrameFactory
 
 
 def stop_reactor(reactor=None) -> None:

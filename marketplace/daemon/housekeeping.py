@@ -1,12 +1,13 @@
 """Periodic clean-up: ended sessions and the active carts they leave,
 counts of failed logins whose window has passed, old sign-up counts, and
-request keys kept long enough."""
+request keys kept long enough and their counts of windows that have
+passed."""
 
 from marketplace.customer import customerdb
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
 from marketplace.server import requestkeys
-from marketplace.server.limits import LOGIN_WINDOW
+from marketplace.frame.limits import LOGIN_WINDOW
 
 
 async def sweep_sessions(customer: Database, product: Database, timeout: float) -> int:
@@ -18,9 +19,9 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
     between the two databases.  Returns how many carts were dropped.
     """
     expired = await customerdb.expire_sessions(customer, timeout)
-    await requestkeys.sweep(customer, timeout)
     if product.dsn != customer.dsn:
-        await requestkeys.sweep(product, timeout)
+        await requestkeys.sweep(customer, timeout)
+    await requestkeys.sweep(product, timeout, counted=True)
     await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
     await customerdb.expire_signups(customer)
     await productdb.drop_carts(product, expired)

@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from marketplace.contract.errors import FRAME_TOO_LARGE, RATE_LIMITED
-from marketplace.server import envelope
-from marketplace.server.deferreds import when_fired
-from marketplace.server.limits import Limits
-from marketplace.server.writes import framed, limit_unsent, write_now
+from marketplace.frame import envelope
+from marketplace.frame.deferreds import when_fired
+from marketplace.frame.limits import Limits
+from marketplace.frame.writes import framed, limit_unsent, write_now
 
 DEFAULT_MAX_FRAME = 1024 * 1024
 

@@ -3,7 +3,7 @@ each kind on the product database, with the indexes and triggers of
 schema.sql ("new") and with the search indexes of before (items_on_sale,
 the GIN index on keywords, no item_keywords: "old"), on the catalog there.
 
-    python -m marketplace.bench.upkeep --product-db DSN [--statements 1000] [--reps 3]
+    python -m tools.upkeep --product-db DSN [--statements 1000] [--reps 3]
 
 Each mode runs in a transaction that is rolled back, so the database is
 left as it was; each repetition writes other items (so no repetition pays
@@ -76,7 +76,7 @@ def measure(cursor, mode: str, statements: int, reps: int) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m marketplace.bench.upkeep")
+    p = argparse.ArgumentParser(prog="python -m tools.upkeep")
     p.add_argument("--product-db", required=True)
     p.add_argument("--statements", type=int, default=1000)
     p.add_argument("--reps", type=int, default=3)

@@ -23,10 +23,10 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from marketplace.client.errors import ClientError
+from marketplace.clientlib.errors import ClientError
 from marketplace.contract.errors import UNAVAILABLE
 
-from marketplace.server.writes import framed, write_now
+from marketplace.frame.writes import framed, write_now
 
 
 def _to_json(value: Any) -> Any:

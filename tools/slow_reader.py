@@ -3,8 +3,8 @@ large SearchItemsForSale requests and never reads the answers, while another
 client calls DisplayCart once a second.  It reports the resident memory of
 the buyer service's processes and the other client's response times.
 
-    python -m marketplace.bench.slow_reader --launch            # a throwaway marketplace
-    python -m marketplace.bench.slow_reader --port 8081 --seller-port 8080
+    python -m tools.slow_reader --launch            # a throwaway marketplace
+    python -m tools.slow_reader --port 8081 --seller-port 8080
 
 With --launch it starts C{twistd marketplace} on ports 9280-9282 (one
 worker) and stops it afterwards.  Plain blocking sockets: the measuring

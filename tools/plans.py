@@ -2,7 +2,7 @@
 shows them: EXPLAIN (ANALYZE, BUFFERS) of each shape of the search-shapes
 workload, and the size of each table and index of the items.
 
-    python -m marketplace.bench.plans --product-db DSN [--seed 1] [--words 3000] [--category 3]
+    python -m tools.plans --product-db DSN [--seed 1] [--words 3000] [--category 3]
 """
 
 import argparse
@@ -36,7 +36,7 @@ def shapes(words: List[str]) -> List[tuple]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m marketplace.bench.plans")
+    p = argparse.ArgumentParser(prog="python -m tools.plans")
     p.add_argument("--product-db", required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--words", type=int, default=3000)

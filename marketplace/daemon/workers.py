@@ -19,26 +19,18 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from twisted.application.service import IService, Service
-from twisted.internet import defer, error, protocol, tcp
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-)
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
-from twisted.python import usage
 from twisted.runner.procmon import ProcessMonitor
-from zope.interface import implementer
 
+from marketplace.daemon import exits
+from marketplace.daemon.service import ApiServer, Backend
 from marketplace.postgres.embedded import same_code_env
-from marketplace.server import exits
 
 #: Seconds a worker has to stop before it is killed.
 STOP_TIMEOUT = 30.0
@@ -54,84 +46,8 @@ SETUP_VARIABLE = "MARKETPLACE_WORKER_SETUP"
 #: others ignore it from their first moment, imports included.
 _WORKER_MAIN = (
     "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN);"
-    " import marketplace.server.workers as w; w.worker_main({number})"
+    " import marketplace.daemon.workers as w; w.worker_main({number})"
 )
-
-
-class _ReusePort(tcp.Port):
-    """A TCP port that other processes may bind too (SO_REUSEPORT)."""
-
-    def createInternetSocket(self):  # noqa: N802 (Twisted name)
-        s = super().createInternetSocket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        return s
-
-
-@implementer(IStreamServerEndpoint)
-class ReusePortEndpoint:
-    """The endpoint of a C{tcp:} or C{ssl:} description, listening with
-    SO_REUSEPORT so that every worker can listen on the same port."""
-
-    def __init__(
-        self, reactor, port: int, backlog: int, interface: str, tls=None, alone_first=False
-    ) -> None:
-        self._reactor = reactor
-        self._port = port
-        self._backlog = backlog
-        self._interface = interface
-        self._tls = tls
-        self._alone_first = alone_first
-
-    def listen(self, factory):
-        def start():
-            if self._alone_first:
-                _check_free(self._interface, self._port)
-            wrapped = factory
-            if self._tls is not None:
-                from twisted.protocols.tls import TLSMemoryBIOFactory
-
-                wrapped = TLSMemoryBIOFactory(self._tls, False, factory)
-            port = _ReusePort(self._port, wrapped, self._backlog, self._interface, self._reactor)
-            port.startListening()
-            return port
-
-        return defer.execute(start)
-
-
-def _check_free(interface: str, port: int) -> None:
-    """Raise CannotListenError if another socket listens on the port.
-
-    Sockets with SO_REUSEPORT of the same user may all bind one port, so
-    without this check a second daemon would quietly share the first one's
-    port; a socket without it cannot bind a port someone listens on.
-    """
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((interface, port))
-    except OSError as e:
-        raise error.CannotListenError(interface, port, e)
-    finally:
-        probe.close()
-
-
-def shared_endpoint(reactor, endpoint, alone_first: bool = False) -> IStreamServerEndpoint:
-    """The SO_REUSEPORT twin of a TCP or SSL server endpoint; with
-    C{alone_first}, it refuses a port that another socket listens on."""
-    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
-        return ReusePortEndpoint(
-            reactor, endpoint._port, endpoint._backlog, endpoint._interface,
-            alone_first=alone_first,
-        )
-    if isinstance(endpoint, SSL4ServerEndpoint):
-        return ReusePortEndpoint(
-            reactor, endpoint._port, endpoint._backlog, endpoint._interface,
-            endpoint._sslContextFactory, alone_first,
-        )
-    raise ValueError(
-        f"--workers needs tcp:, tcp6: or ssl: endpoints to share a port, not {endpoint!r}"
-    )
 
 
 def option_args(options) -> List[str]:
@@ -150,60 +66,6 @@ def option_args(options) -> List[str]:
         elif isinstance(value, (str, int, float)):
             args.append(f"--{name}={value}")
     return args
-
-
-class WorkerOptions(usage.Options):
-    """The C{--workers} option, mixed into a daemon's Options."""
-
-    optParameters = [
-        ["workers", None, "1",
-         "Processes serving each service's ports (SO_REUSEPORT); use one per"
-         " core. Needs tcp: or ssl: endpoints."],
-    ]
-
-    def postOptions(self) -> None:
-        super().postOptions()
-        try:
-            self["workers"] = int(self["workers"])
-        except ValueError:
-            raise usage.UsageError("--workers must be a whole number")
-        if self["workers"] < 1:
-            raise usage.UsageError("--workers must be at least 1")
-
-
-def with_workers(options, module: str, make: Callable, reactor=None) -> IService:
-    """The daemon C{make(options, reactor)} of plugin C{module}, as one of
-    C{options["workers"]} processes when that is more than one.
-
-    In worker 0 (the one twistd starts) a L{WorkerMonitor} runs the others;
-    in every worker the listeners share their ports.
-    """
-    count = options.get("workers", 1)
-    is_child = getattr(options, "worker", False)
-    if reactor is None:
-        from twisted.internet import reactor
-    if not is_child:
-        exits.install(reactor)
-    top = make(options, reactor)
-    if count == 1 and not is_child:
-        return top
-    from marketplace.server.service import ApiServer, Backend
-
-    backend = None
-    servers = []
-    for child in top:
-        if isinstance(child, ApiServer):
-            try:
-                child.endpoint = shared_endpoint(reactor, child.endpoint, alone_first=not is_child)
-            except ValueError as e:
-                raise usage.UsageError(str(e))
-            servers.append(child)
-        elif isinstance(child, Backend):
-            backend = child
-    if not is_child:
-        monitor = WorkerMonitor(count, module, option_args(options), backend, servers, reactor)
-        monitor.setServiceParent(top)
-    return top
 
 
 class WorkerMonitor(ProcessMonitor):
@@ -226,6 +88,17 @@ class WorkerMonitor(ProcessMonitor):
     threshold = 10.0
     #: Seconds a worker has to stop (drain its connections) before it is killed.
     killTime = STOP_TIMEOUT
+
+    @classmethod
+    def of(cls, top, options, reactor) -> "WorkerMonitor":
+        """The monitor of the workers of daemon C{top}, which C{options}
+        (of a plugin module's Options) built."""
+        backend = next(child for child in top if isinstance(child, Backend))
+        servers = [child for child in top if isinstance(child, ApiServer)]
+        return cls(
+            options.settings.workers, type(options).__module__, option_args(options),
+            backend, servers, reactor,
+        )
 
     def __init__(self, count: int, module: str, args: List[str], backend, servers, reactor):
         super().__init__(reactor)
@@ -370,7 +243,6 @@ def worker_main(number: int) -> None:
     options = module.Options()
     options.parseOptions(setup["args"])
     options.settings = replace(options.settings, **setup["dsns"])
-    options.worker = True
     # Its number picks its own metrics port (marketplace.observability.monitor).
     options.worker_number = number
     top = module.makeService(options, reactor)

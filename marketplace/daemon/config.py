@@ -12,12 +12,15 @@ from typing import Mapping, Optional
 
 from dotenv import dotenv_values
 
-from marketplace.customer.accounts import DEFAULT_SESSION_TIMEOUT
+from marketplace.customer.accounts import DEFAULT_SESSION_TIMEOUT, AccountLimits
+from marketplace.customer.accounts import limits_from_options as account_limits_from
 from marketplace.payments import paymentsecret
 from marketplace.payments.apis import DEFAULT_APPROVAL_RATE
-from marketplace.payments.paymentclient import DEFAULT_PAYMENTS
-from marketplace.payments.paymentclient import DEFAULT_TIMEOUT as DEFAULT_PAYMENTS_TIMEOUT
-from marketplace.server.protocol import DEFAULT_MAX_FRAME
+from marketplace.buyer.paymentclient import DEFAULT_PAYMENTS
+from marketplace.buyer.paymentclient import DEFAULT_TIMEOUT as DEFAULT_PAYMENTS_TIMEOUT
+from marketplace.frame.limits import Limits
+from marketplace.frame.limits import from_options as limits_from
+from marketplace.frame.protocol import DEFAULT_MAX_FRAME
 
 DEFAULT_SETTLE_AFTER = 30.0
 
@@ -44,6 +47,7 @@ DEFAULTS = {
     "settle_after": DEFAULT_SETTLE_AFTER,
     "payments_secret": None,
     "unsafe_async_commit": False,
+    "workers": 1,
 }
 
 
@@ -88,6 +92,12 @@ class Settings:
     # Answer writes before their commit reaches the disk: faster, but a
     # crash of PostgreSQL (even of one backend) may lose acknowledged writes.
     unsafe_async_commit: bool = False
+    # Processes serving each service's ports (marketplace.daemon.workers).
+    workers: int = 1
+    # The limits of each connection and of the accounts (frame/limits.py,
+    # customer/accounts.py).
+    limits: Limits = field(default_factory=Limits)
+    accounts: AccountLimits = field(default_factory=AccountLimits)
 
     @property
     def embedded(self) -> bool:
@@ -108,8 +118,12 @@ def environment(env: Optional[Mapping[str, str]] = None, dotenv: str = ".env") -
     return values
 
 
-def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
-    """Settings from parsed options (None where not given) and C{env}.
+def load(
+    options: Mapping, env: Optional[Mapping[str, str]] = None, limits: Optional[Mapping] = None
+) -> Settings:
+    """Settings from parsed options (None where not given) and C{env}; with
+    C{limits} (the parsed options of frame/limits.py's and, where the
+    daemon has them, customer/accounts.py's OPTIONS), its limits too.
 
     Raises ValueError, naming the setting, for a value of the wrong kind.
     """
@@ -132,6 +146,12 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         settle_after = float(raw["settle_after"])
     except ValueError as e:
         raise ValueError(f"a setting is not a number: {e}")
+    try:
+        workers = int(raw["workers"])
+    except ValueError:
+        raise ValueError("--workers must be a whole number")
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
     if pool_size < 1 or timeout <= 0 or max_frame < 64:
         raise ValueError(
             "pool size must be at least 1, session timeout above 0,"
@@ -163,4 +183,16 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         payments_timeout=payments_timeout,
         settle_after=settle_after,
         payments_secret=raw["payments_secret"],
+        workers=workers,
+        **_limits(limits),
     )
+
+
+def _limits(options: Optional[Mapping]) -> dict:
+    """The limits named by parsed options, as fields of L{Settings}."""
+    if options is None:
+        return {}
+    found = {"limits": limits_from(options)}
+    if "max-sessions" in options:
+        found["accounts"] = account_limits_from(options)
+    return found

@@ -25,9 +25,9 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from marketplace.client.errors import ClientError
-from marketplace.client.failover import failover_endpoint
-from marketplace.client.wire import ClientProtocol, SilentClose, plaintext_problem
+from marketplace.clientlib.errors import ClientError
+from marketplace.clientlib.failover import failover_endpoint
+from marketplace.clientlib.wire import ClientProtocol, SilentClose, plaintext_problem
 from marketplace.contract.errors import INTERNAL, UNAVAILABLE
 
 #: Seconds a call keeps trying (connecting, sending again) by default.

@@ -9,9 +9,9 @@ service answers UNAVAILABLE (with backoff, to the next endpoint of a
 L{FailoverEndpoint}), until its deadline (30 s by default).
 """
 
-from marketplace.client.apis import BuyerClient, SellerClient, open_clients
-from marketplace.client.connection import Connection, endpoint_description
-from marketplace.client.errors import ClientError
+from marketplace.clientlib.apis import BuyerClient, SellerClient, open_clients
+from marketplace.clientlib.connection import Connection, endpoint_description
+from marketplace.clientlib.errors import ClientError
 
 __all__ = [
     "BuyerClient",

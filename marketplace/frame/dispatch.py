@@ -27,9 +27,9 @@ from marketplace.contract.errors import (
     UNKNOWN_API,
     ApiError,
 )
-from marketplace.postgres.database import is_unavailable
-from marketplace.postgres.outage import LogLimiter
-from marketplace.server import envelope
+from marketplace.frame.quietlog import LogLimiter
+from marketplace.frame.unavailable import is_unavailable
+from marketplace.frame import envelope
 
 #: The outcome code an observer is given for a success answer.
 OK = "OK"
@@ -62,7 +62,7 @@ class Call:
 
     request: envelope.Request
     session: Optional[Session] = None
-    #: The client's source address (marketplace.server.protocol.source_of); None
+    #: The client's source address (marketplace.frame.protocol.source_of); None
     #: for a caller in this process.
     source: Optional[str] = None
 

@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, List, Optional, Type, TypeVar, Union
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-from marketplace.client.connection import Connection, endpoint_description
-from marketplace.client.errors import ClientError
+from marketplace.clientlib.connection import Connection, endpoint_description
+from marketplace.clientlib.errors import ClientError
 from marketplace.contract.errors import INVALID_SESSION, NOT_LOGGED_IN, UNKNOWN_API
 
 Price = Union[Decimal, int, str]

@@ -104,12 +104,25 @@ def parse_request(frame: bytes) -> Request:
 def _request_key(message: dict) -> Optional[str]:
     key = message.get("request_key")
     if key is not None and not (
-        isinstance(key, str) and 1 <= len(key) <= REQUEST_KEY_MAX
+        isinstance(key, str) and 1 <= len(key) <= REQUEST_KEY_MAX and _storable(key)
     ):
         raise bad_request(
-            f'field "request_key" must be a string of 1 to {REQUEST_KEY_MAX} characters, or null'
+            f'field "request_key" must be a string of 1 to {REQUEST_KEY_MAX} characters'
+            " (no NUL, no lone surrogate), or null"
         )
     return key
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can store C{text}: no NUL, valid Unicode (JSON
+    can carry a lone surrogate as an escape)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _echoable(value: Any) -> bool:

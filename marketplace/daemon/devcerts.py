@@ -2,7 +2,7 @@
 
 For trying TLS out on one machine, never for production.  Run
 
-    python -m marketplace.server.devcerts [FOLDER] [--host NAME]...
+    python -m marketplace.daemon.devcerts [FOLDER] [--host NAME]...
 
 (or C{make dev-certs}) to write into FOLDER (default C{certs}):
 
@@ -140,7 +140,7 @@ def make_dev_certs(
 def main(argv: Optional[list] = None) -> int:
     """The command line: write the certificates unless they exist."""
     parser = argparse.ArgumentParser(
-        prog="python -m marketplace.server.devcerts",
+        prog="python -m marketplace.daemon.devcerts",
         description="Make a development CA and a server certificate it signs.",
     )
     parser.add_argument("folder", nargs="?", default="certs")

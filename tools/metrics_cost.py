@@ -3,7 +3,7 @@ database: L{Dispatcher.handle_frame} on a single-statement API (one that
 checks its session itself) that answers at once, with and without
 L{Metrics} watching it (min of several rounds).
 
-    .venv/bin/python -m marketplace.bench.metrics_cost [--calls N] [--rounds R]
+    .venv/bin/python -m tools.metrics_cost [--calls N] [--rounds R]
 """
 
 import argparse
@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from twisted.internet import defer
 
-from marketplace.server.dispatch import Api, Dispatcher
+from marketplace.frame.dispatch import Api, Dispatcher
 from marketplace.observability.metrics import Metrics
 
 

@@ -2,7 +2,7 @@
 median and p99 of each API of search-shapes runs (marketplace-bench
 --workload search-shapes --json) made on catalogs of growing size.
 
-    python -m marketplace.bench.sizechart OUT.png SIZE=results.json ...
+    python -m tools.sizechart OUT.png SIZE=results.json ...
 
 (for example C{1000=1k.json 10000=10k.json}); it also prints the figures
 as a Markdown table.
