@@ -375,6 +375,20 @@ class Shell(LineReceiver):
         """Ask the person for a line (not echoed when C{secret}; kept in no
         history when C{secret} or C{private}); with a C{check}, a bad answer
         is reported at once on an C{error:} line and asked for again."""
+        # Between the editor's prompts the terminal echoes what is typed
+        # ahead (while an answer is checked, say): not a secret's.
+        quiet = secret and self.editor is not None and self.terminal is not None
+        if quiet:
+            self.terminal.echo(False)
+        try:
+            return await self._ask_until_good(question, secret, check, private)
+        finally:
+            if quiet:
+                self.terminal.echo(True)
+
+    async def _ask_until_good(
+        self, question: str, secret: bool, check: Optional[Check], private: bool
+    ) -> str:
         while True:
             if self.editor is not None:
                 answer = await self.editor.ask(question, secret, private)

@@ -233,8 +233,7 @@ class LineEditorTests(unittest.TestCase):
         term.send("old\r")
         await term.expect("CONDITION must be new or used, not 'old'")
         term.send(CTRL_C)
-        await term.expect("sell cancelled.")
-        self.assertTrue(term.line().startswith("seller sam>"), term.text())
+        await term.expect("sell cancelled.\nseller sam>")
         # The program runs on: a Ctrl-C at the password too.
         term.send("login sam\r")
         await term.expect("Password: ")
@@ -379,9 +378,8 @@ class LineEditorTests(unittest.TestCase):
         term.send(f"add {lamp}\rquit\r")
         await term.expect(
             "warning: the cart (1 unit) is not saved ('save' keeps it for your next"
-            " login); 'quit' or Ctrl-D again leaves without it"
+            " login); 'quit' or Ctrl-D again leaves without it\nbuyer bea>"
         )
-        self.assertTrue(term.line().startswith("buyer bea>"), term.text())
         term.send("quit\r")
         await term.expect("Logged out.")
         self.assertEqual(await term.ended, 0)
