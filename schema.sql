@@ -44,7 +44,7 @@ BEGIN
 END
 $$;
 
--- Failed logins of each username, per role (marketplace/server/limits.py): the
+-- Failed logins of each username, per role (marketplace/customer/accounts.py): the
 -- attempts that did not succeed since window_start.  Login answers
 -- RATE_LIMITED while a window holds too many; rows of windows that have
 -- passed are swept away.  Usernames need not have an account here.
@@ -85,7 +85,7 @@ WHERE a.username <> lower(a.username)
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
 -- came with a request_key, filed under its scope (role and session key, or
--- role and username for CreateAccount: marketplace/server/requestkeys.py)
+-- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
 -- and the key, and written in the same statement or transaction as the
 -- change itself.  A repeat finds the key taken (the primary key), changes
 -- nothing and gets this answer; its request (a SHA-256 of the API and
@@ -296,7 +296,7 @@ CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
 -- came with a request_key, filed under its scope (role and session key, or
--- role and username for CreateAccount: marketplace/server/requestkeys.py)
+-- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
 -- and the key, and written in the same statement or transaction as the
 -- change itself.  A repeat finds the key taken (the primary key), changes
 -- nothing and gets this answer; its request (a SHA-256 of the API and

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from marketplace.customer.accounts import session_key
 from marketplace.product import apisql
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from tests.support import assert_error, connect, on_both_layouts, payload_of
 from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import PHONE_CASE

@@ -16,9 +16,9 @@ from marketplace.buyer.paymentclient import PaymentsClient
 from marketplace.postgres.database import Database
 from marketplace.product import apisql, productdb, purchasedb
 from marketplace.product.ratings import seller_rating
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Dispatcher
-from marketplace.server.statements import SEPARATE, SessionCheck, Statements
+from marketplace.product.statements import SEPARATE, SessionCheck, Statements
 
 SEARCH_LIMIT_DEFAULT = 50
 SEARCH_LIMIT_MAX = 500
@@ -60,7 +60,7 @@ def _not_added(row: tuple, args: dict) -> ApiError:
 
 class BuyerApis:
     """What a buyer can do, on the two databases; C{sessions} says whether
-    they are one (marketplace/server/statements.py)."""
+    they are one (marketplace/product/statements.py)."""
 
     def __init__(
         self,

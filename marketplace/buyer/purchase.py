@@ -38,7 +38,7 @@ from marketplace.buyer.paymentclient import PaymentsClient, PaymentsError, Payme
 from marketplace.postgres.database import Database, is_unavailable
 from marketplace.product import purchasedb
 from marketplace.product.purchasedb import ABORTED, COMPLETED, DECLINED, PENDING, Purchase
-from marketplace.server.requestkeys import DEFAULT_KEYS_PER_WINDOW, RequestKey, claim
+from marketplace.postgres.requestkeys import DEFAULT_KEYS_PER_WINDOW, RequestKey, claim
 
 # How long a retry waits for a purchase under the same key that is still
 # being settled elsewhere before it answers UNAVAILABLE.

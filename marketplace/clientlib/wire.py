@@ -26,18 +26,11 @@ from zope.interface import implementer
 from marketplace.clientlib.errors import ClientError
 from marketplace.contract.errors import UNAVAILABLE
 
+from marketplace.frame.envelope import json_default
 from marketplace.frame.writes import framed, write_now
 
 
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # The shortest repr of the float is the decimal that was given, for
-        # any price the protocol allows (at most 12 significant digits).
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=False, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_float=Decimal)
 
 

@@ -35,7 +35,7 @@ from marketplace.customer.passwords import (
     Passwords,
 )
 from marketplace.postgres.database import Database
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Reply, Session
 from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 

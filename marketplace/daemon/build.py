@@ -36,7 +36,7 @@ from marketplace.observability.monitor import MonitorServer, monitor_site, worke
 from marketplace.payments import paymentsecret
 from marketplace.payments.apis import PaymentApis
 from marketplace.seller.apis import SellerApis
-from marketplace.server.statements import session_check
+from marketplace.product.statements import session_check
 
 
 def make_daemon(options: DaemonOptions, reactor=None) -> IService:

@@ -6,7 +6,7 @@ passed."""
 from marketplace.customer import customerdb
 from marketplace.postgres.database import Database
 from marketplace.product import productdb
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.limits import LOGIN_WINDOW
 
 

@@ -2,7 +2,7 @@
 
 The dispatcher decodes the envelope, checks the session where the API needs
 one (unless the API's own statement checks it, see
-marketplace/server/statements.py), calls the API's handler and turns
+marketplace/product/statements.py), calls the API's handler and turns
 whatever happens into exactly one answer: this is the one place where
 exceptions become error frames.
 
@@ -88,7 +88,7 @@ class Api:
     """One API of a service.
 
     C{checks_session}: the handler checks the session itself, in the
-    statement that does its work (marketplace/server/statements.py, where
+    statement that does its work (marketplace/product/statements.py, where
     customer and product data share a database), so the dispatcher only
     makes sure there is a session id.
     """

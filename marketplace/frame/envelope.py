@@ -129,13 +129,16 @@ def _echoable(value: Any) -> bool:
     """Whether C{value} can be sent back as JSON: no number beyond a float's
     range, no nesting too deep to encode."""
     try:
-        json.dumps(value, default=_to_json, allow_nan=False)
+        json.dumps(value, default=json_default, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
         return False
     return True
 
 
-def _to_json(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """What the JSON encoder writes for a Decimal (a number: the shortest
+    repr of the float is the decimal given, for any price the protocol
+    allows) or a datetime (ISO 8601)."""
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, datetime):
@@ -173,8 +176,8 @@ def encode(message: dict) -> bytes:
     return _encode(message)
 
 
-_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=False, separators=(",", ":"))
-_ASCII_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=True, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=True, separators=(",", ":"))
 
 
 def _encode(message: dict) -> bytes:

@@ -3,7 +3,7 @@
 DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
 SearchItemsForSale, GetItem, AddItemToCart and DisplayCart each answer
 with one statement on the product database (run by
-marketplace/server/statements.py).  L{full_text} gives any of them in
+marketplace/product/statements.py).  L{full_text} gives any of them in
 full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
 [joined|separate]} prints it.
 
@@ -11,7 +11,7 @@ Every statement begins with the common table expression C{live}, the
 session's account (one row, or none for a session that is not live): on
 one database it checks and touches the session itself (L{LIVE}), on two it
 is the account the dispatcher found.  Each answers one row: an outcome
-(L{OK}, or why not) and the payload as JSON text written by PostgreSQL (of
+(L{DONE}, or why not) and the payload as JSON text written by PostgreSQL (of
 a refusal: what its error message needs, looked up only then, since every
 plan node costs PostgreSQL time to start on every call).
 
@@ -19,7 +19,7 @@ A write with a request key (arguments C{rk_scope}, C{rk_key},
 C{rk_request}; all null without one) first counts the write among the
 account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
-where the outcome is L{OK}.  The scope is computed once, in Python
+where the outcome is L{DONE}.  The scope is computed once, in Python
 (L{requestkeys.session_scope}).
 """
 
@@ -28,8 +28,8 @@ from typing import Dict
 
 from marketplace.contract import money
 from marketplace.customer.customerdb import LIVE_SESSION
-from marketplace.server import requestkeys
-from marketplace.server.statements import OK, TOO_MANY_KEYS
+from marketplace.postgres import requestkeys
+from marketplace.product.statements import DONE, TOO_MANY_KEYS
 
 #: Outcomes of refusals (besides TOO_MANY_KEYS).
 NO_ITEM = "no item"
@@ -129,18 +129,18 @@ OVER_SHARE = "EXISTS (SELECT FROM counted WHERE keys > %(rk_max)s)"
 def filed(answer: str) -> str:
     """The common table expression that files C{answer} (SQL over the
     common table expression C{answer}, whose columns are outcome and
-    payload) under the request key where the outcome is L{OK}."""
+    payload) under the request key where the outcome is L{DONE}."""
     return f"""recorded AS (
     INSERT INTO request_keys (scope, key, request, answer)
     SELECT %(rk_scope)s::text, %(rk_key)s::text, %(rk_request)s::text, {answer}
-    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{OK}'
+    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{DONE}'
 )"""
 
 
 # Seller
 
 DISPLAY_ITEMS = f"""
-SELECT '{OK}', json_build_object('items', coalesce((
+SELECT '{DONE}', json_build_object('items', coalesce((
     SELECT json_agg({item_json('i')} ORDER BY i.id)
     FROM items AS i WHERE i.seller_id = s.account_id
 ), '[]'))::text
@@ -158,7 +158,7 @@ def _item_write(change: str, where: str, refused: str) -> str:
       AND i.seller_id = (SELECT account_id FROM live){where} AND NOT {OVER_SHARE}
     RETURNING i.*
 ), answer AS (
-    SELECT CASE WHEN c.id IS NOT NULL THEN '{OK}'
+    SELECT CASE WHEN c.id IS NOT NULL THEN '{DONE}'
                 WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
                 ELSE coalesce((
                     SELECT CASE WHEN o.seller_id <> s.account_id THEN '{NOT_OWNER}'
@@ -185,12 +185,12 @@ TAKE_OFF_SALE = _item_write(
 # Buyer
 
 GET_ITEM = f"""
-SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{OK}' END, {item_json('i')}::text
+SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{DONE}' END, {item_json('i')}::text
 FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
 """
 
 DISPLAY_CART = f"""
-SELECT '{OK}', {cart_json(CART_LINES)}::text FROM live AS s
+SELECT '{DONE}', {cart_json(CART_LINES)}::text FROM live AS s
 """
 
 # Search: see docs/PROTOCOL.md (Search) for the ranking, and productdb
@@ -278,7 +278,7 @@ ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 def _search(sql: str) -> str:
     """The single statement of a search of shape C{sql}, after C{live}."""
     return f"""
-SELECT '{OK}', json_build_object('items', coalesce((
+SELECT '{DONE}', json_build_object('items', coalesce((
     SELECT json_agg({item_json('m', "'score', m.score")}
                     ORDER BY m.score DESC, m.thumbs_down - m.thumbs_up, m.price, m.id)
     FROM ({sql}) AS m
@@ -306,7 +306,7 @@ _LINES_AFTER_ADDING = """
 #: concurrent additions of one item add up exactly: the conflicting row is
 #: locked while its new quantity is checked (as a bigint, so no sum
 #: overflows the column before it is refused) and written.  The outcome is
-#: OK, with the cart, or REFUSED, with what the error message needs (JSON):
+#: DONE, with the cart, or REFUSED, with what the error message needs (JSON):
 #: [units on sale, price, units the cart holds, lines it holds] of the
 #: item, or null: there is no such item.  With a request key the cart is
 #: filed as its lines (cart_lines_json).
@@ -326,7 +326,7 @@ ADD_TO_CART = f""", item AS (
                FROM item AS i)
     RETURNING l.item_id, l.quantity
 ), answer AS (
-    SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{OK}'
+    SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{DONE}'
                 WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
                 ELSE '{REFUSED}' END AS outcome,
            CASE WHEN EXISTS (SELECT FROM added) THEN {cart_json(_LINES_AFTER_ADDING)}::text

@@ -12,9 +12,9 @@ from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
 from marketplace.product import apisql, productdb
 from marketplace.product.ratings import seller_rating
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Dispatcher
-from marketplace.server.statements import SEPARATE, SessionCheck, Statements
+from marketplace.product.statements import SEPARATE, SessionCheck, Statements
 
 
 def _refused(row: tuple, args: dict) -> ApiError:
@@ -34,7 +34,7 @@ def _refused(row: tuple, args: dict) -> ApiError:
 
 class SellerApis:
     """What a seller can do, on the two databases; C{sessions} says whether
-    they are one (marketplace/server/statements.py)."""
+    they are one (marketplace/product/statements.py)."""
 
     def __init__(
         self,

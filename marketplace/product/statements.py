@@ -5,7 +5,7 @@ SearchItemsForSale, GetItem, AddItemToCart, DisplayCart) is one handler
 and one statement; the statements are in marketplace/product/apisql.py,
 each readable whole there.  A statement starts with a common table
 expression C{live}, the session's account, and answers one row: an outcome
-(L{OK}, or why not) and the payload, written as JSON by PostgreSQL.  The
+(L{DONE}, or why not) and the payload, written as JSON by PostgreSQL.  The
 handler maps a refusal to its PROTOCOL.md error, so an error never runs
 the work again.
 
@@ -43,11 +43,12 @@ from marketplace.contract.errors import ApiError
 from marketplace.customer.accounts import Accounts, invalid_session, session_key
 from marketplace.postgres.database import Database
 from marketplace.frame import envelope
-from marketplace.server import requestkeys
+from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Handler
 
 #: The outcome of a statement that did its work.
-OK = "ok"
+#: The outcome of a statement that did its work (the others say why not).
+DONE = "done"
 #: The outcome of a keyed write beyond the account's share of its window.
 TOO_MANY_KEYS = "too many keys"
 
@@ -165,14 +166,14 @@ class Statements:
         if not rows:
             raise invalid_session(self.role)
         row = rows[0]
-        if row[0] == OK:
+        if row[0] == DONE:
             return envelope.JsonPayload(row[1])
         if row[0] == TOO_MANY_KEYS:
             raise requestkeys.too_many_keys()
         raise refused(row, args)
 
     def _keyed_payload(self, rows: list, args: dict, refused: Refusal):
-        if not rows or rows[0][0] == OK:
+        if not rows or rows[0][0] == DONE:
             return self._payload(rows, args, refused)
         # Refused: but a repeat of a request that did its work then gets
         # the first answer.
@@ -205,4 +206,4 @@ def _or_fail(answer, failure):
     return failure if answer is None else answer
 
 
-__all__ = ["JOINED", "OK", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]
+__all__ = ["DONE", "JOINED", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]
