@@ -7,6 +7,7 @@ from itertools import combinations
 from twisted.trial import unittest
 
 from marketplace.postgres import schema
+from marketplace.product.productdb import search_statement
 from tests.support import empty_databases, open_database
 
 ITEMS = [
@@ -75,3 +76,29 @@ class KeywordPairTests(unittest.TestCase):
             self.assertEqual(
                 sorted(await self.product.query(_PAIRS)), await self.expected(), sql
             )
+
+
+class BoundTests(unittest.TestCase):
+    """The pairs give the page only when enough items score above what an
+    item sharing one keyword can: here one such item ties the pairs'."""
+
+    async def test_item_sharing_one_keyword_ties_those_sharing_two(self):
+        await empty_databases(self)
+        product = await open_database(self, "product")
+        ids = {}
+        for label, name, keywords, price in (
+            ("both, name hit", "Ab", ["ab", "cd"], "9.00"),  # 2.5
+            ("one, both in name", "Ab cd", ["ab"], "1.00"),  # 1 + 0.5 + 0.5 = 2.0
+            ("both", "Zz", ["ab", "cd"], "5.00"),  # 2.0
+            ("both again", "Yy", ["ab", "cd"], "6.00"),  # 2.0
+        ):
+            (ids[label],) = await product.one(
+                "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
+                " quantity) VALUES (1, %s, 0, %s::text[], 'new', %s, 1) RETURNING id",
+                (name, keywords, price),
+            )
+        expected = ["both, name hit", "one, both in name", "both", "both again"]
+        for limit in (1, 2, 3, 4):
+            _, sql, args = search_statement(0, ["ab", "cd"], limit, 0)
+            rows = await product.query(sql, args)
+            self.assertEqual([row[0] for row in rows], [ids[k] for k in expected[:limit]], limit)
