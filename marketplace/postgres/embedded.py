@@ -229,6 +229,10 @@ class EmbeddedPostgres:
                         cursor.execute(f'CREATE DATABASE "{name}"')
                     except (errors.DuplicateDatabase, errors.UniqueViolation):
                         pass  # another daemon created it at the same moment
+                # Each backend times its WAL writes and flushes (pg_stat_io,
+                # object 'wal'): what a durable commit waits for on this
+                # disk, for two clock reads per flush (docs/PERFORMANCE.md).
+                cursor.execute(f'ALTER DATABASE "{name}" SET track_wal_io_timing = on')
         finally:
             connection.close()
 
