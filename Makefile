@@ -45,13 +45,12 @@ METRICS_PORT ?= 9180
 # Every service in the foreground on the embedded database (./var), until
 # Ctrl-C or SIGTERM; WORKERS processes share each service's port, and each
 # serves /metrics, /health/live and /health/ready on METRICS_PORT + its number.
-# A worker that dies is started again.  The daemon exits 0 when asked to stop
-# and 1 when it stops of a fault (a port in use, a worker that cannot start),
-# so that make fails then.
+# A worker that dies is started again.  Once every worker serves, the
+# daemon logs one "ready: ..." line naming the ports, the terminal programs
+# and the marketplace-top command that watches them.  The daemon exits 0
+# when asked to stop and 1 when it stops of a fault (a port in use, a worker
+# that cannot start), so that make fails then.
 run: install
-	@echo "metrics and health checks: http://127.0.0.1:$(METRICS_PORT)/metrics ..." \
-		"port $$(( $(METRICS_PORT) + $(WORKERS) - 1 )) (one per worker);" \
-		"watch: $(BIN)/marketplace-top 127.0.0.1:$(METRICS_PORT)-$$(( $(METRICS_PORT) + $(WORKERS) - 1 ))"
 	$(BIN)/twistd --nodaemon --pidfile= marketplace --workers=$(WORKERS) \
 		--metrics=tcp:$(METRICS_PORT):interface=127.0.0.1
 

@@ -167,6 +167,17 @@ class Daemon:
                     raise AssertionError("the daemon did not serve:\n" + self.log())
                 await sleep(0.2)
 
+    async def line_with(self, text: str, timeout: float = 120.0) -> str:
+        """Wait for the first line of the log that holds C{text}; that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log().splitlines():
+                if text in line:
+                    return line
+            if self.ended.called or time.monotonic() > deadline:
+                raise AssertionError(f"no line with {text!r}:\n" + self.log())
+            await sleep(0.1)
+
     async def gone(self, timeout: float = 60.0) -> Set[int]:
         """Wait until no process of the daemon is left; those that are."""
         deadline = time.monotonic() + timeout

@@ -2,7 +2,9 @@
 SIGKILL is restarted while the others serve, a worker that keeps dying
 stops the daemon with status 1, the first process killed with SIGKILL
 takes everything with it (workers, embedded PostgreSQL), a port in use
-is one line and status 1, and SIGTERM is a clean stop with status 0.
+is one line and status 1, and SIGTERM is a clean stop with status 0, even
+when a worker gets it twice (issue 27); the ready line comes after every
+worker's start-up lines.
 
 Real daemons: C{twistd marketplace --workers 2} on loopback ports, each
 with an embedded PostgreSQL of its own.  Measured times go to the test log.
@@ -16,10 +18,19 @@ import time
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from tests.crashes import Daemon, call_fresh, sleep
+from tests.crashes import Daemon, alive, call_fresh, free_port, sleep
 from tests.support import payload_of
 
 log = Logger()
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
 
 #: A password the account rules accept.
 PASSWORD = "crash-test-Pw-2026"
@@ -97,6 +108,62 @@ class WorkerCrashTests(unittest.TestCase):
         self.assertNotIn("was killed", daemon.log(), "a worker was taken for dead")
         self.assertEqual(await daemon.gone(), set(), "processes left after Ctrl-C")
         self.assertEqual(daemon.handles(), [])
+
+    async def test_ready_line_then_sigterm_twice_to_a_worker_and_to_the_group(self):
+        metrics = free_port()
+        while not port_is_free(metrics + 1):
+            metrics = free_port()
+        daemon = Daemon(
+            self, 2, f"--metrics=tcp:{metrics}:interface=127.0.0.1", own_group=True
+        ).start()
+        ready = await daemon.line_with("ready: ")
+        ports = daemon.ports
+        self.assertIn(
+            f"ready: seller {ports['seller']}, buyer {ports['buyer']},"
+            f" payments {ports['payments']}; in another terminal run", ready
+        )
+        self.assertIn(f"marketplace-seller-cli localhost {ports['seller']} or ", ready)
+        self.assertIn(f"marketplace-buyer-cli localhost {ports['buyer']};", ready)
+        self.assertTrue(ready.endswith(f"marketplace-top 127.0.0.1:{metrics}-{metrics + 1}"), ready)
+        # Once, and after every start-up line of each process.
+        lines = daemon.log().splitlines()
+        self.assertEqual(sum("ready: " in line for line in lines), 1, daemon.log())
+        for name in ("seller", "buyer", "payments"):
+            for worker in ("", "[worker 1] "):
+                listening = [n for n, line in enumerate(lines)
+                             if f"{worker}{name} service listening" in line]
+                self.assertTrue(listening, daemon.log())
+                self.assertLess(max(listening), lines.index(ready), daemon.log())
+
+        # SIGTERMs close together (make's process group, then worker 0),
+        # a millisecond apart until the worker is gone: some come while it
+        # stops, some as its Python ends.  It stops once, with status 0 and
+        # no traceback.
+        [worker] = daemon.workers()
+        deadline = time.monotonic() + 5
+        while alive(worker) and time.monotonic() < deadline:
+            try:
+                os.kill(worker, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.001)
+        await daemon.line_with("worker 1 exited with status 0")
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertNotIn("ReactorNotRunning", daemon.log())
+
+        # SIGTERM to the whole group, as to make run's: every process gets
+        # it, the workers once more from worker 0.
+        for _ in range(300):  # worker 1 started again, and serving
+            if daemon.log().count("[worker 1] buyer service listening") == 2:
+                break
+            await sleep(0.1)
+        else:
+            self.fail("worker 1 was not restarted:\n" + daemon.log())
+        os.killpg(daemon.pid, signal.SIGTERM)
+        await daemon.ended
+        self.assertEqual(daemon.exit_code(), 0, daemon.log())
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertEqual(await daemon.gone(), set(), "processes left after SIGTERM")
 
     async def test_killed_first_process_leaves_nothing_running(self):
         daemon = Daemon(self).start()

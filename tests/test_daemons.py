@@ -179,10 +179,14 @@ class DaemonTests(unittest.TestCase):
         client.transport.loseConnection()
         # SIGTERM to the process group (make run's, at a kill of make): the
         # worker gets it, and again from worker 0; it stops once, quietly.
-        for _ in range(600):  # worker 1 up and serving too
-            if daemon.log().count("payments service listening on") >= 2:
+        for _ in range(600):  # worker 1 up and serving too: the ready line
+            if "ready: " in daemon.log():
                 break
             await task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(daemon.log().count("payments service listening on"), 2, daemon.log())
+        # No terminal program for this service, no metrics to watch.
+        [ready] = [line for line in daemon.log().splitlines() if "ready: " in line]
+        self.assertTrue(ready.endswith(f"] ready: payments {port}"), ready)
         worker = int(re.search(r"worker 1 started \(pid (\d+)\)", daemon.log()).group(1))
         os.kill(worker, signal.SIGTERM)
         daemon.process.signalProcess(signal.SIGTERM)

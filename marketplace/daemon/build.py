@@ -23,6 +23,7 @@ from marketplace.daemon import exits
 from marketplace.daemon.config import Settings
 from marketplace.daemon.housekeeping import sweep_sessions
 from marketplace.daemon.options import DaemonOptions
+from marketplace.daemon.ready import ReadyNotice
 from marketplace.daemon.service import ApiServer, Backend, OrderedMultiService, stop_reactor
 from marketplace.daemon.workers import WorkerMonitor
 from marketplace.frame.reuseport import shared_descriptions
@@ -66,11 +67,30 @@ def make_daemon(options: DaemonOptions, reactor=None) -> IService:
             raise usage.UsageError(str(e))
     top = build(listen, settings, reactor, metrics=metrics)
     if worker == 0:
+        workers = None
         if settings.workers > 1:
-            WorkerMonitor.of(top, options, reactor).setServiceParent(top)
+            workers = WorkerMonitor.of(top, options, reactor)
+            workers.setServiceParent(top)
+        _ready_notice(top, settings.workers, metrics, workers).setServiceParent(top)
         if options["log-json"]:
             log_json_to(top, options["log-json"])
     return top
+
+
+def _ready_notice(top, count: int, metrics: Optional[str], workers) -> ReadyNotice:
+    """The ready line of worker 0, once it and its C{workers} (a
+    L{WorkerMonitor}, or None) serve."""
+    monitor = next((child for child in top if isinstance(child, MonitorServer)), None)
+    return ReadyNotice(
+        [child for child in top if isinstance(child, ApiServer)],
+        monitor,
+        workers=count,
+        # A port 0 gives each worker's metrics a port of its own choosing.
+        same_metrics_ports=(
+            count > 1 and metrics is not None and worker_description(metrics, 1) != metrics
+        ),
+        workers_serving=None if workers is None else workers.all_serving(),
+    )
 
 
 @dataclass
@@ -196,7 +216,7 @@ def build(
             endpoint = serverFromString(reactor, description)
             # Services of a MultiService need names of their own.
             label = name if n == 0 else f"{name} {n + 1}"
-            server = ApiServer(label, endpoint, factory, backend)
+            server = ApiServer(label, endpoint, factory, backend, service=name)
             server.setServiceParent(top)
             servers.append(server)
     for job in context.jobs:

@@ -147,7 +147,9 @@ class Backend(OrderedMultiService):
 
 
 class ApiServer(Service):
-    """One API service (C{name}) listening on C{endpoint} once the backend is up."""
+    """One API service listening on C{endpoint} once the backend is up:
+    C{name} is this listener's (unique in the tree), C{service} the
+    service's (C{name} by default)."""
 
     log = Logger()
 
@@ -157,8 +159,10 @@ class ApiServer(Service):
         endpoint: IStreamServerEndpoint,
         factory: FrameFactory,
         backend: Backend,
+        service: Optional[str] = None,
     ) -> None:
         self.name = name
+        self.service = service or name
         self.endpoint = endpoint
         self.factory = factory
         self.backend = backend

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.runner.procmon import ProcessMonitor
 
 from marketplace.daemon import exits
@@ -40,6 +40,10 @@ MAX_QUICK_DEATHS = 5
 
 #: The environment variable that carries a worker's settings.
 SETUP_VARIABLE = "MARKETPLACE_WORKER_SETUP"
+
+#: The line a worker writes once each of its services listens; worker 0
+#: reads it from the worker's output (and does not relay it).
+SERVING = "every service of this worker listens"
 
 #: A worker process's program.  Ctrl-C reaches the whole process group:
 #: only worker 0 acts on it (and stops the others with SIGTERM), so the
@@ -109,6 +113,33 @@ class WorkerMonitor(ProcessMonitor):
         self.servers = servers
         self.quick_deaths: Dict[str, int] = {}
         self._gone: List[defer.Deferred] = []
+        self._serving: set = set()
+        self._serving_waiters: List[defer.Deferred] = []
+        # ProcessMonitor relays each line a worker writes through this
+        # log (as "[{tag}] {line}"): a worker's SERVING line is read here.
+        self.log = Logger(
+            namespace=f"{__name__}.{type(self).__name__}", source=self, observer=self._observe
+        )
+
+    def _observe(self, event: dict) -> None:
+        if event.get("stream") == "stdout" and event.get("line") == SERVING:
+            self._serving.add(event.get("tag"))
+            if self._serving >= {f"worker {n}" for n in range(1, self.count)}:
+                waiting, self._serving_waiters = self._serving_waiters, []
+                for d in waiting:
+                    d.callback(None)
+            return
+        globalLogPublisher(event)
+
+    def all_serving(self) -> defer.Deferred:
+        """A Deferred that fires once every worker process has listened on
+        all its ports (each at least once: a restarted one is not waited for
+        again)."""
+        if self._serving >= {f"worker {n}" for n in range(1, self.count)}:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._serving_waiters.append(d)
+        return d
 
     def startService(self):
         # The workers are added (and so started) once this process listens:
@@ -246,6 +277,7 @@ def worker_main(number: int) -> None:
     # Its number picks its own metrics port (marketplace.observability.monitor).
     options.worker_number = number
     top = module.makeService(options, reactor)
+    servers = [child for child in top if isinstance(child, ApiServer)]
 
     class _Parent(protocol.Protocol):
         """Stdin, a pipe from the parent: it closes when the parent ends,
@@ -263,6 +295,13 @@ def worker_main(number: int) -> None:
 
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, stop_once)
     top.startService()
+    # Worker 0 reads this line to know that this worker serves.
+    defer.gatherResults([s.listening() for s in servers], consumeErrors=True).addCallbacks(
+        lambda _: Logger().info(SERVING), lambda _: None
+    )
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
+    # A SIGTERM still on its way has nothing left to stop; ignored, as
+    # Python's exit would otherwise restore the default (to be killed by it).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(1 if exits.failed() else 0)

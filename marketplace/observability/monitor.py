@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
+from marketplace.frame.deferreds import when_fired
 from marketplace.observability.health import Readiness, health_resource
 from marketplace.observability.metrics import Metrics
 
@@ -114,6 +115,16 @@ class MonitorServer(Service):
         endpoint = serverFromString(self.reactor, self.description)
         self._listening = endpoint.listen(self.site)
         self._listening.addCallbacks(self._listened, self._failed)
+
+    def listening(self) -> defer.Deferred:
+        """A Deferred that fires once the metrics are served, or fails if
+        they cannot be."""
+
+        def check(_):
+            if self.port is None:
+                raise RuntimeError(f"the metrics are not served on {self.description}")
+
+        return when_fired(self._listening).addCallback(check)
 
     def _listened(self, port) -> None:
         if not self.running:
