@@ -71,11 +71,43 @@ class BudgetTests(unittest.SynchronousTestCase):
             self.submit(f"10.0.0.{n}")
         self.refused(self.submit("10.0.0.99"))
 
-    def test_a_username_beyond_its_share_is_refused(self):
+    def test_a_username_beyond_its_share_waits(self):
+        """At most per_username of one username's run at once; the next one
+        waits, and work of other usernames goes past it."""
+        budget = HashingBudget(workers=3, queue=4, per_source=3, per_username=2)
+        self.budget = budget
         self.submit("10.0.0.1", "admin")
         self.submit("10.0.0.2", "admin")
-        self.refused(self.submit("10.0.0.3", "admin"))
-        self.assertNoResult(self.submit("10.0.0.3", "bea"))
+        third = self.submit("10.0.0.3", "admin")
+        self.submit("10.0.0.3", "bea")
+        self.assertEqual(len(self.started), 3)
+        self.assertEqual(budget.waiting, 1)
+        self.finish(0)
+        self.assertEqual([s for s, _ in self.started], ["10.0.0.2", "10.0.0.3", "10.0.0.3"])
+        self.finish(2)
+        self.assertEqual(self.successResultOf(third), "10.0.0.3")
+
+    def test_a_crowd_behind_one_address_waits_its_turn(self):
+        """Fifty at once from one address all run, two at a time; none is
+        refused."""
+        budget = HashingBudget(workers=2, queue=64, per_source=64, per_username=2)
+        self.budget = budget
+        results = [self.submit("10.0.0.1", f"user{n}") for n in range(50)]
+        while self.started:
+            self.assertLessEqual(len(self.started), 2)
+            self.finish()
+        self.assertEqual([self.successResultOf(r) for r in results], ["10.0.0.1"] * 50)
+        self.assertEqual((budget.running, budget.waiting), (0, 0))
+
+    def test_a_waiting_turn_cancelled_leaves_the_queue(self):
+        self.submit("10.0.0.1")
+        self.submit("10.0.0.1")
+        waiting = self.submit("10.0.0.2")
+        waiting.cancel()
+        self.failureResultOf(waiting)
+        self.assertEqual(self.budget.waiting, 0)
+        self.finish()
+        self.assertEqual(len(self.started), 1)
 
     def test_sources_take_turns(self):
         """A source with work waiting does not keep another one waiting

@@ -82,6 +82,7 @@ class BuyerApis:
             on_login=self._start_cart,
             on_logout=self._drop_cart,
             limits=account_limits or AccountLimits(),
+            clock=clock,
         )
         self.statements = statements = Statements(product, sessions, self.accounts)
         self._get_item = statements.statement("get_item", productdb.GET_ITEM)

@@ -22,7 +22,7 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
     if product.dsn != customer.dsn:
         await requestkeys.sweep(product, timeout)
     await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
-    await customerdb.expire_signups(customer)
+    await customerdb.expire_rate_buckets(customer)
     await productdb.drop_carts(product, expired)
     idle = await productdb.idle_cart_sessions(product, timeout)
     if not idle:
