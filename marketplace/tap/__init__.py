@@ -269,6 +269,7 @@ def build(
     limits: Optional[Limits] = None,
     metrics: Optional[str] = None,
     account_limits: Optional[AccountLimits] = None,
+    passwords: Optional[Passwords] = None,
 ) -> OrderedMultiService:
     """The daemon serving C{listen} (each service's name and one or more
     endpoint descriptions): a tree of services, in this order,
@@ -286,7 +287,8 @@ def build(
     They stop in the reverse order, each once the one after it has
     stopped: the listeners drain before the sweeps end and the pools close.
     C{limits} default to those of limits.py, C{account_limits} to those of
-    accounts.py."""
+    accounts.py, C{passwords} to argon2id within C{account_limits}'
+    hashing budget."""
     if reactor is None:
         from twisted.internet import reactor
     if limits is None:
@@ -299,7 +301,10 @@ def build(
     if "buyer" in listen or "seller" in listen:
         databases |= {"customer", "product"}
     backend = Backend(
-        settings, reactor, tuple(databases), Passwords(budget=account_limits.budget())
+        settings,
+        reactor,
+        tuple(databases),
+        passwords or Passwords(budget=account_limits.budget()),
     )
     backend.setServiceParent(top)
     if "customer" in databases:
