@@ -214,3 +214,47 @@ class EqualWorkTests(CrowdTestCase):
             unknown = await self.checks_of(client, "nobody", password)
             self.assertEqual(existing, unknown, password)
         self.assertEqual(await self.checks_of(client, "nobody", "ｗrong-password-1"), 2)
+
+
+class OneAtATimeTests(unittest.SynchronousTestCase):
+    """The lock per key that serialises logins per username and address."""
+
+    def test_one_at_a_time_per_key_and_forgotten_after(self):
+        from marketplace.customer.throttles import OneAtATime
+
+        turns = OneAtATime()
+        running = []
+
+        async def work(d):
+            running.append(d)
+            await d
+            running.remove(d)
+
+        first, second, other = defer.Deferred(), defer.Deferred(), defer.Deferred()
+        done = [defer.Deferred.fromCoroutine(turns.run(key, lambda d=d: work(d)))
+                for key, d in (("a", first), ("a", second), ("b", other))]
+        self.assertEqual(running, [first, other])
+        first.callback(None)
+        self.assertEqual(running, [other, second])
+        second.callback(None)
+        other.callback(None)
+        for d in done:
+            self.successResultOf(d)
+        self.assertEqual(len(turns), 0)
+
+    def test_a_long_line_finishing_at_once_does_not_recurse(self):
+        from marketplace.customer.throttles import OneAtATime
+
+        turns = OneAtATime()
+        gate = defer.Deferred()
+
+        async def refused():
+            raise ValueError("refused from memory")
+
+        first = defer.Deferred.fromCoroutine(turns.run("k", lambda: gate))
+        line = [defer.Deferred.fromCoroutine(turns.run("k", refused)) for _ in range(5000)]
+        gate.callback(None)
+        self.successResultOf(first)
+        for d in line:
+            self.failureResultOf(d, ValueError)
+        self.assertEqual(len(turns), 0)

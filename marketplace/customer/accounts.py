@@ -196,6 +196,11 @@ class Accounts:
         # Logins of one username from one address are checked one after the
         # other, so that guesses sent at once meet the failure limit exactly.
         self._one_at_a_time = throttles.OneAtATime()
+        # A bucket's tokens are taken one at a time per address, and one
+        # found empty is refused from memory until it has a token again, so
+        # a flood costs the database a statement per token, not per request.
+        self._bucket_turns = throttles.OneAtATime()
+        self._empty_buckets = throttles.EmptyBuckets(self.clock)
 
     @property
     def id_field(self) -> str:
@@ -269,10 +274,21 @@ class Accounts:
         this process) take none."""
         if source in self._trusted:
             return
-        if not await customerdb.take_token(
-            self.customer, kind, source, burst, self.limits.signup_window
-        ):
+        key = (kind, source)
+        if self._empty_buckets.empty(key):
             raise ApiError(RATE_LIMITED, refusal)
+
+        async def take() -> None:
+            if self._empty_buckets.empty(key):
+                raise ApiError(RATE_LIMITED, refusal)
+            granted, wait = await customerdb.take_token(
+                self.customer, kind, source, burst, self.limits.signup_window
+            )
+            if not granted:
+                self._empty_buckets.note(key, wait)
+                raise ApiError(RATE_LIMITED, refusal)
+
+        await self._bucket_turns.run(key, take)
 
     async def login(self, call: Call) -> Reply:
         # The old rules still let an existing account log in (see

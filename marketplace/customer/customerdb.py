@@ -221,19 +221,21 @@ ON CONFLICT (kind, source) DO UPDATE SET
     granted = least(%(burst)s::float8, b.tokens + %(rate)s::float8
                     * extract(epoch FROM now() - b.updated_at)::float8) >= 1,
     updated_at = now()
-RETURNING granted
+RETURNING granted, tokens
 """
 
 
-async def take_token(db: Database, kind: str, source: str, burst: int, window: float) -> bool:
+async def take_token(
+    db: Database, kind: str, source: str, burst: int, window: float
+) -> Tuple[bool, float]:
     """Take a token of C{source}'s bucket of C{kind} (at most C{burst}
-    tokens, refilled at C{burst} per C{window} seconds); whether there was
-    one."""
-    row = await db.one(
-        _TAKE_TOKEN,
-        {"kind": kind, "source": source, "burst": burst, "rate": burst / window},
+    tokens, refilled at C{burst} per C{window} seconds): whether there was
+    one, and the seconds until the bucket next holds one."""
+    rate = burst / window
+    granted, tokens = await db.one(
+        _TAKE_TOKEN, {"kind": kind, "source": source, "burst": burst, "rate": rate}
     )
-    return bool(row[0])
+    return bool(granted), max(0.0, (1 - tokens) / rate) if rate else window
 
 
 async def expire_rate_buckets(db: Database) -> None:

@@ -7,6 +7,7 @@ need no network to test.
 """
 
 import ipaddress
+from collections import deque
 from typing import Dict, Hashable, Iterable, Tuple, Union
 
 from twisted.internet import defer
@@ -71,31 +72,102 @@ class TrustedNetworks:
         return ",".join(str(n) for n in self.networks)
 
 
-class OneAtATime:
-    """A lock per key, kept only while someone holds or waits for it, so
-    memory follows the attempts in progress, not every key ever seen."""
+class _Turns:
+    __slots__ = ("held", "waking", "waiting")
 
     def __init__(self) -> None:
-        self._locks: Dict[Hashable, Tuple[defer.DeferredLock, int]] = {}
+        self.held = False
+        self.waking = False
+        self.waiting: deque = deque()
+
+
+class OneAtATime:
+    """A lock per key, kept only while someone holds or waits for it, so
+    memory follows the attempts in progress, not every key ever seen.
+
+    Unlike a chain of DeferredLocks, a long line of waiters that each finish
+    at once (a flood refused from memory) is woken in a loop, not by
+    recursion."""
+
+    def __init__(self) -> None:
+        self._turns: Dict[Hashable, _Turns] = {}
 
     async def run(self, key: Hashable, work):
         """C{await work()} once no other work of C{key} is running."""
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = defer.DeferredLock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            await lock.acquire()
+        turns = self._turns.get(key)
+        if turns is None:
+            turns = self._turns[key] = _Turns()
+        if turns.held:
+            turn: defer.Deferred = defer.Deferred()
+            turns.waiting.append(turn)
             try:
-                return await work()
-            finally:
-                lock.release()
+                await turn
+            except defer.CancelledError:
+                if turn in turns.waiting:
+                    turns.waiting.remove(turn)
+                    self._forget(key, turns)
+                else:
+                    self._release(key, turns)
+                raise
+        else:
+            turns.held = True
+        try:
+            return await work()
         finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            self._release(key, turns)
+
+    def _release(self, key, turns: _Turns) -> None:
+        turns.held = False
+        if turns.waking:
+            return  # the loop below wakes the next one
+        turns.waking = True
+        try:
+            while not turns.held and turns.waiting:
+                turns.held = True
+                turns.waiting.popleft().callback(None)
+        finally:
+            turns.waking = False
+        self._forget(key, turns)
+
+    def _forget(self, key, turns: _Turns) -> None:
+        if not turns.held and not turns.waiting and self._turns.get(key) is turns:
+            del self._turns[key]
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._turns)
+
+
+class EmptyBuckets:
+    """The token buckets (see L{marketplace.customer.customerdb.take_token})
+    this process found empty, and until when: a flood from one address is
+    then refused without a query each.  At most C{size} are remembered."""
+
+    def __init__(self, clock=None, size: int = 100_000) -> None:
+        self._clock = clock
+        self.size = size
+        self._until: Dict[Hashable, float] = {}
+
+    def _now(self) -> float:
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        return clock.seconds()
+
+    def empty(self, key: Hashable) -> bool:
+        """Whether C{key}'s bucket was found empty and has no token yet."""
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until > self._now():
+            return True
+        del self._until[key]
+        return False
+
+    def note(self, key: Hashable, seconds: float) -> None:
+        """C{key}'s bucket is empty for C{seconds}."""
+        now = self._now()
+        if len(self._until) >= self.size:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            if len(self._until) >= self.size:
+                return
+        self._until[key] = now + seconds
