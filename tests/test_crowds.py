@@ -258,3 +258,33 @@ class OneAtATimeTests(unittest.SynchronousTestCase):
         for d in line:
             self.failureResultOf(d, ValueError)
         self.assertEqual(len(turns), 0)
+
+
+class BenchThrottledTests(CrowdTestCase):
+    """marketplace-bench against a deployment whose sign-up limit it cannot
+    outwait: it stops with one line naming the option, keeping what it
+    measured."""
+
+    account_limits = AccountLimits(trusted_networks="none", signups_per_address=4)
+
+    async def test_a_limit_it_cannot_outwait(self):
+        from marketplace.bench.runner import Throttled
+
+        plan = Plan(
+            seller=f"tcp:host=127.0.0.1:port={self.ports['seller']}",
+            buyer=f"tcp:host=127.0.0.1:port={self.ports['buyer']}",
+            scenarios=(1, 10),
+            calls=2,
+            runs=1,
+            items=1,
+            retry_deadline=0.5,
+        ).with_tag()
+        with self.assertRaises(Throttled) as raised:
+            await drive(plan, reactor)
+        throttled = raised.exception
+        self.assertEqual(list(throttled.results), [1])
+        self.assertEqual(throttled.unmeasured, (10,))
+        line = throttled.line()
+        self.assertNotIn("\n", line)
+        self.assertIn("--signups-per-address", line)
+        self.assertIn("scenarios not measured: 10", line)

@@ -495,10 +495,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if launched is not None:
             launched.stop()
-    if throttled:
+    if throttled and not results:
         print(throttled, file=sys.stderr)
-        if not results:
-            return 1
+        return 1
     summaries = [
         summarise(clients, results[clients]) for clients in plan.scenarios if clients in results
     ]

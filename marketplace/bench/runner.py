@@ -268,8 +268,12 @@ class Scenario:
 
     async def _sign_in(self, state: ClientState) -> None:
         username = self._username(state.role, state.index)
-        await patiently(self.reactor, lambda: state.client.create_account(username, PASSWORD))
-        await patiently(self.reactor, lambda: state.client.login(username, PASSWORD))
+        # A limit is waited out for as long as a call keeps trying.
+        tries = max(2, int(self.plan.retry_deadline / 0.2))
+        await patiently(
+            self.reactor, lambda: state.client.create_account(username, PASSWORD), tries
+        )
+        await patiently(self.reactor, lambda: state.client.login(username, PASSWORD), tries)
 
     async def _stock(self, state: ClientState) -> None:
         for number in range(self.plan.items):
