@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from marketplace.bench.runner import Plan, drive
 from marketplace.customer.accounts import AccountLimits
 from marketplace.customer.passwords import Passwords
-from marketplace.tap import build
+from marketplace.daemon.build import build
 from tests.support import (
     _later,
     assert_error,

@@ -37,9 +37,9 @@ from marketplace.customer.passwords import (
     Passwords,
 )
 from marketplace.postgres.database import Database
-from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Reply, Session
-from marketplace.server.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
+from marketplace.postgres import requestkeys
+from marketplace.frame.dispatch import Api, Call, Reply, Session
+from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
 DEFAULT_SESSION_TIMEOUT = 300.0
 DEFAULT_SIGNUPS_PER_ADDRESS = 20
@@ -48,6 +48,7 @@ DEFAULT_USERNAME_CHECKS_PER_ADDRESS = 60
 #: Longest signup window: counts older than this are swept away.
 SIGNUP_WINDOW_MAX = customerdb.SIGNUP_WINDOW_MAX
 DEFAULT_MAX_SESSIONS = 10
+DEFAULT_KEYS_PER_WINDOW = requestkeys.DEFAULT_KEYS_PER_WINDOW
 
 
 @dataclass
@@ -56,8 +57,10 @@ class AccountLimits:
     L{HashingBudget}); account creations and username checks per source
     address, each a token bucket of C{signups_per_address} (or
     C{username_checks_per_address}) tokens that fills up again in
-    C{signup_window} seconds, with C{trusted_networks} exempt; and live
-    sessions per user (a login beyond it ends the oldest)."""
+    C{signup_window} seconds, with C{trusted_networks} exempt; live
+    sessions per user (a login beyond it ends the oldest); and writes with
+    a request key per account per minute (beyond it RATE_LIMITED; it
+    bounds what one account's keys fill)."""
 
     hash_workers: int = DEFAULT_HASH_WORKERS
     hash_queue: int = DEFAULT_HASH_QUEUE
@@ -66,6 +69,7 @@ class AccountLimits:
     signups_per_address: int = DEFAULT_SIGNUPS_PER_ADDRESS
     signup_window: float = DEFAULT_SIGNUP_WINDOW
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    request_keys_per_minute: int = DEFAULT_KEYS_PER_WINDOW
     username_checks_per_address: int = DEFAULT_USERNAME_CHECKS_PER_ADDRESS
     #: Comma-separated networks (or "none").
     trusted_networks: str = throttles.DEFAULT_TRUSTED_NETWORKS
@@ -108,6 +112,9 @@ OPTIONS = [
      " limits, or none."],
     ["max-sessions", None, str(DEFAULT_MAX_SESSIONS),
      "Live sessions one user may hold; a login beyond it ends the oldest."],
+    ["request-keys-per-minute", None, str(DEFAULT_KEYS_PER_WINDOW),
+     "Writes with a request_key one account may make per minute; beyond it"
+     " RATE_LIMITED."],
 ]
 
 
@@ -124,6 +131,7 @@ def limits_from_options(options) -> AccountLimits:
             max_sessions=int(options["max-sessions"]),
             username_checks_per_address=int(options["username-checks-per-address"]),
             trusted_networks=options["trusted-networks"],
+            request_keys_per_minute=int(options["request-keys-per-minute"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"an account limit is not a number: {e}")
@@ -138,12 +146,14 @@ def limits_from_options(options) -> AccountLimits:
         or limits.username_checks_per_address < 0
         or not 0 < limits.signup_window <= SIGNUP_WINDOW_MAX
         or limits.max_sessions < 1
+        or limits.request_keys_per_minute < 1
     ):
         raise usage.UsageError(
-            "--hash-workers, --hash-per-address, --hash-per-username and"
-            " --max-sessions must be at least 1, --hash-queue,"
-            " --signups-per-address and --username-checks-per-address at"
-            " least 0, --signup-window above 0 and at most 7 days"
+            "--hash-workers, --hash-per-address, --hash-per-username,"
+            " --max-sessions and --request-keys-per-minute must be at least 1,"
+            " --hash-queue, --signups-per-address and"
+            " --username-checks-per-address at least 0, --signup-window above 0"
+            " and at most 7 days"
         )
     return limits
 

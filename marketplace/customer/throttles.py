@@ -48,7 +48,7 @@ def parse_networks(text: str) -> Tuple[Network, ...]:
 class TrustedNetworks:
     """Source addresses exempt from the per-address limits of sign-ups and
     username checks.  A source is an address, an IPv6 /64 network (see
-    L{marketplace.server.protocol.source_of}), or "local" (a UNIX socket,
+    L{marketplace.frame.protocol.source_of}), or "local" (a UNIX socket,
     trusted with loopback)."""
 
     def __init__(self, networks: Iterable[Network] = ()) -> None:
