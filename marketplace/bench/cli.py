@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from marketplace.bench import catalogcli, report
-from marketplace.bench.runner import Plan, Progress, Throttled, drive
+from marketplace.bench.runner import Plan, Progress, Stopped, drive
 from marketplace.bench.stats import LiveThroughput, RunResult, merge_runs, summarise
 from marketplace.bench.workloads import WORKLOADS
 
@@ -246,7 +246,7 @@ def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
             outcome["results"] = await drive(plan, reactor, progress)
             if idle:
                 outcome["memory"] = await _memory(plan, idle, reactor)
-        except Throttled as e:
+        except Stopped as e:
             outcome["results"] = e.results
             outcome["throttled"] = e.line()
         finally:
@@ -305,7 +305,7 @@ def _child(plan: Plan, me: int, processes: int, barrier, queue) -> None:
         ticker.start(0.25)
         try:
             results = await drive(plan, reactor, progress, (me, processes), sync)
-        except Throttled as e:
+        except Stopped as e:
             # The other processes stop at their next meeting point.
             barrier.abort()
             queue.put(("throttled", me, e.line()))

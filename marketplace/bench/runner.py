@@ -37,16 +37,35 @@ SETUP_CONCURRENCY = 32
 Sync = Callable[[], defer.Deferred]
 
 
-class Throttled(ClientError):
-    """A service answered RATE_LIMITED for longer than the bench waits: a
-    limit of the deployment stops the bench's clients (which all come from
-    one address).  C{results} holds the runs measured before it."""
+class Stopped(ClientError):
+    """A call of a scenario's set-up failed, so the bench stops: C{results}
+    holds the runs measured before, C{unmeasured} the scenarios left."""
 
-    def __init__(self, error: ClientError, waited: float) -> None:
+    def __init__(self, error: ClientError) -> None:
         super().__init__(error.code, error.message, error.api, error.extra)
-        self.waited = waited
         self.results: Dict[int, List[RunResult]] = {}
         self.unmeasured: Tuple[int, ...] = ()
+
+    def _not_measured(self) -> str:
+        unmeasured = ",".join(str(n) for n in self.unmeasured)
+        return f"; scenarios not measured: {unmeasured}" if unmeasured else ""
+
+    def line(self) -> str:
+        """One line for a person: what stopped the bench."""
+        return (
+            f"marketplace-bench: {self.api or 'a call'} failed while setting up:"
+            f" {self.code}: {self.message}" + self._not_measured()
+        )
+
+
+class Throttled(Stopped):
+    """A service answered RATE_LIMITED for longer than the bench waits: a
+    limit of the deployment stops the bench's clients (which all come from
+    one address)."""
+
+    def __init__(self, error: ClientError, waited: float) -> None:
+        super().__init__(error)
+        self.waited = waited
 
     def option(self) -> str:
         """The deployment's option that would let the bench through."""
@@ -65,12 +84,10 @@ class Throttled(ClientError):
 
     def line(self) -> str:
         """One line for a person: what stopped the bench and what to raise."""
-        unmeasured = ",".join(str(n) for n in self.unmeasured)
         return (
             f"marketplace-bench: {self.api or 'a call'} was answered RATE_LIMITED"
             f" for {self.waited:.0f} s ({self.message}); raise {self.option()}"
-            " on the deployment"
-            + (f"; scenarios not measured: {unmeasured}" if unmeasured else "")
+            " on the deployment" + self._not_measured()
         )
 
 
@@ -346,7 +363,8 @@ async def drive(
     C{sync} is awaited after each scenario's set-up and before each run,
     where the processes of one benchmark wait for each other.  A limit of
     the deployment that the set-up cannot outwait ends the benchmark with
-    L{Throttled}, which carries the scenarios measured before.
+    L{Throttled}, and any other failed call of a set-up with L{Stopped}:
+    both carry the scenarios measured before.
     """
     progress = progress or Progress()
     me, processes = share
@@ -361,13 +379,14 @@ async def drive(
                     await sync()
                 runs.append(await scenario.run(progress))
             results[clients] = runs
-        except Throttled as e:
-            e.results = results
-            e.unmeasured = tuple(n for n in plan.scenarios if n not in results)
-            raise
+        except ClientError as e:
+            stopped = e if isinstance(e, Stopped) else Stopped(e)
+            stopped.results = results
+            stopped.unmeasured = tuple(n for n in plan.scenarios if n not in results)
+            raise stopped from None
         finally:
             await scenario.close()
     return results
 
 
-__all__ = ["Plan", "Progress", "Scenario", "Throttled", "drive"]
+__all__ = ["Plan", "Progress", "Scenario", "Stopped", "Throttled", "drive"]
