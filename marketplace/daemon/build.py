@@ -120,6 +120,7 @@ def _seller(context: _Context, top: OrderedMultiService) -> SellerApis:
         settings.session_timeout,
         context.account_limits,
         sessions=session_check(settings.one_database),
+        clock=context.reactor,
     )
 
 
