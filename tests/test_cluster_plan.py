@@ -146,7 +146,7 @@ class RenderTests(SynchronousTestCase):
                 ("db1 10.0.0.1 database\ndb2 10.0.0.2 database\n", "odd number"),
                 (EXAMPLE.read_text() + "x 10.0.0.9 cashier\n", "unknown role 'cashier'"),
                 (EXAMPLE.read_text() + "db1 10.0.0.9 buyer\n", "listed twice"),
-                (EXAMPLE.read_text() + "lonely\n", "line 15"),
+                (EXAMPLE.read_text() + "lonely\n", "line 13"),
         ):
             with self.assertRaises(render.HostsFileError) as raised:
                 render.parse_hosts(text)
