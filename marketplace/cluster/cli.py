@@ -86,8 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser(
         "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
     evaluation.add_argument("--failure", default="all",
-                            choices=("all", "none", "frontend", "replica", "primary"),
-                            help="which failure (default all four)")
+                            choices=("all", "none", "frontend", "replica", "primary",
+                                     "switchover", "roll", "restart"),
+                            help="which failure or planned change (default all: the four"
+                            " failures, a switchover, a rolling restart of the frontends,"
+                            " and at the end the whole-cluster restart check)")
     evaluation.add_argument("--scenarios", default="1,10,100",
                             help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
     # 6 + 35: the primary's failure (about 22 s) is over before the run is.

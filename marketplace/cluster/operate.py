@@ -46,6 +46,16 @@ def patroni_post(plan: Plan, host: Host, path: str, body: dict,
         return 0, str(e)
 
 
+def _wait_streaming(plan: Plan, host: Host, timeout: float) -> None:
+    try:
+        wait_for(f"the database node on {host.name}", lambda: launch.streaming(plan, host),
+                 timeout)
+    except ClusterError as e:
+        log = plan.folder / host.name / "patroni.log"
+        tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        raise ClusterError("\n  ".join([str(e) + f"; the end of {log}:"] + tail)) from None
+
+
 def _patroni_answers(host: Host) -> bool:
     return launch.http_status(f"http://{host.address}:{PATRONI_PORT}/health") != 0
 
@@ -60,8 +70,7 @@ def start_host(plan: Plan, host: Host, timeout: Optional[float] = None) -> float
             launch._start_unit(plan, host, "etcd", "etcd.log")
         if not hosts.pids(plan, host, "patroni"):
             launch._start_unit(plan, host, "patroni", "patroni.log")
-        wait_for(f"the database node on {host.name}", lambda: launch.streaming(plan, host),
-                 timeout or DATABASE_TIMEOUT)
+        _wait_streaming(plan, host, timeout or DATABASE_TIMEOUT)
     else:
         if not hosts.pids(plan, host):
             launch.start_frontend(plan, host)
@@ -102,8 +111,7 @@ def replace_host(plan: Plan, host: Host, timeout: Optional[float] = None) -> flo
     # Streaming, and not the old data: the reinitialize takes a moment to
     # stop what ran there.
     time.sleep(1.0)
-    wait_for(f"the database node on {host.name}", lambda: launch.streaming(plan, host),
-             timeout or DATABASE_TIMEOUT)
+    _wait_streaming(plan, host, timeout or DATABASE_TIMEOUT)
     return time.monotonic() - started
 
 

@@ -224,6 +224,9 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
                 "rewind": {"username": "postgres", "password": settings.superuser_password},
             },
             "parameters": {"unix_socket_directories": data},
+            # A replica is cloned (a new node, reinitialize) after an
+            # immediate checkpoint, not a spread one that can take minutes.
+            "basebackup": [{"checkpoint": "fast"}],
             # Patroni's own connections go through the socket.
             "use_unix_socket": True,
             "pg_hba": hba,
