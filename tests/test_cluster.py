@@ -72,7 +72,9 @@ class OperationsTests(unittest.TestCase):
         finally:
             await load.close()
         wait = load.longest_gap(load.failure_started)
-        print(f"\n{what}: longest wait {wait:.2f} s, {len(load.calls)} calls,"
+        before = load.longest_gap(load.started, load.failure_started)
+        print(f"\n{what}: longest wait {wait:.2f} s (before it: {before:.2f} s),"
+              f" {len(load.calls)} calls,"
               f" errors {load.errors()}, invariants {invariants}")
         self.assertEqual(load.errors(), {})
         self.assertEqual(invariants, {key: 0 for key in invariants})

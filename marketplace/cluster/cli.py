@@ -85,12 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     cut.add_argument("--restore", action="store_true", help="bring the link back up")
     evaluation = commands.add_parser(
         "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
-    evaluation.add_argument("--failure", default="all",
-                            choices=("all", "none", "frontend", "replica", "primary",
-                                     "switchover", "roll", "restart"),
-                            help="which failure or planned change (default all: the four"
-                            " failures, a switchover, a rolling restart of the frontends,"
-                            " and at the end the whole-cluster restart check)")
+    evaluation.add_argument("--failure", default="all", type=_cases,
+                            help="which failures or planned changes, comma-separated: none,"
+                            " frontend, replica, primary, switchover, roll, restart (the"
+                            " whole-cluster restart check, after the runs); default all")
     evaluation.add_argument("--scenarios", default="1,10,100",
                             help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
     # 6 + 35: the primary's failure (about 22 s) is over before the run is.
@@ -130,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--into", default=None,
                        help="Markdown file whose bench section is replaced")
     return parser
+
+
+def _cases(text: str) -> tuple:
+    from marketplace.cluster.report import CASES, RESTART
+
+    if text == "all":
+        return CASES + (RESTART,)
+    cases = tuple(word.strip() for word in text.split(",") if word.strip())
+    unknown = [c for c in cases if c not in CASES + (RESTART,)]
+    if unknown or not cases:
+        raise argparse.ArgumentTypeError(f"unknown case {unknown[0] if unknown else text!r}")
+    return cases
 
 
 def _run(folder: Path) -> None:

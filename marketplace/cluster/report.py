@@ -511,7 +511,7 @@ def write(results: List[Dict], out: Path, into: Optional[Path],
 
 def main(reactor, arguments) -> defer.Deferred:
     """marketplace-cluster evaluate."""
-    cases = CASES + (RESTART,) if arguments.failure == "all" else (arguments.failure,)
+    cases = arguments.failure
     scenarios = [int(n) for n in arguments.scenarios.split(",")]
     folder = Path(arguments.dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
