@@ -130,12 +130,20 @@ def stop(plan: Plan, host: Host, grace: float = 10.0, program: Optional[str] = N
     """SIGTERM every process of C{host} (or only C{program}: Patroni stops
     its PostgreSQL itself), then SIGKILL what is left after C{grace}
     seconds."""
-    kill(plan, host, signal.SIGTERM, program)
+    stop_together(plan, [host], grace, program)
+
+
+def stop_together(plan: Plan, several: Sequence[Host], grace: float = 10.0,
+                  program: Optional[str] = None) -> None:
+    """L{stop} on several hosts at once."""
+    for host in several:
+        kill(plan, host, signal.SIGTERM, program)
     deadline = time.monotonic() + grace
-    while pids(plan, host, program) and time.monotonic() < deadline:
+    while any(pids(plan, h, program) for h in several) and time.monotonic() < deadline:
         time.sleep(0.1)
-    while pids(plan, host, program):
-        kill(plan, host, signal.SIGKILL, program)
+    while any(pids(plan, h, program) for h in several):
+        for host in several:
+            kill(plan, host, signal.SIGKILL, program)
         time.sleep(0.1)
 
 

@@ -341,16 +341,18 @@ def down(folder: Path) -> None:
     (delete the folder to drop them)."""
     plan = load_plan(folder)
     # Frontends first, so that they do not log the databases' going away;
-    # then Patroni (which stops PostgreSQL), the primary's last, so that
-    # the replicas have everything it has and it hands its leader key back
-    # to a whole etcd; then etcd; then whatever is left.
+    # then Patroni (which stops PostgreSQL) on the replicas and then on the
+    # primary, so that the replicas have all it has and it hands its
+    # leader key back to a whole etcd; then etcd; then whatever is left.
     leader = primary(plan)
-    databases = sorted(plan.by_role("database"), key=lambda h: h == leader)
-    steps = [(h, None) for h in plan.hosts if h.role != "database"]
-    steps += [(h, "patroni") for h in databases] + [(h, None) for h in databases]
-    for host, program in steps:
+    databases = plan.by_role("database")
+    steps = [([h for h in plan.hosts if h.role != "database"], None),
+             ([h for h in databases if h != leader], "patroni"),
+             ([h for h in databases if h == leader], "patroni"),
+             (databases, None)]
+    for several, program in steps:
         try:
-            hosts.stop(plan, host, grace=30.0, program=program)
+            hosts.stop_together(plan, several, grace=30.0, program=program)
         except OSError:
             pass
     hosts.delete_network(plan)

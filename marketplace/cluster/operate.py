@@ -46,14 +46,25 @@ def patroni_post(plan: Plan, host: Host, path: str, body: dict,
         return 0, str(e)
 
 
-def _wait_streaming(plan: Plan, host: Host, timeout: float) -> None:
+def _wait(plan: Plan, host: Host, what: str, check: Callable[[], bool], timeout: float,
+          log: str) -> None:
+    """L{wait_for}, and if it fails, the end of the host's log in the error."""
     try:
-        wait_for(f"the database node on {host.name}", lambda: launch.streaming(plan, host),
-                 timeout)
+        wait_for(what, check, timeout)
     except ClusterError as e:
-        log = plan.folder / host.name / "patroni.log"
-        tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
-        raise ClusterError("\n  ".join([str(e) + f"; the end of {log}:"] + tail)) from None
+        path = plan.folder / host.name / log
+        tail = path.read_text(errors="replace").splitlines()[-5:] if path.exists() else []
+        raise ClusterError("\n  ".join([str(e) + f"; the end of {path}:"] + tail)) from None
+
+
+def _wait_streaming(plan: Plan, host: Host, timeout: float) -> None:
+    _wait(plan, host, f"the database node on {host.name}",
+          lambda: launch.streaming(plan, host), timeout, "patroni.log")
+
+
+def _wait_ready(plan: Plan, host: Host, timeout: float) -> None:
+    _wait(plan, host, f"the {host.role} daemon on {host.name}",
+          lambda: launch.ready(plan, host), timeout, "daemon.out")
 
 
 def _patroni_answers(host: Host) -> bool:
@@ -74,8 +85,7 @@ def start_host(plan: Plan, host: Host, timeout: Optional[float] = None) -> float
     else:
         if not hosts.pids(plan, host):
             launch.start_frontend(plan, host)
-        wait_for(f"the {host.role} daemon on {host.name}", lambda: launch.ready(plan, host),
-                 timeout or FRONTEND_TIMEOUT)
+        _wait_ready(plan, host, timeout or FRONTEND_TIMEOUT)
     return time.monotonic() - started
 
 
@@ -151,8 +161,7 @@ def roll(plan: Plan, say: Callable[[str], None] = lambda _: None,
             started = time.monotonic()
             hosts.stop(plan, host, grace=grace)
             launch.start_frontend(plan, host)
-            wait_for(f"the {role} daemon on {host.name}", lambda: launch.ready(plan, host),
-                     FRONTEND_TIMEOUT)
+            _wait_ready(plan, host, FRONTEND_TIMEOUT)
             took.append(time.monotonic() - started)
             say(f"{host.name} restarted and ready in {took[-1]:.1f} s")
     return took

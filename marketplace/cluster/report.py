@@ -301,7 +301,8 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                         [plan.endpoint(h) for h in plan.by_role("buyer")])
                 if case == RESTART:
                     continue  # after every run (below)
-                say(f"[{time.monotonic() - started:.0f} s] {case} failure, "
+                say(f"[{time.monotonic() - started:.0f} s] "
+                    f"{case if case in PLANNED else case + ' failure'}, "
                     f"{clients}+{clients} clients")
                 result = await run_case(reactor, plan, population, case, clients,
                                         seconds, failure_at)
