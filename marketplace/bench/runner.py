@@ -27,7 +27,7 @@ from marketplace.bench.workloads import (
     Workload,
     item_spec,
 )
-from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient, open_clients
 from marketplace.contract.errors import RATE_LIMITED, UNKNOWN_API
 
 PASSWORD = "bench-password"
@@ -279,10 +279,6 @@ class Scenario:
 
 def _category_of(item_id: str) -> int:
     return int(item_id.split("-", 1)[0])
-
-
-async def _no_sync() -> None:
-    return None
 
 
 async def drive(

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
-OK = "OK"
+from marketplace.frame.dispatch import OK
+
 _RANGE = re.compile(r"^(?P<host>[^:/]+|\[[^\]]+\]):(?P<first>\d+)(?:-(?P<last>\d+))?$")
 
 

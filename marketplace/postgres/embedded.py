@@ -39,14 +39,15 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from marketplace.postgres.database import Database
-from marketplace.server.deferreds import when_fired
-from marketplace.server.periodic import PeriodicJob
+from marketplace.frame.deferreds import when_fired
+from marketplace.frame.periodic import PeriodicJob
+from marketplace.frame.backoff import Backoff
 
 DATABASES = ("customer", "product", "payments", "marketplace")
 
 #: The databases the daemons use: customer and product data share one, so
 #: that a request checks its session and does its work in one statement
-#: (marketplace/server/statements.py).  The separate "customer" and "product"
+#: (marketplace/product/statements.py).  The separate "customer" and "product"
 #: databases are for the tests of the two-database layout.
 DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
 
@@ -228,11 +229,6 @@ class EmbeddedPostgres:
                         cursor.execute(f'CREATE DATABASE "{name}"')
                     except (errors.DuplicateDatabase, errors.UniqueViolation):
                         pass  # another daemon created it at the same moment
-                if name == "marketplace":
-                    # Older versions turned synchronous commits off here,
-                    # which lost acknowledged writes in a crash; the pools
-                    # now choose per connection (database.connection_dsn).
-                    cursor.execute('ALTER DATABASE "marketplace" RESET synchronous_commit')
         finally:
             connection.close()
 
@@ -303,7 +299,7 @@ class EmbeddedServer(Service):
         self.log.warn(
             "the embedded PostgreSQL (pid {pid}) has stopped; starting it again", pid=server.pid()
         )
-        delay = 0.5
+        backoff = Backoff(0.5, 5.0)
         said = None
         while self.running:
             try:
@@ -315,8 +311,7 @@ class EmbeddedServer(Service):
                         "the embedded PostgreSQL cannot start yet ({error}); trying again",
                         error=said,
                     )
-                await task.deferLater(clock, delay, lambda: None)
-                delay = min(delay * 2, 5.0)
+                await task.deferLater(clock, backoff.next(), lambda: None)
                 continue
             self.log.info(
                 "the embedded PostgreSQL runs again (pid {pid}), {seconds:.1f} s after it stopped",
