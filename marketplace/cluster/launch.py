@@ -123,7 +123,7 @@ def _new_plan(folder: Path, frontends: int, settle_after: float) -> Plan:
     """A new cluster's plan, its settings (secrets included) written once
     into C{folder}."""
     plan = Plan(_claim_cluster_id(), folder, frontends_per_service=frontends,
-                settle_after=settle_after, one_client_address=True)
+                settle_after=settle_after, load_testing=True)
     values = asdict(plan)
     values["folder"] = str(folder)
     settings.save(folder, values)

@@ -245,11 +245,9 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
         f"--data-dir={layout.data_dir(machine)}/{role}",
         f"--metrics=tcp:{METRICS_PORTS[role]}:interface={address}",
     ]
-    if role in ("buyer", "seller") and settings.one_client_address:
-        # The per-address sign-up and hashing shares are meant for
-        # strangers on the internet, not for one machine's clients.
+    if role in ("buyer", "seller") and settings.load_testing:
         command += ["--signups-per-address=100000", "--hash-per-address=64",
-                    "--hash-queue=1024"]
+                    "--hash-queue=1024", "--request-keys-per-minute=1000000"]
     if role == "buyer":
         # Every payments daemon, starting with the one of the buyer's own
         # number, so that the buyers spread over them.

@@ -39,9 +39,11 @@ class Settings:
     #: The network the cluster's hosts and clients are on ("10.0.0.0/24"),
     #: which pg_hba lets in; None: only the hosts' own addresses.
     network: Optional[str] = None
-    #: Every client comes from one address (a cluster on one machine): the
-    #: daemons' per-address sign-up and hashing shares are raised.
-    one_client_address: bool = False
+    #: The clients are a load generator on the same machine (the cluster on
+    #: one machine): the daemons' per-address sign-up and hashing shares and
+    #: per-account share of keyed writes, meant for strangers on the
+    #: internet, are raised.
+    load_testing: bool = False
     superuser_password: str = _token(16)
     replication_password: str = _token(16)
     rest_password: str = _token(16)
