@@ -281,6 +281,10 @@ def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
         fresh = True
     else:
         plan = load_plan(folder)
+        # (Processes killed a moment ago may not have exited yet.)
+        deadline = time.monotonic() + 5.0
+        while running(plan) and time.monotonic() < deadline:
+            time.sleep(0.2)
         if running(plan):
             raise ClusterError(f"the cluster in {folder} is running: take it down first")
         # What a killed cluster left: namespaces with nothing in them.
