@@ -433,7 +433,7 @@ def markdown(results: List[Dict]) -> str:
     if restarts:
         lines += ["", "The whole cluster restarted after a run (on the same folder: its"
                   " settings, files and data), then the run's acknowledged writes checked:", "",
-                  "| how | up again after | acknowledged purchases | acknowledged cart units"
+                  "| how | up again after | acknowledged purchases | units left in carts"
                   " | lost or doubled |", "| --- | --- | --- | --- | --- |"]
         for r in restarts:
             lines.append(f"| {r['how']} | {r['up_s']:.1f} s | {r['purchases']:,} "
@@ -468,6 +468,8 @@ def chart(results: List[Dict], path: Path) -> None:
     from matplotlib import pyplot
 
     cases = [c for c in CASES if any(r["case"] == c for r in results)]
+    if not cases:
+        return  # (only the restart check)
     figure, axes = pyplot.subplots(len(cases), 1, figsize=(9, 2.6 * len(cases)), squeeze=False)
     for axis, case in zip(axes[:, 0], cases):
         # The none panel shows make run's deployment too, dashed.
