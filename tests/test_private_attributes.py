@@ -5,7 +5,7 @@ marketplace/postgres/database.py subclasses txpostgres's cursor and
 connection (C{_StatementCursor} overrides C{Cursor._doit} and
 C{continuePolling}, C{_Connection} overrides C{_runInteraction} and reads
 C{_connection}, C{_cursors}, C{_pollingD}), and
-marketplace/frame/writes.py writes to a TCP transport's socket itself
+marketplace/frame/protocol.py writes to a TCP transport's socket itself
 after reading its buffers (C{_tempDataLen}, C{dataBuffer}, C{offset},
 C{_writeDisconnected}).  The workers share ports through the private
 fields of Twisted's endpoints and hook ProcessMonitor's
@@ -41,7 +41,7 @@ from twisted.runner.procmon import ProcessMonitor
 from twisted.trial import unittest
 from txpostgres import reconnection, txpostgres
 
-from marketplace.frame.writes import framed, write_now
+from marketplace.frame.protocol import framed, write_now
 from tests.support import open_database
 
 
@@ -83,7 +83,7 @@ class PrivateCase(unittest.TestCase):
 
 STATEMENT_CURSOR = "marketplace/postgres/database.py (_StatementCursor)"
 CONNECTION = "marketplace/postgres/database.py (_Connection)"
-WRITES = "marketplace/frame/writes.py (write_now)"
+WRITES = "marketplace/frame/protocol.py (write_now)"
 WORKERS = "marketplace/daemon/workers.py"
 FRAMES = "marketplace/frame/protocol.py (FrameProtocol.idle)"
 EMBEDDED = "marketplace/postgres/embedded.py (release, EmbeddedServer.restart)"
@@ -341,7 +341,7 @@ class TcpTransportTests(PrivateCase):
                         WRITES)
         self.expect(isinstance(server.bufferSize, int), "twisted.internet.tcp.Server.bufferSize",
                     "the unsent bytes above which a producer is paused",
-                    "marketplace/frame/writes.py (limit_unsent)")
+                    "marketplace/frame/protocol.py (limit_unsent)")
 
     async def test_buffers(self):
         server, client = await self.connection(6)

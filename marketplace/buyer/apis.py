@@ -53,7 +53,7 @@ def _not_added(row: tuple, args: dict) -> ApiError:
         )
     return ApiError(
         OUT_OF_STOCK,
-        f"only {on_sale} units of {item_id} left"
+        f"only {on_sale} unit{'' if on_sale == 1 else 's'} of {item_id} left"
         + (f" and the cart already holds {held}" if held else ""),
     )
 
@@ -68,16 +68,14 @@ class BuyerApis:
         product: Database,
         passwords: Passwords,
         session_timeout: float,
-        payments: Optional[PaymentsClient] = None,
-        clock=None,
+        payments: Optional[PaymentsClient],
+        clock,
         account_limits: Optional[AccountLimits] = None,
         sessions: SessionCheck = SEPARATE,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.customer = customer
         self.product = product
-        self.purchases = Purchases(product, payments or PaymentsClient(reactor=clock), clock)
+        self.purchases = Purchases(product, payments, clock)
         self.accounts = Accounts(
             customerdb.BUYER,
             customer,

@@ -13,7 +13,7 @@ import json
 import re
 from collections import deque
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
@@ -26,8 +26,8 @@ from zope.interface import implementer
 from marketplace.clientlib.errors import ClientError
 from marketplace.contract.errors import UNAVAILABLE
 
-from marketplace.frame.envelope import json_default
-from marketplace.frame.writes import framed, write_now
+from marketplace.frame.dispatch import json_default
+from marketplace.frame.protocol import framed, write_now
 
 
 _ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))

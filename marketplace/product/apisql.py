@@ -20,7 +20,7 @@ C{rk_request}; all null without one) first counts the write among the
 account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
 where the outcome is L{DONE}.  The scope is computed once, in Python
-(L{requestkeys.session_scope}).
+(L{marketplace.frame.dispatch.session_scope}).
 """
 
 import sys
@@ -242,25 +242,25 @@ FROM (
 ORDER BY k.name_miss, k.votes, k.price, k.item_id
 """
 
-# Up to five keywords, given as %(keywords)s: only the rows of those
-# keywords in the category are read (an index-only scan of
-# item_keywords_ranked); an item's rows give how many keywords it shares
-# and its lower-cased name, hence its score, without reading the item.  The
-# score is counted in halves (an integer: cheaper to add up and sort) until
-# the page is cut; %(halves)s is the cursor's.  Only the page's items are
-# read from items.
-SEARCH_MANY = f"""
-SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+# The halves an item scores for the query keywords found in its
+# lower-cased name C{name} (the query's keywords are lower-cased).
+_NAME_HITS = " + ".join(
+    f"coalesce((strpos(name, (%(keywords)s::text[])[{n}]) > 0)::int, 0)" for n in range(1, 6)
+)
+
+# Up to five keywords, given as %(keywords)s, when fewer than a page share
+# two of them (SEARCH_MANY): only the rows of those keywords in the
+# category are read (an index-only scan of item_keywords_ranked); an item's
+# rows give how many keywords it shares and its lower-cased name, hence its
+# score, without reading the item.  The score is counted in halves (an
+# integer: cheaper to add up and sort) until the page is cut; %(halves)s is
+# the cursor's.
+_EVERY_LIST = f"""
     SELECT item_id, halves, votes, price FROM (
         SELECT item_id, 2 * count(*) + max(hits) AS halves,
                any_value(votes) AS votes, any_value(price) AS price
         FROM (
-            SELECT item_id, votes, price,
-                coalesce((strpos(name, (%(keywords)s::text[])[1]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[2]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[3]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[4]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[5]) > 0)::int, 0) AS hits
+            SELECT item_id, votes, price, {_NAME_HITS} AS hits
             FROM item_keywords
             WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
         ) AS rows
@@ -269,7 +269,45 @@ SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
     WHERE (-halves, votes, price, item_id)
         > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
     ORDER BY halves DESC, votes, price, item_id
-    LIMIT %(limit)s OFFSET %(offset)s
+    LIMIT %(limit)s OFFSET %(offset)s"""
+
+# Several keywords.  An item that shares one query keyword scores at most
+# 1.5 for it and a half for each other keyword in its name: 2 + n halves
+# for n keywords.  The items sharing two or more are found on the lists of
+# pairs of the query's keywords (item_keyword_pairs: an item sharing k of
+# them is on k(k-1)/2 of those lists, so how many tells k).  If at least
+# offset + limit of them after the cursor score above that bound, they are
+# the page, and the keywords' whole lists (often long: a common word is on
+# a third of the items) are never read; otherwise _EVERY_LIST is.
+SEARCH_MANY = f"""
+WITH shared AS (
+    SELECT item_id, 2 * CASE count(*) WHEN 1 THEN 2 WHEN 3 THEN 3 WHEN 6 THEN 4 ELSE 5 END
+                    + max({_NAME_HITS}) AS halves,
+           any_value(votes) AS votes, any_value(price) AS price
+    FROM item_keyword_pairs
+    WHERE category = %(category)s
+      AND (first, second) IN (
+          SELECT a, b FROM unnest(%(keywords)s::text[]) AS a, unnest(%(keywords)s::text[]) AS b
+          WHERE a < b)
+    GROUP BY item_id
+), above AS (
+    SELECT item_id, halves, votes, price FROM shared
+    WHERE halves > 2 + cardinality(%(keywords)s::text[])
+      AND (-halves, votes, price, item_id)
+          > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY halves DESC, votes, price, item_id
+    LIMIT %(limit)s::bigint + %(offset)s::bigint
+), page AS (
+    SELECT item_id, halves, votes, price FROM above
+    WHERE (SELECT count(*) FROM above) = %(limit)s::bigint + %(offset)s::bigint
+    ORDER BY halves DESC, votes, price, item_id
+    OFFSET %(offset)s
+)
+SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+    SELECT * FROM page
+    UNION ALL
+    SELECT * FROM ({_EVERY_LIST}
+    ) AS every WHERE (SELECT count(*) FROM above) < %(limit)s::bigint + %(offset)s::bigint
 ) AS m JOIN items AS i ON i.id = m.item_id
 ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 """

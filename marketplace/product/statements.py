@@ -40,9 +40,9 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet import defer
 
 from marketplace.contract.errors import ApiError
-from marketplace.customer.accounts import Accounts, invalid_session, session_key
+from marketplace.customer.accounts import Accounts, invalid_session
 from marketplace.postgres.database import Database
-from marketplace.frame import envelope
+from marketplace.frame import dispatch
 from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Handler
 
@@ -69,7 +69,7 @@ class SessionCheck:
         """The arguments C{live} takes, C{key} (the session's key) and
         C{more}."""
         if self.joined:
-            key = session_key(call.request.session_id)
+            key = dispatch.session_key(call.request.session_id)
             return {"key": key, "role": role, "timeout": timeout, **more}
         session = call.session
         return {"key": session.key, "role": role, "account_id": session.user_id, **more}
@@ -150,7 +150,7 @@ class Statements:
     ) -> defer.Deferred:
         """A Deferred of the payload of a statement that writes and files
         its answer under the request's key."""
-        args.update(requestkeys.statement_args(call.request, self.role, args["key"]))
+        args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
         d = self.db.prepared(statement.name, statement.sql, args)
         if args["rk_key"] is None:
@@ -167,7 +167,7 @@ class Statements:
             raise invalid_session(self.role)
         row = rows[0]
         if row[0] == DONE:
-            return envelope.JsonPayload(row[1])
+            return dispatch.JsonPayload(row[1])
         if row[0] == TOO_MANY_KEYS:
             raise requestkeys.too_many_keys()
         raise refused(row, args)
@@ -189,6 +189,21 @@ class Statements:
     def _first_answer(self, args: dict) -> defer.Deferred:
         key = requestkeys.RequestKey(args["rk_scope"], args["rk_key"], args["rk_request"])
         return defer.ensureDeferred(requestkeys.first_answer(self.db, key, self.filed_answer))
+
+
+def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
+    """The request-key arguments of a single statement (apisql) for a
+    request of C{role}'s session C{session_key} (all None: no key)."""
+    if request.request_key is None:
+        return _NO_KEY
+    return {
+        "rk_scope": dispatch.session_scope(role, session_key),
+        "rk_key": request.request_key,
+        "rk_request": dispatch.fingerprint(request.api, request.payload),
+    }
+
+
+_NO_KEY = {"rk_scope": None, "rk_key": None, "rk_request": None}
 
 
 def _raise(_, error: ApiError):
