@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from marketplace.cluster import evaluate, hosts, launch, operate
