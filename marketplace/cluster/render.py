@@ -246,8 +246,7 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
         f"--metrics=tcp:{METRICS_PORTS[role]}:interface={address}",
     ]
     if role in ("buyer", "seller") and settings.load_testing:
-        command += ["--signups-per-address=100000", "--hash-per-address=64",
-                    "--hash-queue=1024", "--request-keys-per-minute=1000000"]
+        command += ["--signups-per-address=100000", "--request-keys-per-minute=1000000"]
     if role == "buyer":
         # Every payments daemon, starting with the one of the buyer's own
         # number, so that the buyers spread over them.
