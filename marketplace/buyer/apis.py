@@ -68,16 +68,14 @@ class BuyerApis:
         product: Database,
         passwords: Passwords,
         session_timeout: float,
-        payments: Optional[PaymentsClient] = None,
-        clock=None,
+        payments: Optional[PaymentsClient],
+        clock,
         account_limits: Optional[AccountLimits] = None,
         sessions: SessionCheck = SEPARATE,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.customer = customer
         self.product = product
-        self.purchases = Purchases(product, payments or PaymentsClient(reactor=clock), clock)
+        self.purchases = Purchases(product, payments, clock)
         self.accounts = Accounts(
             customerdb.BUYER,
             customer,
@@ -86,6 +84,7 @@ class BuyerApis:
             on_login=self._start_cart,
             on_logout=self._drop_cart,
             limits=account_limits or AccountLimits(),
+            clock=clock,
         )
         self.statements = statements = Statements(
             product, sessions, self.accounts, apisql.FILED_ANSWER

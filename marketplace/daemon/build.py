@@ -140,6 +140,7 @@ def _seller(context: _Context, top: OrderedMultiService) -> SellerApis:
         settings.session_timeout,
         context.account_limits,
         sessions=session_check(settings.one_database),
+        clock=context.reactor,
     )
 
 
@@ -166,6 +167,7 @@ def build(
     limits: Optional[Limits] = None,
     metrics: Optional[str] = None,
     account_limits: Optional[AccountLimits] = None,
+    passwords: Optional[Passwords] = None,
 ) -> OrderedMultiService:
     """The daemon serving C{listen} (each service's name and one or more
     endpoint descriptions): a tree of services, in this order,
@@ -182,7 +184,8 @@ def build(
 
     They stop in the reverse order, each once the one after it has
     stopped: the listeners drain before the sweeps end and the pools close.
-    C{limits} and C{account_limits} default to those of C{settings}."""
+    C{limits} and C{account_limits} default to those of C{settings},
+    C{passwords} to argon2id within C{account_limits}' hashing budget."""
     if reactor is None:
         from twisted.internet import reactor
     limits = settings.limits if limits is None else limits
@@ -191,7 +194,10 @@ def build(
     top = OrderedMultiService()
     databases = set().union(*(DATABASES[name] for name in listen))
     backend = Backend(
-        settings, reactor, tuple(databases), Passwords(budget=account_limits.budget())
+        settings,
+        reactor,
+        tuple(databases),
+        passwords or Passwords(budget=account_limits.budget()),
     )
     backend.setServiceParent(top)
     if "customer" in databases:
@@ -245,7 +251,7 @@ def _session_sweep(settings: Settings, backend: Backend, reactor) -> PeriodicJob
         return sweep_sessions(backend.customer, backend.product, settings.session_timeout)
 
     interval = min(60.0, settings.session_timeout)
-    return PeriodicJob("session sweep", interval, sweep, backend.ready, reactor)
+    return PeriodicJob("session sweep", interval, sweep, reactor, after=backend.ready)
 
 
 def _purchase_sweep(apis: BuyerApis, context: _Context) -> PeriodicJob:
@@ -263,5 +269,5 @@ def _purchase_sweep(apis: BuyerApis, context: _Context) -> PeriodicJob:
         return settled
 
     return PeriodicJob(
-        "purchase sweep", interval, sweep, context.backend.ready, context.reactor
+        "purchase sweep", interval, sweep, context.reactor, after=context.backend.ready
     )

@@ -1,6 +1,7 @@
 """Finding schema.sql and applying its parts to the databases; L{Schema},
 the daemon's service that does so when it starts."""
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -39,13 +40,36 @@ def schema_parts(text: str) -> Dict[str, str]:
     return {name: "\n".join(lines) for name, lines in parts.items()}
 
 
-async def apply_schema(database: Database, part: str) -> None:
-    """Create what part C{part} of schema.sql describes, if it is missing."""
-    sql = schema_parts(schema_path().read_text())[part]
+#: Which text of each part was applied last (see L{apply_schema}).
+_APPLIED = """CREATE TABLE IF NOT EXISTS schema_applied (
+    part       text PRIMARY KEY,
+    digest     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"""
 
-    def create(cursor):
-        d = cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        return d.addCallback(lambda _: cursor.execute(sql))
+
+async def apply_schema(database: Database, part: str, unless_applied: bool = False) -> None:
+    """Create what part C{part} of schema.sql describes, if it is missing.
+
+    With C{unless_applied}, nothing is done when this very text of the part
+    was applied last: a daemon that starts beside others under load (a
+    rolling restart) does not queue its CREATE INDEX ... IF NOT EXISTS, which
+    locks the table first and looks second, behind their writes (and them
+    behind it, into deadlocks)."""
+    sql = schema_parts(schema_path().read_text())[part]
+    digest = hashlib.sha256(sql.encode()).hexdigest()
+
+    async def create(cursor):
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        await cursor.execute(_APPLIED)
+        if unless_applied:
+            await cursor.execute("SELECT digest FROM schema_applied WHERE part = %s", (part,))
+            row = cursor.fetchone()
+            if row is not None and row[0] == digest:
+                return
+        await cursor.execute(sql)
+        await cursor.execute(
+            "INSERT INTO schema_applied (part, digest) VALUES (%s, %s) ON CONFLICT (part)"
+            " DO UPDATE SET digest = excluded.digest, applied_at = now()", (part, digest))
 
     await database.transaction(create)
 
@@ -59,7 +83,7 @@ class Schema(Service):
 
     log = Logger()
 
-    def __init__(self, databases: Iterable[Database], reactor=None) -> None:
+    def __init__(self, databases: Iterable[Database], reactor) -> None:
         self.name = "schema"
         self.databases = list(databases)
         self.reactor = reactor
@@ -77,7 +101,7 @@ class Schema(Service):
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                await apply_schema(database, database.name)
+                await apply_schema(database, database.name, unless_applied=True)
                 return
             except Exception as e:
                 if not is_unavailable(e) or not self.running:
@@ -89,18 +113,12 @@ class Schema(Service):
                         name=database.name,
                         error=describe(e),
                     )
-                self._sleep = task.deferLater(self._clock(), backoff.next(), lambda: None)
+                self._sleep = task.deferLater(self.reactor, backoff.next(), lambda: None)
                 try:
                     await self._sleep
                 finally:
                     self._sleep = None
 
-    def _clock(self):
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            return reactor
-        return self.reactor
 
     def stopService(self) -> None:
         super().stopService()
