@@ -168,7 +168,19 @@ async def buy(shell: Shell, words: List[str]) -> None:
         code = await shell.ask("Security code: ", secret=True, check=_security_code)
     answer = await _pay(shell, [name, number, expires, code], current)
     shell.note_unsaved(None)
-    shell.write(format.purchase(answer, shell.width))
+    shell.write(format.purchase(answer, shell.width, await _number_of(shell, answer)))
+
+
+async def _number_of(shell: Shell, answer: dict) -> Optional[int]:
+    """The buyer's own number of the purchase MakePurchase answered (their
+    first, second...), from their history: not its purchase_id, which
+    counts every buyer's purchases and declined attempts.  None if the
+    history cannot be had now (the purchase is done all the same)."""
+    try:
+        bought = await shell.client.get_buyer_purchases()
+    except ClientError:
+        return None
+    return format.purchase_numbers(bought.get("items", [])).get(answer.get("purchase_id"))
 
 
 # Checks of the card's fields as they are typed (the payments service has
@@ -240,7 +252,7 @@ async def seller_rating(shell: Shell, words: List[str]) -> None:
 
 
 async def history(shell: Shell, words: List[str]) -> None:
-    """history: the buyer's purchases, with dates."""
+    """history: the buyer's purchases, with dates, numbered from their first."""
     arity(words, 0, 0)
     answer = await shell.client.get_buyer_purchases()
     shell.remember(*answer.get("items", []))
@@ -296,7 +308,8 @@ COMMANDS: Dict[str, Command] = command_table(
                 'buy "Alice Smith" 4111111111111111 12/30 123',
                 buy,
                 details="Without arguments the card is asked for, the security code"
-                " without showing it.",
+                " without showing it. 'Purchase 2 done' means your second purchase"
+                " (a declined card uses up no number).",
                 aliases=("checkout",),
             ),
             Command(
@@ -320,6 +333,7 @@ COMMANDS: Dict[str, Command] = command_table(
                 "list what you bought",
                 "history",
                 history,
+                details="PURCHASE numbers your own purchases: 1 is your first.",
                 aliases=("purchases",),
             ),
         ],

@@ -9,7 +9,7 @@ their long text columns (names, keywords) with an ellipsis.
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import wcwidth
 
@@ -284,15 +284,28 @@ def rating(answer: dict) -> str:
     )
 
 
+def purchase_numbers(items: list) -> Dict[object, int]:
+    """The buyer's own number of each purchase in a history's lines (oldest
+    first): 1 for the first one completed, 2 for the next.  The protocol's
+    purchase_id is the marketplace's, counted over every buyer and used up
+    by a declined attempt too, so a person's first purchase may be 7."""
+    numbers: Dict[object, int] = {}
+    for line in items:
+        numbers.setdefault(line.get("purchase_id"), len(numbers) + 1)
+    return numbers
+
+
 def purchases(answer: dict, width: Optional[int] = None) -> str:
-    """A buyer's purchase history, oldest first, with dates."""
+    """A buyer's purchase history, oldest first, with dates; the PURCHASE
+    column counts the buyer's own purchases (L{purchase_numbers})."""
     items = answer.get("items", [])
     if not items:
         return "No purchases yet."
+    numbers = purchase_numbers(items)
     rows = [
         (
             date(p.get("purchased_at", "")),
-            p.get("purchase_id", ""),
+            numbers[p.get("purchase_id")],
             p["item_id"],
             p["item_name"],
             p["quantity"],
@@ -313,12 +326,13 @@ def purchases(answer: dict, width: Optional[int] = None) -> str:
     )
 
 
-def purchase(answer: dict, width: Optional[int] = None) -> str:
-    """What MakePurchase bought."""
+def purchase(answer: dict, width: Optional[int] = None, number: Optional[int] = None) -> str:
+    """What MakePurchase bought; C{number} is the buyer's own number of
+    this purchase (L{purchase_numbers}), if known."""
     items = answer.get("items", [])
+    done = "Purchase done:" if number is None else f"Purchase {number} done:"
     head = (
-        f"Purchase {answer.get('purchase_id', '?')} done:"
-        f" {plural(sum(i.get('quantity', 0) for i in items), 'unit')}"
+        f"{done} {plural(sum(i.get('quantity', 0) for i in items), 'unit')}"
         f" for {money(answer.get('total', 0))}."
     )
     if not items:
@@ -354,6 +368,7 @@ __all__ = [
     "cart",
     "seller_items",
     "rating",
+    "purchase_numbers",
     "purchases",
     "purchase",
     "feedback",

@@ -528,6 +528,30 @@ class BuyerShellTests(unittest.TestCase):
         self.assertIn("there is no command 'nope'", out)
         self.assertEqual(await cli.end(), EXIT_FAILED)
 
+    async def test_purchases_are_numbered_from_the_buyers_first(self):
+        """A declined card uses up a purchase_id (the marketplace's), not a
+        number of the buyer's: their first purchase reads 'Purchase 1 done',
+        and the history numbers it 1 too."""
+        market = await start_marketplace(self)
+        seller, (mug, lamp) = await seller_with_items(self, market)
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        card = '"Bea B" 4111111111111111 12/30 123'
+        market.set_approval_rate(0)
+        out = await cli.run(f"add {mug}", f"buy {card}")
+        self.assertIn("declined", out)
+        market.set_approval_rate(1.0)
+        out = await cli.run(f"buy {card}")
+        self.assertTrue(out.startswith("Purchase 1 done: 1 unit for 4.50.\n"), out)
+        out = await cli.run(f"add {lamp} 2", f"buy {card}")
+        self.assertIn("Purchase 2 done: 2 units for 24.00.\n", out)
+        rows = [line.split() for line in (await cli.run("history")).splitlines()[2:4]]
+        self.assertEqual([row[2:4] for row in rows], [["1", mug], ["2", lamp]])
+        self.assertEqual(
+            format.purchase_numbers([{"purchase_id": 7}, {"purchase_id": 7}, {"purchase_id": 9}]),
+            {7: 1, 9: 2},
+        )
+
 
 class InteractiveTests(unittest.TestCase):
     """A person at a terminal: prompts, secrets not echoed."""
