@@ -95,6 +95,16 @@ async def connect_when_up(port: int, daemon: _Daemon) -> WireClient:
     raise AssertionError("the daemon did not listen within 60 s")
 
 
+async def line_with(daemon: _Daemon, text: str) -> str:
+    """The first line of the daemon's log with C{text}, once there is one."""
+    for _ in range(600):
+        for line in daemon.log().splitlines():
+            if text in line:
+                return line
+        await task.deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"no line with {text!r}:\n" + daemon.log())
+
+
 class DaemonTests(unittest.TestCase):
     timeout = 180
 
@@ -114,6 +124,12 @@ class DaemonTests(unittest.TestCase):
             "--data-dir", str(data),
         )
         seller = await connect_when_up(seller_port, seller_daemon)
+        # One process: ready once it listens, with the seller's program.
+        ready = await line_with(seller_daemon, "ready: ")
+        self.assertTrue(ready.endswith(
+            f"] ready: seller {seller_port}; in another terminal run"
+            f" {TWISTD.parent / 'marketplace-seller-cli'} localhost {seller_port}"
+        ), ready)
         buyer_daemon = start_daemon(
             self, cwd, "marketplace-buyer", "--listen", f"tcp:{buyer_port}:interface=127.0.0.1",
             "--data-dir", str(data),
@@ -179,13 +195,9 @@ class DaemonTests(unittest.TestCase):
         client.transport.loseConnection()
         # SIGTERM to the process group (make run's, at a kill of make): the
         # worker gets it, and again from worker 0; it stops once, quietly.
-        for _ in range(600):  # worker 1 up and serving too: the ready line
-            if "ready: " in daemon.log():
-                break
-            await task.deferLater(reactor, 0.1, lambda: None)
+        ready = await line_with(daemon, "ready: ")  # worker 1 serving too
         self.assertEqual(daemon.log().count("payments service listening on"), 2, daemon.log())
         # No terminal program for this service, no metrics to watch.
-        [ready] = [line for line in daemon.log().splitlines() if "ready: " in line]
         self.assertTrue(ready.endswith(f"] ready: payments {port}"), ready)
         worker = int(re.search(r"worker 1 started \(pid (\d+)\)", daemon.log()).group(1))
         os.kill(worker, signal.SIGTERM)
