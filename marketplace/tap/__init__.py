@@ -27,7 +27,7 @@ from marketplace.payments import paymentsecret
 from marketplace.payments.apis import PaymentApis
 from marketplace.payments.paymentclient import PaymentsClient
 from marketplace.seller.apis import SellerApis
-from marketplace.server import config
+from marketplace.server import config, secretfiles
 from marketplace.server.limits import OPTIONS as LIMIT_OPTIONS
 from marketplace.server.limits import Limits, ensure_file_limit, from_options, listen_descriptions
 from marketplace.server.housekeeping import sweep_sessions
@@ -407,14 +407,18 @@ def _watched(options, listen: dict, reactor=None) -> IService:
             metrics = worker_description(metrics, getattr(options, "worker_number", 0))
         except ValueError as e:
             raise usage.UsageError(str(e))
-    top = build(
-        listen,
-        options.settings,
-        reactor,
-        options.limits,
-        metrics,
-        account_limits=getattr(options, "account_limits", None),
-    )
+    try:
+        top = build(
+            listen,
+            options.settings,
+            reactor,
+            options.limits,
+            metrics,
+            account_limits=getattr(options, "account_limits", None),
+        )
+    except secretfiles.UnsafeSecretFile as e:
+        # Before anything runs: one line and exit status 1, no traceback.
+        raise SystemExit(f"marketplace: {e}")
     if options.get("log-json") and not getattr(options, "worker", False):
         log_json_to(top, options["log-json"])
     return top
