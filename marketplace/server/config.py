@@ -44,6 +44,9 @@ DEFAULTS = {
     "settle_after": DEFAULT_SETTLE_AFTER,
     "payments_secret": None,
     "unsafe_async_commit": False,
+    "customer_owner_db": None,
+    "product_owner_db": None,
+    "payments_owner_db": None,
 }
 
 
@@ -88,6 +91,12 @@ class Settings:
     # Answer writes before their commit reaches the disk: faster, but a
     # crash of PostgreSQL (even of one backend) may lose acknowledged writes.
     unsafe_async_commit: bool = False
+    # The connections of the role that owns each database's tables and
+    # applies schema.sql (postgres/roles.py); None: the service connection
+    # itself, as when it is a superuser's.
+    customer_owner_db: Optional[str] = None
+    product_owner_db: Optional[str] = None
+    payments_owner_db: Optional[str] = None
 
     @property
     def embedded(self) -> bool:
@@ -123,6 +132,10 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
     customer = raw["customer_db"] or raw["product_db"]
     product = raw["product_db"] or raw["customer_db"]
     payments_db = raw["payments_db"] or product
+    owners = _owners(
+        {"customer": customer, "product": product, "payments": payments_db},
+        {name: raw[f"{name}_owner_db"] for name in ("customer", "product", "payments")},
+    )
     try:
         pool_size = int(raw["pool_size"])
         timeout = float(raw["session_timeout"])
@@ -163,4 +176,23 @@ def load(options: Mapping, env: Optional[Mapping[str, str]] = None) -> Settings:
         payments_timeout=payments_timeout,
         settle_after=settle_after,
         payments_secret=raw["payments_secret"],
+        customer_owner_db=owners["customer"],
+        product_owner_db=owners["product"],
+        payments_owner_db=owners["payments"],
     )
+
+
+def _owners(service: Mapping[str, Optional[str]], given: Mapping[str, Optional[str]]) -> dict:
+    """The owner connection of each database: the one given for it, else
+    the one given for another database of the same service connection
+    (customer and product data in one database, say), else None."""
+    owners = {}
+    for name, dsn in service.items():
+        owner = given[name]
+        if owner is None:
+            owner = next(
+                (given[other] for other, same in service.items() if same == dsn and given[other]),
+                None,
+            )
+        owners[name] = owner
+    return owners

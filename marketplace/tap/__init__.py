@@ -71,6 +71,13 @@ _PAYMENTS_DB = (
     "Payments database (card authorisations): a libpq connection string or URI."
 )
 
+_PAYMENTS_OWNER_DB = [
+    ["payments-owner-db", None, None,
+     "Connection of the role that owns the payments tables, to apply schema.sql"
+     " with (see marketplace-db-roles). Default: that of another database with the"
+     " same connection, else the payments database's own connection."],
+]
+
 # Options of every daemon about watching it (marketplace.observability.monitor, logs.py).
 _MONITORING = [
     ["metrics", None, None,
@@ -191,6 +198,14 @@ class _ShopOptions(_DaemonOptions):
         ["product-db", None, None,
          "Product database (items, carts, purchases, feedback). Default: the"
          " customer database if one is set, else the embedded server."],
+        ["customer-owner-db", None, None,
+         "Connection of the role that owns the customer database's tables, to"
+         " apply schema.sql with (see marketplace-db-roles). Default: the customer"
+         " database's own connection."],
+        ["product-owner-db", None, None,
+         "Connection of the role that owns the product database's tables."
+         " Default: the customer one if both data share a database, else the"
+         " product database's own connection."],
         ["session-timeout", None, _default("session_timeout"),
          "Seconds without a request after which a session ends."],
     ] + ACCOUNT_OPTIONS
@@ -219,7 +234,7 @@ class PaymentsOptions(_DaemonOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: $MARKETPLACE_PRODUCT_DB (or $MARKETPLACE_CUSTOMER_DB)"
          " if set, else the embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE + _PAYMENTS_SECRET
+    ] + _PAYMENTS_OWNER_DB + _PAYMENTS_SERVICE + _PAYMENTS_SECRET
 
     def opt_listen(self, description: str) -> None:  # help: the row above
         self._add_endpoint("listen", description)
@@ -249,7 +264,7 @@ class AllOptions(_ShopOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: the product database if one is set, else the"
          " embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
+    ] + _PAYMENTS_OWNER_DB + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
 
     # The help of each is its row above.
     def opt_seller_listen(self, description: str) -> None:
