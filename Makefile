@@ -62,9 +62,9 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
 
 # A development CA and a server certificate for localhost in ./certs (see
-# marketplace/server/devcerts.py), for trying TLS out; never for production.
+# marketplace/daemon/devcerts.py), for trying TLS out; never for production.
 dev-certs: install
-	$(BIN)/python -m marketplace.server.devcerts certs
+	$(BIN)/python -m marketplace.daemon.devcerts certs
 
 # The benchmark of docs/PERFORMANCE.md: starts the marketplace on a
 # throwaway embedded database on ports 9080-9082, runs marketplace-bench

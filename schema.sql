@@ -44,7 +44,7 @@ BEGIN
 END
 $$;
 
--- Failed logins of each username, per role (marketplace/server/limits.py): the
+-- Failed logins of each username, per role (marketplace/customer/accounts.py): the
 -- attempts that did not succeed since window_start.  Login answers
 -- RATE_LIMITED while a window holds too many; rows of windows that have
 -- passed are swept away.  Usernames need not have an account here.
@@ -84,13 +84,16 @@ WHERE a.username <> lower(a.username)
   );
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
--- came with a request_key, filed under its scope (role and account, or
--- role and username for CreateAccount) and the key, and written in the
--- same statement or transaction as the change itself.  A repeat finds the
--- key taken (the primary key), changes nothing and gets this answer; its
--- request (a SHA-256 of the API and payload) must match.  Swept once older
--- than marketplace/server/requestkeys.py KEEP_FOR.  The BRIN index costs a
--- write next to nothing and finds old rows for the sweep.
+-- came with a request_key, filed under its scope (role and session key, or
+-- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
+-- and the key, and written in the same statement or transaction as the
+-- change itself.  A repeat finds the key taken (the primary key), changes
+-- nothing and gets this answer; its request (a SHA-256 of the API and
+-- payload) must match.  The answer is the payload's JSON, or for a cart a
+-- JSON array of its lines [item id, quantity, price], a few bytes a line
+-- (marketplace/product/apisql.py, FILED_ANSWER).  Swept once older than
+-- requestkeys.keep_for.  The BRIN index costs a write next to nothing and
+-- finds old rows for the sweep.
 CREATE TABLE IF NOT EXISTS request_keys (
     scope      text NOT NULL,
     key        text NOT NULL,
@@ -292,13 +295,16 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
--- came with a request_key, filed under its scope (role and account, or
--- role and username for CreateAccount) and the key, and written in the
--- same statement or transaction as the change itself.  A repeat finds the
--- key taken (the primary key), changes nothing and gets this answer; its
--- request (a SHA-256 of the API and payload) must match.  Swept once older
--- than marketplace/server/requestkeys.py KEEP_FOR.  The BRIN index costs a
--- write next to nothing and finds old rows for the sweep.
+-- came with a request_key, filed under its scope (role and session key, or
+-- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
+-- and the key, and written in the same statement or transaction as the
+-- change itself.  A repeat finds the key taken (the primary key), changes
+-- nothing and gets this answer; its request (a SHA-256 of the API and
+-- payload) must match.  The answer is the payload's JSON, or for a cart a
+-- JSON array of its lines [item id, quantity, price], a few bytes a line
+-- (marketplace/product/apisql.py, FILED_ANSWER).  Swept once older than
+-- requestkeys.keep_for.  The BRIN index costs a write next to nothing and
+-- finds old rows for the sweep.
 CREATE TABLE IF NOT EXISTS request_keys (
     scope      text NOT NULL,
     key        text NOT NULL,
@@ -308,6 +314,18 @@ CREATE TABLE IF NOT EXISTS request_keys (
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys USING brin (created_at);
+
+-- The keyed writes of each account in its current window (requestkeys.py,
+-- KEY_WINDOW): beyond its share (--request-keys-per-minute) a keyed write
+-- is RATE_LIMITED, which bounds the rows one account's keys can fill.
+-- Rows of windows that have passed are swept away.
+CREATE TABLE IF NOT EXISTS request_key_counts (
+    role         text NOT NULL,
+    account_id   bigint NOT NULL,
+    window_start timestamptz NOT NULL DEFAULT now(),
+    keys         integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (role, account_id)
+);
 
 -- database: payments
 

@@ -1,2 +1,2 @@
 """Terminal programs for the marketplace: marketplace-buyer-cli and
-marketplace-seller-cli, line-based shells on L{marketplace.client}."""
+marketplace-seller-cli, line-based shells on L{marketplace.clientlib}."""

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Dict, List, Optional
 
 from marketplace.payments import cards
-from marketplace.client import BuyerClient, ClientError
+from marketplace.clientlib import BuyerClient, ClientError
 
 from clients import format
 from clients.shell import (

@@ -28,9 +28,9 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from marketplace.server import tls
-from marketplace.client import ClientError, endpoint_description
-from marketplace.client.connection import DEFAULT_DEADLINE
+from marketplace.clientlib import tls
+from marketplace.clientlib import ClientError, endpoint_description
+from marketplace.clientlib.connection import DEFAULT_DEADLINE
 from clients.format import wrap
 from clients.shell import Command, Shell, Terminal
 

@@ -6,7 +6,7 @@ Usage: marketplace-seller-cli [HOST [PORT]] | --connect ENDPOINT
 
 from typing import Dict, List, Optional
 
-from marketplace.client import SellerClient
+from marketplace.clientlib import SellerClient
 
 from clients import format
 from clients.shell import (

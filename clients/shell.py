@@ -2,7 +2,7 @@
 
 A L{Shell} reads commands one line at a time (from a person at a terminal or
 from a script piped in), runs them one after the other through a
-L{marketplace.client} client, and writes the answers as text.  Which
+L{marketplace.clientlib} client, and writes the answers as text.  Which
 commands there are is the business of L{clients.buyer} and
 L{clients.seller}; the words of a line are split like a shell's (quotes
 group words, C{#} starts a comment).
@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
-from marketplace.client import ClientError
+from marketplace.clientlib import ClientError
 from marketplace.contract.errors import USERNAME_TAKEN
 
 from clients import format

@@ -117,7 +117,7 @@ class Daemon:
             children = psutil.Process(self.pid).children()
         except psutil.Error:
             return []
-        return [c.pid for c in children if "marketplace.server.workers" in " ".join(_cmdline(c))]
+        return [c.pid for c in children if "marketplace.daemon.workers" in " ".join(_cmdline(c))]
 
     def postmaster(self) -> Optional[int]:
         """Pid of the embedded PostgreSQL, from its postmaster.pid."""

@@ -21,12 +21,12 @@ from typing import Any, Dict, Optional
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, connectProtocol
 
-from marketplace.client.wire import FramedJsonClient
+from marketplace.clientlib.wire import FramedJsonClient
 from marketplace.customer.accounts import AccountLimits
 from marketplace.postgres import schema
 from marketplace.postgres.database import Database
-from marketplace.server.config import Settings
-from marketplace.tap import build
+from marketplace.daemon.config import Settings
+from marketplace.daemon.build import build
 from tests.db import test_dsns
 
 _EMPTY_ALL_TABLES = """

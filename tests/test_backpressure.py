@@ -15,9 +15,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from marketplace.server.limits import Limits
-from marketplace.server.protocol import FrameFactory
-from marketplace.tap import build
+from marketplace.frame.limits import Limits
+from marketplace.frame.protocol import FrameFactory
+from marketplace.daemon.build import build
 from tests.support import (
     _later,
     connect,
@@ -282,8 +282,8 @@ class TlsSlowReaderTests(unittest.TestCase):
     async def test_unsent_answers_stay_within_the_bound_under_tls(self):
         from twisted.internet.endpoints import serverFromString
 
-        from marketplace.server import tls
-        from marketplace.server.devcerts import make_dev_certs
+        from marketplace.clientlib import tls
+        from marketplace.daemon.devcerts import make_dev_certs
 
         certs = make_dev_certs(self.mktemp())
         limits = Limits(clock=reactor, max_in_flight=4, max_unsent=self.MAX_UNSENT)

@@ -28,7 +28,7 @@ from clients.shell import (
     take_option,
     whole,
 )
-from marketplace.client import BuyerClient, ClientError, SellerClient
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient
 from marketplace.contract.errors import INVALID_SESSION
 from tests.test_connection_errors import free_port
 from tests.support import _later, start_marketplace

@@ -1,4 +1,4 @@
-"""The client library (marketplace.client) against the real services.
+"""The client library (marketplace.clientlib) against the real services.
 
 L{CuttingProxy} sits between a client and a service to lose connections at
 chosen moments: after the service has answered, before the client hears
@@ -22,9 +22,9 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
-from marketplace.client.failover import FailoverEndpoint
-from marketplace.client.wire import FramedJsonClient
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.clientlib.failover import FailoverEndpoint
+from marketplace.clientlib.wire import FramedJsonClient
 from marketplace.contract.errors import (
     BAD_REQUEST,
     EMPTY_CART,
@@ -39,7 +39,7 @@ from marketplace.contract.errors import (
     USERNAME_TAKEN,
     ApiError,
 )
-from marketplace.server.writes import framed
+from marketplace.frame.writes import framed
 from tests.support import start_marketplace
 
 #: What MakePurchase and ProvideFeedback may answer while their server side

@@ -11,8 +11,8 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
-from marketplace.server import config
-from marketplace.tap import AllOptions, BuyerOptions
+from marketplace.daemon import config
+from marketplace.daemon.options import AllOptions, BuyerOptions
 
 # For every option of every plugin: a value for the environment and the
 # setting it gives, then the same for the command line.  An option added
@@ -45,6 +45,7 @@ SAMPLES = {
     "signups-per-address": ("30", 30, "40", 40),
     "signup-window": ("60", 60.0, "90", 90.0),
     "max-sessions": ("3", 3, "4", 4),
+    "request-keys-per-minute": ("30", 30, "40", 40),
     "idle-timeout": ("60", 60.0, "0", 0.0),
     "workers": ("3", 3, "2", 2),
     "listen": ("tcp:9001 tcp:9002", ["tcp:9001", "tcp:9002"], "tcp:9003", ["tcp:9003"]),
@@ -73,7 +74,7 @@ def effective(options, name: str):
     """What the parsed option C{name} came to: a setting, a limit or the
     option's own value."""
     attribute = name.replace("-", "_")
-    holders = (options.settings, options.limits, getattr(options, "account_limits", None))
+    holders = (options.settings, options.settings.limits, options.settings.accounts)
     for holder in holders:
         if holder is not None and hasattr(holder, attribute):
             return getattr(holder, attribute)

@@ -7,10 +7,10 @@ import socket
 from twisted.internet import protocol, reactor
 from twisted.trial import unittest
 
-from marketplace.client import BuyerClient, ClientError
+from marketplace.clientlib import BuyerClient, ClientError
 from marketplace.contract.errors import UNAVAILABLE
-from marketplace.server import tls
-from marketplace.server.devcerts import make_dev_certs
+from marketplace.clientlib import tls
+from marketplace.daemon.devcerts import make_dev_certs
 from tests.support import empty_databases, start_plain_and_tls, test_settings
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from marketplace.client import BuyerClient, ClientError, SellerClient
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient
 from tests.db import test_dsns
 from tests.faultproxy import (
     DOWN,

@@ -2,7 +2,7 @@
 
 Two daemons on one data folder share one embedded PostgreSQL, which stops
 when the last of them stops.  The daemons are started with the twistd
-options README.md gives for the foreground, from one working folder.
+options docs/OPERATING.md gives for the foreground, from one working folder.
 """
 
 import os
@@ -25,14 +25,14 @@ TWISTD = Path(sys.executable).parent / "twistd"
 
 
 def readme_foreground_options() -> list:
-    """The twistd options before the plugin in README's foreground commands
+    """The twistd options before the plugin in docs/OPERATING.md's foreground commands
     (all the same), e.g. C{["--nodaemon", "--pidfile="]}."""
     found = set(
-        re.findall(r"^ +\.venv/bin/twistd (.*?) marketplace\S* ", (ROOT / "README.md").read_text(),
+        re.findall(r"^ +\.venv/bin/twistd (.*?) marketplace\S* ", (ROOT / "docs" / "OPERATING.md").read_text(),
                    re.M)
     )
     foreground = [line for line in found if "--nodaemon" in line.split()]
-    assert len(foreground) == 1, f"README's foreground commands: {found}"
+    assert len(foreground) == 1, f"docs/OPERATING.md's foreground commands: {found}"
     return foreground[0].split()
 
 
@@ -63,7 +63,7 @@ class _Daemon(protocol.ProcessProtocol):
 
 def start_daemon(testcase, cwd: Path, plugin: str, *args: str, **variables: str) -> _Daemon:
     """Run C{twistd OPTIONS PLUGIN ARGS} with this checkout's code, the
-    foreground OPTIONS of README.md and the environment C{variables};
+    foreground OPTIONS of docs/OPERATING.md and the environment C{variables};
     killed after the test."""
     daemon = _Daemon()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}

@@ -6,7 +6,7 @@ import psycopg2
 from twisted.trial import unittest
 
 from marketplace.contract.errors import INVALID_SESSION, ApiError
-from marketplace.server.dispatch import Api, Dispatcher, Reply, Session
+from marketplace.frame.dispatch import Api, Dispatcher, Reply, Session
 
 
 def frame(api, session_id=None, payload=None):

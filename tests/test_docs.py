@@ -33,16 +33,20 @@ class SelfContainedTests(SynchronousTestCase):
                 offenders.append(str(path.relative_to(ROOT)))
         self.assertEqual(offenders, [])
 
-    def test_readme_links_exist(self):
-        """Every relative link of README.md names a file of the project."""
-        readme = (ROOT / "README.md").read_text(encoding="utf-8")
-        links = re.findall(r"\]\(([^)#\s]+)\)", readme)
-        missing = [
-            link for link in links
-            if "://" not in link and not (ROOT / link).exists()
-        ]
-        self.assertIn("docs/PROTOCOL.md", links)
+    def test_links_exist(self):
+        """Every relative link of README.md and of docs/ names a file of the
+        project, and the README leads to every document of docs/."""
+        documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        missing = []
+        for document in documents:
+            text = document.read_text(encoding="utf-8")
+            for link in re.findall(r"\]\(([^)#\s]+)\)", text):
+                if "://" not in link and not (document.parent / link).exists():
+                    missing.append(f"{document.relative_to(ROOT)}: {link}")
         self.assertEqual(missing, [])
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        for document in documents[1:]:
+            self.assertIn(f"](docs/{document.name})", readme)
 
     def test_protocol_reference_lists_every_error_code(self):
         """docs/PROTOCOL.md names every error code the servers can send."""

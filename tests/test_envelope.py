@@ -6,7 +6,7 @@ from decimal import Decimal
 from twisted.trial import unittest
 
 from marketplace.contract.errors import BAD_REQUEST, ApiError
-from marketplace.server import envelope
+from marketplace.frame import envelope
 
 
 def request(**fields) -> bytes:

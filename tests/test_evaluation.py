@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from marketplace.client import endpoint_description
+from marketplace.clientlib import endpoint_description
 from marketplace.cluster import benchmark, evaluate, observe, report
 from tests.support import layout_dsns, layout_of, start_marketplace
 

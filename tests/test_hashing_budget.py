@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from marketplace.contract.errors import RATE_LIMITED, ApiError
 from marketplace.customer.accounts import AccountLimits
 from marketplace.customer.passwords import HashingBudget
-from marketplace.tap import build
+from marketplace.daemon.build import build
 from tests.support import (
     WireClient,
     _later,
@@ -207,7 +207,7 @@ class SourceTests(unittest.SynchronousTestCase):
     def test_addresses(self):
         from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-        from marketplace.server.protocol import source_of
+        from marketplace.frame.protocol import source_of
 
         self.assertEqual(source_of(IPv4Address("TCP", "203.0.113.9", 4000)), "203.0.113.9")
         # One IPv6 host usually has a whole /64.

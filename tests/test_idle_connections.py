@@ -14,7 +14,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from marketplace.server.limits import Limits
+from marketplace.frame.limits import Limits
 from tests.support import connect, payload_of, start_marketplace
 from tests.test_crash_pools import ITEM
 from tests.test_purchase import CARD

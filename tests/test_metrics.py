@@ -17,9 +17,9 @@ from twisted.web.client import Agent, readBody
 from marketplace.observability.logs import json_observer
 from marketplace.observability.metrics import Metrics
 from marketplace.observability.monitor import MonitorServer, worker_description
-from marketplace.server.dispatch import Api, Dispatcher
-from marketplace.server.limits import Limits
-from marketplace.tap import build
+from marketplace.frame.dispatch import Api, Dispatcher
+from marketplace.frame.limits import Limits
+from marketplace.daemon.build import build
 from tests.support import (
     _later,
     assert_error,

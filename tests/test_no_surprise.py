@@ -7,7 +7,7 @@ from decimal import Decimal
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from marketplace.client import ClientError
+from marketplace.clientlib import ClientError
 from tests.support import open_database, start_marketplace
 from tests.test_cli import buyer_shell
 from tests.test_client import logged_in_buyer, seller_with_items, service

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from marketplace.buyer.apis import BuyerApis
 from marketplace.seller.apis import SellerApis
-from marketplace.server.statements import SEPARATE
+from marketplace.product.statements import SEPARATE
 from tests.support import assert_error, connect, payload_of, start_marketplace
 from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import seller_session

@@ -5,7 +5,8 @@ from twisted.internet import task
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
-from marketplace.postgres.outage import REMIND_EVERY, LogLimiter, Outage, describe
+from marketplace.frame.quietlog import LogLimiter, describe
+from marketplace.postgres.outage import REMIND_EVERY, Outage
 
 
 class LogLimiterTests(unittest.SynchronousTestCase):

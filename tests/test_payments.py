@@ -12,8 +12,8 @@ from twisted.trial import unittest
 
 from marketplace.payments import cards, paymentsecret
 from marketplace.payments.apis import PaymentApis
-from marketplace.server import config
-from marketplace.tap import AllOptions, PaymentsOptions
+from marketplace.daemon import config
+from marketplace.daemon.options import AllOptions, PaymentsOptions
 from tests.support import (
     PAYMENTS_SECRET,
     RunningMarketplace,

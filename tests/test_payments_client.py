@@ -1,5 +1,5 @@
 """The buyer service's client of the payments service
-(marketplace.payments.paymentclient), against a tiny fake server of the
+(marketplace.buyer.paymentclient), against a tiny fake server of the
 framing: what it sends, and how answers, silence and lost connections come
 back to its caller."""
 
@@ -7,7 +7,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from marketplace.contract.errors import NOT_FOUND, UNAVAILABLE
-from marketplace.payments.paymentclient import (
+from marketplace.buyer.paymentclient import (
     PaymentsClient,
     PaymentsError,
     PaymentsUnavailable,

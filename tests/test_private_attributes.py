@@ -5,7 +5,7 @@ marketplace/postgres/database.py subclasses txpostgres's cursor and
 connection (C{_QuickCursor} overrides C{Cursor._doit} and
 C{continuePolling}, C{_Connection} overrides C{_runInteraction} and reads
 C{_connection}, C{_cursors}, C{_pollingD}), and
-marketplace/server/writes.py writes to a TCP transport's socket itself
+marketplace/frame/writes.py writes to a TCP transport's socket itself
 after reading its buffers (C{_tempDataLen}, C{dataBuffer}, C{offset},
 C{_writeDisconnected}).  The workers share ports through the private
 fields of Twisted's endpoints and hook ProcessMonitor's
@@ -40,7 +40,7 @@ from twisted.runner.procmon import ProcessMonitor
 from twisted.trial import unittest
 from txpostgres import reconnection, txpostgres
 
-from marketplace.server.writes import framed, write_now
+from marketplace.frame.writes import framed, write_now
 from tests.support import open_database
 
 
@@ -81,9 +81,9 @@ class PrivateCase(unittest.TestCase):
 
 QUICK = "marketplace/postgres/database.py (_QuickCursor)"
 CONNECTION = "marketplace/postgres/database.py (_Connection)"
-WRITES = "marketplace/server/writes.py (write_now)"
-WORKERS = "marketplace/server/workers.py"
-FRAMES = "marketplace/server/protocol.py (FrameProtocol.idle)"
+WRITES = "marketplace/frame/writes.py (write_now)"
+WORKERS = "marketplace/daemon/workers.py"
+FRAMES = "marketplace/frame/protocol.py (FrameProtocol.idle)"
 
 
 class _FakeRaw:
@@ -338,7 +338,7 @@ class TcpTransportTests(PrivateCase):
                         WRITES)
         self.expect(isinstance(server.bufferSize, int), "twisted.internet.tcp.Server.bufferSize",
                     "the unsent bytes above which a producer is paused",
-                    "marketplace/server/writes.py (limit_unsent)")
+                    "marketplace/frame/writes.py (limit_unsent)")
 
     async def test_buffers(self):
         server, client = await self.connection(6)

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from marketplace.server.protocol import FrameFactory
+from marketplace.frame.protocol import FrameFactory
 
 
 def framed(body: bytes) -> bytes:

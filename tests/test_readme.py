@@ -1,7 +1,8 @@
-"""README.md as tested: its transcripts and code, run in the order shown on a
-fresh marketplace, must print what the README says they print.
+"""README.md and docs/USING.md as tested: their transcripts and code, run in
+the order shown (the README's tour first) on a fresh marketplace, must print
+what the documents say they print.
 
-The blocks are read from README.md itself:
+The blocks are read from the documents themselves:
 
 - a ```` ```console ```` block that starts with ``$ .venv/bin/marketplace-…-cli``
   is a person's session: each prompt's line (``seller sam> items``) and each
@@ -38,7 +39,8 @@ from tests.test_cli import (
     waiting_for_input,
 )
 
-README = os.path.join(ROOT, "README.md")
+# The documents whose blocks run, in this order, on one marketplace.
+DOCUMENTS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "USING.md")]
 PASSWORD = "correct-horse-7"
 SECRETS = {
     "Password: ": PASSWORD,
@@ -90,9 +92,10 @@ class ReadmeTests(unittest.TestCase):
     timeout = 300
 
     async def test_readme(self):
-        with open(README, encoding="utf-8") as f:
-            text = f.read()
-        found = steps(text)
+        found = []
+        for document in DOCUMENTS:
+            with open(document, encoding="utf-8") as f:
+                found += steps(f.read())
         kinds = [kind for kind, _, _ in found]
         # The transcripts the README must have, so that none is lost unseen.
         self.assertEqual(kinds.count("session"), 2, kinds)

@@ -2,11 +2,14 @@
 answer and changes nothing, on both layouts of the databases."""
 
 import uuid
+from dataclasses import replace
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from marketplace.server import requestkeys
+from marketplace.customer.accounts import session_key
+from marketplace.product import apisql
+from marketplace.postgres import requestkeys
 from tests.support import assert_error, connect, on_both_layouts, payload_of
 from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import PHONE_CASE
@@ -16,8 +19,7 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
-@on_both_layouts
-class KeyedWrites(BuyerTestCase):
+class KeyedCase(BuyerTestCase):
     """A seller with an item, a buyer, and their connections.  On one
     database AddItemToCart, ChangeItemPrice and UpdateUnitsForSale file
     their answer in their one statement."""
@@ -47,6 +49,12 @@ class KeyedWrites(BuyerTestCase):
 
     async def cart(self) -> dict:
         return payload_of(self, await self.buyer.request("DisplayCart", {}, self.session))
+
+
+
+@on_both_layouts
+class KeyedWrites(KeyedCase):
+    """A repeated write gets the first answer and changes nothing."""
 
     async def test_add_to_cart_adds_once(self):
         key = new_key()
@@ -227,6 +235,158 @@ class KeyedWrites(BuyerTestCase):
         await requestkeys.sweep(backend.product, 300)
         rows = await backend.product.query("SELECT count(*) FROM request_keys")
         self.assertEqual(rows[0][0], 0)
+
+
+CARD = {"name": "Bob", "card_number": "4111111111111111",
+        "expiration_date": "12/99", "security_code": "123"}
+
+
+def service_apis(market, name: str):
+    """The APIs object (BuyerApis, SellerApis) behind a running service."""
+    server = next(s for s in market.top if getattr(s, "name", None) == name)
+    dispatcher = server.factory.handle_frame.__self__
+    return dispatcher.apis["GetSellerRating"].handler.__self__
+
+
+@on_both_layouts
+class AbuseOfKeys(KeyedCase):
+    """What a security review of the request keys found (issue 28): the
+    table a key fills stays bounded, a key is checked like any text, one
+    key is one request on every API, and a key belongs to its session."""
+
+    async def fill_cart(self, lines: int) -> list:
+        """Items with long random names, C{lines} of them in the active
+        cart (written straight into the tables: quicker than the APIs)."""
+        product = self.market.backend().product
+        rows = await product.query(
+            "INSERT INTO items (seller_id, name, category, keywords, condition, price, quantity)"
+            " SELECT %s, md5(random()::text), 3, '{}', 'new', 1.25, 1000"
+            " FROM generate_series(1, %s) RETURNING id",
+            (self.seller_id, lines),
+        )
+        await product.execute(
+            "INSERT INTO active_cart_lines (session_key, buyer_id, item_id, quantity)"
+            " SELECT %s, %s, id, 1 FROM unnest(%s::bigint[]) AS id",
+            (session_key(self.session), self.buyer_id, [r[0] for r in rows]),
+        )
+        return [f"3-{r[0]}" for r in rows]
+
+    def limit_keys(self, per_window: int) -> None:
+        for name in ("buyer", "seller"):
+            accounts = service_apis(self.market, name).accounts
+            accounts.limits = replace(accounts.limits, request_keys_per_minute=per_window)
+
+    async def key_table(self) -> tuple:
+        """(rows, bytes) of request_keys on the product database."""
+        rows = await self.market.backend().product.query(
+            "SELECT count(*), coalesce(sum(pg_column_size(k.*)), 0) FROM request_keys AS k"
+        )
+        return rows[0]
+
+    async def test_a_flood_of_fresh_keys_stays_bounded(self):
+        """Fresh keys on a cart of the most lines a cart may hold: no more
+        keys than the account's share of a window are filed, each a
+        compact answer; beyond it the writes are RATE_LIMITED."""
+        items = await self.fill_cart(apisql.MAX_CART_LINES - 1)
+        self.limit_keys(8)
+        add = {"item_id": items[0], "quantity": 1}
+        answers = [await self.buy("AddItemToCart", add, new_key()) for _ in range(12)]
+        codes = [a["error"]["code"] if a["type"] == "error" else "OK" for a in answers]
+        self.assertEqual(codes, ["OK"] * 8 + ["RATE_LIMITED"] * 4)
+        self.assertEqual(len(payload_of(self, answers[0])["cart"]), apisql.MAX_CART_LINES - 1)
+        rows, size = await self.key_table()
+        self.assertEqual(rows, 8)
+        # The cart's answer is over 12 KB; what is filed, a few bytes a line.
+        self.assertGreater(len(str(answers[0])), 12_000)
+        self.assertLess(size, 8 * (apisql.MAX_CART_LINES * 24 + 300))
+
+    async def test_the_limit_counts_every_keyed_write_of_the_account(self):
+        self.limit_keys(2)
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key()))
+        payload_of(self, await self.buy("SaveCart", {}, new_key()))
+        assert_error(self, await self.buy("ClearCart", {}, new_key()), "RATE_LIMITED")
+        # Nothing changed, and writes without a key are not counted.
+        self.assertEqual(len((await self.cart())["cart"]), 1)
+        payload_of(self, await self.buy("ClearCart", {}, None))
+        # The seller's keys are counted apart.
+        payload_of(self, await self.sell("ChangeItemPrice", {"item_id": self.item_id, "price": 3}, new_key()))
+
+    async def test_a_cart_holds_at_most_max_lines(self):
+        items = await self.fill_cart(apisql.MAX_CART_LINES)
+        error = assert_error(
+            self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, None),
+            "BAD_REQUEST",
+        )
+        self.assertIn(str(apisql.MAX_CART_LINES), error["message"])
+        # More units of a line it holds are fine.
+        answer = await self.buy("AddItemToCart", {"item_id": items[0], "quantity": 1}, new_key())
+        self.assertEqual(payload_of(self, answer)["cart"][0]["quantity"], 2)
+
+    async def test_a_repeat_of_a_big_cart_is_the_first_answer_after_prices_change(self):
+        items = await self.fill_cart(40)
+        key = new_key()
+        add = {"item_id": items[3], "quantity": 2}
+        first = await self.buy("AddItemToCart", add, key)
+        payload_of(self, await self.sell("ChangeItemPrice", {"item_id": items[3], "price": 9}, new_key()))
+        payload_of(self, await self.buy("RemoveItemFromCart", {"item_id": items[5], "quantity": 1}, new_key()))
+        self.assertEqual(await self.buy("AddItemToCart", add, key), first)
+        self.assertEqual(payload_of(self, first)["cart"][3]["price_decimal"], "1.25")
+
+    async def test_a_key_with_nul_or_a_lone_surrogate_is_bad_request(self):
+        for key in ("a\u0000b", "a\ud800b"):
+            answer = await self.buyer.request(
+                "CreateAccount", {"username": "erin", "password": "secret-passphrase"},
+                request_key=key,
+            )
+            self.assertIn("request_key", assert_error(self, answer, "BAD_REQUEST")["message"])
+            answer = await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key)
+            assert_error(self, answer, "BAD_REQUEST")
+        self.assertEqual((await self.cart())["cart"], [])
+
+    async def test_make_purchase_refuses_a_key_of_another_request(self):
+        key = new_key()
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key))
+        error = assert_error(self, await self.buy("MakePurchase", CARD, key), "BAD_REQUEST")
+        self.assertIn("request_key", error["message"])
+        history = payload_of(self, await self.buyer.request("GetBuyerPurchases", {}, self.session))
+        self.assertEqual(history["items"], [])
+        # One purchase under a key; the same key with another card and name
+        # is another request.
+        key = new_key()
+        bought = payload_of(self, await self.buy("MakePurchase", CARD, key))
+        other_card = dict(CARD, name="Mallory", card_number="5555555555554444")
+        error = assert_error(self, await self.buy("MakePurchase", other_card, key), "BAD_REQUEST")
+        self.assertIn("request_key", error["message"])
+        again = payload_of(self, await self.buy("MakePurchase", CARD, key))
+        self.assertEqual(again["purchase_id"], bought["purchase_id"])
+
+    async def test_keys_belong_to_the_session(self):
+        """Another session of the same buyer sending a key of the first
+        one's with the same payload gets an answer of its own."""
+        login = await self.buyer.request("Login", {"username": "bob", "password": "secret-passphrase"})
+        other = payload_of(self, login)["session_id"]
+        key = new_key()
+        add = {"item_id": self.item_id, "quantity": 1}
+        payload_of(self, await self.buy("AddItemToCart", add, key))
+        payload_of(self, await self.buy("AddItemToCart", add, new_key()))
+        payload_of(self, await self.buyer.request("Logout", {}, self.session))
+        theirs = payload_of(self, await self.buy("AddItemToCart", add, key, session=other))
+        self.assertEqual(theirs["cart"][0]["quantity"], 1)
+        answer = await self.buyer.request("DisplayCart", {}, other)
+        self.assertEqual(payload_of(self, answer)["cart"][0]["quantity"], 1)
+
+    async def test_a_repeat_after_logout_is_invalid_session(self):
+        key = new_key()
+        add = {"item_id": self.item_id, "quantity": 1}
+        payload_of(self, await self.buy("AddItemToCart", add, key))
+        payload_of(self, await self.buyer.request("Logout", {}, self.session))
+        assert_error(self, await self.buy("AddItemToCart", add, key), "INVALID_SESSION")
+
+    async def test_buyer_and_seller_keys_are_apart(self):
+        key = new_key()
+        payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key))
+        answer = await self.sell("ChangeItemPrice", {"item_id": self.item_id, "price": 2}, key)
+        self.assertEqual(payload_of(self, answer)["price_decimal"], "2.00")
 
 
 class KeyHelpers(unittest.TestCase):

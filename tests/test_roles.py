@@ -16,8 +16,8 @@ from marketplace.postgres import roles
 from marketplace.postgres.database import Database
 from marketplace.postgres.embedded import role_dsn
 from marketplace.postgres.schema import SchemaMissing, apply_schema
-from marketplace.server.service import Backend
-from marketplace.server.config import Settings
+from marketplace.daemon.service import Backend
+from marketplace.daemon.config import Settings
 from tests.db import test_dsns
 
 #: The database of these tests: every part of schema.sql in one.
@@ -228,7 +228,7 @@ class RolesCommandTests(unittest.TestCase):
         from contextlib import redirect_stdout
 
         from marketplace.postgres import rolescli
-        from marketplace.server import secretfiles
+        from marketplace.frame import secretfiles
 
         dsn = test_dsns()["customer"]
         admin = psycopg2.connect(dsn)
@@ -266,7 +266,7 @@ class RolesCommandTests(unittest.TestCase):
 
     def test_a_wide_password_file_is_refused(self):
         from marketplace.postgres import rolescli
-        from marketplace.server import secretfiles
+        from marketplace.frame import secretfiles
 
         passfile = Path(self.mktemp())
         passfile.write_text(roles.pgpass_line(roles.SHOP, "x"))

@@ -1,5 +1,5 @@
 """Secret files are private from the moment they exist, and one that others
-could read or change is refused (marketplace/server/secretfiles.py), for
+could read or change is refused (marketplace/frame/secretfiles.py), for
 each secret file the project writes: the payments secret and the
 development keys."""
 
@@ -11,7 +11,8 @@ from unittest import mock
 from twisted.trial import unittest
 
 from marketplace.payments import paymentsecret
-from marketplace.server import devcerts, secretfiles
+from marketplace.daemon import devcerts
+from marketplace.frame import secretfiles
 
 
 def mode_of(path: Path) -> int:
@@ -118,11 +119,12 @@ class RefusedTests(unittest.TestCase):
             paymentsecret.load_or_create(self.folder)
 
     def test_a_daemon_refuses_to_start_with_one_line(self):
-        from marketplace.tap import PaymentsOptions, make_payments_service
+        from marketplace.daemon.build import make_daemon
+        from marketplace.daemon.options import PaymentsOptions
 
         self.path.chmod(0o644)
         options = PaymentsOptions(environment={})
         options.parseOptions(["--data-dir", str(self.folder)])
         with self.assertRaises(SystemExit) as caught:
-            make_payments_service(options)
+            make_daemon(options)
         self.assertIn("chmod 600", str(caught.exception.code))

@@ -13,8 +13,8 @@ from twisted.trial import unittest
 
 from marketplace.customer.accounts import Accounts
 from marketplace.customer.passwords import Passwords
-from marketplace.server import envelope
-from marketplace.server.dispatch import Call
+from marketplace.frame import envelope
+from marketplace.frame.dispatch import Call
 from tests.support import (
     assert_error,
     connect,

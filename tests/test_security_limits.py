@@ -9,9 +9,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial import unittest
 
-from marketplace.server.limits import Limits
-from marketplace.server.protocol import FrameFactory
-from marketplace.tap import AllOptions, BuyerOptions, SellerOptions
+from marketplace.frame.limits import Limits
+from marketplace.frame.protocol import FrameFactory
+from marketplace.daemon.options import AllOptions, BuyerOptions, SellerOptions
 from tests.test_protocol import framed, frames_in
 
 
@@ -305,10 +305,10 @@ class ListenOptionsTests(unittest.SynchronousTestCase):
         )
         self.assertEqual(
             (
-                options.limits.max_connections,
-                options.limits.max_in_flight,
-                options.limits.frame_timeout,
-                options.limits.idle_timeout,
+                options.settings.limits.max_connections,
+                options.settings.limits.max_in_flight,
+                options.settings.limits.frame_timeout,
+                options.settings.limits.idle_timeout,
             ),
             (7, 2, 1.5, 60.0),
         )
@@ -316,7 +316,7 @@ class ListenOptionsTests(unittest.SynchronousTestCase):
     def test_idle_timeout_default(self):
         options = SellerOptions()
         options.parseOptions([])
-        self.assertEqual(options.limits.idle_timeout, 300.0)
+        self.assertEqual(options.settings.limits.idle_timeout, 300.0)
 
     def test_bad_limits(self):
         for args in (["--max-connections", "0"], ["--frame-timeout", "soon"],

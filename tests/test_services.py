@@ -1,4 +1,4 @@
-"""The service tree of a daemon (marketplace.server.service, periodic.py,
+"""The service tree of a daemon (marketplace.daemon.service, periodic.py,
 tap.build): what it is made of, the order its services start and stop in,
 and the periodic-job mechanism every periodic job uses."""
 
@@ -11,10 +11,10 @@ from twisted.trial import unittest
 from marketplace.postgres.database import Database, DatabaseDown
 from marketplace.postgres.embedded import EmbeddedServer
 from marketplace.postgres.schema import Schema
-from marketplace.server import exits
-from marketplace.server.periodic import PeriodicJob
-from marketplace.server.service import ApiServer, Backend
-from marketplace.tap import build
+from marketplace.daemon import exits
+from marketplace.frame.periodic import PeriodicJob
+from marketplace.daemon.service import ApiServer, Backend
+from marketplace.daemon.build import build
 from tests.support import empty_databases, test_settings
 
 # Nothing listens on port 1: a database there cannot be reached.

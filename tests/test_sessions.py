@@ -4,7 +4,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from marketplace.customer.accounts import session_key
-from marketplace.server.housekeeping import sweep_sessions
+from marketplace.daemon.housekeeping import sweep_sessions
 from tests.support import (
     assert_error,
     connect,

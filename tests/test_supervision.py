@@ -15,8 +15,8 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from marketplace.server import exits, workers
-from marketplace.server.workers import MAX_QUICK_DEATHS, WorkerMonitor
+from marketplace.daemon import exits, workers
+from marketplace.daemon.workers import MAX_QUICK_DEATHS, WorkerMonitor
 
 
 class _Process:

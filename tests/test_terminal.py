@@ -14,8 +14,8 @@ import pyte
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
-from marketplace.client import SellerClient
-from marketplace.server.devcerts import make_dev_certs
+from marketplace.clientlib import SellerClient
+from marketplace.daemon.devcerts import make_dev_certs
 from tests.support import _later, start_marketplace, start_plain_and_tls
 from tests.test_cli import ROOT
 from tests.test_client import make_client, service

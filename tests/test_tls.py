@@ -16,10 +16,10 @@ from twisted.internet.endpoints import (
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.trial import unittest
 
-from marketplace.client import BuyerClient, ClientError, SellerClient
-from marketplace.server import tls
-from marketplace.server.devcerts import main as devcerts_main
-from marketplace.server.devcerts import make_dev_certs
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient
+from marketplace.clientlib import tls
+from marketplace.daemon.devcerts import main as devcerts_main
+from marketplace.daemon.devcerts import make_dev_certs
 from tests.support import (
     WireClient,
     connect,

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from marketplace.observability import top
 from marketplace.observability.metrics import Metrics
-from marketplace.server.dispatch import Api, Dispatcher
+from marketplace.frame.dispatch import Api, Dispatcher
 from tests.support import _later, connect, empty_databases, payload_of, test_settings
 from tests.test_metrics import LOOPBACK, serving
 

@@ -228,7 +228,7 @@ BASKET = 100
 
 
 async def _account(client, username: str) -> None:
-    from marketplace.client import ClientError
+    from marketplace.clientlib import ClientError
 
     try:
         await client.create_account(username, PASSWORD)
@@ -244,7 +244,7 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
     logging in if an earlier run made them; their ids, in order."""
     from twisted.internet import defer
 
-    from marketplace.client import ClientError, SellerClient
+    from marketplace.clientlib import ClientError, SellerClient
 
     client = SellerClient(endpoint, reactor=reactor)
 
@@ -279,7 +279,7 @@ async def _vote_as(client, spec: CatalogSpec, voter: int, items: Sequence[Tuple[
                    first_id: int, progress: Callable[[int], None]) -> None:
     """One voter buys one unit of each item (C{BASKET} to a purchase) and
     votes on it."""
-    from marketplace.client import ClientError
+    from marketplace.clientlib import ClientError
 
     await _account(client, f"catalog{spec.seed}-voter{voter}")
     await client.clear_cart()
@@ -308,7 +308,7 @@ async def cast_votes(endpoint: str, spec: CatalogSpec, items: Sequence[Tuple[int
     voters at once."""
     from twisted.internet import defer
 
-    from marketplace.client import BuyerClient, open_clients
+    from marketplace.clientlib import BuyerClient, open_clients
 
     clients = await open_clients(BuyerClient, spec.voters, endpoint, reactor)
     try:

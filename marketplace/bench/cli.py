@@ -133,10 +133,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=int, default=0, metavar="N",
                    help="also open N idle connections to each service and report the"
                    " resident memory of the processes listening on its port")
-    p.add_argument("--failure", choices=("all", "none", "frontend", "replica", "primary"),
-                   help="the failure evaluation instead, on replicated clusters (needs root):"
-                   " the same as marketplace-cluster evaluate --failure CASE; with it"
-                   " --scenarios, --out and --into are passed on")
     return p
 
 
@@ -414,8 +410,6 @@ def _memory_total() -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark; the exit status (1 if any call failed)."""
     args = parser().parse_args(argv)
-    if args.failure:
-        return _failure_evaluation(args)
     missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is None]
     if missing:
         raise SystemExit(
@@ -516,19 +510,6 @@ def _relative(out: Optional[Path], document: Path, name: str) -> str:
     if not out or not name:
         return ""
     return os.path.relpath(out.resolve() / name, document.resolve().parent)
-
-
-def _failure_evaluation(args) -> int:
-    """marketplace-bench --failure: marketplace-cluster's evaluation."""
-    from marketplace.cluster import cli as cluster
-
-    argv = ["evaluate", "--failure", args.failure,
-            "--scenarios", ",".join(str(n) for n in args.scenarios)]
-    if args.out:
-        argv += ["--out", str(args.out)]
-    if args.into:
-        argv += ["--into", str(args.into)]
-    return cluster.main(argv)
 
 
 def run() -> None:

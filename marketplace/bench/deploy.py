@@ -74,6 +74,8 @@ class LocalMarketplace:
             "--max-connections=5000",
             # Every client signs up and logs in from this one address.
             "--signups-per-address=1000000",
+            # Every scenario's clients are the same accounts, minutes apart.
+            "--request-keys-per-minute=1000000",
             "--hash-per-address=64",
             "--hash-queue=64",
         ]

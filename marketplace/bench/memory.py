@@ -7,7 +7,7 @@ from typing import Dict, List, Set
 
 from twisted.internet import defer
 
-from marketplace.client import BuyerClient, SellerClient, open_clients
+from marketplace.clientlib import BuyerClient, SellerClient, open_clients
 
 
 def _listening_inodes(port: int) -> Set[str]:

@@ -27,7 +27,7 @@ from marketplace.bench.workloads import (
     Workload,
     item_spec,
 )
-from marketplace.client import BuyerClient, ClientError, SellerClient, open_clients
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient, open_clients
 from marketplace.contract.errors import RATE_LIMITED, UNKNOWN_API
 
 PASSWORD = "bench-password"

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Tuple
 
 from twisted.internet import defer
 
-from marketplace.client import BuyerClient, SellerClient
+from marketplace.clientlib import BuyerClient, SellerClient
 
 ITEMS_PER_SELLER = 5
 # Enough units that no run of any size sells out (INT32 is the limit).

@@ -2,7 +2,7 @@
 
 import json
 from decimal import Decimal
-from typing import Dict, Optional
+from typing import Any, Awaitable, Dict, Optional
 
 from twisted.internet import defer
 
@@ -12,14 +12,13 @@ from marketplace.contract.errors import FORBIDDEN, NOT_FOUND, OUT_OF_STOCK, ApiE
 from marketplace.customer import customerdb
 from marketplace.customer.accounts import AccountLimits, Accounts
 from marketplace.customer.passwords import Passwords
-from marketplace.payments.apis import KEY_MAX
-from marketplace.payments.paymentclient import PaymentsClient
+from marketplace.buyer.paymentclient import PaymentsClient
 from marketplace.postgres.database import Database
-from marketplace.product import productdb, purchasedb
-from marketplace.seller.apis import seller_rating
-from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Dispatcher
-from marketplace.server.statements import SEPARATE, SessionCheck, Statements
+from marketplace.product import apisql, productdb, purchasedb
+from marketplace.product.ratings import seller_rating
+from marketplace.postgres import requestkeys
+from marketplace.frame.dispatch import Api, Call, Dispatcher
+from marketplace.product.statements import SEPARATE, SessionCheck, Statements
 
 SEARCH_LIMIT_DEFAULT = 50
 SEARCH_LIMIT_MAX = 500
@@ -33,12 +32,17 @@ def _not_found(row: tuple, args: dict) -> ApiError:
 
 def _not_added(row: tuple, args: dict) -> ApiError:
     """AddItemToCart's error, from its statement's row: the outcome and the
-    item's [units on sale, price, units the cart holds] (or None: there is
-    no such item)."""
+    item's [units on sale, price, units the cart holds, lines the cart
+    holds] (or None: there is no such item)."""
     if row[1] is None:
         return _not_found(row, args)
-    on_sale, price, held = json.loads(row[1], parse_float=Decimal)
+    on_sale, price, held, lines = json.loads(row[1], parse_float=Decimal)
     item_id = validate.format_item_id(args["category"], args["number"])
+    if not held and lines >= apisql.MAX_CART_LINES:
+        return bad_request(
+            f"the cart holds {lines} items, the most one cart may hold is"
+            f" {apisql.MAX_CART_LINES}: buy or remove some before adding {item_id}"
+        )
     wanted = held + args["units"]
     line = money.line_total(wanted, price)
     if money.exceeds(line):
@@ -56,7 +60,7 @@ def _not_added(row: tuple, args: dict) -> ApiError:
 
 class BuyerApis:
     """What a buyer can do, on the two databases; C{sessions} says whether
-    they are one (marketplace/server/statements.py)."""
+    they are one (marketplace/product/statements.py)."""
 
     def __init__(
         self,
@@ -83,13 +87,22 @@ class BuyerApis:
             on_logout=self._drop_cart,
             limits=account_limits or AccountLimits(),
         )
-        self.statements = statements = Statements(product, sessions, self.accounts)
-        self._get_item = statements.statement("get_item", productdb.GET_ITEM)
-        self._add_to_cart = statements.statement("add_to_cart", productdb.ADD_TO_CART)
-        self._display_cart = statements.statement("display_cart", productdb.DISPLAY_CART)
+        self.statements = statements = Statements(
+            product, sessions, self.accounts, apisql.FILED_ANSWER
+        )
+        layout = statements.layout
+        self._get_item = statements.statement("get_item", apisql.full_text("GetItem", layout))
+        self._add_to_cart = statements.statement(
+            "add_to_cart", apisql.full_text("AddItemToCart", layout)
+        )
+        self._display_cart = statements.statement(
+            "display_cart", apisql.full_text("DisplayCart", layout)
+        )
         self._searches = {
-            shape: statements.statement(f"search_{shape}", sql)
-            for shape, sql in productdb.SEARCHES.items()
+            shape: statements.statement(
+                f"search_{shape}", apisql.full_text(f"SearchItemsForSale/{shape}", layout)
+            )
+            for shape in ("all", "one", "many")
         }
 
     async def _start_cart(self, key: str, buyer_id: int) -> None:
@@ -144,8 +157,7 @@ class BuyerApis:
                 )
             return await productdb.active_cart(db, key)
 
-        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
-        return await requestkeys.run(self.product, request_key, remove)
+        return await self._keyed(call, remove)
 
     async def save_cart(self, call: Call) -> dict:
         session = call.session
@@ -154,18 +166,26 @@ class BuyerApis:
             await productdb.save_cart(db, session.key, session.user_id)
             return await productdb.active_cart(db, session.key)
 
-        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
-        return await requestkeys.run(self.product, request_key, save)
+        return await self._keyed(call, save)
 
     async def clear_cart(self, call: Call) -> dict:
         async def clear(db) -> dict:
             return await productdb.clear_cart(db, call.session.key)
 
-        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
-        return await requestkeys.run(self.product, request_key, clear)
+        return await self._keyed(call, clear)
 
     def display_cart(self, call: Call) -> defer.Deferred:
         return self.statements.read(self._display_cart, self.statements.args(call))
+
+    def _keyed(self, call: Call, work) -> Awaitable[Any]:
+        """C{work} on the product database under the call's request key."""
+        return requestkeys.run(
+            self.product,
+            requestkeys.of_session(call.request, customerdb.BUYER, call.session),
+            work,
+            self.accounts.limits.request_keys_per_minute,
+            apisql.FILED_ANSWER,
+        )
 
     async def get_seller_rating(self, call: Call) -> dict:
         seller_id = validate.integer(call.payload, "seller_id", 0, 2**63 - 1)
@@ -186,14 +206,26 @@ class BuyerApis:
         )
         # Without an idempotency key of its own, a purchase is filed under
         # its request key (PROTOCOL.md, Request keys).
-        key = validate.text(payload, "idempotency_key", 1, KEY_MAX, required=False)
+        key = validate.idempotency_key(payload, required=False)
         if key is None:
             key = call.request.request_key
         # The total the buyer was shown: a cart that now comes to another
         # one is not bought (PRICE_CHANGED).
         expected = money.amount(payload, "expected_total", required=False)
+        # The key is tied to this request (another card or payload under it
+        # is BAD_REQUEST); the card counts by its last four digits and its
+        # security code not at all: neither is kept, not even as a hash.
+        shown = dict(payload, card_number=card.number[-4:])
+        shown.pop("security_code", None)
+        request_key = requestkeys.of_session(call.request, customerdb.BUYER, call.session, shown)
         return await self.purchases.make(
-            call.session.user_id, call.session.key, card, key, expected
+            call.session.user_id,
+            call.session.key,
+            card,
+            key,
+            expected,
+            request_key,
+            self.accounts.limits.request_keys_per_minute,
         )
 
     async def provide_feedback(self, call: Call) -> dict:
@@ -209,8 +241,7 @@ class BuyerApis:
                 raise ApiError(FORBIDDEN, f"only a buyer of item {item_id} may rate it")
             return {"item_id": item_id, **counts}
 
-        request_key = requestkeys.of_account(call.request, customerdb.BUYER, call.session.user_id)
-        return await requestkeys.run(self.product, request_key, vote)
+        return await self._keyed(call, vote)
 
     async def get_purchases(self, call: Call) -> dict:
         return await purchasedb.history(self.product, call.session.user_id)

@@ -17,6 +17,7 @@ units back.  Whoever settles first wins; the other reads what was decided.
 """
 
 import uuid
+from functools import partial
 from decimal import Decimal
 from typing import Optional
 
@@ -33,10 +34,11 @@ from marketplace.contract.errors import (
     UNAVAILABLE,
     ApiError,
 )
-from marketplace.payments.paymentclient import PaymentsClient, PaymentsError, PaymentsUnavailable
+from marketplace.buyer.paymentclient import PaymentsClient, PaymentsError, PaymentsUnavailable
 from marketplace.postgres.database import Database, is_unavailable
 from marketplace.product import purchasedb
 from marketplace.product.purchasedb import ABORTED, COMPLETED, DECLINED, PENDING, Purchase
+from marketplace.postgres.requestkeys import DEFAULT_KEYS_PER_WINDOW, RequestKey, claim
 
 # How long a retry waits for a purchase under the same key that is still
 # being settled elsewhere before it answers UNAVAILABLE.
@@ -82,16 +84,25 @@ class Purchases:
         card: Card,
         key: Optional[str],
         expected_total: Optional[Decimal] = None,
+        request_key: Optional[RequestKey] = None,
+        keys_per_window: int = DEFAULT_KEYS_PER_WINDOW,
     ) -> dict:
         """Buy a session's active cart; MakePurchase's answer payload, or
         L{ApiError}.  The same C{key} again gives the first answer.  With
         C{expected_total}, a cart that comes to another total is not bought:
-        PRICE_CHANGED, with the cart as it is now in the error object."""
+        PRICE_CHANGED, with the cart as it is now in the error object.
+        C{request_key}, the request's, is claimed with the purchase: it may
+        not have been used for another request (BAD_REQUEST)."""
         if key is None:
             key = f"auto-{uuid.uuid4()}"
         try:
             purchase = await purchasedb.take_units(
-                self.product, buyer_id, key, session_key, expected_total
+                self.product,
+                buyer_id,
+                key,
+                session_key,
+                expected_total,
+                claim=request_key and partial(claim, key=request_key, keys_per_window=keys_per_window),
             )
         except purchasedb.EmptyCart:
             raise ApiError(EMPTY_CART, "the cart is empty: there is nothing to buy")

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from marketplace.bench import runner, stats
 from marketplace.bench.workloads import WORKLOADS
-from marketplace.client.failover import FailoverEndpoint
+from marketplace.clientlib.failover import FailoverEndpoint
 from marketplace.cluster import evaluate, launch, report
 
 

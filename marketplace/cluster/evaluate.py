@@ -27,8 +27,8 @@ import psycopg2
 from twisted.internet import defer, task, threads
 
 from marketplace.bench.runner import patiently
-from marketplace.client import BuyerClient, ClientError, SellerClient
-from marketplace.client.failover import FailoverEndpoint
+from marketplace.clientlib import BuyerClient, ClientError, SellerClient
+from marketplace.clientlib.failover import FailoverEndpoint
 from marketplace.contract.errors import INVALID_SESSION, UNAVAILABLE, USERNAME_TAKEN
 
 CARD = {
@@ -49,7 +49,7 @@ SIGN_UPS_AT_ONCE = 8
 CONNECT_TIMEOUT = 1
 #: Every call is sent again (the same request key, the next frontend) after
 #: a lost connection, a failed connect or UNAVAILABLE until this many
-#: seconds have passed (see L{marketplace.client.Connection}): longer than
+#: seconds have passed (see L{marketplace.clientlib.Connection}): longer than
 #: the primary's failover, so that a caller sees it as a wait, not an error.
 CLIENT_OPTIONS = {"deadline": 60.0}
 

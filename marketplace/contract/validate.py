@@ -175,3 +175,12 @@ def search_cursor(
 def format_item_id(category: int, number: int) -> str:
     """The wire form of an item id."""
     return f"{category}-{number}"
+
+
+#: Longest idempotency key of MakePurchase and of the payments service.
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def idempotency_key(payload: dict, required: bool = True) -> Optional[str]:
+    """The caller's idempotency key: 1 to 200 characters."""
+    return text(payload, "idempotency_key", 1, IDEMPOTENCY_KEY_MAX, required=required)

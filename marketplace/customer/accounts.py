@@ -35,9 +35,9 @@ from marketplace.customer.passwords import (
     Passwords,
 )
 from marketplace.postgres.database import Database
-from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Reply, Session
-from marketplace.server.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
+from marketplace.postgres import requestkeys
+from marketplace.frame.dispatch import Api, Call, Reply, Session
+from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
 DEFAULT_SESSION_TIMEOUT = 300.0
 DEFAULT_SIGNUPS_PER_ADDRESS = 20
@@ -45,14 +45,16 @@ DEFAULT_SIGNUP_WINDOW = 600.0
 #: Longest signup window: counts older than this are swept away.
 SIGNUP_WINDOW_MAX = customerdb.SIGNUP_WINDOW_MAX
 DEFAULT_MAX_SESSIONS = 10
+DEFAULT_KEYS_PER_WINDOW = requestkeys.DEFAULT_KEYS_PER_WINDOW
 
 
 @dataclass
 class AccountLimits:
     """The daemon's limits on accounts: the hashing budget (see
     L{HashingBudget}), account creations per source address within a
-    window, and live sessions per user (a login beyond it ends the
-    oldest)."""
+    window, live sessions per user (a login beyond it ends the oldest),
+    and writes with a request key per account per minute (beyond it
+    RATE_LIMITED; it bounds what one account's keys fill)."""
 
     hash_workers: int = DEFAULT_HASH_WORKERS
     hash_queue: int = DEFAULT_HASH_QUEUE
@@ -61,6 +63,7 @@ class AccountLimits:
     signups_per_address: int = DEFAULT_SIGNUPS_PER_ADDRESS
     signup_window: float = DEFAULT_SIGNUP_WINDOW
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    request_keys_per_minute: int = DEFAULT_KEYS_PER_WINDOW
 
     def budget(self) -> HashingBudget:
         """A hashing budget of these sizes."""
@@ -84,6 +87,9 @@ OPTIONS = [
      "Seconds over which --signups-per-address counts (at most 7 days)."],
     ["max-sessions", None, str(DEFAULT_MAX_SESSIONS),
      "Live sessions one user may hold; a login beyond it ends the oldest."],
+    ["request-keys-per-minute", None, str(DEFAULT_KEYS_PER_WINDOW),
+     "Writes with a request_key one account may make per minute; beyond it"
+     " RATE_LIMITED."],
 ]
 
 
@@ -98,6 +104,7 @@ def limits_from_options(options) -> AccountLimits:
             signups_per_address=int(options["signups-per-address"]),
             signup_window=float(options["signup-window"]),
             max_sessions=int(options["max-sessions"]),
+            request_keys_per_minute=int(options["request-keys-per-minute"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"an account limit is not a number: {e}")
@@ -107,10 +114,11 @@ def limits_from_options(options) -> AccountLimits:
         or limits.signups_per_address < 0
         or not 0 < limits.signup_window <= SIGNUP_WINDOW_MAX
         or limits.max_sessions < 1
+        or limits.request_keys_per_minute < 1
     ):
         raise usage.UsageError(
-            "--hash-workers, --hash-per-address, --hash-per-username and"
-            " --max-sessions must be at least 1, --hash-queue and"
+            "--hash-workers, --hash-per-address, --hash-per-username,"
+            " --max-sessions and --request-keys-per-minute must be at least 1, --hash-queue and"
             " --signups-per-address at least 0, --signup-window above 0 and"
             " at most 7 days"
         )

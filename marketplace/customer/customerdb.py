@@ -81,7 +81,7 @@ async def open_session(
 # on every request; an idle one may thus end up to a second early.  C{live} has one
 # row (the account) for a live session and none otherwise; where customer
 # and product data share a database, the single-statement APIs join their
-# work onto it (marketplace/server/statements.py).
+# work onto it (marketplace/product/statements.py).
 LIVE_SESSION = """
 WITH live AS (
     SELECT account_id FROM sessions

@@ -22,7 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from marketplace.contract.errors import PAYMENT_DECLINED, RATE_LIMITED, UNAVAILABLE, ApiError
 from marketplace.postgres.database import is_unavailable
-from marketplace.server.dispatch import OK
+from marketplace.frame.dispatch import OK
 
 #: Response-time buckets in seconds: the hot APIs answer in well under a
 #: millisecond, a purchase or a login (argon2) in tens of milliseconds.

@@ -29,22 +29,16 @@ from marketplace.contract import money, validate
 from marketplace.contract.errors import INVALID_CREDENTIALS, NOT_FOUND, ApiError, bad_request
 from marketplace.payments import cards, paymentsdb, paymentsecret
 from marketplace.postgres.database import Database
-from marketplace.server.dispatch import Api, Call, Dispatcher, Session
+from marketplace.frame.dispatch import Api, Call, Dispatcher, Session
 
 DEFAULT_APPROVAL_RATE = 0.9
 AMOUNT_MAX = Decimal("999999999999999999.99")  # numeric(20, 2)
-KEY_MAX = 200
 
 
 def amount(payload: dict, name: str = "amount") -> Decimal:
     """An amount of money: a number (or decimal string) from 0 with at most
     two decimal places."""
     return money.amount(payload, name, AMOUNT_MAX)
-
-
-def idempotency_key(payload: dict, required: bool = True) -> Optional[str]:
-    """The caller's idempotency key: 1 to 200 characters."""
-    return validate.text(payload, "idempotency_key", 1, KEY_MAX, required=required)
 
 
 def _answer(authorization: dict) -> dict:
@@ -95,7 +89,7 @@ class PaymentApis:
 
     async def authorize(self, call: Call) -> dict:
         payload = call.payload
-        key = idempotency_key(payload)
+        key = validate.idempotency_key(payload)
         total = amount(payload)
         # Only the type of the card fields is the caller's business: what
         # is in them is for the decision, and a bad card is a decline.
@@ -132,7 +126,7 @@ class PaymentApis:
             if authorization is None:
                 raise ApiError(NOT_FOUND, f"there is no authorisation {authorization_id}")
         else:
-            key = idempotency_key(payload, required=False)
+            key = validate.idempotency_key(payload, required=False)
             if key is None:
                 raise bad_request('give field "authorization_id" or "idempotency_key"')
             authorization = await paymentsdb.void_by_key(self.payments, key)
@@ -143,7 +137,7 @@ class PaymentApis:
         return _answer(authorization)
 
     async def get(self, call: Call) -> dict:
-        key = idempotency_key(call.payload)
+        key = validate.idempotency_key(call.payload)
         authorization = await paymentsdb.by_key(self.payments, key)
         if authorization is None:
             raise ApiError(NOT_FOUND, "nothing is filed under that idempotency key")

@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from marketplace.server import secretfiles
+from marketplace.frame import secretfiles
 
 FILE_NAME = "payments.secret"
 MIN_LENGTH = 16
@@ -29,7 +29,7 @@ def check(secret: str) -> str:
 
 def load_or_create(folder: Path) -> str:
     """The secret in C{folder}'s secret file, which is created (private to
-    its owner from the start, marketplace.server.secretfiles) if there is
+    its owner from the start, marketplace.frame.secretfiles) if there is
     none yet.  Daemons starting at once from one folder all end up with
     the one secret that was made first.  An existing file that others may
     read or change, or that is not this user's, is refused with

@@ -33,8 +33,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
 
-from marketplace.postgres.outage import Outage, describe
-from marketplace.server.deferreds import when_fired
+from marketplace.frame.quietlog import describe
+from marketplace.frame.unavailable import count_as_unavailable, is_unavailable
+from marketplace.postgres.outage import Outage
+from marketplace.frame.deferreds import when_fired
 
 #: Seconds a closing pool waits for a connection attempt under way.
 STOP_WAIT = 5.0
@@ -80,10 +82,7 @@ UNAVAILABLE_ERRORS = (
 )
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """Whether C{error} means the database could not be reached (or gave
-    up on the statement), so the request may simply be retried."""
-    return isinstance(error, UNAVAILABLE_ERRORS)
+count_as_unavailable(*UNAVAILABLE_ERRORS)
 
 
 def connection_dsn(dsn: str, durable: bool = True) -> str:

@@ -40,14 +40,14 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from marketplace.postgres.database import Database
-from marketplace.server.deferreds import when_fired
-from marketplace.server.periodic import PeriodicJob
+from marketplace.frame.deferreds import when_fired
+from marketplace.frame.periodic import PeriodicJob
 
 DATABASES = ("customer", "product", "payments", "marketplace")
 
 #: The databases the daemons use: customer and product data share one, so
 #: that a request checks its session and does its work in one statement
-#: (marketplace/server/statements.py).  The separate "customer" and "product"
+#: (marketplace/product/statements.py).  The separate "customer" and "product"
 #: databases are for the tests of the two-database layout.
 DAEMON_DATABASES = {"customer": "marketplace", "product": "marketplace", "payments": "payments"}
 

@@ -26,7 +26,7 @@ import psycopg2
 from psycopg2.extensions import make_dsn
 
 from marketplace.postgres import roles, schema
-from marketplace.server import secretfiles
+from marketplace.frame import secretfiles
 
 PARTS = ("customer", "product", "payments")
 

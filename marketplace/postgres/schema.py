@@ -11,7 +11,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from marketplace.postgres.database import Database, is_unavailable
-from marketplace.postgres.outage import describe
+from marketplace.frame.quietlog import describe
 
 # Any fixed number will do: it only keeps two services that start at once
 # from creating the same tables at the same time.

@@ -21,12 +21,12 @@ wins and the other sees what it did.
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import List, Optional, Sequence
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
 from marketplace.contract import money
 from marketplace.contract.validate import format_item_id
-from marketplace.postgres.database import Database
-from marketplace.product.productdb import CART_LINES, cart_json
+from marketplace.postgres.database import Database, Transaction
+from marketplace.product.apisql import CART_LINES, cart_json
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -161,6 +161,7 @@ async def take_units(
     key: str,
     session_key: str,
     expected_total: Optional[Decimal] = None,
+    claim: Optional[Callable[[Any], Awaitable[Any]]] = None,
 ) -> Optional[Purchase]:
     """Take the units of a session's active cart off sale and file a pending
     purchase of them under C{key}, all in one transaction.
@@ -170,9 +171,13 @@ async def take_units(
     L{PriceChanged} where C{expected_total} is given and the cart comes to
     another total, changing nothing.  The prices are those of the item rows
     this transaction locks, so the total checked is the total charged.
+    C{claim}, if given, runs first in the transaction (the request key's
+    claim: L{requestkeys.claim}); what it raises ends it.
     """
 
     async def take(cursor) -> Optional[Purchase]:
+        if claim is not None:
+            await claim(Transaction(cursor))
         await cursor.execute(
             "INSERT INTO purchases (buyer_id, idempotency_key, session_key)"
             " VALUES (%s, %s, %s)"

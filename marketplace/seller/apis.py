@@ -10,30 +10,20 @@ from marketplace.customer import customerdb
 from marketplace.customer.accounts import AccountLimits, Accounts
 from marketplace.customer.passwords import Passwords
 from marketplace.postgres.database import Database
-from marketplace.product import productdb
-from marketplace.server import requestkeys
-from marketplace.server.dispatch import Api, Call, Dispatcher
-from marketplace.server.statements import SEPARATE, SessionCheck, Statements
-
-
-async def seller_rating(
-    customer: Database, product: Database, seller_id: int
-) -> Optional[dict]:
-    """A seller's rating as PROTOCOL.md returns it, or None: no such seller."""
-    name = await customerdb.account_name(customer, customerdb.SELLER, seller_id)
-    if name is None:
-        return None
-    counts = await productdb.seller_counts(product, seller_id)
-    return {"seller_id": seller_id, "name": name, **counts}
+from marketplace.product import apisql, productdb
+from marketplace.product.ratings import seller_rating
+from marketplace.postgres import requestkeys
+from marketplace.frame.dispatch import Api, Call, Dispatcher
+from marketplace.product.statements import SEPARATE, SessionCheck, Statements
 
 
 def _refused(row: tuple, args: dict) -> ApiError:
     """The error of a write on an item that the seller could not make."""
     outcome = row[0]
     item_id = validate.format_item_id(args["category"], args["number"])
-    if outcome == productdb.NO_ITEM:
+    if outcome == apisql.NO_ITEM:
         return ApiError(NOT_FOUND, f"there is no item {item_id}")
-    if outcome == productdb.NOT_OWNER:
+    if outcome == apisql.NOT_OWNER:
         return ApiError(FORBIDDEN, f"item {item_id} belongs to another seller")
     return ApiError(
         BAD_REQUEST,
@@ -44,7 +34,7 @@ def _refused(row: tuple, args: dict) -> ApiError:
 
 class SellerApis:
     """What a seller can do, on the two databases; C{sessions} says whether
-    they are one (marketplace/server/statements.py)."""
+    they are one (marketplace/product/statements.py)."""
 
     def __init__(
         self,
@@ -64,10 +54,19 @@ class SellerApis:
             session_timeout,
             limits=account_limits or AccountLimits(),
         )
-        self.statements = statements = Statements(product, sessions, self.accounts)
-        self._seller_items = statements.statement("seller_items", productdb.SELLER_ITEMS)
-        self._change_price = statements.statement("change_price", productdb.CHANGE_PRICE)
-        self._take_off_sale = statements.statement("take_off_sale", productdb.TAKE_OFF_SALE)
+        self.statements = statements = Statements(
+            product, sessions, self.accounts, apisql.FILED_ANSWER
+        )
+        layout = statements.layout
+        self._seller_items = statements.statement(
+            "seller_items", apisql.full_text("DisplayItemsForSale", layout)
+        )
+        self._change_price = statements.statement(
+            "change_price", apisql.full_text("ChangeItemPrice", layout)
+        )
+        self._take_off_sale = statements.statement(
+            "take_off_sale", apisql.full_text("UpdateUnitsForSale", layout)
+        )
 
     async def get_seller_rating(self, call: Call) -> dict:
         rating = await seller_rating(self.customer, self.product, call.session.user_id)
@@ -90,8 +89,10 @@ class SellerApis:
         async def register(db) -> dict:
             return {"item_id": await productdb.register_item(db, **item)}
 
-        request_key = requestkeys.of_account(call.request, customerdb.SELLER, call.session.user_id)
-        return await requestkeys.run(self.product, request_key, register)
+        request_key = requestkeys.of_session(call.request, customerdb.SELLER, call.session)
+        return await requestkeys.run(
+            self.product, request_key, register, self.accounts.limits.request_keys_per_minute
+        )
 
     def change_price(self, call: Call) -> defer.Deferred:
         statements = self.statements

@@ -1,16 +1,12 @@
 """twistd plugin module of marketplace: every service in one process."""
 
-from marketplace.server.workers import WorkerOptions, with_workers
-from marketplace.tap import AllOptions, make_all_services
+from marketplace.daemon.build import make_daemon as makeService  # noqa: N813 (twistd's name)
+from marketplace.daemon.options import AllOptions
 
 
-class Options(WorkerOptions, AllOptions):
-    """The daemon's options and C{--workers}."""
-
-
-def makeService(config: Options, reactor=None):  # noqa: N802 (twistd's name)
-    """Every marketplace service in one process, for one machine."""
-    return with_workers(config, __name__, make_all_services, reactor)
+class Options(AllOptions):
+    """The daemon's options (their module is what the worker processes
+    import again)."""
 
 
 __all__ = ["Options", "makeService"]

@@ -1,16 +1,12 @@
 """twistd plugin module of marketplace-seller: the seller service on its own."""
 
-from marketplace.server.workers import WorkerOptions, with_workers
-from marketplace.tap import SellerOptions, make_seller_service
+from marketplace.daemon.build import make_daemon as makeService  # noqa: N813 (twistd's name)
+from marketplace.daemon.options import SellerOptions
 
 
-class Options(WorkerOptions, SellerOptions):
-    """The daemon's options and C{--workers}."""
-
-
-def makeService(config: Options, reactor=None):  # noqa: N802 (twistd's name)
-    """The seller service, for a host of its own."""
-    return with_workers(config, __name__, make_seller_service, reactor)
+class Options(SellerOptions):
+    """The daemon's options (their module is what the worker processes
+    import again)."""
 
 
 __all__ = ["Options", "makeService"]

@@ -1,0 +1,377 @@
+"""The SQL of the single-statement APIs, each readable whole here.
+
+DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
+SearchItemsForSale, GetItem, AddItemToCart and DisplayCart each answer
+with one statement on the product database (run by
+marketplace/product/statements.py).  L{full_text} gives any of them in
+full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
+[joined|separate]} prints it.
+
+Every statement begins with the common table expression C{live}, the
+session's account (one row, or none for a session that is not live): on
+one database it checks and touches the session itself (L{LIVE}), on two it
+is the account the dispatcher found.  Each answers one row: an outcome
+(L{OK}, or why not) and the payload as JSON text written by PostgreSQL (of
+a refusal: what its error message needs, looked up only then, since every
+plan node costs PostgreSQL time to start on every call).
+
+A write with a request key (arguments C{rk_scope}, C{rk_key},
+C{rk_request}; all null without one) first counts the write among the
+account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
+L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
+where the outcome is L{OK}.  The scope is computed once, in Python
+(L{requestkeys.session_scope}).
+"""
+
+import sys
+from typing import Dict
+
+from marketplace.contract import money
+from marketplace.customer.customerdb import LIVE_SESSION
+from marketplace.postgres import requestkeys
+from marketplace.product.statements import OK, TOO_MANY_KEYS
+
+#: Outcomes of refusals (besides TOO_MANY_KEYS).
+NO_ITEM = "no item"
+NOT_OWNER = "not owner"
+SHORT = "short"
+REFUSED = "refused"
+
+#: The most lines (distinct items) one cart may hold.
+MAX_CART_LINES = 100
+
+#: C{live} where customer and product data share a database.
+LIVE = {
+    "joined": LIVE_SESSION,
+    "separate": "WITH live AS (SELECT %(account_id)s::bigint AS account_id)",
+}
+
+
+def item_json(row: str, *extra: str) -> str:
+    """SQL for an item as PROTOCOL.md returns it (JSON), of the items row
+    C{row} (a table alias), with the C{extra} key/value pairs after it."""
+    pairs = "".join(f", {pair}" for pair in extra)
+    return (
+        f"json_build_object('item_id', {row}.category || '-' || {row}.id,"
+        f" 'item_name', {row}.name, 'category', {row}.category,"
+        f" 'keywords', {row}.keywords, 'condition', {row}.condition,"
+        f" 'price', {row}.price, 'price_decimal', {row}.price::text,"
+        f" 'quantity', {row}.quantity,"
+        f" 'seller_id', {row}.seller_id, 'thumbs_up', {row}.thumbs_up,"
+        f" 'thumbs_down', {row}.thumbs_down{pairs})"
+    )
+
+
+def cart_json(lines: str, price: str = "i.price") -> str:
+    """SQL for a cart as PROTOCOL.md returns it (JSON), of C{lines}: a
+    query of (item_id, quantity) rows, C{c}, at C{price} (an SQL
+    expression: the item's price now, or C{c.price}, the line's own).
+    PostgreSQL's numeric is exact, and its text of a numeric(12, 2) or of a
+    sum of them has two decimals, as L{money.text} writes them.  Every
+    answer that holds a cart has PostgreSQL write it this way, so a cart
+    filed as its lines (L{cart_lines_json}) comes back byte for byte."""
+    return f"""(
+    SELECT json_build_object(
+        'cart', coalesce(json_agg(json_build_object(
+            'item_id', i.category || '-' || i.id, 'item_name', i.name,
+            'quantity', c.quantity, 'price', {price}, 'price_decimal', {price}::text,
+            'subtotal_decimal', (c.quantity * {price})::text) ORDER BY c.item_id), '[]'),
+        'total', coalesce(sum(c.quantity * {price}), 0),
+        'total_decimal', round(coalesce(sum(c.quantity * {price}), 0), 2)::text)
+    FROM ({lines}) AS c JOIN items AS i ON i.id = c.item_id
+)"""
+
+
+def cart_lines_json(lines: str) -> str:
+    """SQL for the compact form a cart is filed in under a request key: a
+    JSON array of [item id, quantity, price] of C{lines} (as for
+    L{cart_json}), a few bytes a line where the cart's JSON takes a
+    hundred and more."""
+    return f"""(
+    SELECT coalesce(json_agg(json_build_array(c.item_id, c.quantity, i.price)
+                    ORDER BY c.item_id), '[]')
+    FROM ({lines}) AS c JOIN items AS i ON i.id = c.item_id
+)"""
+
+
+#: The answer filed under a request key (an SQL expression over the
+#: column C{answer}): the JSON of the answer itself, or, for an answer
+#: that is a cart, its lines (a JSON array, L{cart_lines_json}) with the
+#: prices they had, made into the cart again.  An item's name and category
+#: never change, so the cart is the first answer byte for byte.
+FILED_ANSWER = f"""CASE WHEN left(answer, 1) = '[' THEN {cart_json(
+    "SELECT (l->>0)::bigint AS item_id, (l->>1)::integer AS quantity,"
+    " (l->>2)::numeric(12, 2) AS price FROM json_array_elements(answer::json) AS l",
+    "c.price",
+)}::text ELSE answer END"""
+
+#: The lines of the active cart of session %(key)s.
+CART_LINES = "SELECT item_id, quantity FROM active_cart_lines WHERE session_key = %(key)s"
+
+#: Counts a keyed write (%(rk_key)s not null) of the session's account
+#: among its keyed writes of the window; C{keys} is the count so far
+#: (requestkeys.COUNT_KEY, as a common table expression).
+COUNTED = f"""counted AS (
+    INSERT INTO request_key_counts AS c (role, account_id, window_start, keys)
+    SELECT %(role)s, s.account_id, now(), 1 FROM live AS s WHERE %(rk_key)s::text IS NOT NULL
+    ON CONFLICT (role, account_id) DO UPDATE SET
+        window_start = CASE WHEN c.window_start <= now() - interval '{requestkeys.KEY_WINDOW:g} seconds'
+                            THEN now() ELSE c.window_start END,
+        keys = CASE WHEN c.window_start <= now() - interval '{requestkeys.KEY_WINDOW:g} seconds'
+                    THEN 1 ELSE c.keys + 1 END
+    RETURNING keys
+)"""
+
+#: Whether the write is beyond the account's share of keyed writes.
+OVER_SHARE = "EXISTS (SELECT FROM counted WHERE keys > %(rk_max)s)"
+
+
+def filed(answer: str) -> str:
+    """The common table expression that files C{answer} (SQL over the
+    common table expression C{answer}, whose columns are outcome and
+    payload) under the request key where the outcome is L{OK}."""
+    return f"""recorded AS (
+    INSERT INTO request_keys (scope, key, request, answer)
+    SELECT %(rk_scope)s::text, %(rk_key)s::text, %(rk_request)s::text, {answer}
+    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{OK}'
+)"""
+
+
+# Seller
+
+DISPLAY_ITEMS = f"""
+SELECT '{OK}', json_build_object('items', coalesce((
+    SELECT json_agg({item_json('i')} ORDER BY i.id)
+    FROM items AS i WHERE i.seller_id = s.account_id
+), '[]'))::text
+FROM live AS s
+"""
+
+
+def _item_write(change: str, where: str, refused: str) -> str:
+    """A seller's write on an item of theirs: the item after C{change} (SQL
+    of SET) where C{where} holds as well; the outcome NO_ITEM, NOT_OWNER
+    or, where the seller owns the item, C{refused} (SQL of the outcome)."""
+    return f""", {COUNTED}, changed AS (
+    UPDATE items AS i SET {change}
+    WHERE i.id = %(number)s AND i.category = %(category)s
+      AND i.seller_id = (SELECT account_id FROM live){where} AND NOT {OVER_SHARE}
+    RETURNING i.*
+), answer AS (
+    SELECT CASE WHEN c.id IS NOT NULL THEN '{OK}'
+                WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
+                ELSE coalesce((
+                    SELECT CASE WHEN o.seller_id <> s.account_id THEN '{NOT_OWNER}'
+                                ELSE {refused} END
+                    FROM items AS o WHERE o.id = %(number)s AND o.category = %(category)s
+                ), '{NO_ITEM}') END AS outcome,
+           {item_json('c')}::text AS payload
+    FROM live AS s LEFT JOIN changed AS c ON true
+), {filed("a.payload")}
+SELECT outcome, payload FROM answer
+"""
+
+
+#: ChangeItemPrice: %(price)s for the item %(category)s-%(number)s (the
+#: owner's change always happens, so the third outcome never comes).
+CHANGE_PRICE = _item_write("price = %(price)s", "", f"'{NOT_OWNER}'")
+
+#: UpdateUnitsForSale: %(units)s off sale, if the item has that many.
+TAKE_OFF_SALE = _item_write(
+    "quantity = i.quantity - %(units)s", " AND i.quantity >= %(units)s", f"'{SHORT}'"
+)
+
+
+# Buyer
+
+GET_ITEM = f"""
+SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{OK}' END, {item_json('i')}::text
+FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
+"""
+
+DISPLAY_CART = f"""
+SELECT '{OK}', {cart_json(CART_LINES)}::text FROM live AS s
+"""
+
+# Search: see docs/PROTOCOL.md (Search) for the ranking, and productdb
+# (search_statement) for which statement a search runs and its arguments.
+# Each answers the items' columns and the score, ranked; SEARCHES has them
+# answer as the API does.
+#
+# The rank of an item is the row (-score, thumbs_down - thumbs_up, price,
+# id), smallest first, so a page after a keyset cursor is one row
+# comparison that the indexes (schema.sql, items_ranked and
+# item_keywords_ranked) answer in order.  Every statement takes
+# %(category)s, %(limit)s, %(offset)s and the cursor's %(votes)s, %(price)s
+# and %(id)s.
+
+ITEM_COLUMNS = (
+    "id, category, name, keywords, condition, price, quantity,"
+    " seller_id, thumbs_up, thumbs_down"
+)
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in ITEM_COLUMNS.split(","))
+
+
+# No keywords: every item on sale in the category, score 0, straight off
+# items_ranked in ranking order.
+SEARCH_ALL = f"""
+SELECT {_columns('i')}, 0.0 AS score FROM items AS i
+WHERE category = %(category)s AND quantity > 0
+  AND (thumbs_down - thumbs_up, price, id)
+      > (%(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+ORDER BY thumbs_down - thumbs_up, price, id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+# One keyword: its list in the category, straight off item_keywords_ranked
+# in ranking order: the items with the keyword in their name (score 1.5)
+# first, then the others (1.0).  %(name_miss)s is the cursor's part.
+SEARCH_ONE = f"""
+SELECT {_columns('i')}, CASE WHEN k.name_miss THEN 1.0 ELSE 1.5 END AS score
+FROM (
+    SELECT item_id, name_miss, votes, price FROM item_keywords
+    WHERE category = %(category)s AND keyword = %(keyword)s::text
+      AND (name_miss, votes, price, item_id)
+          > (%(name_miss)s::boolean, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY name_miss, votes, price, item_id
+    LIMIT %(limit)s OFFSET %(offset)s
+) AS k JOIN items AS i ON i.id = k.item_id
+ORDER BY k.name_miss, k.votes, k.price, k.item_id
+"""
+
+# Up to five keywords, given as %(keywords)s: only the rows of those
+# keywords in the category are read (an index-only scan of
+# item_keywords_ranked); an item's rows give how many keywords it shares
+# and its lower-cased name, hence its score, without reading the item.  The
+# score is counted in halves (an integer: cheaper to add up and sort) until
+# the page is cut; %(halves)s is the cursor's.  Only the page's items are
+# read from items.
+SEARCH_MANY = f"""
+SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+    SELECT item_id, halves, votes, price FROM (
+        SELECT item_id, 2 * count(*) + max(hits) AS halves,
+               any_value(votes) AS votes, any_value(price) AS price
+        FROM (
+            SELECT item_id, votes, price,
+                coalesce((strpos(name, (%(keywords)s::text[])[1]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[2]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[3]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[4]) > 0)::int, 0)
+                + coalesce((strpos(name, (%(keywords)s::text[])[5]) > 0)::int, 0) AS hits
+            FROM item_keywords
+            WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
+        ) AS rows
+        GROUP BY item_id
+    ) AS scored
+    WHERE (-halves, votes, price, item_id)
+        > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY halves DESC, votes, price, item_id
+    LIMIT %(limit)s OFFSET %(offset)s
+) AS m JOIN items AS i ON i.id = m.item_id
+ORDER BY m.halves DESC, m.votes, m.price, m.item_id
+"""
+
+
+def _search(sql: str) -> str:
+    """The single statement of a search of shape C{sql}, after C{live}."""
+    return f"""
+SELECT '{OK}', json_build_object('items', coalesce((
+    SELECT json_agg({item_json('m', "'score', m.score")}
+                    ORDER BY m.score DESC, m.thumbs_down - m.thumbs_up, m.price, m.id)
+    FROM ({sql}) AS m
+), '[]'))::text
+FROM live AS s
+"""
+
+
+# The most a cart line may come to, as SQL.
+_TOTAL_MAX = f"{money.TOTAL_MAX}::numeric"
+
+# The cart after adding: the line the statement wrote (as RETURNING gives
+# it) and the cart's other lines as they were when it began, since the rest
+# of a statement cannot see its own writes.
+_LINES_AFTER_ADDING = """
+    SELECT item_id, quantity FROM added
+    UNION ALL
+    SELECT item_id, quantity FROM active_cart_lines
+    WHERE session_key = %(key)s AND item_id <> %(number)s"""
+
+#: AddItemToCart: %(units)s of the item %(category)s-%(number)s into the
+#: active cart of session %(key)s, unless the cart would then hold more
+#: than is on sale, the line would come to more than money.TOTAL_MAX, or
+#: the item would be a line beyond MAX_CART_LINES.  One statement, so
+#: concurrent additions of one item add up exactly: the conflicting row is
+#: locked while its new quantity is checked (as a bigint, so no sum
+#: overflows the column before it is refused) and written.  The outcome is
+#: OK, with the cart, or REFUSED, with what the error message needs (JSON):
+#: [units on sale, price, units the cart holds, lines it holds] of the
+#: item, or null: there is no such item.  With a request key the cart is
+#: filed as its lines (cart_lines_json).
+ADD_TO_CART = f""", item AS (
+    SELECT id, quantity, price FROM items WHERE id = %(number)s AND category = %(category)s
+), {COUNTED}, added AS (
+    INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
+    SELECT %(key)s, s.account_id, i.id, %(units)s FROM item AS i, live AS s
+    WHERE i.quantity >= %(units)s AND i.price * %(units)s <= {_TOTAL_MAX} AND NOT {OVER_SHARE}
+      AND ((SELECT count(*) FROM active_cart_lines WHERE session_key = %(key)s) < {MAX_CART_LINES}
+           OR EXISTS (SELECT FROM active_cart_lines
+                      WHERE session_key = %(key)s AND item_id = %(number)s))
+    ON CONFLICT (session_key, item_id) DO UPDATE
+        SET quantity = l.quantity + excluded.quantity
+        WHERE (SELECT l.quantity::bigint + excluded.quantity <= i.quantity
+                   AND (l.quantity::bigint + excluded.quantity) * i.price <= {_TOTAL_MAX}
+               FROM item AS i)
+    RETURNING l.item_id, l.quantity
+), answer AS (
+    SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{OK}'
+                WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
+                ELSE '{REFUSED}' END AS outcome,
+           CASE WHEN EXISTS (SELECT FROM added) THEN {cart_json(_LINES_AFTER_ADDING)}::text
+                ELSE (SELECT json_build_array(i.quantity, i.price, coalesce((
+                          SELECT l.quantity FROM active_cart_lines AS l
+                          WHERE l.session_key = %(key)s AND l.item_id = i.id), 0),
+                          (SELECT count(*) FROM active_cart_lines AS l
+                           WHERE l.session_key = %(key)s))::text
+                      FROM item AS i) END AS payload
+    FROM live AS s
+), {filed(cart_lines_json(_LINES_AFTER_ADDING) + "::text")}
+SELECT outcome, payload FROM answer
+"""
+
+#: Each single-statement API's statement after C{live}, by API (a search
+#: by its shape too: SearchItemsForSale/one...).
+STATEMENTS: Dict[str, str] = {
+    "DisplayItemsForSale": DISPLAY_ITEMS,
+    "ChangeItemPrice": CHANGE_PRICE,
+    "UpdateUnitsForSale": TAKE_OFF_SALE,
+    "GetItem": GET_ITEM,
+    "AddItemToCart": ADD_TO_CART,
+    "DisplayCart": DISPLAY_CART,
+    "SearchItemsForSale/all": _search(SEARCH_ALL),
+    "SearchItemsForSale/one": _search(SEARCH_ONE),
+    "SearchItemsForSale/many": _search(SEARCH_MANY),
+}
+
+
+def full_text(api: str, layout: str = "joined") -> str:
+    """The whole statement of C{api} (a key of L{STATEMENTS}) on
+    C{layout}: "joined" (customer and product data in one database) or
+    "separate"."""
+    return LIVE[layout] + STATEMENTS[api]
+
+
+def main(argv=None) -> None:
+    """Print the statement of an API: C{API [joined|separate]}; without
+    arguments, the names."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in STATEMENTS:
+        print("\n".join(STATEMENTS))
+        return
+    print(full_text(argv[0], argv[1] if len(argv) > 1 else "joined"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""APIs that answer with one statement, and the session strategy they share.
+
+Each such API (DisplayItemsForSale, ChangeItemPrice, UpdateUnitsForSale,
+SearchItemsForSale, GetItem, AddItemToCart, DisplayCart) is one handler
+and one statement; the statements are in marketplace/product/apisql.py,
+each readable whole there.  A statement starts with a common table
+expression C{live}, the session's account, and answers one row: an outcome
+(L{OK}, or why not) and the payload, written as JSON by PostgreSQL.  The
+handler maps a refusal to its PROTOCOL.md error, so an error never runs
+the work again.
+
+How C{live} is made is the service's session strategy (L{SessionCheck}),
+chosen once when the service is built:
+
+- L{JOINED}, where customer and product data share a database (the
+  embedded default, or settings naming one database for both): C{live}
+  checks and touches the session in the statement itself, so the API costs
+  one round trip.  It has no row for a session that is not live, and the
+  statement then answers none (INVALID_SESSION).
+- L{SEPARATE}, where they are two databases: the dispatcher checks the
+  session on the customer database first, and C{live} is the account it
+  found.
+
+A write files its answer under the request's key in the same statement,
+after counting it among the account's keyed writes (beyond its share the
+outcome is L{TOO_MANY_KEYS}: RATE_LIMITED).  Where that fails because the
+key is taken (a repeat), or the outcome is a refusal and the request has a
+key, the answer filed under the key is returned if there is one: a
+concurrent repeat waited for the first one's row locks, so the first is
+committed by then.
+
+The handlers are built with Deferred callbacks alone: they are the busiest
+code of the service, and a coroutine costs more to start and resume than a
+callback does to run.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+from twisted.internet import defer
+
+from marketplace.contract.errors import ApiError
+from marketplace.customer.accounts import Accounts, invalid_session, session_key
+from marketplace.postgres.database import Database
+from marketplace.frame import envelope
+from marketplace.postgres import requestkeys
+from marketplace.frame.dispatch import Api, Call, Handler
+
+#: The outcome of a statement that did its work.
+OK = "ok"
+#: The outcome of a keyed write beyond the account's share of its window.
+TOO_MANY_KEYS = "too many keys"
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """A session strategy: how a statement learns whose session it serves.
+
+    C{name} is the layout it serves ("joined" or "separate": which
+    C{live} begins every statement, see apisql.LIVE); C{joined} says
+    whether it checks the session itself (the dispatcher then does not).
+    """
+
+    name: str
+    joined: bool
+
+    def args(self, call: Call, role: str, timeout: float, more: dict) -> dict:
+        """The arguments C{live} takes, C{key} (the session's key) and
+        C{more}."""
+        if self.joined:
+            key = session_key(call.request.session_id)
+            return {"key": key, "role": role, "timeout": timeout, **more}
+        session = call.session
+        return {"key": session.key, "role": role, "account_id": session.user_id, **more}
+
+
+JOINED = SessionCheck("joined", True)
+
+SEPARATE = SessionCheck("separate", False)
+
+
+def session_check(one_database: bool) -> SessionCheck:
+    """The strategy for customer and product data in one database or two."""
+    return JOINED if one_database else SEPARATE
+
+
+#: What a handler makes of a refusal: the row, the statement's arguments.
+Refusal = Callable[[tuple, dict], ApiError]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An API's statement in one strategy, and the name it is prepared as."""
+
+    name: str
+    sql: str
+
+
+class Statements:
+    """The single-statement APIs of one role on the product database."""
+
+    def __init__(
+        self, db: Database, sessions: SessionCheck, accounts: Accounts, filed_answer: str
+    ) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.accounts = accounts
+        self.role = accounts.role
+        #: The answer of what a key's row holds (SQL over its C{answer}).
+        self.filed_answer = filed_answer
+
+    @property
+    def layout(self) -> str:
+        """The layout the statements must be written for (apisql.LIVE)."""
+        return self.sessions.name
+
+    def statement(self, name: str, sql: str) -> Statement:
+        """The statement C{sql} (written for L{layout}), prepared as C{name}."""
+        return Statement(f"{name}_{self.sessions.name}", sql)
+
+    def apis(self, handlers: Dict[str, Handler]) -> Dict[str, Api]:
+        """The APIs of these C{handlers}, by name: the dispatcher checks
+        their session only where their statement does not."""
+        joined = self.sessions.joined
+        return {name: Api(handler, checks_session=joined) for name, handler in handlers.items()}
+
+    def args(self, call: Call, **more: Any) -> dict:
+        """The arguments of a statement for C{call}: C{live}'s and C{more}."""
+        return self.sessions.args(call, self.role, self.accounts.session_timeout, more)
+
+    def refuse(self, call: Call, error: ApiError) -> defer.Deferred:
+        """Fail with C{error} (a payload that does not validate), after the
+        session check where the statement would have made it: an invalid
+        session is reported before a malformed payload, in both layouts."""
+        if not self.sessions.joined:
+            return defer.fail(error)
+        d = defer.ensureDeferred(self.accounts.authenticate(call.request.session_id))
+        return d.addCallback(_raise, error)
+
+    def read(
+        self, statement: Statement, args: dict, refused: Optional[Refusal] = None
+    ) -> defer.Deferred:
+        """A Deferred of the payload of a statement that changes nothing."""
+        d = self.db.prepared(statement.name, statement.sql, args)
+        return d.addCallback(self._payload, args, refused)
+
+    def write(
+        self, call: Call, statement: Statement, args: dict, refused: Refusal
+    ) -> defer.Deferred:
+        """A Deferred of the payload of a statement that writes and files
+        its answer under the request's key."""
+        args.update(requestkeys.statement_args(call.request, self.role, args["key"]))
+        args["rk_max"] = self.accounts.limits.request_keys_per_minute
+        d = self.db.prepared(statement.name, statement.sql, args)
+        if args["rk_key"] is None:
+            return d.addCallback(self._payload, args, refused)
+        return d.addCallbacks(
+            self._keyed_payload,
+            self._keyed_failure,
+            callbackArgs=(args, refused),
+            errbackArgs=(args,),
+        )
+
+    def _payload(self, rows: list, args: dict, refused: Optional[Refusal]):
+        if not rows:
+            raise invalid_session(self.role)
+        row = rows[0]
+        if row[0] == OK:
+            return envelope.JsonPayload(row[1])
+        if row[0] == TOO_MANY_KEYS:
+            raise requestkeys.too_many_keys()
+        raise refused(row, args)
+
+    def _keyed_payload(self, rows: list, args: dict, refused: Refusal):
+        if not rows or rows[0][0] == OK:
+            return self._payload(rows, args, refused)
+        # Refused: but a repeat of a request that did its work then gets
+        # the first answer.
+        row = rows[0]
+        error = requestkeys.too_many_keys() if row[0] == TOO_MANY_KEYS else refused(row, args)
+        return self._first_answer(args).addCallback(_or_raise, error)
+
+    def _keyed_failure(self, failure, args: dict):
+        if not requestkeys.is_repeat(failure.value):
+            return failure
+        return self._first_answer(args).addCallback(_or_fail, failure)
+
+    def _first_answer(self, args: dict) -> defer.Deferred:
+        key = requestkeys.RequestKey(args["rk_scope"], args["rk_key"], args["rk_request"])
+        return defer.ensureDeferred(requestkeys.first_answer(self.db, key, self.filed_answer))
+
+
+def _raise(_, error: ApiError):
+    raise error
+
+
+def _or_raise(answer, error: ApiError):
+    if answer is None:
+        raise error
+    return answer
+
+
+def _or_fail(answer, failure):
+    # The key's row was swept between the conflict and the look-up.
+    return failure if answer is None else answer
+
+
+__all__ = ["JOINED", "OK", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]

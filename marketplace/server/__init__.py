@@ -1,1 +1,0 @@
-"""The frame of every service: framing, envelope, dispatch, limits, workers, the service tree."""
