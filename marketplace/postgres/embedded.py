@@ -58,6 +58,9 @@ CLIENTS_WAIT = 30
 #: Seconds a stopping daemon waits for its guard to stop the server.
 GUARD_WAIT = 90.0
 
+#: Seconds a starting daemon waits for the server to end a recovery.
+RECOVERY_WAIT = 3600.0
+
 #: Seconds between two looks at the embedded server's process.
 WATCH_INTERVAL = 1.0
 
@@ -217,7 +220,10 @@ class EmbeddedPostgres:
         # The server is stopped by the guards, never by the library (its
         # exit handler only takes this process's handle off the list).
         self._server = module.PostgresServer(self.pgdata, cleanup_mode=None)
+        self._wait_out_recovery()
         self._admit_local_user_only()
+        if not self.throwaway:
+            self._archive_wal()
         for name in DATABASES:
             self._create_database(name)
         self._make_roles()
@@ -227,6 +233,25 @@ class EmbeddedPostgres:
         connection = psycopg2.connect(self._server.get_uri(database))
         connection.autocommit = True
         return connection
+
+    def _wait_out_recovery(self, timeout: float = RECOVERY_WAIT) -> None:
+        """Wait until the server takes writes: after a restore
+        (marketplace-backup) it replays WAL up to the chosen time first,
+        taking reads only."""
+        deadline = time.monotonic() + timeout
+        while True:
+            connection = self._superuser()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_is_in_recovery()")
+                    (recovering,) = cursor.fetchone()
+            finally:
+                connection.close()
+            if not recovering:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server is still recovering after {timeout:.0f} s")
+            time.sleep(0.1)
 
     def _admit_local_user_only(self) -> None:
         """Let only this process's system user (and root) in, as any of the
@@ -247,6 +272,45 @@ class EmbeddedPostgres:
                     cursor.execute("SELECT pg_reload_conf()")
             finally:
                 connection.close()
+
+    def _archive_wal(self) -> None:
+        """Archive every WAL segment into Barman's incoming folder (backup.py),
+        for backups with point-in-time recovery.  Turning archive_mode on
+        takes a restart, once per data folder."""
+        from marketplace.postgres import backup
+
+        backup.make_home(self.data_dir)
+        folder = backup.incoming(self.data_dir)
+        user = _system_user()
+        if user is not None:  # the server's user writes there
+            backup.server_user_owns(folder, user)
+        wanted = {
+            "archive_mode": "on",
+            "archive_command": backup.archive_command(self.data_dir),
+            "archive_timeout": str(backup.ARCHIVE_TIMEOUT),
+        }
+        connection = self._superuser()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(wanted),)
+                )
+                now = dict(cursor.fetchall())
+                changed = [name for name, value in wanted.items() if now.get(name) != value]
+                for name in changed:
+                    cursor.execute(f"ALTER SYSTEM SET {name} = %s", (wanted[name],))
+                if changed:
+                    cursor.execute("SELECT pg_reload_conf()")
+        finally:
+            connection.close()
+        if now.get("archive_mode") != "on":
+            module = _server_module()
+            with module.PostgresServer._lock:
+                module.pg_ctl(["-w", "-m", "fast", "-l", str(self.pgdata / "log"), "restart"],
+                              pgdata=self.pgdata,
+                              user=_system_user())
+                self._server._postmaster_info = None
+                self._server.ensure_postgres_running()
 
     def _make_roles(self) -> None:
         """The least-privilege roles (postgres/roles.py), and each database
