@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_seller ON items (seller_id);
 
--- Search (marketplace/product/productdb.py, SEARCH_*; docs/PERFORMANCE.md, "Catalog
+-- Search (marketplace/product/apisql.py, SEARCH_*; docs/PERFORMANCE.md, "Catalog
 -- size").  Without keywords the first page is read straight off this index,
 -- in ranking order: net votes (as thumbs_down - thumbs_up, so that every
 -- column ascends and a keyset cursor is one row comparison), price, id.
@@ -154,6 +154,35 @@ CREATE INDEX IF NOT EXISTS item_keywords_ranked ON item_keywords
     (category, keyword, name_miss, votes, price, item_id) INCLUDE (name);
 CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 
+-- One row per pair of keywords of each item on sale (first < second): the
+-- items that share two or more of a search's keywords, found without
+-- reading the keywords' whole lists.  A search with several keywords takes
+-- its page from them when enough of them score more than any item sharing
+-- a single keyword can (product/apisql.py, SEARCH_MANY).  Kept by the same triggers
+-- as item_keywords; filled here from the items when it is first made.
+DO $$
+BEGIN
+    IF to_regclass('item_keyword_pairs') IS NULL THEN
+        CREATE TABLE item_keyword_pairs (
+            item_id  bigint NOT NULL,
+            category integer NOT NULL,
+            first    text NOT NULL,
+            second   text NOT NULL,
+            votes    integer NOT NULL,
+            price    numeric(12, 2) NOT NULL,
+            name     text NOT NULL
+        );
+        INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
+        SELECT DISTINCT i.id, i.category, a, b, i.thumbs_down - i.thumbs_up, i.price, lower(i.name)
+        FROM items AS i, unnest(i.keywords) AS a, unnest(i.keywords) AS b
+        WHERE a < b AND i.quantity > 0;
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS item_keyword_pairs_listed ON item_keyword_pairs
+    (category, first, second) INCLUDE (item_id, votes, price, name);
+CREATE INDEX IF NOT EXISTS item_keyword_pairs_item ON item_keyword_pairs (item_id);
+
 -- The rows of item_keywords of the items of a statement, from its
 -- transition table (so a bulk INSERT or COPY fills them in one go).
 CREATE OR REPLACE FUNCTION item_keywords_of_new() RETURNS trigger
@@ -164,6 +193,10 @@ BEGIN
            n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
     FROM new_items AS n, unnest(n.keywords) AS k
     WHERE n.quantity > 0;
+    INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
+    SELECT DISTINCT n.id, n.category, a, b, n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
+    FROM new_items AS n, unnest(n.keywords) AS a, unnest(n.keywords) AS b
+    WHERE a < b AND n.quantity > 0;
     RETURN NULL;
 END
 $$;
@@ -179,14 +212,23 @@ BEGIN
         UPDATE item_keywords
         SET votes = NEW.thumbs_down - NEW.thumbs_up, price = NEW.price
         WHERE item_id = OLD.id;
+        UPDATE item_keyword_pairs
+        SET votes = NEW.thumbs_down - NEW.thumbs_up, price = NEW.price
+        WHERE item_id = OLD.id;
         RETURN NULL;
     END IF;
     DELETE FROM item_keywords WHERE item_id = OLD.id;
+    DELETE FROM item_keyword_pairs WHERE item_id = OLD.id;
     IF NEW.quantity > 0 THEN
         INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
         SELECT DISTINCT ON (k) NEW.id, k, NEW.category, strpos(lower(NEW.name), k) = 0,
                NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name)
         FROM unnest(NEW.keywords) AS k;
+        INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
+        SELECT DISTINCT NEW.id, NEW.category, a, b, NEW.thumbs_down - NEW.thumbs_up, NEW.price,
+               lower(NEW.name)
+        FROM unnest(NEW.keywords) AS a, unnest(NEW.keywords) AS b
+        WHERE a < b;
     END IF;
     RETURN NULL;
 END
@@ -196,6 +238,7 @@ CREATE OR REPLACE FUNCTION item_keywords_of_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM item_keywords WHERE item_id IN (SELECT id FROM old_items);
+    DELETE FROM item_keyword_pairs WHERE item_id IN (SELECT id FROM old_items);
     RETURN NULL;
 END
 $$;

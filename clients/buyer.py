@@ -86,6 +86,7 @@ async def add(shell: Shell, words: List[str]) -> None:
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.add_item_to_cart(wanted, units)
     shell.remember(*cart.get("cart", []))
+    _unsaved(shell, cart)
     shell.write(
         format.cart(
             cart, f"Added {format.plural(units, 'unit')} of {wanted}.", shell.width
@@ -98,10 +99,23 @@ async def remove(shell: Shell, words: List[str]) -> None:
     arity(words, 1, 2)
     wanted, units = item_id(words[0]), _units(words)
     cart = await shell.client.remove_item_from_cart(wanted, units)
+    _unsaved(shell, cart)
     shell.write(
         format.cart(
             cart, f"Took {format.plural(units, 'unit')} of {wanted} out.", shell.width
         )
+    )
+
+
+def _unsaved(shell: Shell, cart: dict) -> None:
+    """After a change of the active cart: leaving would lose it, unless it
+    is empty (the saved cart, if any, stays)."""
+    units = sum(line.get("quantity", 0) for line in cart.get("cart", []))
+    shell.note_unsaved(
+        f"the cart ({format.plural(units, 'unit')}) is not saved ('save' keeps"
+        " it for your next login)"
+        if units
+        else None
     )
 
 
@@ -117,6 +131,7 @@ async def save(shell: Shell, words: List[str]) -> None:
     """save: make the active cart the saved one."""
     arity(words, 0, 0)
     answer = await shell.client.save_cart()
+    shell.note_unsaved(None)
     shell.write(
         format.cart(
             answer, "Saved the cart; it will be there at your next login.", shell.width
@@ -128,6 +143,7 @@ async def clear(shell: Shell, words: List[str]) -> None:
     """clear: empty the active cart."""
     arity(words, 0, 0)
     await shell.client.clear_cart()
+    shell.note_unsaved(None)  # the saved cart stays as it was
     shell.write("Emptied the cart (the saved cart stays until you save again).")
 
 
@@ -145,11 +161,13 @@ async def buy(shell: Shell, words: List[str]) -> None:
             shell.fail("the cart is empty: add items first")
             return
         shell.write(format.cart(current, "Buying:", shell.width))
-        name = await shell.ask("Name on the card: ", check=_card_name)
-        number = await shell.ask("Card number: ", check=_card_number)
-        expires = await shell.ask("Expires (MM/YY): ", check=_expiry)
+        # The card's details are private: no history keeps them.
+        name = await shell.ask("Name on the card: ", check=_card_name, private=True)
+        number = await shell.ask("Card number: ", check=_card_number, private=True)
+        expires = await shell.ask("Expires (MM/YY): ", check=_expiry, private=True)
         code = await shell.ask("Security code: ", secret=True, check=_security_code)
     answer = await _pay(shell, [name, number, expires, code], current)
+    shell.note_unsaved(None)
     shell.write(format.purchase(answer, shell.width))
 
 

@@ -4,9 +4,14 @@ A L{LineEditor} reads the command lines of a L{Shell} with prompt_toolkit:
 arrow keys and the usual editing keys, a history kept across runs in the
 user's home (C{~/.marketplace-buyer-history}, C{~/.marketplace-seller-history}),
 Ctrl-L to clear the screen, and Tab to complete command names and the item
-ids seen in answers this session.  It asks the shell's questions too, with
-each answer checked before it is taken (a bad one is reported under the
-line, which stays to be corrected) and secrets not shown at all.
+ids seen in answers this session (with their names beside them).  It asks
+the shell's questions too, secrets not shown at all; the shell checks each
+answer and asks again, with an C{error:} line, for a bad one.
+
+Nothing secret enters a history: a command line that carries a password or
+a card (C{login sam -p …}, C{buy NAME CARD …}) is not kept, and answers to
+private questions (passwords, card details) go into no history at all, so
+the Up arrow never brings one back.
 
 Ctrl-C at any prompt, or while a command waits for the service, cancels
 that command and keeps the program running; Ctrl-D at the command prompt
@@ -23,10 +28,10 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.layout.processors import Processor, Transformation
-from prompt_toolkit.validation import ValidationError, Validator
+from prompt_toolkit.validation import DummyValidator
 from twisted.internet import defer
 
-from clients.shell import Cancelled, Check, Shell, UsageError
+from clients.shell import Cancelled, Shell, carries_secret
 
 # Commands whose arguments are command names rather than item ids.
 _NAMES_COMMANDS = ("help", "?")
@@ -37,6 +42,29 @@ def history_path(role: str) -> str:
     return os.path.join(os.path.expanduser("~"), f".marketplace-{role}-history")
 
 
+class _CommandHistory(FileHistory):
+    """The command history file, without the lines that carry a secret."""
+
+    def append_string(self, string: str) -> None:
+        if not carries_secret(string):
+            super().append_string(string)
+
+
+class _InMemoryCommandHistory(InMemoryHistory):
+    """The command history of one run, without the lines that carry a secret."""
+
+    def append_string(self, string: str) -> None:
+        if not carries_secret(string):
+            super().append_string(string)
+
+
+class _NoHistory(InMemoryHistory):
+    """A history that keeps nothing: private answers."""
+
+    def append_string(self, string: str) -> None:
+        pass
+
+
 def _history(path: str) -> History:
     """The history in C{path}, or one for this run only where it cannot be
     written (no home, a read-only one)."""
@@ -44,8 +72,8 @@ def _history(path: str) -> History:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError:
-        return InMemoryHistory()
-    return FileHistory(path)
+        return _InMemoryCommandHistory()
+    return _CommandHistory(path)
 
 
 class ShellCompleter(Completer):
@@ -66,7 +94,9 @@ class ShellCompleter(Completer):
             choices = sorted(self.shell.seen_ids, key=_item_order)
         for choice in choices:
             if choice.startswith(word.lower() if first_word else word):
-                yield Completion(choice, start_position=-len(word))
+                # An item id has its name beside it in the menu.
+                name = "" if first_word else self.shell.seen_ids.get(choice, "")
+                yield Completion(choice, start_position=-len(word), display_meta=name)
 
 
 def _item_order(item_id: str):
@@ -84,19 +114,6 @@ class _Hidden(Processor):
         )
 
 
-class _AnswerCheck(Validator):
-    """A shell's check of an answer, as prompt_toolkit validates."""
-
-    def __init__(self, check: Check) -> None:
-        self.check = check
-
-    def validate(self, document) -> None:
-        try:
-            self.check(document.text)
-        except UsageError as e:
-            raise ValidationError(message=str(e), cursor_position=len(document.text))
-
-
 class LineEditor:
     """Reads a shell's command lines and answers at a terminal."""
 
@@ -112,9 +129,14 @@ class LineEditor:
             complete_while_typing=False,
             interrupt_exception=Cancelled,
         )
-        # Answers (names, card numbers) never go into the history file.
+        # Answers never go into the history file: those of this run are
+        # recalled in memory, except private ones (passwords, card details),
+        # which a session of their own forgets at once.
         self.questions = PromptSession(
             history=InMemoryHistory(), interrupt_exception=Cancelled
+        )
+        self.private_questions = PromptSession(
+            history=_NoHistory(), interrupt_exception=Cancelled
         )
         self._running: Optional[defer.Deferred] = None
         self._asking: Optional[asyncio.Future] = None
@@ -127,16 +149,19 @@ class LineEditor:
         finally:
             self._asking = None
 
-    async def ask(self, question: str, secret: bool, check: Optional[Check]) -> str:
-        """Ask one question; Ctrl-C or Ctrl-D cancels the command."""
-        validator = _AnswerCheck(check) if check is not None else None
+    async def ask(self, question: str, secret: bool = False, private: bool = False) -> str:
+        """Ask one question, the answer not shown when C{secret} and kept in
+        no history when C{secret} or C{private}; Ctrl-C or Ctrl-D cancels
+        the command.  (The shell checks the answer.)"""
+        session = self.private_questions if secret or private else self.questions
         try:
-            # A session keeps the options of its last prompt: give them all.
+            # A session keeps the options of its last prompt (an option left
+            # as None is not reset): give them all, every time.
             return await self._prompt(
-                self.questions,
+                session,
                 question,
                 input_processors=[_Hidden()] if secret else [],
-                validator=validator,
+                validator=DummyValidator(),
                 validate_while_typing=False,
             )
         except EOFError:
@@ -145,14 +170,18 @@ class LineEditor:
     async def run(self) -> None:
         """Read and run command lines until quit or Ctrl-D, then log out."""
         shell = self.shell
-        shell.write(shell.banner())
+        await shell.greet()
         while not shell.leaving:
             shell.width = shutil.get_terminal_size().columns
             try:
                 line = await self._prompt(self.commands, shell.prompt())
             except Cancelled:
                 continue
-            except (EOFError, defer.CancelledError):
+            except EOFError:
+                if shell.may_leave():
+                    break
+                continue
+            except defer.CancelledError:
                 break
             self._running = defer.Deferred.fromCoroutine(shell.run_line(line))
             try:

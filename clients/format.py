@@ -280,7 +280,7 @@ def rating(answer: dict) -> str:
     return (
         f"{answer['name']} (seller {answer['seller_id']}):"
         f" {answer['thumbs_up']} thumbs up, {answer['thumbs_down']} thumbs down,"
-        f" {plural(answer['items_sold'], 'item')} sold."
+        f" {plural(answer['items_sold'], 'unit')} sold."
     )
 
 

@@ -6,7 +6,8 @@ Usage: marketplace-seller-cli [HOST [PORT]] | --connect ENDPOINT
 
 from typing import Dict, List, Optional
 
-from marketplace.clientlib import SellerClient
+from marketplace.clientlib import ClientError, SellerClient
+from marketplace.contract.errors import BAD_REQUEST
 
 from clients import format
 from clients.shell import (
@@ -88,12 +89,33 @@ async def remove_units(shell: Shell, words: List[str]) -> None:
     """remove-units ITEM_ID N: take units off sale."""
     arity(words, 2, 2)
     units = whole(words[1], "N")
-    item = await shell.client.update_units_for_sale(item_id(words[0]), units)
+    wanted = item_id(words[0])
+    try:
+        item = await shell.client.update_units_for_sale(wanted, units)
+    except ClientError as e:
+        if e.code != BAD_REQUEST:
+            raise
+        await _too_many_units(shell, wanted, units)
+        raise
     shell.remember(item)
     shell.write(
         f"Took {format.plural(units, 'unit')} of {item['item_id']} {item['item_name']}"
         f" off sale; {item['quantity']} left."
     )
+
+
+async def _too_many_units(shell: Shell, wanted: str, units: int) -> None:
+    """Say in words, with the count, that the item has fewer units on sale
+    than were to be taken off (the service names the field, not the count)."""
+    answer = await shell.client.display_items_for_sale()
+    for item in answer["items"]:
+        if item["item_id"] == wanted and item["quantity"] < units:
+            raise ClientError(
+                BAD_REQUEST,
+                f"cannot take {format.plural(units, 'unit')} of {wanted}"
+                f" {item['item_name']} off sale: it has only {item['quantity']} on sale",
+                "UpdateUnitsForSale",
+            )
 
 
 async def items(shell: Shell, words: List[str]) -> None:

@@ -22,12 +22,17 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from marketplace.clientlib import ClientError
-from marketplace.contract.errors import USERNAME_TAKEN
+from marketplace.contract.errors import INVALID_SESSION, USERNAME_TAKEN, ApiError
+from marketplace.payments import cards
 
 from clients import format
 
 _ITEM_ID = re.compile(r"[0-9]{1,10}-[0-9]{1,18}")
 _CENT = Decimal("0.01")
+
+#: The code of the error a command fails with when the program is pointed
+#: at another service (the client's, not the protocol's).
+WRONG_SERVICE = "WRONG_SERVICE"
 
 # Exit status of a script in which a command failed, and of an interrupt.
 EXIT_FAILED = 1
@@ -48,6 +53,9 @@ class Cancelled(Exception):
 
 # A check of one answer: returns nothing, raises UsageError for a bad one.
 Check = Callable[[str], object]
+
+#: How long the greeting waits to learn which service answers.
+GREETING_WITHIN = 2.0
 
 #: Columns of the terminal when it cannot be asked (a script's output).
 DEFAULT_WIDTH = 80
@@ -146,9 +154,32 @@ def choice(word: str, what: str, options: Sequence[str]) -> str:
 
 def keywords(words: Sequence[str]) -> List[str]:
     """At most 5 keywords of 1 to 8 characters."""
-    if len(words) > 5 or any(not 1 <= len(w) <= 8 for w in words):
-        raise UsageError("give at most 5 keywords of 1 to 8 characters")
+    if len(words) > 5:
+        raise UsageError(f"give at most 5 keywords, not {len(words)}")
+    for word in words:
+        if not 1 <= len(word) <= 8:
+            raise UsageError(
+                f"keyword {word!r} has {format.plural(len(word), 'character')};"
+                " keywords have 1 to 8"
+            )
     return list(words)
+
+
+_PASSWORD_OPTIONS = ("--password", "-p")
+
+
+def carries_secret(line: str) -> bool:
+    """Whether a command line holds a password (C{--password}, C{-p}) or
+    what looks like a card number, so that no history may keep it."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        words = line.split()
+    return any(
+        word.partition("=")[0] in _PASSWORD_OPTIONS
+        or cards.card_digits(word) is not None
+        for word in words[1:]
+    )
 
 
 class Terminal:
@@ -221,13 +252,19 @@ class Shell(LineReceiver):
         self._idle_waiters: List[defer.Deferred] = []
         self._lost_waiters: List[defer.Deferred] = []
         self._disconnected = False
+        self._service_checked = False
+        #: What leaving now would lose (a cart not saved), in words; None
+        #: when nothing.  At a terminal the first quit only warns of it.
+        self.unsaved: Optional[str] = None
+        self._warned = False
         #: The line editor that asks the questions at a terminal, if any.
         self.editor = None
         #: Columns of the terminal the output goes to, which tables fit;
         #: None for output to a file or a pipe (tables whole, as always).
         self.width: Optional[int] = None
-        #: Item ids seen in answers this session, for completion.
-        self.seen_ids: set = set()
+        #: Item ids seen in answers this session, with their names, for
+        #: completion.
+        self.seen_ids: Dict[str, str] = {}
         #: What the 'more' command shows next, if there is more.
         self.more: Optional[Callable[[], Awaitable[None]]] = None
 
@@ -329,13 +366,32 @@ class Shell(LineReceiver):
         return d
 
     async def ask(
-        self, question: str, secret: bool = False, check: Optional[Check] = None
+        self,
+        question: str,
+        secret: bool = False,
+        check: Optional[Check] = None,
+        private: bool = False,
     ) -> str:
-        """Ask the person for a line (not echoed when C{secret}); with a
-        C{check}, a bad answer is reported at once and asked for again."""
+        """Ask the person for a line (not echoed when C{secret}; kept in no
+        history when C{secret} or C{private}); with a C{check}, a bad answer
+        is reported at once on an C{error:} line and asked for again."""
+        # Between the editor's prompts the terminal echoes what is typed
+        # ahead (while an answer is checked, say): not a secret's.
+        quiet = secret and self.editor is not None and self.terminal is not None
+        if quiet:
+            self.terminal.echo(False)
+        try:
+            return await self._ask_until_good(question, secret, check, private)
+        finally:
+            if quiet:
+                self.terminal.echo(True)
+
+    async def _ask_until_good(
+        self, question: str, secret: bool, check: Optional[Check], private: bool
+    ) -> str:
         while True:
             if self.editor is not None:
-                answer = await self.editor.ask(question, secret, check)
+                answer = await self.editor.ask(question, secret, private)
             else:
                 answer = await self._ask_line(question, secret)
             if check is None:
@@ -432,11 +488,54 @@ class Shell(LineReceiver):
         except Cancelled:
             self.write(f"{command.name} cancelled.")
 
+    async def check_service(self) -> None:
+        """Make sure the service at the other end is this program's role's:
+        L{ClientError} WRONG_SERVICE, one sentence, if it is not.  Once it
+        has been found right it is not asked again."""
+        if self._service_checked:
+            return
+        found = await self.client.which_service()
+        if found != self.role:
+            raise ClientError(WRONG_SERVICE, wrong_service(self, found))
+        self._service_checked = True
+
+    async def greet(self) -> None:
+        """At a terminal, once connected: the banner, and at once a line of
+        warning if the service is not this program's (the program goes on:
+        a command of its own then says so again)."""
+        from twisted.internet import reactor
+
+        self.write(self.banner())
+        try:
+            checking = defer.Deferred.fromCoroutine(self.check_service())
+            await checking.addTimeout(GREETING_WITHIN, reactor)
+        except ClientError as e:
+            self.fail(e.message)
+        except defer.TimeoutError:
+            pass  # a slow service: login and register ask again
+
     def remember(self, *items: dict) -> None:
         """Keep the item ids of answers, for completion."""
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("item_id"), str):
-                self.seen_ids.add(item["item_id"])
+                name = item.get("item_name")
+                self.seen_ids[item["item_id"]] = name if isinstance(name, str) else ""
+
+    def note_unsaved(self, what: Optional[str]) -> None:
+        """Say what leaving now would lose (None: nothing); the next quit
+        warns of it again."""
+        self.unsaved = what
+        self._warned = False
+
+    def may_leave(self) -> bool:
+        """Whether quit (or Ctrl-D) may leave now: at a terminal, with
+        something unsaved, the first time only warns, and says how to leave."""
+        if not self.interactive or self.unsaved is None or self._warned:
+            return True
+        self._warned = True
+        text = f"{self.unsaved}; 'quit' or Ctrl-D again leaves without it"
+        self.write("\n".join(format.wrap(f"warning: {text}", self.columns, "  ")))
+        return False
 
     def quit(self) -> None:
         """Stop reading: the lines after this one are not run."""
@@ -457,7 +556,10 @@ class Shell(LineReceiver):
                 await self.client.logout()
                 self.write("Logged out.")
             except ClientError as e:
-                self.write(f"could not log out: {e.message}")
+                if e.code == INVALID_SESSION:
+                    self.write("Logged out (the session had already ended).")
+                else:
+                    self.write(f"could not log out: {e.message}")
         await self.client.close()
         if self._interrupted and not self.interactive:
             status = EXIT_INTERRUPTED
@@ -491,6 +593,17 @@ class Shell(LineReceiver):
         return taken
 
 
+def wrong_service(shell: "Shell", found: Optional[str]) -> str:
+    """The one line that says the service at the other end is not the
+    program's: C{found} is the role that answers, or None."""
+    where = shell.where or "that address"
+    role = shell.role
+    if found is None:
+        return f"{where} is not a {role} service"
+    default = shell.client.default_port
+    return f"{where} is a {found} service, not a {role} service (port {default})"
+
+
 def command_table(commands: Sequence[Command]) -> Dict[str, Command]:
     """Commands by name and by alias."""
     table: Dict[str, Command] = {}
@@ -515,6 +628,7 @@ def common_commands(
         arity(words, 1, 2)
         username = words[0]
         name = words[1] if len(words) > 1 else None
+        await shell.check_service()
         if password is None:
             # The name first: nobody types a password twice for a name
             # that is taken (and a connection problem shows up here too).
@@ -527,21 +641,25 @@ def common_commands(
         answer = await shell.client.create_account(username, password, name)
         shell.write(
             f"Registered {shell.role} {username} ({shell.role} id"
-            f" {answer[shell.client.id_field]}). Now: login {username}"
+            f" {answer.get(shell.client.id_field, '?')}). Now: login {username}"
         )
 
     async def login(shell: Shell, words: List[str]) -> None:
         password, words = take_option(words, "--password", "-p")
         arity(words, 1, 1)
+        # Before the password is typed: the wrong service, a connection
+        # problem.
+        await shell.check_service()
         if password is None:
-            # A connection problem is told before the password is typed.
             await shell.client.check_username(words[0])
             password = await _ask_password(shell)
         if shell.client.session_id is not None:
             await shell.client.logout()
         answer = await shell.client.login(words[0], password)
+        shell.note_unsaved(None)
         shell.write(
-            f"Logged in as {words[0]} ({shell.role} {answer[shell.client.id_field]})."
+            f"Logged in as {words[0]} ({shell.role}"
+            f" {answer.get(shell.client.id_field, '?')})."
         )
 
     async def logout(shell: Shell, words: List[str]) -> None:
@@ -571,12 +689,15 @@ def common_commands(
     async def more(shell: Shell, words: List[str]) -> None:
         arity(words, 0, 0)
         if shell.more is None:
-            raise UsageError("there is nothing more to show")
+            # Not a usage error: the command was typed right.
+            shell.fail("there is nothing more to show")
+            return
         await shell.more()
 
     async def quit_(shell: Shell, words: List[str]) -> None:
         arity(words, 0, 0)
-        shell.quit()
+        if shell.may_leave():
+            shell.quit()
 
     account = [
         Command(
@@ -633,14 +754,35 @@ def common_commands(
 
 
 async def _ask_password(shell: Shell, confirm: bool = False) -> str:
+    """A password typed at a question; with C{confirm} (a new account's), one
+    the service will take, typed twice: a bad one, or two that differ, is
+    reported at once and asked for again."""
     if not shell.interactive:
         raise UsageError("give the password with --password PASSWORD in a script")
-    password = await shell.ask("Password: ", secret=True)
-    if confirm and password != await shell.ask("Password again: ", secret=True):
-        raise UsageError("the two passwords differ")
-    if not password:
+    if not confirm:
+        return await shell.ask("Password: ", secret=True, check=_some_password)
+    while True:
+        password = await shell.ask("Password: ", secret=True, check=new_password)
+        if password == await shell.ask("Password again: ", secret=True):
+            return password
+        shell.write("error: the two passwords differ; type the password again")
+
+
+def _some_password(text: str) -> None:
+    if not text:
         raise UsageError("the password must not be empty")
-    return password
+
+
+def new_password(text: str) -> None:
+    """Check a new account's password by the service's own rules
+    (PROTOCOL.md, Additions: too short or too common is refused)."""
+    # Imported here: it loads data a program that never registers needs not.
+    from marketplace.customer import identities
+
+    try:
+        identities.new_password(text)
+    except ApiError as e:
+        raise UsageError(e.message.replace('field "password"', "the password"))
 
 
 def help_list(commands: Sequence[Command], width: int = DEFAULT_WIDTH) -> str:

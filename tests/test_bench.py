@@ -2,6 +2,8 @@
 tiny benchmark against the real services."""
 
 import json
+import os
+import sys
 import math
 import subprocess
 from pathlib import Path
@@ -397,3 +399,20 @@ class _LiveProgress(Progress):
 
     def run_ended(self, clients, started, finished, calls):
         self.live.run_ended(clients, started, finished, calls)
+
+
+class InstallHintTests(unittest.SynchronousTestCase):
+    def test_the_pip_of_this_environment(self):
+        """marketplace-bench without its extras names a command that works:
+        this environment's pip (.venv/bin/pip), not a bare pip."""
+        from marketplace.bench.cli import install_bench_command
+        from tests.test_cli import ROOT
+
+        here = os.getcwd()
+        self.addCleanup(os.chdir, here)
+        os.chdir(ROOT)
+        venv = os.path.relpath(os.path.dirname(sys.executable), ROOT)
+        self.assertEqual(
+            install_bench_command(), f"{os.path.join(venv, 'pip')} install '.[bench]'"
+        )
+        self.assertTrue(os.path.exists(os.path.join(ROOT, venv, "pip")))

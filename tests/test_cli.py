@@ -190,7 +190,7 @@ class FormatTests(unittest.SynchronousTestCase):
                     "items_sold": 1,
                 }
             ),
-            "Sam (seller 4): 5 thumbs up, 1 thumbs down, 1 item sold.",
+            "Sam (seller 4): 5 thumbs up, 1 thumbs down, 1 unit sold.",
         )
 
 
@@ -360,7 +360,7 @@ class SellerShellTests(unittest.TestCase):
         out = await cli.run("rating")
         self.assertRegex(
             out,
-            r"^Sam Shop \(seller \d+\): 0 thumbs up, 0 thumbs down, 0 items sold\.\n$",
+            r"^Sam Shop \(seller \d+\): 0 thumbs up, 0 thumbs down, 0 units sold\.\n$",
         )
 
         self.assertEqual(await cli.run("logout"), "Logged out.\n")
@@ -439,7 +439,7 @@ class BuyerShellTests(unittest.TestCase):
         out = await cli.run(f"seller-rating {seller.user_id}")
         self.assertEqual(
             out,
-            f"Sam's Shop (seller {seller.user_id}): 0 thumbs up, 0 thumbs down, 0 items sold.\n",
+            f"Sam's Shop (seller {seller.user_id}): 0 thumbs up, 0 thumbs down, 0 units sold.\n",
         )
         self.assertEqual(await cli.run("history"), "No purchases yet.\n")
 
@@ -718,7 +718,8 @@ class ConsoleScriptTests(unittest.TestCase):
             script,
         )
         self.assertEqual(status, 1, out + err)
-        self.assertIn("line 1: error: CreateAccount got no answer within 2 s:", out)
+        # register first asks which service answers (the wrong one is told).
+        self.assertIn("line 1: error: the service got no answer within 2 s:", out)
         self.assertIn("nothing is listening at 127.0.0.1:", out)
         self.assertLess(reactor.seconds() - started, 15)
 

@@ -39,7 +39,7 @@ from marketplace.contract.errors import (
     USERNAME_TAKEN,
     ApiError,
 )
-from marketplace.frame.writes import framed
+from marketplace.frame.protocol import framed
 from tests.support import start_marketplace
 
 #: What MakePurchase and ProvideFeedback may answer while their server side

@@ -177,5 +177,17 @@ class DaemonTests(unittest.TestCase):
         self.assertTrue((cwd / "data" / "postgres").is_dir())
 
         client.transport.loseConnection()
+        # SIGTERM to the process group (make run's, at a kill of make): the
+        # worker gets it, and again from worker 0; it stops once, quietly.
+        for _ in range(600):  # worker 1 up and serving too
+            if daemon.log().count("payments service listening on") >= 2:
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)
+        worker = int(re.search(r"worker 1 started \(pid (\d+)\)", daemon.log()).group(1))
+        os.kill(worker, signal.SIGTERM)
         daemon.process.signalProcess(signal.SIGTERM)
         self.assertTrue(await daemon.ended, daemon.log())
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertNotIn("ReactorNotRunning", daemon.log())
+        # The workers do not log each port they open: one line for worker 0's.
+        self.assertEqual(daemon.log().count(" starting on "), 1, daemon.log())

@@ -6,7 +6,7 @@ from decimal import Decimal
 from twisted.trial import unittest
 
 from marketplace.contract.errors import BAD_REQUEST, ApiError
-from marketplace.frame import envelope
+from marketplace.frame import dispatch
 
 
 def request(**fields) -> bytes:
@@ -18,13 +18,13 @@ def request(**fields) -> bytes:
 class ParseRequestTests(unittest.SynchronousTestCase):
     def assertBad(self, frame: bytes, words: str) -> ApiError:
         with self.assertRaises(ApiError) as caught:
-            envelope.parse_request(frame)
+            dispatch.parse_request(frame)
         self.assertEqual(caught.exception.code, BAD_REQUEST)
         self.assertIn(words, caught.exception.message)
         return caught.exception
 
     def test_valid(self):
-        parsed = envelope.parse_request(
+        parsed = dispatch.parse_request(
             request(session_id="abc", payload={"item_id": "3-17"}, request_id=7)
         )
         self.assertEqual(parsed.api, "GetItem")
@@ -33,12 +33,12 @@ class ParseRequestTests(unittest.SynchronousTestCase):
         self.assertEqual((parsed.request_id, parsed.has_request_id), (7, True))
 
     def test_fractions_are_decimal(self):
-        parsed = envelope.parse_request(request(payload={"price": 9.99}))
+        parsed = dispatch.parse_request(request(payload={"price": 9.99}))
         self.assertEqual(parsed.payload["price"], Decimal("9.99"))
 
     def test_missing_payload_is_empty(self):
         frame = json.dumps({"type": "request", "api": "Logout"}).encode()
-        self.assertEqual(envelope.parse_request(frame).payload, {})
+        self.assertEqual(dispatch.parse_request(frame).payload, {})
 
     def test_not_utf8(self):
         self.assertBad(b"\xff\xfe{}", "UTF-8")
@@ -77,10 +77,10 @@ class ParseRequestTests(unittest.SynchronousTestCase):
 
 class EncodeTests(unittest.SynchronousTestCase):
     def test_response_echoes(self):
-        parsed = envelope.parse_request(request(session_id="s", request_id="x"))
-        answer = envelope.response(parsed, {"price": Decimal("2.50")})
+        parsed = dispatch.parse_request(request(session_id="s", request_id="x"))
+        answer = dispatch.response(parsed, {"price": Decimal("2.50")})
         self.assertEqual(
-            json.loads(envelope.encode(answer)),
+            json.loads(dispatch.encode(answer)),
             {
                 "type": "response",
                 "api": "GetItem",
@@ -91,11 +91,11 @@ class EncodeTests(unittest.SynchronousTestCase):
         )
 
     def test_json_payload_goes_in_as_it_is(self):
-        parsed = envelope.parse_request(request(session_id="s", request_id="\ud800"))
+        parsed = dispatch.parse_request(request(session_id="s", request_id="\ud800"))
         text = '{"items" : [{"item_name" : "Tasse \u00fc \\"x\\"", "price" : 10.00}]}'
-        answer = envelope.response(parsed, envelope.JsonPayload(text))
+        answer = dispatch.response(parsed, dispatch.JsonPayload(text))
         self.assertEqual(
-            json.loads(envelope.encode(answer), parse_float=Decimal),
+            json.loads(dispatch.encode(answer), parse_float=Decimal),
             {
                 "type": "response",
                 "api": "GetItem",
@@ -106,25 +106,25 @@ class EncodeTests(unittest.SynchronousTestCase):
         )
 
     def test_no_request_id_unless_sent(self):
-        parsed = envelope.parse_request(request())
-        self.assertNotIn("request_id", envelope.response(parsed, {}))
+        parsed = dispatch.parse_request(request())
+        self.assertNotIn("request_id", dispatch.response(parsed, {}))
 
     def test_session_id_override(self):
-        parsed = envelope.parse_request(request(session_id="s"))
-        self.assertIsNone(envelope.response(parsed, {}, None)["session_id"])
+        parsed = dispatch.parse_request(request(session_id="s"))
+        self.assertIsNone(dispatch.response(parsed, {}, None)["session_id"])
 
     def test_error(self):
-        parsed = envelope.parse_request(request(session_id="s"))
-        answer = envelope.error(parsed, "NOT_FOUND", "no such item")
+        parsed = dispatch.parse_request(request(session_id="s"))
+        answer = dispatch.error(parsed, "NOT_FOUND", "no such item")
         self.assertEqual(answer["type"], "error")
         self.assertEqual(answer["error"], {"code": "NOT_FOUND", "message": "no such item"})
         self.assertEqual(answer["session_id"], "s")
 
     def test_error_without_request(self):
-        answer = envelope.error(None, "BAD_REQUEST", "bad")
+        answer = dispatch.error(None, "BAD_REQUEST", "bad")
         self.assertEqual((answer["api"], answer["session_id"]), (None, None))
 
     def test_unicode_is_kept(self):
-        parsed = envelope.parse_request(request())
-        body = envelope.encode(envelope.response(parsed, {"name": "caf\u00e9 \U0001f600"}))
+        parsed = dispatch.parse_request(request())
+        body = dispatch.encode(dispatch.response(parsed, {"name": "caf\u00e9 \U0001f600"}))
         self.assertEqual(json.loads(body.decode("utf-8"))["payload"]["name"], "caf\u00e9 \U0001f600")

@@ -16,7 +16,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from marketplace.postgres.database import Database, connection_dsn, is_unavailable
-from tests.db import test_dsns
+from tests.db import test_dsns, test_server
 from tests.test_crash_pools import assert_reactor_clean
 from tests.test_unavailable import allow_connections
 
@@ -93,6 +93,13 @@ class PoolTests(unittest.TestCase):
         self.assertEqual(rows, [[(n,)] for n in range(4 * SIZE)])
         self.assertEqual(database.open_connections, SIZE)
         assert_reactor_clean(self)
+
+    async def test_embedded_server_times_wal_flushes(self):
+        # What a durable commit waits for shows in pg_stat_io (object wal).
+        if test_server() is None:
+            raise unittest.SkipTest("the tests run on a database of their own")
+        database = await self.open()
+        self.assertEqual(await database.query("SHOW track_wal_io_timing"), [("on",)])
 
     async def test_failed_statements_keep_the_pool(self):
         database = await self.open()

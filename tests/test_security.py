@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from marketplace.customer.accounts import Accounts
 from marketplace.customer.passwords import Passwords
-from marketplace.frame import envelope
+from marketplace.frame import dispatch
 from marketplace.frame.dispatch import Call
 from tests.support import (
     assert_error,
@@ -77,7 +77,7 @@ class PasswordTests(unittest.TestCase):
         self.accounts = Accounts("buyer", self.customer, self.passwords)
 
     def call(self, api, payload):
-        return Call(envelope.Request(api=api, session_id=None, payload=payload))
+        return Call(dispatch.Request(api=api, session_id=None, payload=payload))
 
     async def test_unknown_username_still_verifies(self):
         await self.accounts.create_account(
@@ -138,7 +138,7 @@ class SessionIdTests(unittest.TestCase):
         server = Path(__file__).parent.parent / "marketplace"
         found = []
         for path in server.glob("*/*.py"):
-            if path.parent.name in ("client", "bench", "cluster"):
+            if path.parent.name in ("clientlib", "bench", "cluster"):
                 continue
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):

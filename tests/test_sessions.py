@@ -81,7 +81,9 @@ class StatelessTests(BuyerTestCase):
 @on_both_layouts
 class ExpiryTests(unittest.TestCase):
     async def test_idle_session_expires_with_its_cart(self):
-        market = await start_marketplace(self, session_timeout=1.5)
+        # Margins wide enough for a loaded machine: each request may take
+        # a while, but the gaps stay well inside the timeout.
+        market = await start_marketplace(self, session_timeout=3.0)
         seller = await connect(self, market.ports["seller"])
         buyer = await connect(self, market.ports["buyer"])
         _, seller_sid = await seller_session(self, seller)
@@ -92,10 +94,10 @@ class ExpiryTests(unittest.TestCase):
         await buyer.request("SaveCart", {}, session)
         # Requests keep a session alive past the timeout...
         for _ in range(3):
-            await task.deferLater(reactor, 0.7, lambda: None)
+            await task.deferLater(reactor, 1.2, lambda: None)
             payload_of(self, await buyer.request("DisplayCart", {}, session))
         # ...and idleness ends it.
-        await task.deferLater(reactor, 2.0, lambda: None)
+        await task.deferLater(reactor, 4.0, lambda: None)
         assert_error(self, await buyer.request("DisplayCart", {}, session), "INVALID_SESSION")
         assert_error(self, await seller.request("DisplayItemsForSale", {}, seller_sid), "INVALID_SESSION")
         backend = market.backend()

@@ -200,8 +200,8 @@ class LineEditorTests(unittest.TestCase):
         await term.expect("seller sam> price")
         term.send(" 3-\t")
         screen = await term.settle()
-        for item in ids:  # a menu of the ids seen
-            self.assertIn(item, screen)
+        for n, item in enumerate(ids):  # a menu of the ids seen, named
+            self.assertRegex(screen, f"{item} +Mug {n}")
         term.send(CTRL_C)
         await term.expect("seller sam>")
         term.send("price 3-" + "\t")
@@ -233,8 +233,7 @@ class LineEditorTests(unittest.TestCase):
         term.send("old\r")
         await term.expect("CONDITION must be new or used, not 'old'")
         term.send(CTRL_C)
-        await term.expect("sell cancelled.")
-        self.assertTrue(term.line().startswith("seller sam>"), term.text())
+        await term.expect("sell cancelled.\nseller sam>")
         # The program runs on: a Ctrl-C at the password too.
         term.send("login sam\r")
         await term.expect("Password: ")
@@ -245,6 +244,172 @@ class LineEditorTests(unittest.TestCase):
         term.send(CTRL_D)
         await term.expect("Logged out.")
         self.assertEqual(await term.ended, 0)
+
+    async def test_a_form_then_login_asks_the_password_afresh(self):
+        """After a form (done, then cancelled) login checks no answer
+        against an old question's rule, and nothing of a password is shown
+        or recalled by the Up arrow, at a question or at the prompt."""
+        seller = make_client(self, SellerClient, service(self.market, "seller"))
+        await seller.create_account("sam", PASSWORD)
+        term = self.seller()
+        await term.expect("seller>")
+        term.send(f"login sam -p {PASSWORD}\r")
+        await term.expect("Logged in as sam")
+        term.send(CTRL_L + b"sell\r")
+        await term.expect("Item name: ")
+        term.send("Desk lamp\r")
+        await term.expect("Category (a number): ")
+        term.send("lamps\r")
+        # The error on a line of its own, then the question again, empty.
+        await term.expect(
+            "Category (a number): lamps\n"
+            "error: CATEGORY must be a whole number of 0 or more, not 'lamps'\n"
+            "Category (a number):"
+        )
+        self.assertEqual(term.line(), "Category (a number):")
+        for typed, question in [
+            ("3", "Condition (new or used): "),
+            ("used", "Price: "),
+            ("12", "Units for sale: "),
+            ("2", "Keywords (up to 5, space-separated): "),
+        ]:
+            term.send(typed + "\r")
+            await term.expect(question)
+        term.send("lamp desk\r")
+        screen = await term.expect("is on sale: 2 units of Desk lamp at 12.00.")
+        self.assertNotIn("lamps3", screen)
+        lamp = screen.split("Item ")[-1].split()[0]
+        term.send(f"remove-units {lamp} 5\r")
+        await term.expect(
+            f"error: cannot take 5 units of {lamp} Desk lamp off sale: it has only 2 on sale"
+        )
+        term.send("sell Flask 3 new 9 1 insulated\r")
+        await term.expect(
+            "error: keyword 'insulated' has 9 characters; keywords have 1 to 8"
+        )
+        term.send("rating\r")
+        await term.expect("0 thumbs down, 0 units sold.")
+        # A form cancelled at a question with a rule of its own.
+        term.send(CTRL_L + b"sell\r")
+        await term.expect("Item name: ")
+        term.send("Tulip\r")
+        await term.expect("Category (a number): ")
+        term.send("3\r")
+        await term.expect("Condition (new or used): ")
+        term.send(CTRL_C)
+        await term.expect("sell cancelled.")
+        term.send("logout\r")
+        await term.expect("Logged out.")
+        term.send("login sam\r")
+        await term.expect("Password: ")
+        term.send("Tulip-Harbor-42\r")
+        await term.expect("error: wrong username or password")
+        term.send("login sam\r")
+        await term.expect("Password: ")
+        term.send(PASSWORD + "\r")
+        await term.expect("Logged in as sam (seller")
+        # Up at a question: the earlier answers of this run, never a password.
+        term.send(CTRL_L + b"sell\r")
+        await term.expect("Item name: ")
+        for _ in range(12):
+            term.send(UP)
+            screen = await term.settle()
+            self.assertNotIn("Tulip-Harbor", screen)
+            self.assertNotIn(PASSWORD, screen)
+        term.send(CTRL_C)
+        await term.expect("sell cancelled.")
+        term.send(CTRL_L)
+        await term.settle()
+        for _ in range(12):  # nor at the prompt
+            term.send(UP)
+            screen = await term.settle()
+            self.assertNotIn(PASSWORD, screen)
+        term.send(CTRL_C + CTRL_D)
+        await term.expect("Logged out.")
+        self.assertEqual(await term.ended, 0)
+        with open(os.path.join(self.home, ".marketplace-seller-history")) as f:
+            kept = f.read()
+        self.assertIn("+sell\n", kept)
+        self.assertNotIn(PASSWORD, kept)
+        self.assertNotIn("Tulip-Harbor", kept)
+
+    async def test_a_purchase_then_login_and_quit_with_a_cart(self):
+        """The buyer: after a purchase and a cancelled one, login works and
+        no card detail comes back with Up; quitting with a cart not saved
+        warns first."""
+        seller = make_client(self, SellerClient, service(self.market, "seller"))
+        await seller.create_account("sam", PASSWORD)
+        await seller.login("sam", PASSWORD)
+        answer = await seller.register_item_for_sale("Lamp", 3, ["lamp"], "new", "5", 2)
+        lamp = answer["item_id"]
+        term = self.buyer()
+        await term.expect("buyer>")
+        term.send(f"register bea -p {PASSWORD}\rlogin bea -p {PASSWORD}\r")
+        await term.expect("Logged in as bea")
+        term.send(f"add {lamp}\rbuy\r")
+        await term.expect("Name on the card: ")
+        for typed, question in [
+            ("Bea Card", "Card number: "),
+            ("4111 1111 1111 1111", "Expires (MM/YY): "),
+            ("12/39", "Security code: "),
+        ]:
+            term.send(typed + "\r")
+            await term.expect(question)
+        term.send("123\r")
+        await term.expect("Purchase")
+        term.send(CTRL_L + f"add {lamp} 2\r".encode())
+        await term.expect(f"error: only 1 unit of {lamp} left")
+        term.send(f"add {lamp}\rbuy\r")
+        await term.expect("Name on the card: ")
+        for _ in range(6):
+            term.send(UP)
+            screen = await term.settle()
+            for private in ("Bea Card", "4111", "12/39", "123"):
+                self.assertNotIn(private, screen)
+        term.send(b"\x15Bea Card\r")  # Ctrl-U: the line emptied first
+        await term.expect("Card number: ")
+        term.send(CTRL_C)
+        await term.expect("buy cancelled.")
+        term.send("logout\rlogin bea\r")
+        await term.expect("Password: ")
+        term.send(PASSWORD + "\r")
+        await term.expect("Logged in as bea (buyer")
+        self.assertNotIn(PASSWORD, term.text())
+        term.send(f"add {lamp}\rquit\r")
+        await term.expect(
+            "warning: the cart (1 unit) is not saved ('save' keeps it for your next"
+            " login); 'quit' or Ctrl-D again leaves without it\nbuyer bea>"
+        )
+        term.send("quit\r")
+        await term.expect("Logged out.")
+        self.assertEqual(await term.ended, 0)
+
+    async def test_the_program_of_the_other_role(self):
+        """Each program pointed at the other service says so in one line,
+        creates no account there, and keeps running."""
+        ports = self.market.ports
+        for program, role, other in [
+            ("marketplace-buyer-cli", "buyer", "seller"),
+            ("marketplace-seller-cli", "seller", "buyer"),
+        ]:
+            where = f"127.0.0.1:{ports[other]}"
+            term = start(self, program, ["127.0.0.1", str(ports[other])], self.home)
+            told = f"error: {where} is a {other} service, not a {role} service"
+            await term.expect(told)
+            term.send("register bob\r")
+            await term.expect(f"{role}> register bob\n{told}")
+            term.send(f"login bob -p {PASSWORD}\r")
+            await term.expect(f"{role}> login bob -p {PASSWORD}\n{told}")
+            term.send("help more\r")
+            screen = await term.expect("example: more")
+            self.assertNotIn("Password", screen)
+            self.assertNotIn("Traceback", screen)
+            term.send("quit\r")
+            self.assertEqual(await term.ended, 0)
+        for role in ("buyer", "seller"):
+            client = make_client(self, SellerClient, service(self.market, role))
+            self.assertEqual(await client.which_service(), role)
+            self.assertTrue((await client.check_username("bob"))["available"])
 
     async def test_sigterm_logs_out_and_gives_the_terminal_back(self):
         term = self.seller()
@@ -271,10 +436,25 @@ class LineEditorTests(unittest.TestCase):
         self.assertNotIn("Password", screen)
         term.send("register sue\r")
         await term.expect("Password: ")
+        # A password the service would refuse is refused at once, and asked
+        # for again; so is a second one that differs.
+        term.send("short\r")
+        await term.expect(
+            "error: the password must have at least 8 characters"
+            " (not counting invisible ones)\nPassword:"
+        )
+        term.send("password\r")
+        await term.expect("error: the password is one of the most common passwords")
+        term.send(PASSWORD + "\r")
+        await term.expect("Password again: ")
+        term.send("correct-horse-8\r")
+        await term.expect("error: the two passwords differ; type the password again")
         term.send(PASSWORD + "\r")
         await term.expect("Password again: ")
         term.send(PASSWORD + "\r")
-        await term.expect("Registered seller sue")
+        screen = await term.expect("Registered seller sue")
+        self.assertNotIn("short", screen)
+        self.assertNotIn(PASSWORD, screen)
         term.send("quit\r")
         self.assertEqual(await term.ended, 0)
 
@@ -300,12 +480,30 @@ class LineEditorTests(unittest.TestCase):
         screen = await term.expect("Items 41-45 of 45.")
         self.assertIn("Cup 44", screen)
         term.send("more\r")
-        await term.expect("error: there is nothing more to show")
+        screen = await term.expect("error: there is nothing more to show")
+        self.assertNotIn("usage", screen)
         term.send(CTRL_L + b"search 7 cup --page 2\r")
         await term.expect("Items 21-40 of 45.")
         for line in term.text().splitlines():
             self.assertLessEqual(len(line), 80)
         term.send("quit\r")
+        self.assertEqual(await term.ended, 0)
+
+
+class ExpiredSessionTests(unittest.TestCase):
+    async def test_quit_after_the_session_expired(self):
+        market = await start_marketplace(self, session_timeout=1.0)
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        port = str(market.ports["seller"])
+        term = start(self, "marketplace-seller-cli", ["127.0.0.1", port], home)
+        await term.expect("seller>")
+        term.send(f"register sam -p {PASSWORD}\rlogin sam -p {PASSWORD}\r")
+        await term.expect("Logged in as sam")
+        await _later(1.5)
+        term.send("quit\r")
+        screen = await term.expect("Logged out (the session had already ended).")
+        self.assertNotIn("could not log out", screen)
         self.assertEqual(await term.ended, 0)
 
 

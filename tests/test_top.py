@@ -119,3 +119,39 @@ class LiveTests(unittest.TestCase):
         self.assertRegex(text, r"seller +unknown +[0-9.]+ .*UNKNOWN_API [0-9.]+")
         self.assertIn("connections open: seller 1 (0 in flight)", text)
         self.assertIn("pools: customer 0/2 busy", text)
+
+
+class FitTests(unittest.SynchronousTestCase):
+    def test_long_lines_go_on_and_are_never_cut_silently(self):
+        lines = top.fit(["short", "a b " * 30, "x" * 50], 40)
+        self.assertEqual(lines[0], "short")
+        self.assertTrue(all(len(line) <= 40 for line in lines), lines)
+        self.assertEqual("".join(lines[1:-1]).replace(" ", ""), "ab" * 30)
+        self.assertTrue(lines[2].startswith("    a"))
+        self.assertEqual(lines[-1], "x" * 39 + "…")
+
+
+class ScreenTests(unittest.TestCase):
+    async def test_the_live_view_at_80_columns(self):
+        """The curses view on a pseudo-terminal: the long summaries go on
+        over a second line, whole, within the 80 columns."""
+        from tests.test_terminal import start
+
+        await empty_databases(self)
+        ports, monitor = await serving(self, {"seller": LOOPBACK}, test_settings())
+        seller = await connect(self, ports["seller"])
+        home = self.mktemp()
+        term = start(self, "marketplace-top", ["--interval", "0.5", f"127.0.0.1:{monitor}"], home)
+        await term.expect("authorisations/s:")
+        for n in range(100):  # calls until an interval shows them
+            await seller.request("Nope", {})
+            await _later(0.05)
+            if "UNKNOWN_API" in term.text():
+                break
+        screen = await term.expect("UNKNOWN_API")
+        for line in screen.splitlines():
+            self.assertLessEqual(len(line), 79, screen)
+        for whole in ("reconnects/s", "voided 0.0, error 0.0", "refused 0.0/s"):
+            self.assertIn(whole, " ".join(screen.split()))
+        term.send("q")
+        await term.ended

@@ -174,6 +174,7 @@ def copy_items(
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE items")
             cursor.execute("VACUUM ANALYZE item_keywords")
+            cursor.execute("VACUUM ANALYZE item_keyword_pairs")
     finally:
         connection.close()
 
@@ -228,14 +229,17 @@ BASKET = 100
 
 
 async def _account(client, username: str) -> None:
+    from twisted.internet import reactor
+
+    from marketplace.bench.runner import patiently
     from marketplace.clientlib import ClientError
 
     try:
-        await client.create_account(username, PASSWORD)
+        await patiently(reactor, lambda: client.create_account(username, PASSWORD))
     except ClientError as e:
         if e.code != "USERNAME_TAKEN":
             raise
-    await client.login(username, PASSWORD)
+    await patiently(reactor, lambda: client.login(username, PASSWORD))
 
 
 async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]:
@@ -244,6 +248,7 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
     logging in if an earlier run made them; their ids, in order."""
     from twisted.internet import defer
 
+    from marketplace.bench.runner import patiently
     from marketplace.clientlib import ClientError, SellerClient
 
     client = SellerClient(endpoint, reactor=reactor)
@@ -251,13 +256,14 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
     async def one(n: int) -> int:
         username = f"catalog{spec.seed}-seller{n}"
         try:
-            return (await client.create_account(username, PASSWORD))["seller_id"]
+            signed_up = await patiently(reactor, lambda: client.create_account(username, PASSWORD))
+            return signed_up["seller_id"]
         except ClientError as e:
             if e.code != "USERNAME_TAKEN":
                 raise
         other = SellerClient(endpoint, reactor=reactor)
         try:
-            seller_id = (await other.login(username, PASSWORD))["seller_id"]
+            seller_id = (await patiently(reactor, lambda: other.login(username, PASSWORD)))["seller_id"]
             await other.logout()
             return seller_id
         finally:

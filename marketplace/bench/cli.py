@@ -20,6 +20,7 @@ import importlib.util
 import math
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -407,14 +408,25 @@ def _memory_total() -> str:
     return "RAM unknown"
 
 
+def install_bench_command() -> str:
+    """The command that installs the bench extras into the environment this
+    program runs in: its own pip (C{.venv/bin/pip} after make run), named
+    relative to the current folder when inside it."""
+    pip = os.path.join(os.path.dirname(sys.executable), "pip")
+    relative = os.path.relpath(pip)
+    if not relative.startswith(".."):
+        pip = relative if os.sep in relative else os.path.join(".", relative)
+    return f"{shlex.quote(pip)} install '.[bench]'"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark; the exit status (1 if any call failed)."""
     args = parser().parse_args(argv)
     missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is None]
     if missing:
         raise SystemExit(
-            f"marketplace-bench needs {' and '.join(missing)}: pip install 'marketplace[bench]'"
-            " (make bench does)"
+            f"marketplace-bench needs {' and '.join(missing)}: {install_bench_command()}"
+            " in the marketplace's folder (make bench does)"
         )
     args.out = output_folder(args.out, args.into)
     launched = None

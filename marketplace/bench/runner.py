@@ -281,10 +281,6 @@ def _category_of(item_id: str) -> int:
     return int(item_id.split("-", 1)[0])
 
 
-async def _no_sync() -> None:
-    return None
-
-
 async def drive(
     plan: Plan,
     reactor,

@@ -53,7 +53,7 @@ def _not_added(row: tuple, args: dict) -> ApiError:
         )
     return ApiError(
         OUT_OF_STOCK,
-        f"only {on_sale} units of {item_id} left"
+        f"only {on_sale} unit{'' if on_sale == 1 else 's'} of {item_id} left"
         + (f" and the cart already holds {held}" if held else ""),
     )
 

@@ -109,7 +109,8 @@ class Purchases:
         except purchasedb.Shortage as e:
             raise ApiError(
                 OUT_OF_STOCK,
-                f"only {e.on_sale} units of {e.item_id} left, the cart holds {e.wanted}",
+                f"only {e.on_sale} unit{'' if e.on_sale == 1 else 's'} of {e.item_id}"
+                f" left, the cart holds {e.wanted}",
             )
         except purchasedb.OverLimit as e:
             raise ApiError(

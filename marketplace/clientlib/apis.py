@@ -22,9 +22,14 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from marketplace.clientlib.connection import Connection, endpoint_description
 from marketplace.clientlib.errors import ClientError
-from marketplace.contract.errors import INVALID_SESSION
+from marketplace.contract.errors import INVALID_SESSION, NOT_LOGGED_IN, UNKNOWN_API
 
 Price = Union[Decimal, int, str]
+
+#: Of each role's service, an API that only it has and that needs a session:
+#: asked without one, that service answers NOT_LOGGED_IN and any other
+#: service UNKNOWN_API (PROTOCOL.md's first version).
+_ROLE_APIS = {"buyer": "DisplayCart", "seller": "DisplayItemsForSale"}
 
 _C = TypeVar("_C", bound="_ServiceClient")
 
@@ -175,6 +180,35 @@ class _ServiceClient:
         could take the name now."""
         return self.call("CheckUsername", {"username": username}, session=False)
 
+    def which_service(self) -> "defer.Deferred[Optional[str]]":
+        """Which service answers at the endpoint: C{"buyer"}, C{"seller"}, or
+        None for neither (the financial-transactions service, say).
+
+        Told from answers of the protocol's first version, so any server
+        tells it: the two roles' own session APIs are asked without a
+        session, at once; a service answers NOT_LOGGED_IN for its own and
+        UNKNOWN_API for the other's."""
+        return defer.Deferred.fromCoroutine(self._which_service())
+
+    async def _which_service(self) -> Optional[str]:
+        asked = [
+            self._call(api, None, session=False).addCallbacks(
+                lambda _: True, _has_api
+            )
+            for api in _ROLE_APIS.values()
+        ]
+        try:
+            has = await defer.gatherResults(asked, consumeErrors=True)
+        except defer.FirstError as e:
+            error = e.subFailure.value
+            if isinstance(error, ClientError) and error.message.startswith(error.api):
+                # Nobody asked for DisplayCart: the service did not answer.
+                message = "the service" + error.message[len(error.api) :]
+                raise ClientError(error.code, message, error.api, error.extra)
+            e.subFailure.raiseException()
+        found = [role for role, there in zip(_ROLE_APIS, has) if there]
+        return found[0] if len(found) == 1 else None
+
     def login(self, username: str, password: str) -> "defer.Deferred[dict]":
         """Login, keeping the new session for the calls that follow."""
         return defer.Deferred.fromCoroutine(self._login(username, password))
@@ -206,6 +240,15 @@ class _ServiceClient:
             raise
         finally:
             self._forget_session()
+
+
+def _has_api(failure) -> bool:
+    """Whether an error answer to a call without a session says the service
+    has the API (NOT_LOGGED_IN) or not (UNKNOWN_API); other errors pass."""
+    error = failure.value
+    if isinstance(error, ClientError) and error.code in (NOT_LOGGED_IN, UNKNOWN_API):
+        return error.code == NOT_LOGGED_IN
+    return failure
 
 
 class SellerClient(_ServiceClient):

@@ -9,7 +9,6 @@ of a L{FailoverEndpoint}, after an exponential backoff with jitter, until
 the call's deadline; then it fails with C{UNAVAILABLE}.
 """
 
-import random
 import re
 from typing import Callable, Optional, Union
 
@@ -29,19 +28,16 @@ from marketplace.clientlib.errors import ClientError
 from marketplace.clientlib.failover import failover_endpoint
 from marketplace.clientlib.wire import ClientProtocol, SilentClose, plaintext_problem
 from marketplace.contract.errors import INTERNAL, UNAVAILABLE
+from marketplace.frame.descriptions import quote
+from marketplace.frame.backoff import Backoff
 
 #: Seconds a call keeps trying (connecting, sending again) by default.
 DEFAULT_DEADLINE = 30.0
 
 
-def _quote(value: str) -> str:
-    """Escape a value for an endpoint description."""
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
 def endpoint_description(host: str, port: int) -> str:
     """The client endpoint description of a plain TCP connection."""
-    return f"tcp:host={_quote(host)}:port={int(port)}"
+    return f"tcp:host={quote(host)}:port={int(port)}"
 
 
 def _address(description: str) -> str:
@@ -198,7 +194,7 @@ class Connection:
     async def _open(self, api: str, until: float) -> ClientProtocol:
         """The open connection, connecting first where there is none,
         again and again with backoff until C{until}."""
-        delay = self.initial_delay
+        backoff = self._backoff()
         while True:
             protocol = self._protocol
             if protocol is not None and protocol.open:
@@ -225,7 +221,7 @@ class Connection:
                 if self._closed:
                     raise ClientError(UNAVAILABLE, "the client is closed", api)
                 raise
-            wait = delay * random.uniform(0.8, 1.2)
+            wait = backoff.next()
             if self._reactor.seconds() + wait > until:
                 raise self._gave_up(api, failed)
             self.log.info(
@@ -235,7 +231,11 @@ class Connection:
                 wait=wait,
             )
             await self._sleep(wait, api)
-            delay = min(delay * 2, self.max_delay)
+
+    def _backoff(self) -> Backoff:
+        """The delays between a call's attempts: doubling from
+        C{initial_delay} to C{max_delay}, 20 % either way."""
+        return Backoff(self.initial_delay, self.max_delay, jitter=0.2)
 
     def _gave_up(self, api: str, failed: str) -> ClientError:
         """The error of a call whose deadline passed, C{failed} the last
@@ -370,7 +370,7 @@ class Connection:
         api = message.get("api", "")
         until = started + self.deadline
         retries = 0
-        delay = self.initial_delay
+        backoff = self._backoff()
         while True:
             if failed is not None:
                 retries += 1
@@ -385,8 +385,7 @@ class Connection:
                 if self._reactor.seconds() >= until:
                     raise self._gave_up(api, failed)
                 if retries > 1 or self.connected:
-                    wait = delay * random.uniform(0.8, 1.2)
-                    delay = min(delay * 2, self.max_delay)
+                    wait = backoff.next()
                     if self._reactor.seconds() + wait > until:
                         raise self._gave_up(api, failed)
                     await self._sleep(wait, api)

@@ -9,13 +9,15 @@ C{UNAVAILABLE}), the L{Connection} calls L{FailoverEndpoint.advance}, so
 that the call is sent again to the next instance first.
 """
 
-from typing import List, Sequence, Union
+from typing import Sequence, Union
 
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
+
+from marketplace.frame.rotation import Rotation
 
 
 @implementer(IStreamClientEndpoint)
@@ -33,11 +35,10 @@ class FailoverEndpoint:
             raise ValueError("a failover endpoint needs at least one endpoint")
         if reactor is None:
             from twisted.internet import reactor
-        self.endpoints: List[IStreamClientEndpoint] = [
-            clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints
-        ]
+        self.endpoints: Rotation[IStreamClientEndpoint] = Rotation(
+            [clientFromString(reactor, e) if isinstance(e, str) else e for e in endpoints], start
+        )
         self.descriptions = [e if isinstance(e, str) else repr(e) for e in endpoints]
-        self.current = start % len(self.endpoints)
 
     def __repr__(self) -> str:
         return f"FailoverEndpoint({', '.join(self.descriptions)})"
@@ -47,10 +48,15 @@ class FailoverEndpoint:
         """Whether there is another endpoint to move to."""
         return len(self.endpoints) > 1
 
+    @property
+    def current(self) -> int:
+        """The index of the endpoint tried first."""
+        return self.endpoints.current
+
     def advance(self) -> None:
         """Start the next connection with the endpoint after the current
         one: the current one has just failed a call."""
-        self.current = (self.current + 1) % len(self.endpoints)
+        self.endpoints.advance()
 
     def connect(self, protocol_factory) -> defer.Deferred:
         """Try each endpoint once, from the current one; the first protocol
@@ -59,16 +65,15 @@ class FailoverEndpoint:
 
     async def _connect(self, protocol_factory):
         failure = None
-        for step in range(len(self.endpoints)):
-            index = (self.current + step) % len(self.endpoints)
+        for index, endpoint in self.endpoints.in_turn():
             try:
-                protocol = await self.endpoints[index].connect(protocol_factory)
+                protocol = await endpoint.connect(protocol_factory)
             except (defer.CancelledError, ConnectingCancelledError):
                 raise
             except Exception as e:  # any failure to connect: try the next
                 failure = e
                 continue
-            self.current = index
+            self.endpoints.worked(index)
             return protocol
         raise failure
 

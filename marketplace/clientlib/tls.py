@@ -16,18 +16,15 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-
-def _quote(value: str) -> str:
-    """Escape a value for an endpoint description."""
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+from marketplace.frame.descriptions import quote
 
 
 def client_description(host: str, port: int, ca_dir: Optional[str] = None) -> str:
     """A C{tls:} client endpoint description of C{host}:C{port}, trusting the
     CA certificates (C{*.pem}) of C{ca_dir}, or the system's without it."""
-    description = f"tls:host={_quote(host)}:port={int(port)}"
+    description = f"tls:host={quote(host)}:port={int(port)}"
     if ca_dir is not None:
-        description += f":trustRoots={_quote(str(ca_dir))}"
+        description += f":trustRoots={quote(str(ca_dir))}"
     return description
 
 

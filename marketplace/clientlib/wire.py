@@ -13,7 +13,7 @@ import json
 import re
 from collections import deque
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
@@ -26,18 +26,11 @@ from zope.interface import implementer
 from marketplace.clientlib.errors import ClientError
 from marketplace.contract.errors import UNAVAILABLE
 
-from marketplace.frame.writes import framed, write_now
+from marketplace.frame.dispatch import json_default
+from marketplace.frame.protocol import framed, write_now
 
 
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # The shortest repr of the float is the decimal that was given, for
-        # any price the protocol allows (at most 12 significant digits).
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_ENCODER = json.JSONEncoder(default=_to_json, ensure_ascii=False, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_float=Decimal)
 
 

@@ -395,15 +395,3 @@ def check_invariants(ledger: Ledger, carts: Dict[int, Dict[str, int]],
         "approved payments without a completed purchase": len(approved - completed_keys),
         "completed purchases without an approved payment": len(completed_keys - approved),
     }
-
-
-def pending_purchases(ledger: Ledger, product_dsn: str) -> int:
-    """How many of this run's purchases are still pending."""
-    with psycopg2.connect(product_dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM purchases WHERE state = 'pending'"
-            " AND idempotency_key = ANY(%s)", (ledger.purchase_keys,),
-        )
-        (count,) = cursor.fetchone()
-    connection.close()
-    return count

@@ -10,7 +10,6 @@ limited per source address over time, and live sessions per user
 (L{AccountLimits}).
 """
 
-import hashlib
 import secrets
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Dict, Optional
@@ -36,7 +35,7 @@ from marketplace.customer.passwords import (
 )
 from marketplace.postgres.database import Database
 from marketplace.postgres import requestkeys
-from marketplace.frame.dispatch import Api, Call, Reply, Session
+from marketplace.frame.dispatch import Api, Call, Reply, Session, session_key, username_scope
 from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
 DEFAULT_SESSION_TIMEOUT = 300.0
@@ -125,11 +124,6 @@ def limits_from_options(options) -> AccountLimits:
     return limits
 
 
-def session_key(session_id: str) -> str:
-    """The key a session is filed under: the SHA-256 of its id."""
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def invalid_session(role: str) -> ApiError:
     """The error of a session that is not a live one of C{role}."""
     return ApiError(
@@ -188,7 +182,7 @@ class Accounts:
         # The password is left out of the key's request: it is never filed,
         # not even as a fast hash.  A repeat is answered before hashing.
         key = requestkeys.of_request(
-            call.request, requestkeys.username_scope(self.role, username), ("password",)
+            call.request, username_scope(self.role, username), ("password",)
         )
         if key is not None:
             first = await requestkeys.first_answer(self.customer, key)

@@ -17,6 +17,7 @@ server.
 
 import json
 import os
+import re
 import signal
 import sys
 from dataclasses import replace
@@ -206,12 +207,19 @@ def _ending(reason) -> str:
     return "ended"
 
 
+#: The line Twisted logs, whatever the factory's noisy says, for every
+#: port a worker opens (a few per worker would bury make run's hints).
+_STARTING = re.compile(r"[A-Za-z_.]+ starting on \S+")
+
+
 def _log_plainly() -> None:
     """Log bare event text to stdout, for the parent to relay."""
     from twisted.logger import formatEvent, globalLogBeginner
 
     def write(event) -> None:
         text = formatEvent(event)
+        if _STARTING.fullmatch(text):
+            return  # tcp.Port's "X starting on N": worker 0 says it listens
         if event.get("log_failure") is not None:
             text += "\n" + event["log_failure"].getTraceback()
         sys.stdout.write(text + "\n")
@@ -247,6 +255,13 @@ def worker_main(number: int) -> None:
             exits.stop(reactor)
 
     stdio.StandardIO(_Parent(), stdin=0, stdout=os.dup(1))
+
+    def stop_once(*_) -> None:
+        # SIGTERM may come twice (to make's process group, and from
+        # worker 0): the reactor's own handler would stop it twice.
+        reactor.callFromThread(exits.stop, reactor)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, stop_once)
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()

@@ -16,13 +16,13 @@ from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
-    quoteStringArgument,
     serverFromString,
 )
 from twisted.internet.interfaces import IStreamServerEndpoint, IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from marketplace.frame.descriptions import quote
 from marketplace.frame.limits import listen_descriptions
 
 
@@ -137,8 +137,8 @@ class ReusePortParser:
         if mode not in ("alone", "shared"):
             raise ValueError(f"reuseport: takes alone: or shared:, not {mode!r}")
         inner = ":".join(
-            [quoteStringArgument(a) for a in args]
-            + [f"{quoteStringArgument(k)}={quoteStringArgument(v)}" for k, v in kwargs.items()]
+            [quote(a) for a in args]
+            + [f"{quote(k)}={quote(v)}" for k, v in kwargs.items()]
         )
         return shared_endpoint(
             reactor, serverFromString(reactor, inner), alone_first=mode == "alone"

@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
-OK = "OK"
+from marketplace.frame.dispatch import OK
+
 _RANGE = re.compile(r"^(?P<host>[^:/]+|\[[^\]]+\]):(?P<first>\d+)(?:-(?P<last>\d+))?$")
 
 
@@ -367,6 +369,34 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 POLL_TIMEOUT = 3.0
 
 
+#: What a line cut short to fit the screen ends in.
+ELLIPSIS = "…"
+
+
+def fit(lines: Sequence[str], width: int) -> List[str]:
+    """C{lines} made to fit C{width} columns: a longer line goes on over
+    indented lines, broken between words (a table row's errors, a summary's
+    parts), and only a word longer than a whole line is cut, with an
+    ellipsis, so that nothing is cut without a sign."""
+    fitted: List[str] = []
+    for line in lines:
+        if len(line) <= width:
+            fitted.append(line)
+            continue
+        pieces = textwrap.wrap(
+            line,
+            width,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        fitted.extend(
+            piece if len(piece) <= width else piece[: width - 1] + ELLIPSIS
+            for piece in pieces
+        )
+    return fitted
+
+
 def frames(urls: Sequence[str], interval: float):
     """An endless sequence of frames, one per interval."""
     timeout = max(interval, POLL_TIMEOUT)
@@ -387,7 +417,11 @@ def _live(stdscr, urls: Sequence[str], interval: float) -> None:
     for lines in frames(urls, interval):
         stdscr.erase()
         height, width = stdscr.getmaxyx()
-        for y, line in enumerate(lines[: height - 1]):
+        # (The last column stays empty: curses cannot write the corner.)
+        lines = fit(lines, width - 1)
+        if len(lines) > height - 1:
+            lines = lines[: height - 2] + [ELLIPSIS]
+        for y, line in enumerate(lines):
             stdscr.addnstr(y, 0, line, width - 1)
         stdscr.addnstr(height - 1, 0, "q: quit", width - 1)
         stdscr.refresh()

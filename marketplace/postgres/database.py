@@ -37,6 +37,8 @@ from marketplace.frame.quietlog import describe
 from marketplace.frame.unavailable import count_as_unavailable, is_unavailable
 from marketplace.postgres.outage import Outage
 from marketplace.frame.deferreds import when_fired
+from marketplace.frame.backoff import Backoff
+from marketplace.frame.rotation import Rotation
 
 #: Seconds a closing pool waits for a connection attempt under way.
 STOP_WAIT = 5.0
@@ -128,7 +130,7 @@ class _Cursor(txpostgres.Cursor):
         return self._connection.fileno()
 
 
-class _QuickCursor(txpostgres.Cursor):
+class _StatementCursor(txpostgres.Cursor):
     """A txpostgres cursor for one statement, waited for through its
     connection's own place among the reactor's readers.
 
@@ -147,7 +149,7 @@ class _QuickCursor(txpostgres.Cursor):
             getattr(self._cursor, name)(*args, **kwargs)
         except Exception:
             return defer.fail()
-        self._connection.quick = self
+        self._connection.under_way = self
         return self.poll()
 
     def finish(self) -> defer.Deferred:
@@ -156,7 +158,7 @@ class _QuickCursor(txpostgres.Cursor):
         Done before firing it: its callbacks may start the next statement
         on the same connection.
         """
-        self._connection.quick = None
+        self._connection.under_way = None
         d, self._pollingD = self._pollingD, None
         return d
 
@@ -188,15 +190,15 @@ class _Connection(txpostgres.Connection):
 
     Once connected, the reactor watches it through a duplicate of its
     socket (L{watch_fd}), closed by L{close} after the connection is out of
-    the reactor.  It can run a statement on a L{_QuickCursor}.  When it
+    the reactor.  It can run a statement on a L{_StatementCursor}.  When it
     breaks it closes itself, fails what was under way on it, and tells
     its pool.
     """
 
     cursorFactory = _Cursor
 
-    #: The L{_QuickCursor} whose statement is under way, if any.
-    quick: Optional[_QuickCursor] = None
+    #: The L{_StatementCursor} whose statement is under way, if any.
+    under_way: Optional[_StatementCursor] = None
     #: The descriptor the reactor watches once connected.
     watch_fd: Optional[int] = None
     #: Whether the connection is closed (or broke).
@@ -243,16 +245,16 @@ class _Connection(txpostgres.Connection):
         return not (
             self.dead
             or connection.closed
-            or self.quick is not None
+            or self.under_way is not None
             or self._cursors
             or self.lock.locked
             or connection.get_transaction_status() != TRANSACTION_STATUS_IDLE
         )
 
-    def run_quick(self, sql: str, args: Any) -> defer.Deferred:
-        """Run one statement on a L{_QuickCursor}; a Deferred of the cursor."""
+    def run_statement(self, sql: str, args: Any) -> defer.Deferred:
+        """Run one statement on a L{_StatementCursor}; a Deferred of the cursor."""
         try:
-            cursor = _QuickCursor(self._connection.cursor(), self)
+            cursor = _StatementCursor(self._connection.cursor(), self)
         except Exception:
             return defer.fail()
         return cursor.execute(sql, args)
@@ -278,15 +280,15 @@ class _Connection(txpostgres.Connection):
         return d.addBoth(lambda _: failure)
 
     def doWrite(self):  # noqa: N802 (Twisted name)
-        if self.quick is not None:
+        if self.under_way is not None:
             self.reactor.removeWriter(self)
-            self.quick.continuePolling()
+            self.under_way.continuePolling()
         else:
             super().doWrite()
 
     def doRead(self):  # noqa: N802 (Twisted name)
-        if self.quick is not None:
-            self.quick.continuePolling()
+        if self.under_way is not None:
+            self.under_way.continuePolling()
             return
         if self.watch_fd is None:
             # Still connecting: txpostgres's connection would become a
@@ -329,8 +331,8 @@ class _Connection(txpostgres.Connection):
             fd, self.watch_fd = self.watch_fd, None
             os.close(fd)
         error = error or DatabaseDown("the connection was closed")
-        if self.quick is not None:
-            d = self.quick.finish()
+        if self.under_way is not None:
+            d = self.under_way.finish()
             if d is not None:
                 d.errback(error)
         for cursor in list(self._cursors):
@@ -351,8 +353,7 @@ class _Pool:
     ) -> None:
         self.dsn = dsn
         #: The hosts to try, one connection each; the last that took first.
-        self.candidates = host_candidates(dsn)
-        self._good = 0
+        self.hosts = Rotation(host_candidates(dsn))
         self.size = size
         self.reactor = reactor
         self.outage = outage
@@ -386,8 +387,7 @@ class _Pool:
         """A connection to the first candidate host that accepts one,
         starting with the one that did last; raises the last failure."""
         failure: Optional[Exception] = None
-        for step in range(len(self.candidates)):
-            index = (self._good + step) % len(self.candidates)
+        for index, candidate in self.hosts.in_turn():
             connection = _Connection(self.reactor, self)
             self._connecting.add(connection)
             timer = self.reactor.callLater(
@@ -396,7 +396,7 @@ class _Pool:
                 DatabaseDown(f"no answer within {CONNECT_TIMEOUT:.0f} s"),
             )
             try:
-                await connection.connect(self.candidates[index])
+                await connection.connect(candidate)
             except Exception as e:
                 connection.close()
                 failure = e
@@ -407,12 +407,12 @@ class _Pool:
                 self._connecting.discard(connection)
                 if timer.active():
                     timer.cancel()
-            self._good = index
+            self.hosts.worked(index)
             return connection
         raise failure if failure is not None else DatabaseDown("the pool is closed")
 
     async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_MAX)
         while not self.closed:
             try:
                 connection = await self._open_one()
@@ -428,10 +428,9 @@ class _Pool:
                 if not first.called:
                     first.callback(None)
                 try:
-                    await self._sleep(delay)
+                    await self._sleep(backoff.next())
                 except defer.CancelledError:
                     break
-                delay = min(delay * 2, RETRY_MAX)
                 continue
             if self.closed:
                 connection.close()
@@ -554,7 +553,7 @@ class _Pool:
             # The usual case, in one statement: the EXECUTE straight on a
             # cursor.  The pool lends the connection to this call alone, so
             # the connection's lock has nothing to guard.
-            d = connection.run_quick(execute, args).addCallback(_fetch_all)
+            d = connection.run_statement(execute, args).addCallback(_fetch_all)
         else:
             d = defer.Deferred.fromCoroutine(
                 _execute_prepared(connection, name, prepare, execute, args)
@@ -671,8 +670,7 @@ class Database(Service):
         self.dsn = dsn
         if self._pool is not None:
             self._pool.dsn = connection_dsn(dsn, self.durable)
-            self._pool.candidates = host_candidates(self._pool.dsn)
-            self._pool._good = 0
+            self._pool.hosts = Rotation(host_candidates(self._pool.dsn))
 
     @property
     def open_connections(self) -> int:

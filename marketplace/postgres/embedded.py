@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from marketplace.postgres.database import Database
 from marketplace.frame.deferreds import when_fired
 from marketplace.frame.periodic import PeriodicJob
+from marketplace.frame.backoff import Backoff
 
 DATABASES = ("customer", "product", "payments", "marketplace")
 
@@ -380,11 +381,10 @@ class EmbeddedPostgres:
                         cursor.execute(f'CREATE DATABASE "{name}"')
                     except (errors.DuplicateDatabase, errors.UniqueViolation):
                         pass  # another daemon created it at the same moment
-                if name == "marketplace":
-                    # Older versions turned synchronous commits off here,
-                    # which lost acknowledged writes in a crash; the pools
-                    # now choose per connection (database.connection_dsn).
-                    cursor.execute('ALTER DATABASE "marketplace" RESET synchronous_commit')
+                # Each backend times its WAL writes and flushes (pg_stat_io,
+                # object 'wal'): what a durable commit waits for on this
+                # disk, for two clock reads per flush (docs/PERFORMANCE.md).
+                cursor.execute(f'ALTER DATABASE "{name}" SET track_wal_io_timing = on')
         finally:
             connection.close()
 
@@ -459,7 +459,7 @@ class EmbeddedServer(Service):
         self.log.warn(
             "the embedded PostgreSQL (pid {pid}) has stopped; starting it again", pid=server.pid()
         )
-        delay = 0.5
+        backoff = Backoff(0.5, 5.0)
         said = None
         while self.running:
             try:
@@ -471,8 +471,7 @@ class EmbeddedServer(Service):
                         "the embedded PostgreSQL cannot start yet ({error}); trying again",
                         error=said,
                     )
-                await task.deferLater(clock, delay, lambda: None)
-                delay = min(delay * 2, 5.0)
+                await task.deferLater(clock, backoff.next(), lambda: None)
                 continue
             self.log.info(
                 "the embedded PostgreSQL runs again (pid {pid}), {seconds:.1f} s after it stopped",

@@ -6,11 +6,11 @@ counts the requests that failed meanwhile, and says when it is back.  It
 needs no network: it takes a clock.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.logger import Logger, LogLevel
 
-from marketplace.frame.quietlog import QUIET_FOR, LogLimiter, describe
+from marketplace.frame.quietlog import LogLimiter
 
 #: Seconds between two reminders that a database is still down.
 REMIND_EVERY = 30.0

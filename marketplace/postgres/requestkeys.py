@@ -27,15 +27,14 @@ there on the key's primary key, and then finds the first answer
 (L{first_answer}).
 """
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
 import psycopg2.errors
 
 from marketplace.contract.errors import RATE_LIMITED, ApiError, bad_request
-from marketplace.frame import envelope
+from marketplace.frame import dispatch
+from marketplace.frame.dispatch import fingerprint, session_scope
 
 #: The shortest time a key is kept; see L{keep_for}.
 KEEP_AT_LEAST = 900.0
@@ -69,26 +68,8 @@ class RequestKey:
     account_id: Optional[int] = None
 
 
-def session_scope(role: str, session_key: str) -> str:
-    """The scope of a session's keys (the SHA-256 of its id)."""
-    return f"{role}:{session_key}"
-
-
-def username_scope(role: str, username: str) -> str:
-    """The scope of CreateAccount's keys, before there is an account."""
-    return f"{role}:username:{username}"
-
-
-def fingerprint(api: str, payload: dict, leave_out: Iterable[str] = ()) -> str:
-    """The SHA-256 (hex) of an API and its payload, the fields C{leave_out}
-    left out (a password is never filed, not even as a fast hash)."""
-    kept = {name: value for name, value in payload.items() if name not in leave_out}
-    text = json.dumps([api, kept], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def of_request(
-    request: envelope.Request, scope: str, leave_out: Iterable[str] = ()
+    request: dispatch.Request, scope: str, leave_out: Iterable[str] = ()
 ) -> Optional[RequestKey]:
     """The request's key in C{scope}, or None if it came without one."""
     if request.request_key is None:
@@ -99,7 +80,7 @@ def of_request(
 
 
 def of_session(
-    request: envelope.Request, role: str, session, payload: Optional[dict] = None
+    request: dispatch.Request, role: str, session, payload: Optional[dict] = None
 ) -> Optional[RequestKey]:
     """The request's key among those of C{session} (a L{Session} of
     C{role}), counted among the account's; None if it came without one.
@@ -155,16 +136,16 @@ def another_request() -> ApiError:
     )
 
 
-def _first(row: tuple, request: str) -> envelope.JsonPayload:
+def _first(row: tuple, request: str) -> dispatch.JsonPayload:
     filed_for, answer = row
     if filed_for != request:
         raise another_request()
-    return envelope.JsonPayload(answer)
+    return dispatch.JsonPayload(answer)
 
 
 async def first_answer(
     db, key: RequestKey, answer_sql: str = "answer"
-) -> Optional[envelope.JsonPayload]:
+) -> Optional[dispatch.JsonPayload]:
     """The answer filed under C{key}, or None; BAD_REQUEST if the key was
     used for another request.  C{answer_sql} makes the answer of what is
     filed (an SQL expression over the column C{answer})."""
@@ -184,7 +165,7 @@ async def count(transaction, key: RequestKey, keys_per_window: int) -> None:
 
 async def claim(
     transaction, key: RequestKey, keys_per_window: int, answer_sql: str = "answer"
-) -> Optional[envelope.JsonPayload]:
+) -> Optional[dispatch.JsonPayload]:
     """Claim C{key} in C{transaction}: None if it was free (it is this
     transaction's now, counted among the account's: RATE_LIMITED beyond
     C{keys_per_window}), else the answer filed under it (empty while the
@@ -225,23 +206,11 @@ async def run(
         if first is not None:
             return first
         answer = await work(transaction)
-        text = getattr(answer, "filed", None) or envelope.payload_text(answer)
+        text = getattr(answer, "filed", None) or dispatch.payload_text(answer)
         await transaction.execute(_FILE_ANSWER, (text, key.scope, key.key))
         return answer
 
     return await db.run_in_transaction(keyed)
-
-
-def statement_args(request: envelope.Request, role: str, session_key: str) -> dict:
-    """The request-key arguments of a single statement (apisql) for a
-    request of C{role}'s session C{session_key} (None: no key)."""
-    if request.request_key is None:
-        return {"rk_scope": None, "rk_key": None, "rk_request": None}
-    return {
-        "rk_scope": session_scope(role, session_key),
-        "rk_key": request.request_key,
-        "rk_request": fingerprint(request.api, request.payload),
-    }
 
 
 def is_repeat(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from marketplace.postgres.database import Database, is_unavailable
 from marketplace.frame.quietlog import describe
+from marketplace.frame.backoff import Backoff
 
 # Any fixed number will do: it only keeps two services that start at once
 # from creating the same tables at the same time.
@@ -113,7 +114,7 @@ class Schema(Service):
             await self._apply_when_reachable(database)
 
     async def _apply_when_reachable(self, database: Database) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 await apply_schema(database, database.name)
@@ -121,19 +122,18 @@ class Schema(Service):
             except Exception as e:
                 if not is_unavailable(e) or not self.running:
                     raise
-                if delay == 0.5:
+                if backoff.attempts == 0:
                     # Once: the pool tells the outage and its end.
                     self.log.info(
                         "waiting for the {name} database to apply schema.sql ({error})",
                         name=database.name,
                         error=describe(e),
                     )
-                self._sleep = task.deferLater(self._clock(), delay, lambda: None)
+                self._sleep = task.deferLater(self._clock(), backoff.next(), lambda: None)
                 try:
                     await self._sleep
                 finally:
                     self._sleep = None
-                delay = min(delay * 2, 10.0)
 
     def _clock(self):
         if self.reactor is None:

@@ -11,7 +11,7 @@ Every statement begins with the common table expression C{live}, the
 session's account (one row, or none for a session that is not live): on
 one database it checks and touches the session itself (L{LIVE}), on two it
 is the account the dispatcher found.  Each answers one row: an outcome
-(L{OK}, or why not) and the payload as JSON text written by PostgreSQL (of
+(L{DONE}, or why not) and the payload as JSON text written by PostgreSQL (of
 a refusal: what its error message needs, looked up only then, since every
 plan node costs PostgreSQL time to start on every call).
 
@@ -19,8 +19,8 @@ A write with a request key (arguments C{rk_scope}, C{rk_key},
 C{rk_request}; all null without one) first counts the write among the
 account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
-where the outcome is L{OK}.  The scope is computed once, in Python
-(L{requestkeys.session_scope}).
+where the outcome is L{DONE}.  The scope is computed once, in Python
+(L{marketplace.frame.dispatch.session_scope}).
 """
 
 import sys
@@ -29,7 +29,7 @@ from typing import Dict
 from marketplace.contract import money
 from marketplace.customer.customerdb import LIVE_SESSION
 from marketplace.postgres import requestkeys
-from marketplace.product.statements import OK, TOO_MANY_KEYS
+from marketplace.product.statements import DONE, TOO_MANY_KEYS
 
 #: Outcomes of refusals (besides TOO_MANY_KEYS).
 NO_ITEM = "no item"
@@ -129,18 +129,18 @@ OVER_SHARE = "EXISTS (SELECT FROM counted WHERE keys > %(rk_max)s)"
 def filed(answer: str) -> str:
     """The common table expression that files C{answer} (SQL over the
     common table expression C{answer}, whose columns are outcome and
-    payload) under the request key where the outcome is L{OK}."""
+    payload) under the request key where the outcome is L{DONE}."""
     return f"""recorded AS (
     INSERT INTO request_keys (scope, key, request, answer)
     SELECT %(rk_scope)s::text, %(rk_key)s::text, %(rk_request)s::text, {answer}
-    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{OK}'
+    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{DONE}'
 )"""
 
 
 # Seller
 
 DISPLAY_ITEMS = f"""
-SELECT '{OK}', json_build_object('items', coalesce((
+SELECT '{DONE}', json_build_object('items', coalesce((
     SELECT json_agg({item_json('i')} ORDER BY i.id)
     FROM items AS i WHERE i.seller_id = s.account_id
 ), '[]'))::text
@@ -158,7 +158,7 @@ def _item_write(change: str, where: str, refused: str) -> str:
       AND i.seller_id = (SELECT account_id FROM live){where} AND NOT {OVER_SHARE}
     RETURNING i.*
 ), answer AS (
-    SELECT CASE WHEN c.id IS NOT NULL THEN '{OK}'
+    SELECT CASE WHEN c.id IS NOT NULL THEN '{DONE}'
                 WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
                 ELSE coalesce((
                     SELECT CASE WHEN o.seller_id <> s.account_id THEN '{NOT_OWNER}'
@@ -185,12 +185,12 @@ TAKE_OFF_SALE = _item_write(
 # Buyer
 
 GET_ITEM = f"""
-SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{OK}' END, {item_json('i')}::text
+SELECT CASE WHEN i.id IS NULL THEN '{NO_ITEM}' ELSE '{DONE}' END, {item_json('i')}::text
 FROM live AS s LEFT JOIN items AS i ON i.id = %(number)s AND i.category = %(category)s
 """
 
 DISPLAY_CART = f"""
-SELECT '{OK}', {cart_json(CART_LINES)}::text FROM live AS s
+SELECT '{DONE}', {cart_json(CART_LINES)}::text FROM live AS s
 """
 
 # Search: see docs/PROTOCOL.md (Search) for the ranking, and productdb
@@ -242,25 +242,25 @@ FROM (
 ORDER BY k.name_miss, k.votes, k.price, k.item_id
 """
 
-# Up to five keywords, given as %(keywords)s: only the rows of those
-# keywords in the category are read (an index-only scan of
-# item_keywords_ranked); an item's rows give how many keywords it shares
-# and its lower-cased name, hence its score, without reading the item.  The
-# score is counted in halves (an integer: cheaper to add up and sort) until
-# the page is cut; %(halves)s is the cursor's.  Only the page's items are
-# read from items.
-SEARCH_MANY = f"""
-SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+# The halves an item scores for the query keywords found in its
+# lower-cased name C{name} (the query's keywords are lower-cased).
+_NAME_HITS = " + ".join(
+    f"coalesce((strpos(name, (%(keywords)s::text[])[{n}]) > 0)::int, 0)" for n in range(1, 6)
+)
+
+# Up to five keywords, given as %(keywords)s, when fewer than a page share
+# two of them (SEARCH_MANY): only the rows of those keywords in the
+# category are read (an index-only scan of item_keywords_ranked); an item's
+# rows give how many keywords it shares and its lower-cased name, hence its
+# score, without reading the item.  The score is counted in halves (an
+# integer: cheaper to add up and sort) until the page is cut; %(halves)s is
+# the cursor's.
+_EVERY_LIST = f"""
     SELECT item_id, halves, votes, price FROM (
         SELECT item_id, 2 * count(*) + max(hits) AS halves,
                any_value(votes) AS votes, any_value(price) AS price
         FROM (
-            SELECT item_id, votes, price,
-                coalesce((strpos(name, (%(keywords)s::text[])[1]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[2]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[3]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[4]) > 0)::int, 0)
-                + coalesce((strpos(name, (%(keywords)s::text[])[5]) > 0)::int, 0) AS hits
+            SELECT item_id, votes, price, {_NAME_HITS} AS hits
             FROM item_keywords
             WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
         ) AS rows
@@ -269,7 +269,45 @@ SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
     WHERE (-halves, votes, price, item_id)
         > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
     ORDER BY halves DESC, votes, price, item_id
-    LIMIT %(limit)s OFFSET %(offset)s
+    LIMIT %(limit)s OFFSET %(offset)s"""
+
+# Several keywords.  An item that shares one query keyword scores at most
+# 1.5 for it and a half for each other keyword in its name: 2 + n halves
+# for n keywords.  The items sharing two or more are found on the lists of
+# pairs of the query's keywords (item_keyword_pairs: an item sharing k of
+# them is on k(k-1)/2 of those lists, so how many tells k).  If at least
+# offset + limit of them after the cursor score above that bound, they are
+# the page, and the keywords' whole lists (often long: a common word is on
+# a third of the items) are never read; otherwise _EVERY_LIST is.
+SEARCH_MANY = f"""
+WITH shared AS (
+    SELECT item_id, 2 * CASE count(*) WHEN 1 THEN 2 WHEN 3 THEN 3 WHEN 6 THEN 4 ELSE 5 END
+                    + max({_NAME_HITS}) AS halves,
+           any_value(votes) AS votes, any_value(price) AS price
+    FROM item_keyword_pairs
+    WHERE category = %(category)s
+      AND (first, second) IN (
+          SELECT a, b FROM unnest(%(keywords)s::text[]) AS a, unnest(%(keywords)s::text[]) AS b
+          WHERE a < b)
+    GROUP BY item_id
+), above AS (
+    SELECT item_id, halves, votes, price FROM shared
+    WHERE halves > 2 + cardinality(%(keywords)s::text[])
+      AND (-halves, votes, price, item_id)
+          > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY halves DESC, votes, price, item_id
+    LIMIT %(limit)s::bigint + %(offset)s::bigint
+), page AS (
+    SELECT item_id, halves, votes, price FROM above
+    WHERE (SELECT count(*) FROM above) = %(limit)s::bigint + %(offset)s::bigint
+    ORDER BY halves DESC, votes, price, item_id
+    OFFSET %(offset)s
+)
+SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
+    SELECT * FROM page
+    UNION ALL
+    SELECT * FROM ({_EVERY_LIST}
+    ) AS every WHERE (SELECT count(*) FROM above) < %(limit)s::bigint + %(offset)s::bigint
 ) AS m JOIN items AS i ON i.id = m.item_id
 ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 """
@@ -278,7 +316,7 @@ ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 def _search(sql: str) -> str:
     """The single statement of a search of shape C{sql}, after C{live}."""
     return f"""
-SELECT '{OK}', json_build_object('items', coalesce((
+SELECT '{DONE}', json_build_object('items', coalesce((
     SELECT json_agg({item_json('m', "'score', m.score")}
                     ORDER BY m.score DESC, m.thumbs_down - m.thumbs_up, m.price, m.id)
     FROM ({sql}) AS m
@@ -306,7 +344,7 @@ _LINES_AFTER_ADDING = """
 #: concurrent additions of one item add up exactly: the conflicting row is
 #: locked while its new quantity is checked (as a bigint, so no sum
 #: overflows the column before it is refused) and written.  The outcome is
-#: OK, with the cart, or REFUSED, with what the error message needs (JSON):
+#: DONE, with the cart, or REFUSED, with what the error message needs (JSON):
 #: [units on sale, price, units the cart holds, lines it holds] of the
 #: item, or null: there is no such item.  With a request key the cart is
 #: filed as its lines (cart_lines_json).
@@ -326,7 +364,7 @@ ADD_TO_CART = f""", item AS (
                FROM item AS i)
     RETURNING l.item_id, l.quantity
 ), answer AS (
-    SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{OK}'
+    SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{DONE}'
                 WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
                 ELSE '{REFUSED}' END AS outcome,
            CASE WHEN EXISTS (SELECT FROM added) THEN {cart_json(_LINES_AFTER_ADDING)}::text

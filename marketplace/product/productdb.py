@@ -20,7 +20,7 @@ from marketplace.product.apisql import (
     cart_json,
     cart_lines_json,
 )
-from marketplace.frame.envelope import JsonPayload
+from marketplace.frame.dispatch import JsonPayload
 
 
 # Items

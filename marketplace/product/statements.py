@@ -5,7 +5,7 @@ SearchItemsForSale, GetItem, AddItemToCart, DisplayCart) is one handler
 and one statement; the statements are in marketplace/product/apisql.py,
 each readable whole there.  A statement starts with a common table
 expression C{live}, the session's account, and answers one row: an outcome
-(L{OK}, or why not) and the payload, written as JSON by PostgreSQL.  The
+(L{DONE}, or why not) and the payload, written as JSON by PostgreSQL.  The
 handler maps a refusal to its PROTOCOL.md error, so an error never runs
 the work again.
 
@@ -40,14 +40,15 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet import defer
 
 from marketplace.contract.errors import ApiError
-from marketplace.customer.accounts import Accounts, invalid_session, session_key
+from marketplace.customer.accounts import Accounts, invalid_session
 from marketplace.postgres.database import Database
-from marketplace.frame import envelope
+from marketplace.frame import dispatch
 from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Handler
 
 #: The outcome of a statement that did its work.
-OK = "ok"
+#: The outcome of a statement that did its work (the others say why not).
+DONE = "done"
 #: The outcome of a keyed write beyond the account's share of its window.
 TOO_MANY_KEYS = "too many keys"
 
@@ -68,7 +69,7 @@ class SessionCheck:
         """The arguments C{live} takes, C{key} (the session's key) and
         C{more}."""
         if self.joined:
-            key = session_key(call.request.session_id)
+            key = dispatch.session_key(call.request.session_id)
             return {"key": key, "role": role, "timeout": timeout, **more}
         session = call.session
         return {"key": session.key, "role": role, "account_id": session.user_id, **more}
@@ -149,7 +150,7 @@ class Statements:
     ) -> defer.Deferred:
         """A Deferred of the payload of a statement that writes and files
         its answer under the request's key."""
-        args.update(requestkeys.statement_args(call.request, self.role, args["key"]))
+        args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
         d = self.db.prepared(statement.name, statement.sql, args)
         if args["rk_key"] is None:
@@ -165,14 +166,14 @@ class Statements:
         if not rows:
             raise invalid_session(self.role)
         row = rows[0]
-        if row[0] == OK:
-            return envelope.JsonPayload(row[1])
+        if row[0] == DONE:
+            return dispatch.JsonPayload(row[1])
         if row[0] == TOO_MANY_KEYS:
             raise requestkeys.too_many_keys()
         raise refused(row, args)
 
     def _keyed_payload(self, rows: list, args: dict, refused: Refusal):
-        if not rows or rows[0][0] == OK:
+        if not rows or rows[0][0] == DONE:
             return self._payload(rows, args, refused)
         # Refused: but a repeat of a request that did its work then gets
         # the first answer.
@@ -190,6 +191,21 @@ class Statements:
         return defer.ensureDeferred(requestkeys.first_answer(self.db, key, self.filed_answer))
 
 
+def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
+    """The request-key arguments of a single statement (apisql) for a
+    request of C{role}'s session C{session_key} (all None: no key)."""
+    if request.request_key is None:
+        return _NO_KEY
+    return {
+        "rk_scope": dispatch.session_scope(role, session_key),
+        "rk_key": request.request_key,
+        "rk_request": dispatch.fingerprint(request.api, request.payload),
+    }
+
+
+_NO_KEY = {"rk_scope": None, "rk_key": None, "rk_request": None}
+
+
 def _raise(_, error: ApiError):
     raise error
 
@@ -205,4 +221,4 @@ def _or_fail(answer, failure):
     return failure if answer is None else answer
 
 
-__all__ = ["JOINED", "OK", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]
+__all__ = ["DONE", "JOINED", "SEPARATE", "TOO_MANY_KEYS", "SessionCheck", "Statements", "session_check"]
