@@ -89,6 +89,18 @@ class ServiceRoleTests(RolesTestCase):
         cursor.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
         self.assertEqual(cursor.fetchall(), [(roles.OWNER,)])
 
+    def test_every_table_is_one_service_roles(self):
+        cursor = self.as_role(roles.OWNER)
+        cursor.execute(
+            "SELECT tablename, has_table_privilege(%s, tablename, 'SELECT'),"
+            " has_table_privilege(%s, tablename, 'SELECT')"
+            " FROM pg_tables WHERE schemaname = 'public'", (roles.SHOP, roles.PAYMENTS)
+        )
+        rows = cursor.fetchall()
+        self.assertGreater(len(rows), 10)
+        for table, shop, payments in rows:
+            self.assertTrue(shop != payments, f"{table}: shop {shop}, payments {payments}")
+
     def test_shop_uses_its_tables(self):
         cursor = self.as_role(roles.SHOP)
         cursor.execute(

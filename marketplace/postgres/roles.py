@@ -39,12 +39,14 @@ SERVICE_ROLES = {"customer": SHOP, "product": SHOP, "payments": PAYMENTS}
 # Any fixed number: it keeps two processes from creating one role at once.
 _ROLES_LOCK = 0x726F6C65
 
-_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)", re.MULTILINE)
+# Every table a part creates, at the top level or within a DO block.
+_TABLE = re.compile(r"\bCREATE (?:UNLOGGED )?TABLE (?:IF NOT EXISTS )?(\w+)")
 
 
 def tables(part: str) -> List[str]:
     """The tables that part C{part} of schema.sql creates."""
-    return _TABLE.findall(schema.schema_parts(schema.schema_path().read_text())[part])
+    found = _TABLE.findall(schema.schema_parts(schema.schema_path().read_text())[part])
+    return list(dict.fromkeys(found))
 
 
 def scram_verifier(password: str, iterations: int = 4096) -> str:
