@@ -100,7 +100,7 @@ class LayoutAnswerTests(unittest.TestCase):
                 ).dispatcher(),
                 "buyer": BuyerApis(
                     backend.customer, backend.product, backend.passwords, timeout,
-                    sessions=SEPARATE,
+                    payments=None, clock=reactor, sessions=SEPARATE,
                 ).dispatcher(),
             },
         }

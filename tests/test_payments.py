@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from marketplace.payments import cards, paymentsecret
@@ -262,7 +262,7 @@ class CallerTests(unittest.TestCase):
         self.assertEqual(payload_of(self, found), self.filed)
 
     async def test_a_secret_from_the_environment_is_checked(self):
-        apis = PaymentApis(self.db, "another secret of the right size")
+        apis = PaymentApis(self.db, "another secret of the right size", 0.9, reactor)
         dispatcher = apis.dispatcher()
         request = (
             '{"type":"request","api":"GetPayment","session_id":"%s",'

@@ -40,7 +40,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
         return run
 
     def test_first_run_once_ready_then_every_interval(self):
-        periodic = PeriodicJob("job", 10, self.job(), lambda: self.gate, self.clock)
+        periodic = PeriodicJob("job", 10, self.job(), self.clock, after=lambda: self.gate)
         periodic.startService()
         self.clock.advance(25)
         self.assertEqual(self.runs, [])  # not ready yet
@@ -52,7 +52,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
         self.assertEqual(self.runs, [25, 35, 45])
 
     def test_not_now(self):
-        periodic = PeriodicJob("job", 1, self.job(), clock=self.clock, now=False)
+        periodic = PeriodicJob("job", 1, self.job(), self.clock, now=False)
         periodic.startService()
         self.assertEqual(self.runs, [])
         self.clock.advance(1)
@@ -60,7 +60,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
         periodic.stopService()
 
     def test_never_runs_when_not_ready(self):
-        periodic = PeriodicJob("job", 1, self.job(), lambda: self.gate, self.clock)
+        periodic = PeriodicJob("job", 1, self.job(), self.clock, after=lambda: self.gate)
         periodic.startService()
         self.gate.errback(RuntimeError("no database"))
         self.clock.advance(10)
@@ -68,7 +68,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
         self.assertIsNone(periodic.stopService())
 
     def test_failed_run_is_logged_and_runs_again(self):
-        periodic = PeriodicJob("job", 1, self.job(ValueError("oops")), clock=self.clock)
+        periodic = PeriodicJob("job", 1, self.job(ValueError("oops")), self.clock)
         with capturedLogs() as events:
             periodic.startService()
             self.clock.advance(1)
@@ -78,7 +78,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
         periodic.stopService()
 
     def test_unreachable_database_is_one_line(self):
-        periodic = PeriodicJob("job", 1, self.job(DatabaseDown("down")), clock=self.clock)
+        periodic = PeriodicJob("job", 1, self.job(DatabaseDown("down")), self.clock)
         with capturedLogs() as events:
             periodic.startService()
         self.assertEqual([e["log_level"] for e in events], [LogLevel.info])
@@ -87,7 +87,7 @@ class PeriodicJobTests(unittest.SynchronousTestCase):
 
     def test_stop_waits_for_the_run_under_way(self):
         running = defer.Deferred()
-        periodic = PeriodicJob("job", 1, self.job(running), clock=self.clock)
+        periodic = PeriodicJob("job", 1, self.job(running), self.clock)
         periodic.startService()
         stopped = periodic.stopService()
         self.assertNoResult(stopped)

@@ -68,16 +68,14 @@ class BuyerApis:
         product: Database,
         passwords: Passwords,
         session_timeout: float,
-        payments: Optional[PaymentsClient] = None,
-        clock=None,
+        payments: Optional[PaymentsClient],
+        clock,
         account_limits: Optional[AccountLimits] = None,
         sessions: SessionCheck = SEPARATE,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.customer = customer
         self.product = product
-        self.purchases = Purchases(product, payments or PaymentsClient(reactor=clock), clock)
+        self.purchases = Purchases(product, payments, clock)
         self.accounts = Accounts(
             customerdb.BUYER,
             customer,

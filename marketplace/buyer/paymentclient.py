@@ -66,13 +66,11 @@ class PaymentsClient(Service):
 
     def __init__(
         self,
-        description: str = DEFAULT_PAYMENTS,
-        reactor=None,
+        description: str,
+        reactor,
         timeout: float = DEFAULT_TIMEOUT,
         secret: Optional[str] = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self.reactor = reactor
         self.description = description
         self.timeout = timeout

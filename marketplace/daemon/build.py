@@ -230,7 +230,7 @@ def _session_sweep(settings: Settings, backend: Backend, reactor) -> PeriodicJob
         return sweep_sessions(backend.customer, backend.product, settings.session_timeout)
 
     interval = min(60.0, settings.session_timeout)
-    return PeriodicJob("session sweep", interval, sweep, backend.ready, reactor)
+    return PeriodicJob("session sweep", interval, sweep, reactor, after=backend.ready)
 
 
 def _purchase_sweep(apis: BuyerApis, context: _Context) -> PeriodicJob:
@@ -248,5 +248,5 @@ def _purchase_sweep(apis: BuyerApis, context: _Context) -> PeriodicJob:
         return settled
 
     return PeriodicJob(
-        "purchase sweep", interval, sweep, context.backend.ready, context.reactor
+        "purchase sweep", interval, sweep, context.reactor, after=context.backend.ready
     )

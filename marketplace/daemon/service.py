@@ -27,16 +27,10 @@ from marketplace.frame.deferreds import when_fired
 from marketplace.frame.protocol import FrameFactory
 
 
-def stop_reactor(reactor=None) -> None:
+def stop_reactor(reactor) -> None:
     """Stop a daemon that cannot serve (exit status 1); the caller has
     logged why."""
-    exits.fail(_reactor_of(reactor), None)
-
-
-def _reactor_of(reactor):
-    if reactor is None:
-        from twisted.internet import reactor
-    return reactor
+    exits.fail(reactor, None)
 
 
 class OrderedMultiService(MultiService):
@@ -73,7 +67,7 @@ class Backend(OrderedMultiService):
     def __init__(
         self,
         settings: Settings,
-        reactor=None,
+        reactor,
         databases=("customer", "product"),
         passwords: Optional[Passwords] = None,
     ) -> None:
@@ -144,7 +138,7 @@ class Backend(OrderedMultiService):
         if self.running:
             self.log.failure("the databases could not be set up", failure)
             exits.fail(
-                _reactor_of(self.reactor),
+                self.reactor,
                 "the databases could not be set up ({error}); stopping",
                 error=failure.getErrorMessage(),
             )
@@ -200,14 +194,14 @@ class ApiServer(Service):
         if failure.check(CannotListenError):
             # A port in use, an address not on this host: words suffice.
             exits.fail(
-                _reactor_of(self.backend.reactor),
+                self.backend.reactor,
                 "the {name} service cannot listen: {error}; stopping",
                 name=self.name,
                 error=failure.getErrorMessage().rstrip("."),
             )
         else:
             self.log.failure("the {name} service cannot listen", failure, name=self.name)
-            exits.fail(_reactor_of(self.backend.reactor), None)
+            exits.fail(self.backend.reactor, None)
 
     def stopService(self):
         super().stopService()

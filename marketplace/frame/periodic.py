@@ -16,7 +16,8 @@ from marketplace.frame.unavailable import is_unavailable
 
 class PeriodicJob(Service):
     """Runs C{job} (a coroutine function) every C{interval} seconds on
-    C{clock}, the first time at once (after one interval if not C{now}).
+    C{clock} (the reactor), the first time at once (after one interval if
+    not C{now}).
 
     With C{after} (a function returning a Deferred, such as
     L{Backend.ready}), the first run waits for that Deferred, and the job
@@ -33,8 +34,8 @@ class PeriodicJob(Service):
         name: str,
         interval: float,
         job: Callable[[], Awaitable],
+        clock,
         after: Optional[Callable[[], defer.Deferred]] = None,
-        clock=None,
         now: bool = True,
     ) -> None:
         self.name = name
@@ -55,10 +56,6 @@ class PeriodicJob(Service):
     def _start_loop(self, _) -> None:
         if not self.running or self._loop is not None:
             return
-        if self.clock is None:
-            from twisted.internet import reactor
-
-            self.clock = reactor
         self._loop = task.LoopingCall(self._run)
         self._loop.clock = self.clock
         self._loop.start(self.interval, now=self.now)

@@ -65,12 +65,10 @@ class PaymentApis:
         self,
         payments: Database,
         secret: str,
-        approval_rate: float = DEFAULT_APPROVAL_RATE,
-        clock=None,
+        approval_rate: float,
+        clock,
         chance: Optional[random.Random] = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.payments = payments
         self.secret = secret
         self.approval_rate = approval_rate

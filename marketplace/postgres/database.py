@@ -617,9 +617,9 @@ class Database(Service):
     def __init__(
         self,
         name: str,
-        dsn: Optional[str] = None,
-        size: int = 4,
-        reactor=None,
+        dsn: Optional[str],
+        size: int,
+        reactor,
         durable: bool = True,
         owner_dsn: Optional[str] = None,
     ):
@@ -642,10 +642,6 @@ class Database(Service):
         if self.dsn is None:
             raise RuntimeError(f"no connection string for the {self.name} database")
         super().startService()
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
         if self._outage is None:
             self._outage = Outage(self.name, self._reactor)
         dsn = connection_dsn(self.dsn, self.durable)

@@ -420,13 +420,13 @@ class EmbeddedServer(Service):
 
     log = Logger()
 
-    def __init__(self, data_dir: Path, databases: List[Database], reactor=None) -> None:
+    def __init__(self, data_dir: Path, databases: List[Database], reactor) -> None:
         self.name = "embedded PostgreSQL"
         self.server = EmbeddedPostgres(data_dir)
         self.databases = list(databases)
         self.reactor = reactor
         self.watch = PeriodicJob(
-            "embedded PostgreSQL watch", WATCH_INTERVAL, self.keep_running, clock=reactor, now=False
+            "embedded PostgreSQL watch", WATCH_INTERVAL, self.keep_running, reactor, now=False
         )
         self._starting: Optional[defer.Deferred] = None
 
@@ -454,7 +454,7 @@ class EmbeddedServer(Service):
         server = self.server
         if server.is_running() or not self.running:
             return
-        clock = self._clock()
+        clock = self.reactor
         began = clock.seconds()
         self.log.warn(
             "the embedded PostgreSQL (pid {pid}) has stopped; starting it again", pid=server.pid()
@@ -479,13 +479,6 @@ class EmbeddedServer(Service):
                 seconds=clock.seconds() - began,
             )
             return
-
-    def _clock(self):
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            return reactor
-        return self.reactor
 
     def stopService(self) -> defer.Deferred:
         super().stopService()

@@ -99,7 +99,7 @@ class Schema(Service):
 
     log = Logger()
 
-    def __init__(self, databases: Iterable[Database], reactor=None) -> None:
+    def __init__(self, databases: Iterable[Database], reactor) -> None:
         self.name = "schema"
         self.databases = list(databases)
         self.reactor = reactor
@@ -129,18 +129,12 @@ class Schema(Service):
                         name=database.name,
                         error=describe(e),
                     )
-                self._sleep = task.deferLater(self._clock(), backoff.next(), lambda: None)
+                self._sleep = task.deferLater(self.reactor, backoff.next(), lambda: None)
                 try:
                     await self._sleep
                 finally:
                     self._sleep = None
 
-    def _clock(self):
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            return reactor
-        return self.reactor
 
     def stopService(self) -> None:
         super().stopService()
