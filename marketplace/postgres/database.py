@@ -650,7 +650,7 @@ class Database(Service):
 
     @property
     def reactor(self):
-        """The reactor the pool runs on (None: the global one)."""
+        """The reactor the pool runs on."""
         return self._reactor
 
     def pool_counts(self) -> Tuple[int, int]:
