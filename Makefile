@@ -105,13 +105,15 @@ bench: $(VENV)/.installed-bench
 # A replicated marketplace on this machine, in the foreground until Ctrl-C
 # or SIGTERM (needs root): three PostgreSQL nodes under Patroni and etcd,
 # two buyer, seller and payments daemons, each host a network namespace of
-# its own (see marketplace/cluster/).  Files in ./var/cluster.
+# its own (see marketplace/cluster/).  Files in ./var/cluster, kept by
+# Ctrl-C: the next make cluster resumes the same cluster with its data.
 cluster: $(VENV)/.installed-cluster
 	$(BIN)/marketplace-cluster run
 
 # The failure evaluation of docs/RELIABILITY.md (needs root): the four
-# cases at 1+1, 10+10 and 100+100 on one cluster (its killed hosts started
-# again after each run), and the no-failure runs on make run's deployment
+# failures, a switchover and a rolling restart at 1+1, 10+10 and 100+100 on
+# one cluster (its killed hosts started again after each run), then the
+# whole-cluster restart check, and the no-failure runs on make run's deployment
 # too (ports 9380-9382); rewrites docs/reliability/, the evaluation section
 # of docs/RELIABILITY.md and the measured section of docs/SCALING.md.
 RELIABILITY_ARGS ?=

@@ -44,10 +44,12 @@ BEGIN
 END
 $$;
 
--- Failed logins of each username, per role (marketplace/customer/accounts.py): the
--- attempts that did not succeed since window_start.  Login answers
--- RATE_LIMITED while a window holds too many; rows of windows that have
--- passed are swept away.  Usernames need not have an account here.
+-- Failed logins of each username, per role (marketplace/customer/accounts.py):
+-- the attempts that did not succeed since window_start, from every address
+-- (login_failures: enough of them slow the username's Logins down) and from
+-- each source address (login_failures_by_source: enough of them and Login
+-- answers RATE_LIMITED to that address).  Rows of windows that have passed
+-- are swept away.  Usernames need not have an account here.
 CREATE TABLE IF NOT EXISTS login_failures (
     role         text NOT NULL,
     username     text NOT NULL,
@@ -56,15 +58,31 @@ CREATE TABLE IF NOT EXISTS login_failures (
     PRIMARY KEY (role, username)
 );
 CREATE INDEX IF NOT EXISTS login_failures_window ON login_failures (window_start);
-
--- Account creations tried from each source address (marketplace/customer/accounts.py)
--- since window_start; CreateAccount answers RATE_LIMITED while a window
--- holds too many.  Rows older than any window are swept away.
-CREATE TABLE IF NOT EXISTS signups (
-    source       text PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS login_failures_by_source (
+    role         text NOT NULL,
+    username     text NOT NULL,
+    source       text NOT NULL,
     window_start timestamptz NOT NULL DEFAULT now(),
-    attempts     integer NOT NULL DEFAULT 0
+    failures     integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (role, username, source)
 );
+CREATE INDEX IF NOT EXISTS login_failures_by_source_window
+    ON login_failures_by_source (window_start);
+
+-- A token bucket per kind of request (sign-up, username check) and source
+-- address (marketplace/customer/customerdb.py take_token): tokens left as of
+-- updated_at, and whether the last request got one.  Buckets untouched for
+-- longer than any takes to fill up are swept away.  (The fixed-window
+-- counts of the first version, signups, are gone.)
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    kind       text NOT NULL,
+    source     text NOT NULL,
+    tokens     float8 NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    granted    boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (kind, source)
+);
+DROP TABLE IF EXISTS signups;
 
 -- Usernames are kept in their normal form (marketplace/customer/identities.py: NFKC,
 -- case-folded), so "admin" and "ADMIN" are one account.  Accounts made

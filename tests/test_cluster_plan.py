@@ -1,14 +1,21 @@
 """The parts of the replicated deployment that need no machine: the plan
-of a cluster and how a pool reads a connection string naming several
-hosts."""
+of a cluster, the files rendered for its hosts, its settings kept once,
+and how a pool reads a connection string naming several hosts."""
 
+import os
+import stat
+import tempfile
 from pathlib import Path
 
+import yaml
 from psycopg2.extensions import parse_dsn
 from twisted.trial.unittest import SynchronousTestCase
 
+from marketplace.cluster import render, settings
 from marketplace.cluster.topology import Plan
 from marketplace.postgres.database import host_candidates
+
+EXAMPLE = Path(__file__).parent.parent / "docs" / "reliability" / "hosts.example"
 
 
 class HostCandidateTests(SynchronousTestCase):
@@ -49,18 +56,124 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(dsn["target_session_attrs"], "read-write")
 
     def test_synchronous_replication(self):
-        config = self.plan.patroni_config(self.plan.host("db1"), "/bin")
+        machines = self.plan.machines()
+        config = render.patroni_config(self.plan, machines, machines[0], render.Layout())
         self.assertIs(config["bootstrap"]["dcs"]["synchronous_mode"], True)
         self.assertEqual(
             config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"], "on")
 
     def test_secrets_stay_off_the_command_line(self):
-        for host in self.plan.hosts:
-            if host.role == "database":
-                continue
-            command = " ".join(self.plan.daemon_command(host, "twistd", self.plan.host("payments1")))
-            self.assertNotIn(self.plan.superuser_password, command)
-            self.assertNotIn(self.plan.payments_secret, command)
-        buyer = self.plan.daemon_environment(self.plan.host("buyer1"))
-        payments = self.plan.daemon_environment(self.plan.host("payments1"))
+        files = render.render(self.plan, self.plan.machines())
+        for name, text in files.items():
+            if name.endswith(".service"):
+                self.assertNotIn(self.plan.superuser_password, text)
+                self.assertNotIn(self.plan.payments_secret, text)
+        buyer = render.read_environment(files["buyer1/buyer.env"])
+        payments = render.read_environment(files["payments1/payments.env"])
         self.assertEqual(buyer["MARKETPLACE_PAYMENTS_SECRET"], payments["MARKETPLACE_PAYMENTS_SECRET"])
+
+
+class RenderTests(SynchronousTestCase):
+    """marketplace-cluster render: a hosts file to every host's files."""
+
+    def setUp(self):
+        self.machines, self.network = render.parse_hosts(EXAMPLE.read_text())
+        self.settings = settings.Settings(network=self.network)
+        self.files = render.render(self.settings, self.machines)
+
+    def test_the_files_of_each_host(self):
+        by_host = {}
+        for name in self.files:
+            host, file = name.split("/")
+            by_host.setdefault(host, set()).add(file)
+        database = {"etcd.yml", "patroni.yml", "marketplace-etcd.service",
+                    "marketplace-patroni.service"}
+        self.assertEqual(by_host, {
+            "db1": database, "db2": database, "db3": database,
+            "web1": {"buyer.env", "marketplace-buyer.service", "seller.env",
+                     "marketplace-seller.service"},
+            "web2": {"buyer.env", "marketplace-buyer.service", "seller.env",
+                     "marketplace-seller.service"},
+            "pay1": {"payments.env", "marketplace-payments.service"},
+            "pay2": {"payments.env", "marketplace-payments.service"},
+        })
+
+    def test_every_host_agrees(self):
+        patroni = yaml.safe_load(self.files["db2/patroni.yml"])
+        etcd = yaml.safe_load(self.files["db2/etcd.yml"])
+        self.assertEqual(patroni["etcd3"]["hosts"],
+                         "10.0.0.11:2379,10.0.0.12:2379,10.0.0.13:2379")
+        self.assertEqual(patroni["restapi"]["connect_address"], "10.0.0.12:8008")
+        self.assertEqual(etcd["initial-cluster"], "db1=http://10.0.0.11:2380,"
+                         "db2=http://10.0.0.12:2380,db3=http://10.0.0.13:2380")
+        self.assertIn("host all all 10.0.0.0/24 scram-sha-256",
+                      patroni["postgresql"]["pg_hba"])
+        dsn = parse_dsn(render.read_environment(self.files["web1/seller.env"])
+                        ["MARKETPLACE_PRODUCT_DB"])
+        self.assertEqual(dsn["host"], "10.0.0.11,10.0.0.12,10.0.0.13")
+        self.assertEqual(dsn["password"], self.settings.superuser_password)
+
+    def test_units_start_what_they_say(self):
+        with tempfile.TemporaryDirectory() as out:
+            render.write(self.files, Path(out))
+            unit = Path(out) / "web2" / "marketplace-buyer.service"
+            # The unit names its environment file where it is on the host.
+            text = unit.read_text().replace("/etc/marketplace", f"{out}/web2")
+            unit.write_text(text)
+            service = render.service(unit)
+        self.assertEqual(service.user, "marketplace")
+        self.assertEqual(service.command[:5], ["/opt/marketplace/bin/twistd", "--nodaemon",
+                                               "--pidfile=", "--logfile=-", "marketplace-buyer"])
+        # Each buyer starts with the payments daemon of its own number.
+        self.assertIn("--payments=tcp:10.0.0.32:8082|tcp:10.0.0.31:8082", service.command)
+        self.assertNotIn("--signups-per-address=100000", service.command)
+        self.assertEqual(service.environment["MARKETPLACE_PAYMENTS_SECRET"],
+                         self.settings.payments_secret)
+
+    def test_every_file_private_and_kept(self):
+        with tempfile.TemporaryDirectory() as out:
+            written, kept = render.write(self.files, Path(out))
+            self.assertEqual((len(written), kept), (len(self.files), []))
+            for name in written:
+                self.assertEqual(stat.S_IMODE(os.stat(Path(out) / name).st_mode), 0o600)
+            (Path(out) / "db1" / "patroni.yml").write_text("edited by hand\n")
+            written, kept = render.write(self.files, Path(out))
+            self.assertEqual((written, len(kept)), ([], len(self.files)))
+            self.assertEqual((Path(out) / "db1" / "patroni.yml").read_text(), "edited by hand\n")
+
+    def test_bad_hosts_files(self):
+        for text, complaint in (
+                ("db1 10.0.0.1 database\ndb2 10.0.0.2 database\n", "odd number"),
+                (EXAMPLE.read_text() + "x 10.0.0.9 cashier\n", "unknown role 'cashier'"),
+                (EXAMPLE.read_text() + "db1 10.0.0.9 buyer\n", "listed twice"),
+                (EXAMPLE.read_text() + "lonely\n", "line 13"),
+        ):
+            with self.assertRaises(render.HostsFileError) as raised:
+                render.parse_hosts(text)
+            self.assertIn(complaint, str(raised.exception))
+
+
+class SettingsTests(SynchronousTestCase):
+    """A cluster's secrets are made once, private from the start, and reused."""
+
+    def test_made_once_and_reused(self):
+        with tempfile.TemporaryDirectory() as folder:
+            first = settings.load_or_create(Path(folder), network="10.1.2.0/24")
+            path = Path(folder) / settings.FILE
+            self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
+            again = settings.load_or_create(Path(folder))
+            self.assertEqual(again, first)
+            self.assertEqual(again.network, "10.1.2.0/24")
+
+    def test_private_from_the_start(self):
+        """Created with mode 0600, not made private afterwards: no moment
+        when another user could open it."""
+        with tempfile.TemporaryDirectory() as folder:
+            old = os.umask(0)
+            try:
+                self.assertTrue(settings.create_private(Path(folder) / "x", "secret"))
+            finally:
+                os.umask(old)
+            self.assertEqual(stat.S_IMODE((Path(folder) / "x").stat().st_mode), 0o600)
+            self.assertFalse(settings.create_private(Path(folder) / "x", "other"))
+            self.assertEqual((Path(folder) / "x").read_text(), "secret")

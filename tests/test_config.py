@@ -44,6 +44,8 @@ SAMPLES = {
     "hash-per-username": ("3", 3, "4", 4),
     "signups-per-address": ("30", 30, "40", 40),
     "signup-window": ("60", 60.0, "90", 90.0),
+    "username-checks-per-address": ("70", 70, "80", 80),
+    "trusted-networks": ("10.0.0.0/8", "10.0.0.0/8", "192.0.2.0/24,::1", "192.0.2.0/24,::1"),
     "max-sessions": ("3", 3, "4", 4),
     "request-keys-per-minute": ("30", 30, "40", 40),
     "idle-timeout": ("60", 60.0, "0", 0.0),

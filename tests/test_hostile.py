@@ -44,7 +44,7 @@ EXAMPLES = settings(
 # request, a cart line's time.  Failed logins and tried sign-ups are meant
 # to be counted.
 _VOLATILE = ("last_seen", "added_at")
-_NOT_CONTENT = ("login_failures", "signups")
+_NOT_CONTENT = ("login_failures", "login_failures_by_source", "rate_buckets")
 
 
 def _reject_constant(name):

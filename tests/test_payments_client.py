@@ -78,3 +78,14 @@ class PaymentsClientTests(unittest.TestCase):
         nowhere = client(self, f"tcp:host=127.0.0.1:port={free_port()}")
         e = await self.assertFailure(call(nowhere, "GetPayment", {}), PaymentsUnavailable)
         self.assertIn("cannot be reached", str(e))
+
+
+class SeveralPaymentsDaemonsTests(unittest.TestCase):
+    async def test_the_next_daemon_when_one_refuses(self):
+        """"A|B": a buyer daemon reaches the payments service while one of
+        its daemons is down (restarted in a rolling upgrade)."""
+        fake = FakeService()
+        down = f"tcp:127.0.0.1:{free_port()}"
+        payments = client(self, f"{down}|{fake.start(self)}")
+        self.assertEqual(await call(payments, "GetPayment", {}), {"n": 1})
+        self.assertEqual(len(fake.connections), 1)

@@ -22,12 +22,13 @@ import multiprocessing
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from marketplace.bench import catalogcli, report
-from marketplace.bench.runner import Plan, Progress, drive
+from marketplace.bench.runner import Plan, Progress, Stopped, drive
 from marketplace.bench.stats import LiveThroughput, RunResult, merge_runs, summarise
 from marketplace.bench.workloads import WORKLOADS
 
@@ -246,6 +247,9 @@ def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
             outcome["results"] = await drive(plan, reactor, progress)
             if idle:
                 outcome["memory"] = await _memory(plan, idle, reactor)
+        except Stopped as e:
+            outcome["results"] = e.results
+            outcome["throttled"] = e.line()
         finally:
             ticker.stop()
             tick()
@@ -262,7 +266,7 @@ def _run_here(plan: Plan, show_progress: bool, idle: int) -> tuple:
     if outcome.get("failure") is not None:
         failure = outcome["failure"]
         raise SystemExit(f"marketplace-bench: {failure.getErrorMessage()}")
-    return outcome["results"], outcome.get("memory")
+    return outcome["results"], outcome.get("memory"), outcome.get("throttled")
 
 
 async def _memory(plan: Plan, count: int, reactor) -> List[dict]:
@@ -302,6 +306,11 @@ def _child(plan: Plan, me: int, processes: int, barrier, queue) -> None:
         ticker.start(0.25)
         try:
             results = await drive(plan, reactor, progress, (me, processes), sync)
+        except Stopped as e:
+            # The other processes stop at their next meeting point.
+            barrier.abort()
+            queue.put(("throttled", me, e.line()))
+            return
         finally:
             ticker.stop()
             tick()
@@ -310,7 +319,10 @@ def _child(plan: Plan, me: int, processes: int, barrier, queue) -> None:
     def finished(result) -> None:
         if hasattr(result, "getTraceback"):
             barrier.abort()
-            queue.put(("failed", me, result.getTraceback()))
+            if result.check(threading.BrokenBarrierError):
+                queue.put(("stopped", me, None))  # another process stopped
+            else:
+                queue.put(("failed", me, result.getTraceback()))
         reactor.stop()
 
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(main()).addBoth(finished))
@@ -331,8 +343,10 @@ def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[i
     bar = _Bar(plan, processes, show_progress)
     done = 0
     shares: List[Dict[int, List[RunResult]]] = []
+    ended = 0
+    throttled = ""
     try:
-        while len(shares) < processes:
+        while ended < processes:
             kind, me, value = queue.get()
             if kind == "progress":
                 done += value
@@ -343,6 +357,12 @@ def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[i
                 bar.run_ended(*value)
             elif kind == "results":
                 shares.append(value)
+                ended += 1
+            elif kind == "throttled":
+                throttled = throttled or value
+                ended += 1
+            elif kind == "stopped":
+                ended += 1
             else:
                 raise SystemExit(f"marketplace-bench: process {me} failed:\n{value}")
     finally:
@@ -351,6 +371,8 @@ def _run_in_processes(plan: Plan, processes: int, show_progress: bool) -> Dict[i
             child.join(10)
             if child.is_alive():
                 child.terminate()
+    if throttled:
+        raise SystemExit(throttled)
     return {
         clients: [
             merge_runs(share[clients][run] for share in shares)
@@ -465,20 +487,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     show_progress = not args.no_progress
     memory = None
     try:
+        throttled = None
         if args.procs == 1:
             _log_warnings()
-            results, memory = _run_here(plan, show_progress, args.idle)
+            results, memory, throttled = _run_here(plan, show_progress, args.idle)
         else:
             results = _run_in_processes(plan, args.procs, show_progress)
             if args.idle:
                 _log_warnings()
-                _, memory = _run_here(
+                _, memory, _ = _run_here(
                     Plan(**{**vars(plan), "scenarios": ()}), False, args.idle
                 )
     finally:
         if launched is not None:
             launched.stop()
-    summaries = [summarise(clients, results[clients]) for clients in plan.scenarios]
+    if throttled and not results:
+        print(throttled, file=sys.stderr)
+        return 1
+    summaries = [
+        summarise(clients, results[clients]) for clients in plan.scenarios if clients in results
+    ]
     setup = report.Setup(
         workload=plan.workload,
         description=WORKLOADS[plan.workload].description,
@@ -515,6 +543,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(report.to_json(setup, summaries, memory))
     else:
         print(report.markdown(setup, summaries, chart_name))
+    if throttled:
+        print(throttled, file=sys.stderr)
+        return 1
     return 1 if any(s.errors for s in summaries) else 0
 
 

@@ -76,8 +76,6 @@ class LocalMarketplace:
             "--signups-per-address=1000000",
             # Every scenario's clients are the same accounts, minutes apart.
             "--request-keys-per-minute=1000000",
-            "--hash-per-address=64",
-            "--hash-queue=64",
         ]
         if self.workers != 1:
             command.append(f"--workers={self.workers}")

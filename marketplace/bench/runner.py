@@ -37,10 +37,65 @@ SETUP_CONCURRENCY = 32
 Sync = Callable[[], defer.Deferred]
 
 
+class Stopped(ClientError):
+    """A call of a scenario's set-up failed, so the bench stops: C{results}
+    holds the runs measured before, C{unmeasured} the scenarios left."""
+
+    def __init__(self, error: ClientError) -> None:
+        super().__init__(error.code, error.message, error.api, error.extra)
+        self.results: Dict[int, List[RunResult]] = {}
+        self.unmeasured: Tuple[int, ...] = ()
+
+    def _not_measured(self) -> str:
+        unmeasured = ",".join(str(n) for n in self.unmeasured)
+        return f"; scenarios not measured: {unmeasured}" if unmeasured else ""
+
+    def line(self) -> str:
+        """One line for a person: what stopped the bench."""
+        return (
+            f"marketplace-bench: {self.api or 'a call'} failed while setting up:"
+            f" {self.code}: {self.message}" + self._not_measured()
+        )
+
+
+class Throttled(Stopped):
+    """A service answered RATE_LIMITED for longer than the bench waits: a
+    limit of the deployment stops the bench's clients (which all come from
+    one address)."""
+
+    def __init__(self, error: ClientError, waited: float) -> None:
+        super().__init__(error)
+        self.waited = waited
+
+    def option(self) -> str:
+        """The deployment's option that would let the bench through."""
+        message = self.message.lower()
+        if "accounts created" in message:
+            return "--signups-per-address (or add this machine to --trusted-networks)"
+        if "usernames checked" in message:
+            return "--username-checks-per-address (or --trusted-networks)"
+        if "at once" in message:
+            return "--hash-per-address"
+        if "busy checking passwords" in message:
+            return "--hash-queue"
+        if "connections" in message:
+            return "--max-connections"
+        return "the limit it names"
+
+    def line(self) -> str:
+        """One line for a person: what stopped the bench and what to raise."""
+        return (
+            f"marketplace-bench: {self.api or 'a call'} was answered RATE_LIMITED"
+            f" for {self.waited:.0f} s ({self.message}); raise {self.option()}"
+            " on the deployment" + self._not_measured()
+        )
+
+
 async def patiently(reactor, call: Callable[[], defer.Deferred], tries: int = 50):
-    """C{call()}, tried again while a service's hashing budget answers
-    RATE_LIMITED (a bench's many sign-ups and sign-ins come from one
-    address)."""
+    """C{call()}, tried again while a service answers RATE_LIMITED (a
+    bench's many sign-ups and sign-ins come from one address), every 0.2 s
+    and C{tries} times in all; then L{Throttled}."""
+    started = reactor.seconds()
     for _ in range(tries - 1):
         try:
             return await call()
@@ -48,7 +103,12 @@ async def patiently(reactor, call: Callable[[], defer.Deferred], tries: int = 50
             if e.code != RATE_LIMITED:
                 raise
         await task.deferLater(reactor, 0.2, lambda: None)
-    return await call()
+    try:
+        return await call()
+    except ClientError as e:
+        if e.code != RATE_LIMITED:
+            raise
+        raise Throttled(e, reactor.seconds() - started) from None
 
 
 @dataclass(frozen=True)
@@ -169,10 +229,15 @@ def _cpu() -> float:
 
 
 async def _limited(calls: Sequence[Callable[[], defer.Deferred]]) -> list:
+    """Every call's result, a few at a time; the first failure itself (not
+    wrapped in a FirstError)."""
     semaphore = defer.DeferredSemaphore(SETUP_CONCURRENCY)
-    return await defer.gatherResults(
-        [semaphore.run(call) for call in calls], consumeErrors=True
-    )
+    try:
+        return await defer.gatherResults(
+            [semaphore.run(call) for call in calls], consumeErrors=True
+        )
+    except defer.FirstError as e:
+        e.subFailure.raiseException()
 
 
 class Scenario:
@@ -220,8 +285,12 @@ class Scenario:
 
     async def _sign_in(self, state: ClientState) -> None:
         username = self._username(state.role, state.index)
-        await patiently(self.reactor, lambda: state.client.create_account(username, PASSWORD))
-        await patiently(self.reactor, lambda: state.client.login(username, PASSWORD))
+        # A limit is waited out for as long as a call keeps trying.
+        tries = max(2, int(self.plan.retry_deadline / 0.2))
+        await patiently(
+            self.reactor, lambda: state.client.create_account(username, PASSWORD), tries
+        )
+        await patiently(self.reactor, lambda: state.client.login(username, PASSWORD), tries)
 
     async def _stock(self, state: ClientState) -> None:
         for number in range(self.plan.items):
@@ -292,7 +361,10 @@ async def drive(
     clients (its number and the number of processes); the runs by scenario.
 
     C{sync} is awaited after each scenario's set-up and before each run,
-    where the processes of one benchmark wait for each other.
+    where the processes of one benchmark wait for each other.  A limit of
+    the deployment that the set-up cannot outwait ends the benchmark with
+    L{Throttled}, and any other failed call of a set-up with L{Stopped}:
+    both carry the scenarios measured before.
     """
     progress = progress or Progress()
     me, processes = share
@@ -307,9 +379,14 @@ async def drive(
                     await sync()
                 runs.append(await scenario.run(progress))
             results[clients] = runs
+        except ClientError as e:
+            stopped = e if isinstance(e, Stopped) else Stopped(e)
+            stopped.results = results
+            stopped.unmeasured = tuple(n for n in plan.scenarios if n not in results)
+            raise stopped from None
         finally:
             await scenario.close()
     return results
 
 
-__all__ = ["Plan", "Progress", "Scenario", "drive"]
+__all__ = ["Plan", "Progress", "Scenario", "Stopped", "Throttled", "drive"]

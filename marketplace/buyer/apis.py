@@ -84,6 +84,7 @@ class BuyerApis:
             on_login=self._start_cart,
             on_logout=self._drop_cart,
             limits=account_limits or AccountLimits(),
+            clock=clock,
         )
         self.statements = statements = Statements(
             product, sessions, self.accounts, apisql.FILED_ANSWER

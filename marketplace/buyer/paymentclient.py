@@ -19,6 +19,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from marketplace.clientlib.failover import failover_endpoint
 from marketplace.clientlib.wire import FramedJsonClient
 from marketplace.contract.errors import INVALID_CREDENTIALS, NOT_LOGGED_IN
 
@@ -57,7 +58,8 @@ class _Connection(FramedJsonClient):
 
 
 class PaymentsClient(Service):
-    """Calls the payments service at a client endpoint C{description}.
+    """Calls the payments service at a client endpoint C{description} (or
+    at the first of several, "A|B", that accepts).
 
     As a service, stopping it closes its connection.
     """
@@ -77,12 +79,21 @@ class PaymentsClient(Service):
         self.secret = secret
         self._connection: Optional[_Connection] = None
         self._connecting: Optional[defer.Deferred] = None
+        self._failover = None
+
+    def _endpoint(self):
+        if "|" in self.description:
+            # Several payments daemons ("A|B"): the first that accepts.
+            if self._failover is None:
+                self._failover = failover_endpoint(self.description, self.reactor)
+            return self._failover
+        return clientFromString(self.reactor, self.description)
 
     async def _connect(self) -> _Connection:
         if self._connection is not None and not self._connection.lost:
             return self._connection
         if self._connecting is None:
-            endpoint = clientFromString(self.reactor, self.description)
+            endpoint = self._endpoint()
             self._connecting = connectProtocol(endpoint, _Connection(self.reactor))
             self._connecting.addTimeout(self.timeout, self.reactor)
             try:

@@ -1,11 +1,17 @@
 """The marketplace-cluster command: a replicated marketplace on this machine.
 
-    marketplace-cluster up [--dir D]        bring it up and return
+    marketplace-cluster up [--dir D]        bring it up (or back, with its data) and return
     marketplace-cluster run [--dir D]       bring it up, wait for Ctrl-C, take it down
     marketplace-cluster status [--dir D]    what each host does
     marketplace-cluster kill HOST [--dir D] SIGKILL every process of a host
     marketplace-cluster cut HOST [--dir D]  take a host's link down (--restore: up)
-    marketplace-cluster down [--dir D]      stop everything, remove the network
+    marketplace-cluster start HOST          a killed host back in service
+    marketplace-cluster replace HOST        a database node cloned again from the primary
+    marketplace-cluster switchover [--to HOST]   a planned change of primary (Patroni)
+    marketplace-cluster roll                every frontend restarted, one at a time
+    marketplace-cluster down [--dir D]      stop everything, remove the network (the
+                                            data and settings stay for the next up)
+    marketplace-cluster render --hosts FILE --out DIR   the files of real hosts
     marketplace-cluster evaluate --failure CASE   the failure evaluation
     marketplace-cluster bench               marketplace-bench on a cluster and on
                                             make run's deployment
@@ -15,9 +21,10 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
-from marketplace.cluster import hosts, launch
+from marketplace.cluster import hosts, launch, operate, render, settings
 from marketplace.cluster.topology import SETTLE_AFTER
 
 DEFAULT_FOLDER = Path("var/cluster")
@@ -36,7 +43,41 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("up", help="bring the cluster up and return")
     commands.add_parser("run", help="bring it up, wait for Ctrl-C or SIGTERM, take it down")
     commands.add_parser("status", help="what each host does now")
-    commands.add_parser("down", help="stop everything and remove the network")
+    commands.add_parser("down", help="stop everything and remove the network; the data"
+                        " and settings stay for the next up")
+    start = commands.add_parser(
+        "start", help="start a killed host again and wait until it serves (a database"
+        " node streaming as a replica, a frontend ready)")
+    start.add_argument("host")
+    replace = commands.add_parser(
+        "replace", help="clone a database node again from the primary (Patroni's"
+        " reinitialize) and wait until it streams")
+    replace.add_argument("host")
+    switch = commands.add_parser(
+        "switchover", help="hand the primary's role to a replica through Patroni")
+    switch.add_argument("--to", default=None,
+                        help="the new primary (default: Patroni's pick, the synchronous"
+                        " standby)")
+    commands.add_parser("roll", help="restart every frontend, one at a time")
+    rendering = commands.add_parser(
+        "render", help="every file a deployment on real hosts needs (Patroni and etcd"
+        " configuration, the daemons' settings, systemd units)")
+    rendering.add_argument("--hosts", type=Path, required=True,
+                           help="the hosts file: NAME ADDRESS ROLES per line (see"
+                           " docs/RELIABILITY.md)")
+    rendering.add_argument("--out", type=Path, required=True,
+                           help="folder for the files, one folder per host; its settings"
+                           " (secrets) are made once and reused")
+    defaults = render.Layout()
+    for option, help_text in (
+            ("config", "folder of the configuration files on the hosts"),
+            ("data", "folder of the data on the hosts"),
+            ("bin", "where patroni and twistd are on the hosts"),
+            ("etcd_bin", "where etcd is on the hosts"),
+            ("postgres_bin", "where PostgreSQL's programs are on the hosts")):
+        rendering.add_argument(f"--{option.replace('_', '-')}", dest=option,
+                               default=getattr(defaults, option),
+                               help=f"{help_text} (default {getattr(defaults, option)})")
     kill = commands.add_parser("kill", help="SIGKILL every process of a host")
     kill.add_argument("host")
     cut = commands.add_parser("cut", help="take a host's network link down")
@@ -44,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     cut.add_argument("--restore", action="store_true", help="bring the link back up")
     evaluation = commands.add_parser(
         "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
-    evaluation.add_argument("--failure", default="all",
-                            choices=("all", "none", "frontend", "replica", "primary"),
-                            help="which failure (default all four)")
+    evaluation.add_argument("--failure", default="all", type=_cases,
+                            help="which failures or planned changes, comma-separated: none,"
+                            " frontend, replica, primary, switchover, roll, restart (the"
+                            " whole-cluster restart check, after the runs); default all")
     evaluation.add_argument("--scenarios", default="1,10,100",
                             help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
     # 6 + 35: the primary's failure (about 22 s) is over before the run is.
@@ -88,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cases(text: str) -> tuple:
+    from marketplace.cluster.report import CASES, RESTART
+
+    if text == "all":
+        return CASES + (RESTART,)
+    cases = tuple(word.strip() for word in text.split(",") if word.strip())
+    unknown = [c for c in cases if c not in CASES + (RESTART,)]
+    if unknown or not cases:
+        raise argparse.ArgumentTypeError(f"unknown case {unknown[0] if unknown else text!r}")
+    return cases
+
+
 def _run(folder: Path) -> None:
     launch.up(folder)
     print("Ctrl-C or SIGTERM takes the cluster down.", flush=True)
@@ -100,6 +154,19 @@ def _run(folder: Path) -> None:
     finally:
         print("taking the cluster down", flush=True)
         launch.down(folder)
+
+
+def _render(arguments) -> None:
+    machines, network = render.parse_hosts(arguments.hosts.read_text())
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    kept = settings.load_or_create(arguments.out, network=network)
+    layout = render.Layout(**{option: getattr(arguments, option) for option in (
+        "config", "data", "bin", "etcd_bin", "postgres_bin")})
+    written, unchanged = render.write(render.render(kept, machines, layout), arguments.out)
+    for name in written:
+        print(f"wrote {arguments.out / name}")
+    for name in unchanged:
+        print(f"kept  {arguments.out / name} (already there)")
 
 
 def main(argv=None) -> int:
@@ -124,6 +191,18 @@ def main(argv=None) -> int:
             _run(arguments.dir)
         elif arguments.command == "down":
             launch.down(arguments.dir)
+        elif arguments.command == "render":
+            _render(arguments)
+        elif arguments.command in ("switchover", "roll"):
+            plan = launch.load_plan(arguments.dir)
+            if arguments.command == "roll":
+                took = operate.roll(plan, say=print)
+                print(f"every frontend restarted; longest {max(took):.1f} s")
+            else:
+                to = plan.host(arguments.to) if arguments.to else None
+                started = time.monotonic()
+                leader = operate.switchover(plan, to)
+                print(f"primary now on {leader.name} ({time.monotonic() - started:.1f} s)")
         elif arguments.command == "status":
             for name, state in launch.status(arguments.dir).items():
                 print(f"{name:<9} {state}")
@@ -132,9 +211,15 @@ def main(argv=None) -> int:
             host = plan.host(arguments.host)
             if arguments.command == "kill":
                 print(f"killed {len(hosts.kill(plan, host))} processes on {host.name}")
+            elif arguments.command == "start":
+                took = operate.start_host(plan, host)
+                print(f"{host.name} back in service in {took:.1f} s")
+            elif arguments.command == "replace":
+                took = operate.replace_host(plan, host)
+                print(f"{host.name} cloned from the primary and streaming in {took:.1f} s")
             else:
                 hosts.cut(plan, host, up=arguments.restore)
-    except (launch.ClusterError, KeyError) as e:
+    except (launch.ClusterError, render.HostsFileError, KeyError, OSError) as e:
         print(f"marketplace-cluster: {e}", file=sys.stderr)
         return 1
     return 0

@@ -207,6 +207,8 @@ class Load:
         self.calls: List[Call] = []
         self.ledger = Ledger()
         self.running = False
+        #: When the failure (or the planned change) began, and ended.
+        self.failure_started: Optional[float] = None
         self.sellers: List[SellerClient] = []
         self.buyers: List[BuyerClient] = []
 
@@ -314,6 +316,7 @@ class Load:
         failed_at = None
         if failure_at is not None:
             await task.deferLater(self.reactor, failure_at, lambda: None)
+            self.failure_started = time.monotonic()
             await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), inject)
             # Once the failure is complete (every process of the host dead).
             failed_at = time.monotonic()
@@ -324,6 +327,34 @@ class Load:
         self.ended = time.monotonic()
         await defer.DeferredList(workers, consumeErrors=True)
         return failed_at
+
+    def longest_gap(self, since: float, until: Optional[float] = None) -> float:
+        """The longest any client went without a successful call between
+        C{since} and C{until} (the end of the run): the longest wait a
+        person would have noticed across a failure or a planned change."""
+        until = self.ended if until is None else until
+        longest = 0.0
+        for client in {c.client for c in self.calls}:
+            previous = since
+            for ended in sorted(c.ended for c in self.calls
+                                if c.client == client and c.code == "OK"):
+                if ended <= since:
+                    continue
+                longest = max(longest, min(ended, until) - previous)
+                previous = ended
+                if ended >= until:
+                    break
+            longest = max(longest, until - previous)
+        return longest
+
+    def errors(self) -> Dict[str, int]:
+        """Calls whose caller got an error, by API and code (declined
+        cards, which the payments service gives by design, left out)."""
+        found: Dict[str, int] = {}
+        for c in self.calls:
+            if c.code not in ("OK", "PAYMENT_DECLINED"):
+                found[f"{c.api} {c.code}"] = found.get(f"{c.api} {c.code}", 0) + 1
+        return found
 
     async def carts_now(self) -> Dict[int, Dict[str, int]]:
         """Every buyer's active cart as the service shows it now."""

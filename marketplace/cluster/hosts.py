@@ -24,9 +24,16 @@ def _link(plan: Plan, host: Host) -> str:
     return f"mp{plan.cluster_id}{host.name}"[:15]
 
 
+def claim_bridge(plan: Plan) -> bool:
+    """Make the plan's bridge; False if it exists (another cluster's)."""
+    return _ip("link", "add", plan.bridge, "type", "bridge", check=False).returncode == 0
+
+
 def create_network(plan: Plan) -> None:
-    """The bridge and one namespace per host, each with its address."""
-    _ip("link", "add", plan.bridge, "type", "bridge")
+    """The bridge (unless L{claim_bridge} made it) and one namespace per
+    host, each with its address."""
+    if not network_exists(plan):
+        _ip("link", "add", plan.bridge, "type", "bridge")
     _ip("addr", "add", f"{plan.gateway}/24", "dev", plan.bridge)
     _ip("link", "set", plan.bridge, "up")
     for host in plan.hosts:
@@ -88,16 +95,29 @@ def start(
     return process.pid
 
 
-def pids(plan: Plan, host: Host) -> List[int]:
-    """Every process running in a host's namespace."""
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def pids(plan: Plan, host: Host, program: Optional[str] = None) -> List[int]:
+    """Every process running in a host's namespace (only those whose
+    command line names C{program}, if given)."""
     result = _ip("netns", "pids", host.namespace(plan.cluster_id), check=False)
-    return [int(word) for word in result.stdout.split()]
+    found = [int(word) for word in result.stdout.split()]
+    if program is not None:
+        found = [pid for pid in found if f"/{program} " in _command_line(pid)]
+    return found
 
 
-def kill(plan: Plan, host: Host, sig: int = signal.SIGKILL) -> List[int]:
-    """Send C{sig} to every process of C{host}; the pids signalled."""
+def kill(plan: Plan, host: Host, sig: int = signal.SIGKILL,
+         program: Optional[str] = None) -> List[int]:
+    """Send C{sig} to every process of C{host} (or of its C{program});
+    the pids signalled."""
     signalled = []
-    for pid in pids(plan, host):
+    for pid in pids(plan, host, program):
         try:
             os.kill(pid, sig)
             signalled.append(pid)
@@ -106,14 +126,24 @@ def kill(plan: Plan, host: Host, sig: int = signal.SIGKILL) -> List[int]:
     return signalled
 
 
-def stop(plan: Plan, host: Host, grace: float = 10.0) -> None:
-    """SIGTERM every process of C{host}, then SIGKILL what is left."""
-    kill(plan, host, signal.SIGTERM)
+def stop(plan: Plan, host: Host, grace: float = 10.0, program: Optional[str] = None) -> None:
+    """SIGTERM every process of C{host} (or only C{program}: Patroni stops
+    its PostgreSQL itself), then SIGKILL what is left after C{grace}
+    seconds."""
+    stop_together(plan, [host], grace, program)
+
+
+def stop_together(plan: Plan, several: Sequence[Host], grace: float = 10.0,
+                  program: Optional[str] = None) -> None:
+    """L{stop} on several hosts at once."""
+    for host in several:
+        kill(plan, host, signal.SIGTERM, program)
     deadline = time.monotonic() + grace
-    while pids(plan, host) and time.monotonic() < deadline:
+    while any(pids(plan, h, program) for h in several) and time.monotonic() < deadline:
         time.sleep(0.1)
-    while pids(plan, host):
-        kill(plan, host, signal.SIGKILL)
+    while any(pids(plan, h, program) for h in several):
+        for host in several:
+            kill(plan, host, signal.SIGKILL, program)
         time.sleep(0.1)
 
 

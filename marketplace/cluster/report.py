@@ -19,10 +19,15 @@ from typing import Dict, List, Optional
 import psycopg2
 from twisted.internet import defer, task, threads
 
-from marketplace.cluster import evaluate, hosts, launch, observe
+from marketplace.cluster import evaluate, hosts, launch, observe, operate
 from marketplace.cluster.topology import SETTLE_AFTER, Plan
 
-CASES = ("none", "frontend", "replica", "primary")
+CASES = ("none", "frontend", "replica", "primary", "switchover", "roll")
+#: Planned changes, not failures: the cluster stays whole, and the wait
+#: that counts is the longest across the whole change.
+PLANNED = ("switchover", "roll")
+#: The whole-cluster restart check (not a run under load: see L{run_restart}).
+RESTART = "restart"
 #: The case name of the no-failure runs on C{make run}'s deployment.
 SINGLE = "make run"
 BUCKET = 0.5  # seconds per point of the throughput-over-time chart
@@ -133,6 +138,10 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
     targets = await threads.deferToThread(victims, plan, case)
 
     def inject():
+        if case == "switchover":
+            operate.switchover(plan)
+        elif case == "roll":
+            operate.roll(plan)
         for host in targets:
             hosts.kill(plan, host)
 
@@ -142,6 +151,7 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
     try:
         try:
             failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+            failed_at_end = failed_at
         finally:
             watching["on"] = False
         samples = await observed
@@ -157,13 +167,63 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         await restarted
     finally:
         await load.close()
+    if case in PLANNED:
+        # From the start of the change, over all of it.
+        failed_at = load.failure_started
     result = summarise(load, failed_at, invariants)
+    if case in PLANNED:
+        result["outage"]["longest_wait_s"] = load.longest_gap(failed_at)
+        result["change_s"] = failed_at_end - failed_at
     result["failed_hosts"] = [h.name for h in targets]
     result["case"] = case
     if samples:
         result["observed"] = observe.summarise(
             samples, {plan.gateway: "sampler", **{h.address: h.name for h in plan.hosts}})
     return result
+
+
+async def run_restart(reactor, plan: Plan, folder: Path, population: evaluate.Population,
+                      clients: int, seconds: float) -> List[Dict]:
+    """The whole-cluster restart check: a short run, then the cluster taken
+    down (C{down}) and brought up again, then every process killed at once
+    (a power cut) and brought up again; each time, how long C{up} took and
+    whether every write the clients were told of is there."""
+    load = evaluate.Load(reactor, population, clients)
+    await load.set_up()
+    try:
+        await load.run(seconds, None, lambda: None)
+        await settled_invariants(reactor, load, plan.database_dsn("marketplace"),
+                                 plan.database_dsn("payments"), settle_wait(plan.settle_after))
+    finally:
+        await load.close()
+
+    def kill_everything():
+        for host in plan.hosts:
+            hosts.kill(plan, host)
+
+    results = []
+    for how, stop in (("down, then up", lambda: launch.down(folder)),
+                      ("every process killed, then up", kill_everything)):
+        await threads.deferToThread(stop)
+        started = time.monotonic()
+        await threads.deferToThread(launch.up, folder)
+        took = time.monotonic() - started
+        # The same buyers on new connections, their carts as they were.
+        load.sellers = []
+        load.buyers = [population.client("buyer", i) for i in range(clients)]
+        try:
+            carts = await load.carts_now()
+        finally:
+            await load.close()
+        found = await threads.deferToThread(
+            evaluate.check_invariants, load.ledger, carts, plan.database_dsn("marketplace"),
+            plan.database_dsn("payments"))
+        results.append({"case": RESTART, "how": how, "clients": clients, "up_s": took,
+                        "purchases": len(load.ledger.purchases),
+                        "cart_units": sum(line[0] for cart in load.ledger.carts.values()
+                                          for line in cart.values()),
+                        "invariants": found})
+    return results
 
 
 async def _observe(reactor, dsn: str, watching: Dict) -> List[Dict]:
@@ -239,12 +299,23 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                     population = evaluate.Population(
                         reactor, [plan.endpoint(h) for h in plan.by_role("seller")],
                         [plan.endpoint(h) for h in plan.by_role("buyer")])
-                say(f"[{time.monotonic() - started:.0f} s] {case} failure, "
+                if case == RESTART:
+                    continue  # after every run (below)
+                say(f"[{time.monotonic() - started:.0f} s] "
+                    f"{case if case in PLANNED else case + ' failure'}, "
                     f"{clients}+{clients} clients")
                 result = await run_case(reactor, plan, population, case, clients,
                                         seconds, failure_at)
                 _report(result, say)
                 results.append(result)
+        if RESTART in cases and plan is not None:
+            await threads.deferToThread(launch.wait_healthy, plan)
+            say(f"[{time.monotonic() - started:.0f} s] whole-cluster restart")
+            restarts = await run_restart(reactor, plan, where, population,
+                                         min(scenarios), min(seconds, 10.0))
+            for r in restarts:
+                say(f"  {r['how']}: up in {r['up_s']:.1f} s, invariants {r['invariants']}")
+            results += restarts
     finally:
         if plan is not None:
             await threads.deferToThread(discard, where)
@@ -284,6 +355,7 @@ async def evaluate_single(reactor, scenarios, seconds, port: int,
 def _ordered(results: List[Dict]) -> List[Dict]:
     """By case (the no-failure runs on make run's deployment last), then clients."""
     order = CASES + (SINGLE,)
+    results = [r for r in results if r["case"] != RESTART]
     return sorted(results, key=lambda r: (order.index(r["case"]), r["clients"]))
 
 
@@ -332,7 +404,8 @@ def scaling_markdown(results: List[Dict]) -> str:
 
 def markdown(results: List[Dict]) -> str:
     """The report's tables."""
-    results = _ordered(results)
+    restarts = [r for r in results if r["case"] == RESTART]
+    results = _ordered([r for r in results if r["case"] != RESTART])
     lines = [
         "| case | clients | calls/s | errors | declined cards | first success after failure"
         " | first write | longest wait | lost or doubled |",
@@ -357,6 +430,14 @@ def markdown(results: List[Dict]) -> str:
             f"| {declined} | {first_text} | {write_text} | {wait_text} | {broken} |"
         )
     lines += comparison(results)
+    if restarts:
+        lines += ["", "The whole cluster restarted after a run (on the same folder: its"
+                  " settings, files and data), then the run's acknowledged writes checked:", "",
+                  "| how | up again after | acknowledged purchases | units left in carts"
+                  " | lost or doubled |", "| --- | --- | --- | --- | --- |"]
+        for r in restarts:
+            lines.append(f"| {r['how']} | {r['up_s']:.1f} s | {r['purchases']:,} "
+                         f"| {r['cart_units']:,} | {sum(r['invariants'].values())} |")
     lines += ["", "Response time per API (ms: mean / p99 / max):", "",
               "| case | clients | api | calls | mean | p99 | max |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -387,6 +468,8 @@ def chart(results: List[Dict], path: Path) -> None:
     from matplotlib import pyplot
 
     cases = [c for c in CASES if any(r["case"] == c for r in results)]
+    if not cases:
+        return  # (only the restart check)
     figure, axes = pyplot.subplots(len(cases), 1, figsize=(9, 2.6 * len(cases)), squeeze=False)
     for axis, case in zip(axes[:, 0], cases):
         # The none panel shows make run's deployment too, dashed.
@@ -431,7 +514,7 @@ def write(results: List[Dict], out: Path, into: Optional[Path],
 
 def main(reactor, arguments) -> defer.Deferred:
     """marketplace-cluster evaluate."""
-    cases = CASES if arguments.failure == "all" else (arguments.failure,)
+    cases = arguments.failure
     scenarios = [int(n) for n in arguments.scenarios.split(",")]
     folder = Path(arguments.dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)

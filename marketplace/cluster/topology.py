@@ -3,31 +3,20 @@
 Nothing here touches the machine; L{launch} carries the plan out.
 """
 
-import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-ETCD_CLIENT_PORT = 2379
-ETCD_PEER_PORT = 2380
-PATRONI_PORT = 8008
-POSTGRES_PORT = 5432
-SERVICE_PORTS = {"seller": 8080, "buyer": 8081, "payments": 8082}
-#: Each frontend serves /metrics and /health/* on its address at this port.
-METRICS_PORT = 9100
-
-#: Patroni's shortest leader lease (it raises smaller ones to 20 s): a
-#: primary that dies without a word is replaced once its lease runs out.
-PATRONI_TTL = 20
-PATRONI_LOOP_WAIT = 1
-PATRONI_RETRY_TIMEOUT = 3
-
-#: Seconds after which a buyer daemon settles a purchase left pending by a
-#: buyer daemon that died, unless a retry of it settles it first (after
-#: half a second: see marketplace/buyer/purchase.py).  Shorter would also settle
-#: live purchases that are slow under load, whose buyers would then be
-#: asked to try again.
-SETTLE_AFTER = 10.0
+from marketplace.cluster import render
+from marketplace.cluster.render import (  # noqa: F401 (the cluster's ports, here too)
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    METRICS_PORTS,
+    PATRONI_PORT,
+    POSTGRES_PORT,
+    SERVICE_PORTS,
+)
+from marketplace.cluster.settings import SETTLE_AFTER, Settings  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -44,18 +33,17 @@ class Host:
 
 
 @dataclass
-class Plan:
-    """Everything that tells one cluster from another on the machine."""
+class Plan(Settings):
+    """Everything that tells one cluster from another on the machine: its
+    number (hence its addresses), its folder, and its L{Settings}."""
 
     cluster_id: int
     folder: Path
     frontends_per_service: int = 2
-    settle_after: float = SETTLE_AFTER
-    superuser_password: str = field(default_factory=lambda: secrets.token_hex(16))
-    replication_password: str = field(default_factory=lambda: secrets.token_hex(16))
-    rest_password: str = field(default_factory=lambda: secrets.token_hex(16))
-    #: What the buyer daemons show the payments daemons (every host the same).
-    payments_secret: str = field(default_factory=lambda: secrets.token_hex(24))
+
+    def __post_init__(self) -> None:
+        if self.network is None:
+            self.network = f"{self.subnet}.0/24"
 
     @property
     def subnet(self) -> str:
@@ -81,6 +69,10 @@ class Plan:
                 hosts.append(Host(f"{role}{i}", role, f"{self.subnet}.{base + i}"))
         return hosts
 
+    def machines(self) -> List[render.Machine]:
+        """The hosts as L{render} sees them (one role each)."""
+        return [render.Machine(h.name, h.address, (h.role,)) for h in self.hosts]
+
     def by_role(self, role: str) -> List[Host]:
         """The hosts of one role, in order."""
         return [host for host in self.hosts if host.role == role]
@@ -92,113 +84,12 @@ class Plan:
                 return host
         raise KeyError(f"no host {name!r} in this cluster")
 
-    def etcd_hosts(self) -> str:
-        """The etcd members' client addresses, as Patroni wants them."""
-        return ",".join(f"{h.address}:{ETCD_CLIENT_PORT}" for h in self.by_role("database"))
-
-    def etcd_command(self, host: Host, etcd: str) -> List[str]:
-        """The command line of the etcd member on database host C{host}."""
-        members = ",".join(
-            f"{h.name}=http://{h.address}:{ETCD_PEER_PORT}" for h in self.by_role("database")
-        )
-        return [
-            etcd,
-            "--name", host.name,
-            "--data-dir", str(self.folder / host.name / "etcd"),
-            "--listen-peer-urls", f"http://{host.address}:{ETCD_PEER_PORT}",
-            "--initial-advertise-peer-urls", f"http://{host.address}:{ETCD_PEER_PORT}",
-            "--listen-client-urls", f"http://{host.address}:{ETCD_CLIENT_PORT}",
-            "--advertise-client-urls", f"http://{host.address}:{ETCD_CLIENT_PORT}",
-            "--initial-cluster", members,
-            "--initial-cluster-token", f"marketplace-{self.cluster_id}",
-            "--initial-cluster-state", "new",
-            # Small heartbeats: a lost member is noticed within a second.
-            "--heartbeat-interval", "100",
-            "--election-timeout", "1000",
-        ]
-
-    def patroni_config(self, host: Host, bin_dir: str) -> Dict:
-        """Patroni's configuration for database host C{host}."""
-        home = self.folder / host.name
-        return {
-            "scope": f"marketplace-{self.cluster_id}",
-            "name": host.name,
-            "log": {"level": "INFO"},
-            "restapi": {
-                "listen": f"{host.address}:{PATRONI_PORT}",
-                "connect_address": f"{host.address}:{PATRONI_PORT}",
-                "authentication": {"username": "patroni", "password": self.rest_password},
-            },
-            "etcd3": {"hosts": self.etcd_hosts()},
-            "bootstrap": {
-                "dcs": {
-                    "ttl": PATRONI_TTL,
-                    "loop_wait": PATRONI_LOOP_WAIT,
-                    "retry_timeout": PATRONI_RETRY_TIMEOUT,
-                    "maximum_lag_on_failover": 1048576,
-                    # A commit is acknowledged only once a second node has it.
-                    "synchronous_mode": True,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {
-                            "synchronous_commit": "on",
-                            "wal_level": "replica",
-                            "hot_standby": "on",
-                            "wal_log_hints": "on",
-                            "max_wal_senders": 10,
-                            "max_replication_slots": 10,
-                            "max_connections": 200,
-                        },
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, {"auth-local": "trust"}],
-            },
-            "postgresql": {
-                "listen": f"{host.address}:{POSTGRES_PORT}",
-                "connect_address": f"{host.address}:{POSTGRES_PORT}",
-                "data_dir": str(home / "data"),
-                "bin_dir": bin_dir,
-                "pgpass": str(home / "pgpass"),
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": self.superuser_password},
-                    "replication": {
-                        "username": "replicator", "password": self.replication_password,
-                    },
-                    "rewind": {"username": "postgres", "password": self.superuser_password},
-                },
-                "parameters": {"unix_socket_directories": str(home)},
-                # Patroni's own connections go through the socket.
-                "use_unix_socket": True,
-                "pg_hba": [
-                    "local all all trust",
-                    f"host replication replicator {self.subnet}.0/24 scram-sha-256",
-                    f"host all all {self.subnet}.0/24 scram-sha-256",
-                ],
-            },
-        }
-
     def database_dsn(self, database: str, host: Optional[Host] = None) -> str:
         """A libpq connection string for C{database}: on every database host,
         taking the first that accepts writes (or only on C{host})."""
         hosts = [host] if host else self.by_role("database")
-        attributes = {
-            "host": ",".join(h.address for h in hosts),
-            "port": ",".join(str(POSTGRES_PORT) for _ in hosts),
-            "dbname": database,
-            "user": "postgres",
-            "password": self.superuser_password,
-            "target_session_attrs": "read-write",
-            # A dead host must not hold a connection attempt or a
-            # statement for long: give up on it and try the next.
-            "connect_timeout": "2",
-            "keepalives": "1",
-            "keepalives_idle": "2",
-            "keepalives_interval": "1",
-            "keepalives_count": "2",
-            "tcp_user_timeout": "4000",
-        }
-        return " ".join(f"{key}={value}" for key, value in attributes.items())
+        return render.database_dsn(
+            self, [render.Machine(h.name, h.address, (h.role,)) for h in hosts], database)
 
     def endpoint(self, host: Host) -> str:
         """The client endpoint description of a frontend host's service."""
@@ -206,44 +97,4 @@ class Plan:
 
     def metrics_url(self, host: Host, path: str = "/metrics") -> str:
         """Where frontend C{host} serves its metrics and health checks."""
-        return f"http://{host.address}:{METRICS_PORT}{path}"
-
-    def daemon_command(self, host: Host, twistd: str, payments: Host) -> List[str]:
-        """The twistd command line of frontend C{host} (its secrets are in
-        L{daemon_environment}, out of sight of C{ps})."""
-        log = self.folder / host.name / "twistd.log"
-        listen = f"tcp:{SERVICE_PORTS[host.role]}:interface={host.address}"
-        command = [
-            twistd, "--nodaemon", "--pidfile=", f"--logfile={log}",
-            f"marketplace-{host.role}", f"--listen={listen}",
-            f"--data-dir={self.folder / host.name}",
-            f"--metrics=tcp:{METRICS_PORT}:interface={host.address}",
-        ]
-        if host.role in ("buyer", "seller"):
-            # Every client of the cluster comes from one address (the
-            # machine's own namespace): the per-address sign-up and hashing
-            # shares, meant for strangers on the internet, are raised.
-            command += ["--signups-per-address=100000", "--hash-per-address=64",
-                        "--hash-queue=1024"]
-        if host.role == "buyer":
-            command += [
-                f"--payments=tcp:{payments.address}:{SERVICE_PORTS['payments']}",
-                # Purchases left pending by a failure are settled soon.
-                f"--settle-after={self.settle_after:g}",
-            ]
-        return command
-
-    def daemon_environment(self, host: Host) -> Dict[str, str]:
-        """The connection strings and secret of frontend C{host}."""
-        if host.role == "payments":
-            return {
-                "MARKETPLACE_PAYMENTS_DB": self.database_dsn("payments"),
-                "MARKETPLACE_PAYMENTS_SECRET": self.payments_secret,
-            }
-        environment = {
-            "MARKETPLACE_CUSTOMER_DB": self.database_dsn("marketplace"),
-            "MARKETPLACE_PRODUCT_DB": self.database_dsn("marketplace"),
-        }
-        if host.role == "buyer":
-            environment["MARKETPLACE_PAYMENTS_SECRET"] = self.payments_secret
-        return environment
+        return f"http://{host.address}:{METRICS_PORTS[host.role]}{path}"

@@ -5,15 +5,17 @@ session under the SHA-256 of the id (its key), never under the id itself.
 
 Usernames are compared in their normal form, and new passwords must be
 long enough and not common (L{marketplace.customer.identities}).  Password hashing
-is admitted through the daemon's L{HashingBudget}; account creation is
-limited per source address over time, and live sessions per user
-(L{AccountLimits}).
+is admitted through the daemon's L{HashingBudget}; account creation and
+username checks are limited per source address by token buckets (trusted
+networks exempt), failed logins per username and source address, and live
+sessions per user (L{AccountLimits}, L{marketplace.customer.throttles}).
 """
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
+from twisted.internet import task
 from twisted.python import usage
 
 from marketplace.contract import validate
@@ -24,7 +26,7 @@ from marketplace.contract.errors import (
     USERNAME_TAKEN,
     ApiError,
 )
-from marketplace.customer import customerdb, identities
+from marketplace.customer import customerdb, identities, throttles
 from marketplace.customer.passwords import (
     DEFAULT_HASH_PER_SOURCE,
     DEFAULT_HASH_PER_USERNAME,
@@ -41,6 +43,7 @@ from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 DEFAULT_SESSION_TIMEOUT = 300.0
 DEFAULT_SIGNUPS_PER_ADDRESS = 20
 DEFAULT_SIGNUP_WINDOW = 600.0
+DEFAULT_USERNAME_CHECKS_PER_ADDRESS = 60
 #: Longest signup window: counts older than this are swept away.
 SIGNUP_WINDOW_MAX = customerdb.SIGNUP_WINDOW_MAX
 DEFAULT_MAX_SESSIONS = 10
@@ -50,10 +53,13 @@ DEFAULT_KEYS_PER_WINDOW = requestkeys.DEFAULT_KEYS_PER_WINDOW
 @dataclass
 class AccountLimits:
     """The daemon's limits on accounts: the hashing budget (see
-    L{HashingBudget}), account creations per source address within a
-    window, live sessions per user (a login beyond it ends the oldest),
-    and writes with a request key per account per minute (beyond it
-    RATE_LIMITED; it bounds what one account's keys fill)."""
+    L{HashingBudget}); account creations and username checks per source
+    address, each a token bucket of C{signups_per_address} (or
+    C{username_checks_per_address}) tokens that fills up again in
+    C{signup_window} seconds, with C{trusted_networks} exempt; live
+    sessions per user (a login beyond it ends the oldest); and writes with
+    a request key per account per minute (beyond it RATE_LIMITED; it
+    bounds what one account's keys fill)."""
 
     hash_workers: int = DEFAULT_HASH_WORKERS
     hash_queue: int = DEFAULT_HASH_QUEUE
@@ -63,6 +69,16 @@ class AccountLimits:
     signup_window: float = DEFAULT_SIGNUP_WINDOW
     max_sessions: int = DEFAULT_MAX_SESSIONS
     request_keys_per_minute: int = DEFAULT_KEYS_PER_WINDOW
+    username_checks_per_address: int = DEFAULT_USERNAME_CHECKS_PER_ADDRESS
+    #: Comma-separated networks (or "none").
+    trusted_networks: str = throttles.DEFAULT_TRUSTED_NETWORKS
+
+    def trusted(self) -> throttles.TrustedNetworks:
+        """The trusted networks, parsed."""
+        text = self.trusted_networks.strip()
+        if text.lower() == "none":
+            return throttles.TrustedNetworks()
+        return throttles.TrustedNetworks(throttles.parse_networks(text))
 
     def budget(self) -> HashingBudget:
         """A hashing budget of these sizes."""
@@ -77,13 +93,22 @@ OPTIONS = [
     ["hash-queue", None, str(DEFAULT_HASH_QUEUE),
      "Password hashes that may wait for a turn; beyond it RATE_LIMITED."],
     ["hash-per-address", None, str(DEFAULT_HASH_PER_SOURCE),
-     "One source address's share of the hashes running and waiting."],
+     "Hashes one source address may have running and waiting; beyond it"
+     " RATE_LIMITED."],
     ["hash-per-username", None, str(DEFAULT_HASH_PER_USERNAME),
-     "One username's share of the Login hashes running and waiting."],
+     "Login hashes of one username run at once; the others wait."],
     ["signups-per-address", None, str(DEFAULT_SIGNUPS_PER_ADDRESS),
-     "Accounts one source address may try to create per --signup-window."],
+     "Accounts one source address may create at once (a token bucket's"
+     " size); it fills up again over --signup-window."],
     ["signup-window", None, str(DEFAULT_SIGNUP_WINDOW),
-     "Seconds over which --signups-per-address counts (at most 7 days)."],
+     "Seconds in which an empty bucket of sign-ups or username checks fills"
+     " up again (at most 7 days)."],
+    ["username-checks-per-address", None, str(DEFAULT_USERNAME_CHECKS_PER_ADDRESS),
+     "CheckUsername calls one source address may make at once (a token"
+     " bucket's size); it fills up again over --signup-window."],
+    ["trusted-networks", None, throttles.DEFAULT_TRUSTED_NETWORKS,
+     "Comma-separated networks exempt from the sign-up and username-check"
+     " limits, or none."],
     ["max-sessions", None, str(DEFAULT_MAX_SESSIONS),
      "Live sessions one user may hold; a login beyond it ends the oldest."],
     ["request-keys-per-minute", None, str(DEFAULT_KEYS_PER_WINDOW),
@@ -103,23 +128,31 @@ def limits_from_options(options) -> AccountLimits:
             signups_per_address=int(options["signups-per-address"]),
             signup_window=float(options["signup-window"]),
             max_sessions=int(options["max-sessions"]),
+            username_checks_per_address=int(options["username-checks-per-address"]),
+            trusted_networks=options["trusted-networks"],
             request_keys_per_minute=int(options["request-keys-per-minute"]),
         )
     except ValueError as e:
         raise usage.UsageError(f"an account limit is not a number: {e}")
+    try:
+        limits.trusted()
+    except ValueError as e:
+        raise usage.UsageError(f"--trusted-networks: {e}")
     if (
         min(limits.hash_workers, limits.hash_per_address, limits.hash_per_username) < 1
         or limits.hash_queue < 0
         or limits.signups_per_address < 0
+        or limits.username_checks_per_address < 0
         or not 0 < limits.signup_window <= SIGNUP_WINDOW_MAX
         or limits.max_sessions < 1
         or limits.request_keys_per_minute < 1
     ):
         raise usage.UsageError(
             "--hash-workers, --hash-per-address, --hash-per-username,"
-            " --max-sessions and --request-keys-per-minute must be at least 1, --hash-queue and"
-            " --signups-per-address at least 0, --signup-window above 0 and"
-            " at most 7 days"
+            " --max-sessions and --request-keys-per-minute must be at least 1,"
+            " --hash-queue, --signups-per-address and"
+            " --username-checks-per-address at least 0, --signup-window above 0"
+            " and at most 7 days"
         )
     return limits
 
@@ -143,9 +176,11 @@ class Accounts:
 
     C{on_login} and C{on_logout} let the buyer service set up and drop a
     session's active cart.  After C{max_login_failures} failed logins of
-    one username within C{login_window} seconds, Login answers RATE_LIMITED
-    until the window has passed; the count is in the customer database, so
-    every instance of the service shares it.
+    one username from one source address within C{login_window} seconds,
+    Login answers RATE_LIMITED to that address until the window has
+    passed; a username with many failures from every address is slowed
+    down (L{throttles.login_delay}), never refused.  The counts are in the
+    customer database, so every instance of the service shares them.
     """
 
     role: str
@@ -157,6 +192,19 @@ class Accounts:
     max_login_failures: int = MAX_LOGIN_FAILURES
     login_window: float = LOGIN_WINDOW
     limits: AccountLimits = field(default_factory=AccountLimits)
+    #: The IReactorTime of the login delay; None for the global reactor.
+    clock: Any = None
+
+    def __post_init__(self) -> None:
+        self._trusted = self.limits.trusted()
+        # Logins of one username from one address are checked one after the
+        # other, so that guesses sent at once meet the failure limit exactly.
+        self._one_at_a_time = throttles.OneAtATime()
+        # A bucket's tokens are taken one at a time per address, and one
+        # found empty is refused from memory until it has a token again, so
+        # a flood costs the database a statement per token, not per request.
+        self._bucket_turns = throttles.OneAtATime()
+        self._empty_buckets = throttles.EmptyBuckets(self.clock)
 
     @property
     def id_field(self) -> str:
@@ -210,21 +258,41 @@ class Accounts:
         answer's username is the name's normal form, the one it would get."""
         raw = validate.text(call.payload, "username", 1, 32, spaces=False)
         username = identities.new_username(raw)
+        await self._take_token(
+            "check", call.source, self.limits.username_checks_per_address,
+            "too many usernames checked from your address; try again in a minute",
+        )
         found = await customerdb.find_login(self.customer, self.role, username, username)
         return {"username": username, "available": found is None}
 
     async def _count_signup(self, source: Optional[str]) -> None:
-        """Count an account creation from C{source}; RATE_LIMITED past the
-        limit of its window.  (None: a caller in this process.)"""
-        if source is None:
+        """Take a sign-up token of C{source}; RATE_LIMITED if it has none."""
+        await self._take_token(
+            "signup", source, self.limits.signups_per_address,
+            "too many accounts created from your address; try again later",
+        )
+
+    async def _take_token(self, kind: str, source: Optional[str], burst: int, refusal: str) -> None:
+        """Take a token of C{source}'s bucket of C{kind}; RATE_LIMITED with
+        C{refusal} if it has none.  Trusted sources (and None, a caller in
+        this process) take none."""
+        if source in self._trusted:
             return
-        limits = self.limits
-        count = await customerdb.count_signup(self.customer, source, limits.signup_window)
-        if count > limits.signups_per_address:
-            raise ApiError(
-                RATE_LIMITED,
-                "too many accounts created from your address; try again later",
+        key = (kind, source)
+        if self._empty_buckets.empty(key):
+            raise ApiError(RATE_LIMITED, refusal)
+
+        async def take() -> None:
+            if self._empty_buckets.empty(key):
+                raise ApiError(RATE_LIMITED, refusal)
+            granted, wait = await customerdb.take_token(
+                self.customer, kind, source, burst, self.limits.signup_window
             )
+            if not granted:
+                self._empty_buckets.note(key, wait)
+                raise ApiError(RATE_LIMITED, refusal)
+
+        await self._bucket_turns.run(key, take)
 
     async def login(self, call: Call) -> Reply:
         # The old rules still let an existing account log in (see
@@ -232,28 +300,13 @@ class Accounts:
         raw = validate.text(call.payload, "username", 1, 32, spaces=False)
         password = validate.text(call.payload, "password", 1, identities.PASSWORD_MAX)
         username = identities.username_key(raw) or raw
-        failures = await customerdb.login_failures(
-            self.customer, self.role, username, self.login_window
+        _, everywhere = await self._failures(username, call.source)
+        delay = throttles.login_delay(everywhere)
+        if delay:
+            await task.deferLater(self._clock(), delay, lambda: None)
+        found = await self._one_at_a_time.run(
+            (username, call.source), lambda: self._check_password(call, raw, username, password)
         )
-        if failures >= self.max_login_failures:
-            raise ApiError(
-                RATE_LIMITED,
-                "too many failed logins for this username; try again in a few minutes",
-            )
-        found = await customerdb.find_login(self.customer, self.role, username, raw)
-        stored = found[1] if found else None
-        form = identities.password_form(password)
-        # Accounts made before passwords were normalised hashed them as sent.
-        verified = await self.passwords.verify(
-            stored, form, call.source, (self.role, username), also=tuple({password} - {form})
-        )
-        if not verified:
-            # Only failures count, each in one statement: a right password
-            # never brings the account nearer to the limit.
-            await customerdb.count_login_failure(
-                self.customer, self.role, username, self.login_window
-            )
-            raise ApiError(INVALID_CREDENTIALS, "wrong username or password")
         account_id = found[0]
         session_id = new_session_id()
         key = session_key(session_id)
@@ -268,6 +321,48 @@ class Accounts:
         return Reply(
             {"session_id": session_id, self.id_field: account_id}, session_id
         )
+
+    async def _failures(self, username: str, source: Optional[str]):
+        """(failures from C{source}, from everywhere) of C{username};
+        RATE_LIMITED if C{source} has had too many."""
+        here, everywhere = await customerdb.login_failures(
+            self.customer, self.role, username, source, self.login_window
+        )
+        if here >= self.max_login_failures:
+            raise ApiError(
+                RATE_LIMITED,
+                "too many failed logins for this username from your address;"
+                " try again in a few minutes",
+            )
+        return here, everywhere
+
+    async def _check_password(self, call: Call, raw: str, username: str, password: str):
+        """The account (id, hash) if C{password} is its password, else
+        INVALID_CREDENTIALS (and the failure counted).  Run one at a time
+        per username and address, so the count read here is up to date."""
+        await self._failures(username, call.source)
+        found = await customerdb.find_login(self.customer, self.role, username, raw)
+        stored = found[1] if found else None
+        form = identities.password_form(password)
+        # Accounts made before passwords were normalised hashed them as sent.
+        verified = await self.passwords.verify(
+            stored, form, call.source, (self.role, username), also=tuple({password} - {form})
+        )
+        if not verified:
+            # Only failures count, each in one statement: a right password
+            # never brings the account nearer to the limit.
+            await customerdb.count_login_failure(
+                self.customer, self.role, username, call.source, self.login_window
+            )
+            raise ApiError(INVALID_CREDENTIALS, "wrong username or password")
+        return found
+
+    def _clock(self):
+        if self.clock is not None:
+            return self.clock
+        from twisted.internet import reactor
+
+        return reactor
 
     async def logout(self, call: Call) -> Reply:
         await customerdb.close_session(self.customer, call.session.key, self.role)

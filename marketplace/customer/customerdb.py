@@ -128,78 +128,119 @@ async def live_sessions(db: Database, keys: Iterable[str]) -> Set[str]:
     return {key for (key,) in rows}
 
 
-async def login_failures(db: Database, role: str, username: str, window: float) -> int:
-    """Failed logins of C{username} in its current window."""
+async def login_failures(
+    db: Database, role: str, username: str, source: Optional[str], window: float
+) -> Tuple[int, int]:
+    """Failed logins of C{username} in their current windows: (from
+    C{source}, from every address)."""
     row = await db.one(
-        "SELECT failures FROM login_failures"
-        " WHERE role = %s AND username = %s"
-        " AND window_start > now() - %s * interval '1 second'",
-        (role, username, window),
+        "SELECT"
+        " (SELECT failures FROM login_failures_by_source"
+        "  WHERE role = %(role)s AND username = %(username)s AND source = %(source)s"
+        "  AND window_start > now() - %(window)s * interval '1 second'),"
+        " (SELECT failures FROM login_failures"
+        "  WHERE role = %(role)s AND username = %(username)s"
+        "  AND window_start > now() - %(window)s * interval '1 second')",
+        {"role": role, "username": username, "source": source or "", "window": window},
     )
-    return row[0] if row else 0
+    return (row[0] or 0, row[1] or 0)
 
 
-# One statement per failure, so failures sent at once all count.  Only
-# failures are counted: a login with the right password never is.  A window
-# that has passed starts again from this failure.
+# One statement per failure, so failures sent at once all count; it counts
+# the failure both for the address it came from and for the username as a
+# whole.  Only failures are counted: a login with the right password never
+# is.  A window that has passed starts again from this failure.
 _COUNT_LOGIN_FAILURE = """
-INSERT INTO login_failures AS f (role, username, window_start, failures)
-VALUES (%(role)s, %(username)s, now(), 1)
-ON CONFLICT (role, username) DO UPDATE SET
-    window_start = CASE
-        WHEN f.window_start <= now() - %(window)s * interval '1 second'
-        THEN now() ELSE f.window_start END,
-    failures = CASE
-        WHEN f.window_start <= now() - %(window)s * interval '1 second'
-        THEN 1 ELSE f.failures + 1 END
-RETURNING failures
+WITH by_source AS (
+    INSERT INTO login_failures_by_source AS f (role, username, source, window_start, failures)
+    VALUES (%(role)s, %(username)s, %(source)s, now(), 1)
+    ON CONFLICT (role, username, source) DO UPDATE SET
+        window_start = CASE
+            WHEN f.window_start <= now() - %(window)s * interval '1 second'
+            THEN now() ELSE f.window_start END,
+        failures = CASE
+            WHEN f.window_start <= now() - %(window)s * interval '1 second'
+            THEN 1 ELSE f.failures + 1 END
+    RETURNING failures
+), total AS (
+    INSERT INTO login_failures AS f (role, username, window_start, failures)
+    VALUES (%(role)s, %(username)s, now(), 1)
+    ON CONFLICT (role, username) DO UPDATE SET
+        window_start = CASE
+            WHEN f.window_start <= now() - %(window)s * interval '1 second'
+            THEN now() ELSE f.window_start END,
+        failures = CASE
+            WHEN f.window_start <= now() - %(window)s * interval '1 second'
+            THEN 1 ELSE f.failures + 1 END
+    RETURNING failures
+)
+SELECT by_source.failures, total.failures FROM by_source, total
 """
 
 
-async def count_login_failure(db: Database, role: str, username: str, window: float) -> int:
-    """Count a failed login of C{username}; the failures of its window."""
+async def count_login_failure(
+    db: Database, role: str, username: str, source: Optional[str], window: float
+) -> Tuple[int, int]:
+    """Count a failed login of C{username} from C{source}; the failures of
+    their windows, (from C{source}, from every address)."""
     row = await db.one(
-        _COUNT_LOGIN_FAILURE, {"role": role, "username": username, "window": window}
+        _COUNT_LOGIN_FAILURE,
+        {"role": role, "username": username, "source": source or "", "window": window},
     )
-    return row[0]
+    return (row[0], row[1])
 
 
 async def expire_login_failures(db: Database, window: float) -> None:
     """Delete the counts of windows that have passed."""
-    await db.execute(
-        "DELETE FROM login_failures"
-        " WHERE window_start <= now() - %s * interval '1 second'",
-        (window,),
-    )
+    for table in ("login_failures", "login_failures_by_source"):
+        await db.execute(
+            f"DELETE FROM {table}"
+            " WHERE window_start <= now() - %s * interval '1 second'",
+            (window,),
+        )
 
 
-#: Longest window of the sign-up counts; older counts are swept away.
+#: Longest time a rate bucket takes to fill up again; older buckets are
+#: full, and swept away.
 SIGNUP_WINDOW_MAX = 7 * 24 * 3600.0
 
-_COUNT_SIGNUP = """
-INSERT INTO signups AS s (source, window_start, attempts)
-VALUES (%(source)s, now(), 1)
-ON CONFLICT (source) DO UPDATE SET
-    window_start = CASE
-        WHEN s.window_start <= now() - %(window)s * interval '1 second'
-        THEN now() ELSE s.window_start END,
-    attempts = CASE
-        WHEN s.window_start <= now() - %(window)s * interval '1 second'
-        THEN 1 ELSE s.attempts + 1 END
-RETURNING attempts
+# A token bucket per kind of request and source address: it holds at most
+# C{burst} tokens and gains C{burst} every C{window} seconds; a request
+# takes one, or is refused when there is less than one (and takes none).
+_TAKE_TOKEN = """
+INSERT INTO rate_buckets AS b (kind, source, tokens, updated_at, granted)
+VALUES (%(kind)s, %(source)s, greatest(%(burst)s::float8 - 1, 0), now(), %(burst)s >= 1)
+ON CONFLICT (kind, source) DO UPDATE SET
+    tokens = CASE
+        WHEN least(%(burst)s::float8, b.tokens + %(rate)s::float8
+                   * extract(epoch FROM now() - b.updated_at)::float8) >= 1
+        THEN least(%(burst)s::float8, b.tokens + %(rate)s::float8
+                   * extract(epoch FROM now() - b.updated_at)::float8) - 1
+        ELSE least(%(burst)s::float8, b.tokens + %(rate)s::float8
+                   * extract(epoch FROM now() - b.updated_at)::float8) END,
+    granted = least(%(burst)s::float8, b.tokens + %(rate)s::float8
+                    * extract(epoch FROM now() - b.updated_at)::float8) >= 1,
+    updated_at = now()
+RETURNING granted, tokens
 """
 
 
-async def count_signup(db: Database, source: str, window: float) -> int:
-    """Count an account creation tried from C{source}; the attempts of its
-    current window of C{window} seconds, this one included."""
-    row = await db.one(_COUNT_SIGNUP, {"source": source, "window": window})
-    return row[0]
+async def take_token(
+    db: Database, kind: str, source: str, burst: int, window: float
+) -> Tuple[bool, float]:
+    """Take a token of C{source}'s bucket of C{kind} (at most C{burst}
+    tokens, refilled at C{burst} per C{window} seconds): whether there was
+    one, and the seconds until the bucket next holds one."""
+    rate = burst / window
+    granted, tokens = await db.one(
+        _TAKE_TOKEN, {"kind": kind, "source": source, "burst": burst, "rate": rate}
+    )
+    return bool(granted), max(0.0, (1 - tokens) / rate) if rate else window
 
 
-async def expire_signups(db: Database) -> None:
-    """Delete sign-up counts older than any window."""
+async def expire_rate_buckets(db: Database) -> None:
+    """Delete buckets untouched for longer than any takes to fill up."""
     await db.execute(
-        "DELETE FROM signups WHERE window_start <= now() - %s * interval '1 second'",
+        "DELETE FROM rate_buckets WHERE updated_at <= now() - %s * interval '1 second'",
         (SIGNUP_WINDOW_MAX,),
     )

@@ -3,12 +3,12 @@ and the budget that admits that work.
 
 Every CreateAccount and every Login costs one argon2id computation (64 MiB,
 about a tenth of a second of a core), so the work is admitted through a
-L{HashingBudget}: a few computations at a time, a bounded queue behind them,
-and a share of both for each source address (and, for Login, each
-username).  Beyond its share a request is answered RATE_LIMITED at once,
-without hashing anything; the queue is served one source after the other,
-so a flood from one address delays the others by at most one computation
-each round.
+L{HashingBudget}: a few computations at a time, and a queue behind them
+served one source address after the other, so a flood from one address
+delays the others by at most one computation each round.  A crowd behind
+one address (a class, an office behind a NAT, a load test) waits its turn
+rather than being refused; only an address with far more waiting than any
+crowd would have, or a full queue, is answered RATE_LIMITED.
 """
 
 from collections import Counter, OrderedDict, deque
@@ -22,8 +22,8 @@ from twisted.internet import defer, threads
 from marketplace.contract.errors import RATE_LIMITED, ApiError
 
 DEFAULT_HASH_WORKERS = 2
-DEFAULT_HASH_QUEUE = 32
-DEFAULT_HASH_PER_SOURCE = 4
+DEFAULT_HASH_QUEUE = 4096
+DEFAULT_HASH_PER_SOURCE = 512
 DEFAULT_HASH_PER_USERNAME = 2
 
 
@@ -31,10 +31,13 @@ DEFAULT_HASH_PER_USERNAME = 2
 class HashingBudget:
     """Admission of password hashing work.
 
-    At most C{workers} computations run at once and C{queue} more wait; of
-    those, one source address may hold C{per_source} (running or waiting),
-    and one username C{per_username}.  A source of None (a caller in this
-    process, not a connection) has no share of its own.
+    At most C{workers} computations run at once and C{queue} more wait;
+    one source address may hold C{per_source} of them (running or
+    waiting), and at most C{per_username} of one username's run at once
+    (the others wait).  Waiting work is started one source after the
+    other.  A source of None (a caller in this process, not a connection)
+    has no share of its own.  A waiting turn holds a Deferred and its
+    closure, so the queue's memory is bounded by C{queue}.
     """
 
     workers: int = DEFAULT_HASH_WORKERS
@@ -46,38 +49,57 @@ class HashingBudget:
         self.running = 0
         self._held = 0
         self._by_source: Counter = Counter()
-        self._by_username: Counter = Counter()
-        # Waiting turns, by source; sources are served in turn.
+        self._running_by_username: Counter = Counter()
+        # Waiting turns, (username, Deferred), by source; sources are
+        # served in turn.
         self._waiting: "OrderedDict[object, deque]" = OrderedDict()
+
+    @property
+    def waiting(self) -> int:
+        """Computations waiting for a turn."""
+        return self._held - self.running
 
     async def run(
         self,
         source: Optional[str],
         username: Optional[str],
-        work: Callable[[], defer.Deferred],
+        work: Callable[[], Awaitable],
         admit: Optional[Callable[[], Awaitable[None]]] = None,
     ):
-        """C{work()}'s result once admitted; RATE_LIMITED beyond the shares.
+        """C{work()}'s result once its turn comes; RATE_LIMITED beyond the
+        shares.
 
         C{admit}, if given, is awaited once the shares have room and before
         the work waits for its turn; it may refuse by raising."""
-        self._enter(source, username)
+        self._enter(source)
         started = False
         try:
             if admit is not None:
                 await admit()
-            started = True
-            if self.running >= self.workers:
-                turn: defer.Deferred = defer.Deferred()
-                self._waiting.setdefault(source, deque()).append(turn)
-                await turn
+            if self.running < self.workers and self._may_run(username):
+                self._start(username)
             else:
-                self.running += 1
+                turn: defer.Deferred = defer.Deferred()
+                self._waiting.setdefault(source, deque()).append((username, turn))
+                try:
+                    await turn
+                except defer.CancelledError:
+                    self._forget(source, turn)
+                    raise
+            started = True
             return await work()
         finally:
             self._leave(source, username, started)
 
-    def _enter(self, source, username) -> None:
+    def _may_run(self, username) -> bool:
+        return username is None or self._running_by_username[username] < self.per_username
+
+    def _start(self, username) -> None:
+        self.running += 1
+        if username is not None:
+            self._running_by_username[username] += 1
+
+    def _enter(self, source) -> None:
         if self._held >= self.workers + self.queue:
             raise ApiError(
                 RATE_LIMITED, "the server is busy checking passwords; retry in a moment"
@@ -87,40 +109,51 @@ class HashingBudget:
                 RATE_LIMITED,
                 "too many logins or sign-ups from your address at once; retry in a moment",
             )
-        if username is not None and self._by_username[username] >= self.per_username:
-            raise ApiError(
-                RATE_LIMITED, "too many logins for this username at once; retry in a moment"
-            )
         self._held += 1
         if source is not None:
             self._by_source[source] += 1
-        if username is not None:
-            self._by_username[username] += 1
 
-    def _leave(self, source, username, started: bool = True) -> None:
+    def _leave(self, source, username, started: bool) -> None:
         self._held -= 1
         if source is not None:
             self._by_source[source] -= 1
             if not self._by_source[source]:
                 del self._by_source[source]
-        if username is not None:
-            self._by_username[username] -= 1
-            if not self._by_username[username]:
-                del self._by_username[username]
         if started:
             self.running -= 1
+            if username is not None:
+                self._running_by_username[username] -= 1
+                if not self._running_by_username[username]:
+                    del self._running_by_username[username]
             self._next()
 
+    def _forget(self, source, turn) -> None:
+        turns = self._waiting.get(source)
+        if turns is None:
+            return
+        for entry in list(turns):
+            if entry[1] is turn:
+                turns.remove(entry)
+        if not turns:
+            del self._waiting[source]
+
     def _next(self) -> None:
-        """Start the next waiting computation: the first of the source
-        whose turn it is, which then goes to the back of the line."""
+        """Start waiting computations while workers are free: of each
+        source in turn, its first one whose username may run; a source
+        served goes to the back of the line."""
         while self._waiting and self.running < self.workers:
-            source, turns = next(iter(self._waiting.items()))
-            turn = turns.popleft()
+            for source, turns in self._waiting.items():
+                entry = next((e for e in turns if self._may_run(e[0])), None)
+                if entry is not None:
+                    break
+            else:
+                return  # everything waiting is of usernames at their share
+            turns.remove(entry)
             del self._waiting[source]
             if turns:
                 self._waiting[source] = turns
-            self.running += 1
+            username, turn = entry
+            self._start(username)
             turn.callback(None)
 
 
@@ -128,8 +161,8 @@ class Passwords:
     """Hashes and verifies passwords off the reactor thread, within C{budget}.
 
     L{verify} with C{None} for the stored hash still does the work of a
-    real verification, so the time a failed login takes does not tell
-    whether the username exists.
+    real verification of every candidate, so the time a failed login takes
+    does not tell whether the username exists.
     """
 
     def __init__(
@@ -171,10 +204,14 @@ class Passwords:
         )
 
     def _verify(self, stored: Optional[str], candidates: Sequence[str]) -> bool:
+        # A wrong password costs one check per candidate, with or without an
+        # account, so neither the time nor the password's form (which
+        # decides how many candidates there are) tells whether it exists.
         if stored is None:
             if self._decoy is None:
                 self._decoy = self._hasher.hash("a decoy: no account has it")
-            self._check(self._decoy, candidates[0])
+            for password in candidates:
+                self._check(self._decoy, password)
             return False
         return any(self._check(stored, password) for password in candidates)
 

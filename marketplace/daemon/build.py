@@ -125,6 +125,7 @@ def _seller(context: _Context, top: OrderedMultiService) -> SellerApis:
         settings.session_timeout,
         context.account_limits,
         sessions=session_check(settings.one_database),
+        clock=context.reactor,
     )
 
 
@@ -151,6 +152,7 @@ def build(
     limits: Optional[Limits] = None,
     metrics: Optional[str] = None,
     account_limits: Optional[AccountLimits] = None,
+    passwords: Optional[Passwords] = None,
 ) -> OrderedMultiService:
     """The daemon serving C{listen} (each service's name and one or more
     endpoint descriptions): a tree of services, in this order,
@@ -167,7 +169,8 @@ def build(
 
     They stop in the reverse order, each once the one after it has
     stopped: the listeners drain before the sweeps end and the pools close.
-    C{limits} and C{account_limits} default to those of C{settings}."""
+    C{limits} and C{account_limits} default to those of C{settings},
+    C{passwords} to argon2id within C{account_limits}' hashing budget."""
     if reactor is None:
         from twisted.internet import reactor
     limits = settings.limits if limits is None else limits
@@ -176,7 +179,10 @@ def build(
     top = OrderedMultiService()
     databases = set().union(*(DATABASES[name] for name in listen))
     backend = Backend(
-        settings, reactor, tuple(databases), Passwords(budget=account_limits.budget())
+        settings,
+        reactor,
+        tuple(databases),
+        passwords or Passwords(budget=account_limits.budget()),
     )
     backend.setServiceParent(top)
     if "customer" in databases:

@@ -23,7 +23,7 @@ async def sweep_sessions(customer: Database, product: Database, timeout: float) 
         await requestkeys.sweep(customer, timeout)
     await requestkeys.sweep(product, timeout, counted=True)
     await customerdb.expire_login_failures(customer, LOGIN_WINDOW)
-    await customerdb.expire_signups(customer)
+    await customerdb.expire_rate_buckets(customer)
     await productdb.drop_carts(product, expired)
     idle = await productdb.idle_cart_sessions(product, timeout)
     if not idle:

@@ -1,6 +1,7 @@
 """Finding schema.sql and applying its parts to the databases; L{Schema},
 the daemon's service that does so when it starts."""
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -40,9 +41,22 @@ def schema_parts(text: str) -> Dict[str, str]:
     return {name: "\n".join(lines) for name, lines in parts.items()}
 
 
-async def apply_schema(database: Database, part: str) -> None:
+#: Which text of each part was applied last (see L{apply_schema}).
+_APPLIED = """CREATE TABLE IF NOT EXISTS schema_applied (
+    part       text PRIMARY KEY,
+    digest     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"""
+
+
+async def apply_schema(database: Database, part: str, unless_applied: bool = False) -> None:
     """Create what part C{part} of schema.sql describes, if it is missing,
     and give its tables to the part's service role (roles.grants).
+
+    With C{unless_applied}, nothing is done when this very text of the part
+    was applied last: a daemon that starts beside others under load (a
+    rolling restart) does not queue its CREATE INDEX ... IF NOT EXISTS, which
+    locks the table first and looks second, behind their writes (and them
+    behind it, into deadlocks).
 
     Done through C{database.owner_dsn} when the database has one (the role
     that owns the tables), else through the database's own pool.  A pool
@@ -51,10 +65,20 @@ async def apply_schema(database: Database, part: str) -> None:
     from marketplace.postgres import roles
 
     sql = schema_parts(schema_path().read_text())[part] + roles.grants(part)
+    digest = hashlib.sha256(sql.encode()).hexdigest()
 
-    def create(cursor):
-        d = cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        return d.addCallback(lambda _: cursor.execute(sql))
+    async def create(cursor):
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        await cursor.execute(_APPLIED)
+        if unless_applied:
+            await cursor.execute("SELECT digest FROM schema_applied WHERE part = %s", (part,))
+            row = cursor.fetchone()
+            if row is not None and row[0] == digest:
+                return
+        await cursor.execute(sql)
+        await cursor.execute(
+            "INSERT INTO schema_applied (part, digest) VALUES (%s, %s) ON CONFLICT (part)"
+            " DO UPDATE SET digest = excluded.digest, applied_at = now()", (part, digest))
 
     owner_dsn = database.owner_dsn
     if owner_dsn is not None and owner_dsn != database.dsn:
@@ -117,7 +141,7 @@ class Schema(Service):
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                await apply_schema(database, database.name)
+                await apply_schema(database, database.name, unless_applied=True)
                 return
             except Exception as e:
                 if not is_unavailable(e) or not self.running:

@@ -34,7 +34,8 @@ def _refused(row: tuple, args: dict) -> ApiError:
 
 class SellerApis:
     """What a seller can do, on the two databases; C{sessions} says whether
-    they are one (marketplace/product/statements.py)."""
+    they are one (marketplace/product/statements.py); C{clock} runs the
+    login delay (None: the global reactor)."""
 
     def __init__(
         self,
@@ -44,6 +45,7 @@ class SellerApis:
         session_timeout: float,
         account_limits: Optional[AccountLimits] = None,
         sessions: SessionCheck = SEPARATE,
+        clock=None,
     ) -> None:
         self.customer = customer
         self.product = product
@@ -53,6 +55,7 @@ class SellerApis:
             passwords,
             session_timeout,
             limits=account_limits or AccountLimits(),
+            clock=clock,
         )
         self.statements = statements = Statements(
             product, sessions, self.accounts, apisql.FILED_ANSWER
