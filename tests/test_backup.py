@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg2
-from twisted.internet import reactor, threads
+from twisted.internet import threads
 from twisted.trial import unittest
 
 from marketplace.bench.catalogcli import embedded_dsn

@@ -231,7 +231,7 @@ BASKET = 100
 async def _account(client, username: str) -> None:
     from twisted.internet import reactor
 
-    from marketplace.bench.runner import patiently
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError
 
     try:
@@ -248,7 +248,7 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
     logging in if an earlier run made them; their ids, in order."""
     from twisted.internet import defer
 
-    from marketplace.bench.runner import patiently
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError, SellerClient
 
     client = SellerClient(endpoint, reactor=reactor)
@@ -288,7 +288,7 @@ async def _vote_as(client, spec: CatalogSpec, voter: int, items: Sequence[Tuple[
     keyed writes per minute (--request-keys-per-minute) where they meet it."""
     from twisted.internet import reactor
 
-    from marketplace.bench.runner import patiently
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError
 
     def write(call):

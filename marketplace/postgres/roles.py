@@ -95,7 +95,7 @@ def prepare_database(cursor) -> None:
     cursor.execute("SELECT current_database()")
     (database,) = cursor.fetchone()
     quoted = '"' + database.replace('"', '""') + '"'
-    cursor.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    cursor.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     cursor.execute(f"REVOKE TEMPORARY ON DATABASE {quoted} FROM PUBLIC")
     cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER}")
     cursor.execute(f"GRANT USAGE ON SCHEMA public TO {SHOP}, {PAYMENTS}")
