@@ -9,7 +9,7 @@ SOURCES = $(shell find marketplace clients twisted -name '*.py') schema.sql setu
 # Processes per service for `make run` and `make bench`: one per core.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install run test bench cluster reliability clean dev-certs
+.PHONY: install run test bench cluster reliability clean dev-certs backup backups restore rsync
 
 install: $(VENV)/.installed
 
@@ -28,9 +28,12 @@ $(VENV)/.installed: $(SOURCES)
 	$(call install-with,)
 
 # (In a variable: a comma in $(call ...) would split the argument.)
-TEST_EXTRAS = [test,bench,cluster]
+TEST_EXTRAS = [test,bench,cluster,backup]
 $(VENV)/.installed-test: $(SOURCES)
 	$(call install-with,$(TEST_EXTRAS))
+
+$(VENV)/.installed-backup: $(SOURCES)
+	$(call install-with,[backup])
 
 $(VENV)/.installed-bench: $(SOURCES)
 	$(call install-with,[bench])
@@ -58,7 +61,26 @@ run: install
 # spreads the tests over one process per core (TRIAL_ARGS= for one).
 TRIAL_ARGS ?= -j$(WORKERS)
 test: $(VENV)/.installed-test
+	@$(MAKE) --no-print-directory rsync || echo "(the restore test is skipped without rsync)"
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
+
+# Backups of the embedded database (./var) with point-in-time recovery, by
+# Barman (see docs/OPERATING.md, Backups): a full backup now; the backups
+# and the oldest point a restore reaches; the data as it was at TO (an ISO
+# time; the latest point without it), with the daemons stopped.
+backup: $(VENV)/.installed-backup
+	$(BIN)/marketplace-backup backup
+backups: $(VENV)/.installed-backup
+	$(BIN)/marketplace-backup list
+restore: $(VENV)/.installed-backup rsync
+	$(BIN)/marketplace-backup restore $(if $(TO),--to '$(TO)')
+
+# Barman's restore copies with rsync, a Debian package: installed here if it
+# is missing and we are root (as on a fresh machine), else asked for.
+rsync:
+	@command -v rsync >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -q && apt-get install -y -q rsync; } \
+		|| { echo "rsync is needed for restores: apt-get install rsync"; exit 1; }
 
 # A development CA and a server certificate for localhost in ./certs (see
 # marketplace/daemon/devcerts.py), for trying TLS out; never for production.

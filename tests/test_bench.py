@@ -308,7 +308,8 @@ class BenchExtraTests(unittest.SynchronousTestCase):
 
     def test_make_installs_it_for_bench_and_test_only(self):
         self.assertEqual(self.pip_installs("bench"), ["'.[bench]'"])
-        self.assertEqual(self.pip_installs("test"), ["'.[test,bench,cluster]'"])
+        self.assertEqual(self.pip_installs("test"), ["'.[test,bench,cluster,backup]'"])
+        self.assertEqual(self.pip_installs("backup"), ["'.[backup]'"])
         self.assertEqual(self.pip_installs("run"), ["'.'"])
         self.assertEqual(self.pip_installs("cluster"), ["'.[cluster,bench]'"])
 

@@ -21,6 +21,9 @@ SAMPLES = {
     "customer-db": ("dbname=ce", "dbname=ce", "dbname=cc", "dbname=cc"),
     "product-db": ("dbname=pe", "dbname=pe", "dbname=pc", "dbname=pc"),
     "payments-db": ("dbname=ye", "dbname=ye", "dbname=yc", "dbname=yc"),
+    "customer-owner-db": ("dbname=coe", "dbname=coe", "dbname=coc", "dbname=coc"),
+    "product-owner-db": ("dbname=poe", "dbname=poe", "dbname=poc", "dbname=poc"),
+    "payments-owner-db": ("dbname=yoe", "dbname=yoe", "dbname=yoc", "dbname=yoc"),
     "data-dir": ("env-dir", Path("env-dir"), "cli-dir", Path("cli-dir")),
     "pool-size": ("7", 7, "9", 9),
     "session-timeout": ("42", 42.0, "43.5", 43.5),
@@ -115,6 +118,20 @@ class LoadTests(unittest.SynchronousTestCase):
     def test_one_database_serves_both(self):
         settings = config.load({"product_db": "dbname=one"}, env={})
         self.assertEqual(settings.customer_db, "dbname=one")
+
+    def test_an_owner_connection_serves_the_databases_of_its_service_connection(self):
+        shop, owner = "dbname=m user=marketplace_shop", "dbname=m user=marketplace_owner"
+        settings = config.load({"customer_db": shop, "customer_owner_db": owner}, env={})
+        self.assertEqual(
+            (settings.customer_owner_db, settings.product_owner_db, settings.payments_owner_db),
+            (owner, owner, owner),
+        )
+        settings = config.load(
+            {"customer_db": shop, "payments_db": "dbname=p", "product_owner_db": owner}, env={}
+        )
+        self.assertEqual(settings.customer_owner_db, owner)
+        self.assertIsNone(settings.payments_owner_db)  # another database: its own connection
+        self.assertIsNone(config.load({"customer_db": shop}, env={}).customer_owner_db)
 
     def test_dotenv_file(self):
         path = Path(self.mktemp())

@@ -271,7 +271,7 @@ class BenchThrottledTests(CrowdTestCase):
     account_limits = AccountLimits(trusted_networks="none", signups_per_address=4)
 
     async def test_a_limit_it_cannot_outwait(self):
-        from marketplace.bench.runner import Throttled
+        from marketplace.bench.patience import Throttled
 
         plan = Plan(
             seller=f"tcp:host=127.0.0.1:port={self.ports['seller']}",

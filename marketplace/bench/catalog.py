@@ -231,7 +231,7 @@ BASKET = 100
 async def _account(client, username: str) -> None:
     from twisted.internet import reactor
 
-    from marketplace.bench.runner import patiently
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError
 
     try:
@@ -248,7 +248,7 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
     logging in if an earlier run made them; their ids, in order."""
     from twisted.internet import defer
 
-    from marketplace.bench.runner import patiently
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError, SellerClient
 
     client = SellerClient(endpoint, reactor=reactor)
@@ -284,25 +284,34 @@ async def create_sellers(endpoint: str, spec: CatalogSpec, reactor) -> List[int]
 async def _vote_as(client, spec: CatalogSpec, voter: int, items: Sequence[Tuple[int, int]],
                    first_id: int, progress: Callable[[int], None]) -> None:
     """One voter buys one unit of each item (C{BASKET} to a purchase) and
-    votes on it."""
+    votes on it.  Its writes wait out the service's limit of an account's
+    keyed writes per minute (--request-keys-per-minute) where they meet it."""
+    from twisted.internet import reactor
+
+    from marketplace.bench.patience import patiently
     from marketplace.clientlib import ClientError
 
+    def write(call):
+        # Over a minute of tries: the limit counts per minute.
+        return patiently(reactor, call, tries=400)
+
     await _account(client, f"catalog{spec.seed}-voter{voter}")
-    await client.clear_cart()
+    await write(client.clear_cart)
     for start in range(0, len(items), BASKET):
         basket = [f"{category}-{number}" for number, category in items[start:start + BASKET]]
         for item_id in basket:
-            await client.add_item_to_cart(item_id, 1)
+            await write(lambda: client.add_item_to_cart(item_id, 1))
         while True:
             try:
-                await client.make_purchase(**CARD)
+                await write(lambda: client.make_purchase(**CARD))
                 break
             except ClientError as e:
                 # The payments service declines a share of good cards at random.
                 if e.code != "PAYMENT_DECLINED":
                     raise
         for (number, _), item_id in zip(items[start:start + BASKET], basket):
-            await client.provide_feedback(item_id, vote_of(spec, voter, number - first_id))
+            vote = vote_of(spec, voter, number - first_id)
+            await write(lambda: client.provide_feedback(item_id, vote))
         progress(len(basket))
     await client.logout()
 

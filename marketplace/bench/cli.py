@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from marketplace.bench import catalogcli, report
-from marketplace.bench.runner import Plan, Progress, Stopped, drive
+from marketplace.bench.patience import Stopped
+from marketplace.bench.runner import Plan, Progress, drive
 from marketplace.bench.stats import LiveThroughput, RunResult, merge_runs, summarise
 from marketplace.bench.workloads import WORKLOADS
 

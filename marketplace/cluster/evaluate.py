@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import psycopg2
 from twisted.internet import defer, task, threads
 
-from marketplace.bench.runner import patiently
+from marketplace.bench.patience import patiently
 from marketplace.clientlib import BuyerClient, ClientError, SellerClient
 from marketplace.clientlib.failover import FailoverEndpoint
 from marketplace.contract.errors import INVALID_SESSION, UNAVAILABLE, USERNAME_TAKEN

@@ -26,6 +26,7 @@ from marketplace.daemon.options import DaemonOptions
 from marketplace.daemon.ready import ReadyNotice
 from marketplace.daemon.service import ApiServer, Backend, OrderedMultiService, stop_reactor
 from marketplace.daemon.workers import WorkerMonitor
+from marketplace.frame import secretfiles
 from marketplace.frame.reuseport import shared_descriptions
 from marketplace.frame.limits import Limits, ensure_file_limit, listen_descriptions
 from marketplace.frame.periodic import PeriodicJob
@@ -65,7 +66,11 @@ def make_daemon(options: DaemonOptions, reactor=None) -> IService:
             metrics = worker_description(metrics, worker)
         except ValueError as e:
             raise usage.UsageError(str(e))
-    top = build(listen, settings, reactor, metrics=metrics)
+    try:
+        top = build(listen, settings, reactor, metrics=metrics)
+    except secretfiles.UnsafeSecretFile as e:
+        # Before anything runs: one line and exit status 1, no traceback.
+        raise SystemExit(f"marketplace: {e}")
     if worker == 0:
         workers = None
         if settings.workers > 1:

@@ -48,6 +48,9 @@ DEFAULTS = {
     "payments_secret": None,
     "unsafe_async_commit": False,
     "workers": 1,
+    "customer_owner_db": None,
+    "product_owner_db": None,
+    "payments_owner_db": None,
 }
 
 
@@ -98,6 +101,12 @@ class Settings:
     # customer/accounts.py).
     limits: Limits = field(default_factory=Limits)
     accounts: AccountLimits = field(default_factory=AccountLimits)
+    # The connections of the role that owns each database's tables and
+    # applies schema.sql (postgres/roles.py); None: the service connection
+    # itself, as when it is a superuser's.
+    customer_owner_db: Optional[str] = None
+    product_owner_db: Optional[str] = None
+    payments_owner_db: Optional[str] = None
 
     @property
     def embedded(self) -> bool:
@@ -137,6 +146,10 @@ def load(
     customer = raw["customer_db"] or raw["product_db"]
     product = raw["product_db"] or raw["customer_db"]
     payments_db = raw["payments_db"] or product
+    owners = _owners(
+        {"customer": customer, "product": product, "payments": payments_db},
+        {name: raw[f"{name}_owner_db"] for name in ("customer", "product", "payments")},
+    )
     try:
         pool_size = int(raw["pool_size"])
         timeout = float(raw["session_timeout"])
@@ -183,6 +196,9 @@ def load(
         payments_timeout=payments_timeout,
         settle_after=settle_after,
         payments_secret=raw["payments_secret"],
+        customer_owner_db=owners["customer"],
+        product_owner_db=owners["product"],
+        payments_owner_db=owners["payments"],
         workers=workers,
         **_limits(limits),
     )
@@ -196,3 +212,19 @@ def _limits(options: Optional[Mapping]) -> dict:
     if "max-sessions" in options:
         found["accounts"] = account_limits_from(options)
     return found
+
+
+def _owners(service: Mapping[str, Optional[str]], given: Mapping[str, Optional[str]]) -> dict:
+    """The owner connection of each database: the one given for it, else
+    the one given for another database of the same service connection
+    (customer and product data in one database, say), else None."""
+    owners = {}
+    for name, dsn in service.items():
+        owner = given[name]
+        if owner is None:
+            owner = next(
+                (given[other] for other, same in service.items() if same == dsn and given[other]),
+                None,
+            )
+        owners[name] = owner
+    return owners

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from marketplace.frame import secretfiles
+
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
 
@@ -57,9 +59,13 @@ def _key_pem(key) -> bytes:
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    if secret:
+        # Private from its first byte, whatever was there before (--force).
+        secretfiles.replace(path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600 if secret else 0o644), "wb") as f:
+    with os.fdopen(os.open(path, flags, 0o644), "wb") as f:
         f.write(data)
 
 

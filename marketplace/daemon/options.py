@@ -66,6 +66,13 @@ _MONITORING = [
 ]
 
 # Options of the financial-transactions service.
+_PAYMENTS_OWNER_DB = [
+    ["payments-owner-db", None, None,
+     "Connection of the role that owns the payments tables, to apply schema.sql"
+     " with (see marketplace-db-roles). Default: that of another database with the"
+     " same connection, else the payments database's own connection."],
+]
+
 _PAYMENTS_SERVICE = [
     ["approval-rate", None, _default("approval_rate"),
      "Chance (0 to 1) that a well-formed card is approved."],
@@ -196,6 +203,14 @@ class _ShopOptions(DaemonOptions):
         ["product-db", None, None,
          "Product database (items, carts, purchases, feedback). Default: the"
          " customer database if one is set, else the embedded server."],
+        ["customer-owner-db", None, None,
+         "Connection of the role that owns the customer database's tables, to"
+         " apply schema.sql with (see marketplace-db-roles). Default: the customer"
+         " database's own connection."],
+        ["product-owner-db", None, None,
+         "Connection of the role that owns the product database's tables."
+         " Default: the customer one if both data share a database, else the"
+         " product database's own connection."],
         ["session-timeout", None, _default("session_timeout"),
          "Seconds without a request after which a session ends."],
     ] + ACCOUNT_OPTIONS
@@ -220,7 +235,7 @@ class PaymentsOptions(DaemonOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: $MARKETPLACE_PRODUCT_DB (or $MARKETPLACE_CUSTOMER_DB)"
          " if set, else the embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE + _PAYMENTS_SECRET
+    ] + _PAYMENTS_OWNER_DB + _PAYMENTS_SERVICE + _PAYMENTS_SECRET
     opt_listen = _repeatable("listen")
 
 
@@ -248,7 +263,7 @@ class AllOptions(_ShopOptions):
         ["payments-db", None, None,
          _PAYMENTS_DB + " Default: the product database if one is set, else the"
          " embedded server's payments database."],
-    ] + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
+    ] + _PAYMENTS_OWNER_DB + _PAYMENTS_SERVICE + _PAYMENTS_CLIENT + _PAYMENTS_SECRET
     opt_seller_listen = _repeatable("seller-listen")
     opt_buyer_listen = _repeatable("buyer-listen")
     opt_payments_listen = _repeatable("payments-listen")

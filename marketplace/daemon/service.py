@@ -76,11 +76,16 @@ class Backend(OrderedMultiService):
         self.reactor = reactor
         durable = not settings.unsafe_async_commit
         self.customer = Database(
-            "customer", settings.customer_db, settings.pool_size, reactor, durable
+            "customer", settings.customer_db, settings.pool_size, reactor, durable,
+            settings.customer_owner_db,
         )
-        self.product = Database("product", settings.product_db, settings.pool_size, reactor, durable)
+        self.product = Database(
+            "product", settings.product_db, settings.pool_size, reactor, durable,
+            settings.product_owner_db,
+        )
         self.payments = Database(
-            "payments", settings.payments_db, settings.pool_size, reactor, durable
+            "payments", settings.payments_db, settings.pool_size, reactor, durable,
+            settings.payments_owner_db,
         )
         self.databases = [
             db for db in (self.customer, self.product, self.payments) if db.name in databases

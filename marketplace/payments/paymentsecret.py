@@ -10,10 +10,11 @@ marketplace}) share it with nothing to configure.
 """
 
 import hmac
-import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from marketplace.frame import secretfiles
 
 FILE_NAME = "payments.secret"
 MIN_LENGTH = 16
@@ -27,29 +28,16 @@ def check(secret: str) -> str:
 
 
 def load_or_create(folder: Path) -> str:
-    """The secret in C{folder}'s secret file, which is created (readable by
-    its owner alone) if there is none yet.
-
-    The new file is written under another name and linked into place, so
-    daemons starting at once from one folder all end up with the one
-    secret that was linked first, and nobody reads a half-written file.
+    """The secret in C{folder}'s secret file, which is created (private to
+    its owner from the start, marketplace.frame.secretfiles) if there is
+    none yet.  Daemons starting at once from one folder all end up with
+    the one secret that was made first.  An existing file that others may
+    read or change, or that is not this user's, is refused with
+    L{secretfiles.UnsafeSecretFile}.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAME
-    if not path.exists():
-        draft = folder / f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
-            try:
-                os.link(draft, path)
-            except FileExistsError:
-                pass  # another daemon was first: use its secret
-        finally:
-            os.unlink(draft)
-    return check(path.read_text().strip())
+    path = Path(folder) / FILE_NAME
+    made = secretfiles.read_or_create(path, lambda: (secrets.token_urlsafe(32) + "\n").encode())
+    return check(made.decode("utf-8").strip())
 
 
 def matches(given: Any, secret: str) -> bool:

@@ -621,9 +621,13 @@ class Database(Service):
         size: int,
         reactor,
         durable: bool = True,
+        owner_dsn: Optional[str] = None,
     ):
         self.name = name
         self.dsn = dsn
+        #: The connection of the role that owns the tables, which applies
+        #: schema.sql (postgres/roles.py); None: the pool's own.
+        self.owner_dsn = owner_dsn
         self.size = size
         #: Whether every commit waits for the disk (see the module's doc).
         self.durable = durable
@@ -643,6 +647,11 @@ class Database(Service):
         dsn = connection_dsn(self.dsn, self.durable)
         self._pool = _Pool(dsn, self.size, self._reactor, self._outage, self.stats)
         return self._pool.start()
+
+    @property
+    def reactor(self):
+        """The reactor the pool runs on."""
+        return self._reactor
 
     def pool_counts(self) -> Tuple[int, int]:
         """How many of the pool's connections are lent out now, and how

