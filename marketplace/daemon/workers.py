@@ -21,7 +21,7 @@ import re
 import signal
 import sys
 from dataclasses import replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
@@ -82,8 +82,9 @@ class WorkerMonitor(ProcessMonitor):
     once, one that died sooner after L{ProcessMonitor.minRestartDelay}
     seconds, doubled after each such death.  On top of it: every death is
     logged, a worker that dies L{MAX_QUICK_DEATHS} times in a row without
-    lasting L{threshold} seconds stops the daemon (exit status 1), and
-    stopping waits for the workers to be gone.
+    lasting L{threshold} seconds stops the daemon (exit status 1),
+    stopping waits for the workers to be gone, and L{all_serving} tells
+    when every worker has said it serves (for the ready line, ready.py).
     """
 
     log = Logger()
@@ -113,7 +114,7 @@ class WorkerMonitor(ProcessMonitor):
         self.servers = servers
         self.quick_deaths: Dict[str, int] = {}
         self._gone: List[defer.Deferred] = []
-        self._serving: set = set()
+        self._serving: Set[str] = set()
         self._serving_waiters: List[defer.Deferred] = []
         # ProcessMonitor relays each line a worker writes through this
         # log (as "[{tag}] {line}"): a worker's SERVING line is read here.
