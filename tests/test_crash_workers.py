@@ -48,6 +48,9 @@ class WorkerCrashTests(unittest.TestCase):
     async def test_killed_worker_is_restarted_while_the_others_serve(self):
         daemon = Daemon(self).start()
         await daemon.serving()
+        # Worker 1 serves too (the ready line waits for every worker): the
+        # kill below is of a worker that was listening, not of one starting.
+        await daemon.line_with("ready: ")
         [worker] = daemon.workers()
         seller = await self._account(daemon.ports["seller"], "sam")
         buyer = await self._account(daemon.ports["buyer"], "bea")
