@@ -45,9 +45,15 @@ def incoming(data_dir: Path) -> Path:
 
 def archive_command(data_dir: Path) -> str:
     """The embedded server's archive_command: copy a segment into Barman's
-    incoming folder, never over one of the same name."""
+    incoming folder, never over one of the same name, and on disk before
+    PostgreSQL is told it is archived (it may then recycle its own copy):
+    written under a temporary name, flushed (sync FILE, coreutils), then
+    renamed into place."""
     target = shlex.quote(str(incoming(data_dir)))
-    return f"test ! -f {target}/%f && cp %p {target}/%f"
+    return (
+        f"test ! -f {target}/%f && cp %p {target}/.%f.partial"
+        f" && sync {target}/.%f.partial && mv {target}/.%f.partial {target}/%f"
+    )
 
 
 def binaries() -> Path:
