@@ -9,7 +9,8 @@ SOURCES = $(shell find marketplace clients twisted -name '*.py') schema.sql setu
 # Processes per service for `make run` and `make bench`: one per core.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install run test bench cluster reliability clean dev-certs backup backups restore rsync
+.PHONY: install run test bench cluster reliability clean dev-certs backup backups restore rsync \
+	postgresql-server
 
 install: $(VENV)/.installed
 
@@ -62,6 +63,7 @@ run: install
 TRIAL_ARGS ?= -j$(WORKERS)
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory rsync || echo "(the restore test is skipped without rsync)"
+	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory postgresql-server
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
 
 # Backups of the embedded database (./var) with point-in-time recovery, by
@@ -81,6 +83,15 @@ rsync:
 	@command -v rsync >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -q && apt-get install -y -q rsync; } \
 		|| { echo "rsync is needed for restores: apt-get install rsync"; exit 1; }
+
+# The cluster's hosts run Debian's PostgreSQL (the embedded wheel's build has
+# no TLS, and every link of the cluster is TLS): installed here if it is
+# missing and we are root, else asked for.
+postgresql-server:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null && apt-get update -q \
+		&& apt-get install -y -q --no-install-recommends postgresql; } \
+		|| { echo "the cluster needs Debian's PostgreSQL: apt-get install postgresql"; exit 1; }
 
 # A development CA and a server certificate for localhost in ./certs (see
 # marketplace/daemon/devcerts.py), for trying TLS out; never for production.
@@ -106,7 +117,7 @@ bench: $(VENV)/.installed-bench
 # two buyer, seller and payments daemons, each host a network namespace of
 # its own (see marketplace/cluster/).  Files in ./var/cluster, kept by
 # Ctrl-C: the next make cluster resumes the same cluster with its data.
-cluster: $(VENV)/.installed-cluster
+cluster: $(VENV)/.installed-cluster postgresql-server
 	$(BIN)/marketplace-cluster run
 
 # The failure evaluation of docs/RELIABILITY.md (needs root): the four
@@ -116,7 +127,7 @@ cluster: $(VENV)/.installed-cluster
 # too (ports 9380-9382); rewrites docs/reliability/, the evaluation section
 # of docs/RELIABILITY.md and the measured section of docs/SCALING.md.
 RELIABILITY_ARGS ?=
-reliability: $(VENV)/.installed-cluster
+reliability: $(VENV)/.installed-cluster postgresql-server
 	$(BIN)/marketplace-cluster --dir var/evaluation evaluate --out docs/reliability \
 		--into docs/RELIABILITY.md --scaling docs/SCALING.md $(RELIABILITY_ARGS)
 

@@ -8,31 +8,110 @@ was told is lost or done twice, and no client saw an error.
 
 A real cluster (marketplace.cluster: three PostgreSQL nodes under Patroni
 and etcd, two frontends per service, each host a network namespace,
-started from the files marketplace-cluster render writes) is used.  Needs
+started from the files marketplace-cluster render writes) is used.  Its
+links are TLS: what crosses them in clear, or without the cluster's
+certificates, is refused.  Needs
 root for the namespaces (CI runs as root).  The waits are printed, not
 asserted (make reliability measures them against their targets).
 """
 
+import base64
+import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
+import psycopg2
 from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
-from marketplace.cluster import evaluate, hosts, launch, operate
+from marketplace.cluster import certs, evaluate, hosts, launch, operate
 from marketplace.cluster import report as evaluation
-from marketplace.cluster.topology import SETTLE_AFTER
+from marketplace.cluster.topology import ETCD_CLIENT_PORT, SERVICE_PORTS, SETTLE_AFTER
 
 
 def _kill_everything(plan) -> None:
     """SIGKILL every process of every host: a power cut."""
     for host in plan.hosts:
         hosts.kill(plan, host)
+
+
+def _etcd(plan, path: str, body: dict, context: ssl.SSLContext) -> dict:
+    """POST C{body} to etcd's v3 JSON API on the first database host."""
+    address = plan.by_role("database")[0].address
+    request = urllib.request.Request(f"https://{address}:{ETCD_CLIENT_PORT}{path}",
+                                     data=json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=3, context=context) as answer:
+        return json.loads(answer.read())
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _probe_links(plan, scratch: Path) -> dict:
+    """What a stranger on the hosts' network gets from each link, and what
+    PostgreSQL says of its connections."""
+    found = {}
+    ca_file = str(plan.folder / certs.CA_CERT)
+    read = ("/v3/kv/range", {"key": _b64("/service/"), "range_end": _b64("/service0"),
+                             "keys_only": True})
+    write = ("/v3/kv/put", {"key": _b64("/service/marketplace/intruder"), "value": _b64("x")})
+    # etcd, without a client certificate (but trusting the right CA), then
+    # with one from another CA, then as the operator.
+    another = certs.Authority.create("another CA")
+    cert, key = another.issue("intruder", [], certs.CLIENT)
+    (scratch / "intruder.pem").write_text(cert)
+    (scratch / "intruder.key").write_text(key)
+    (scratch / "another-ca.pem").write_text(another.cert_pem)
+    anonymous = ssl.create_default_context(cafile=ca_file)
+    stranger = ssl.create_default_context(cafile=ca_file)
+    stranger.load_cert_chain(scratch / "intruder.pem", scratch / "intruder.key")
+    for who, context in (("anonymous", anonymous), ("another CA", stranger)):
+        for what, (path, body) in (("read", read), ("write", write)):
+            try:
+                _etcd(plan, path, body, context)
+                found[f"etcd {what}, {who}"] = "accepted"
+            except OSError as e:
+                found[f"etcd {what}, {who}"] = str(e)
+    operator = certs.client_context(str(plan.folder))
+    found["etcd keys, operator"] = [base64.b64decode(kv["key"]).decode()
+                                    for kv in _etcd(plan, *read, operator).get("kvs", [])]
+    # PostgreSQL: in clear, and trusting another CA.
+    dsn = plan.database_dsn("postgres")
+    for what, changed in (("in clear", dsn.replace("sslmode=verify-full", "sslmode=disable")),
+                          ("another CA", dsn.replace(ca_file, str(scratch / "another-ca.pem")))):
+        try:
+            psycopg2.connect(changed).close()
+            found[f"postgres {what}"] = "accepted"
+        except psycopg2.Error as e:
+            found[f"postgres {what}"] = str(e)
+    # Payments, in clear: a framed request, which a TLS server cannot read.
+    payments = plan.by_role("payments")[0]
+    with socket.create_connection((payments.address, SERVICE_PORTS["payments"]), 3) as raw:
+        raw.settimeout(3)
+        raw.sendall(len(b"{}").to_bytes(4, "big") + b"{}")
+        try:
+            found["payments in clear"] = raw.recv(100)
+        except OSError as e:
+            found["payments in clear"] = str(e)
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT a.backend_type, host(a.client_addr), s.ssl"
+                           " FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+                           " WHERE a.client_addr IS NOT NULL")
+            found["connections"] = cursor.fetchall()
+    finally:
+        connection.close()
+    return found
 
 
 class OperationsTests(unittest.TestCase):
@@ -89,6 +168,7 @@ class OperationsTests(unittest.TestCase):
             [plan.endpoint(h) for h in plan.by_role("buyer")],
         )
         await self.check_rendered_patroni_files()
+        await self.check_links_are_tls()
         await self.check_switchover()
         await self.check_roll()
         last = await self.check_primary_killed_and_started_again()
@@ -108,6 +188,32 @@ class OperationsTests(unittest.TestCase):
                  "--validate-config", "--ignore-listen-port", str(config)],
                 capture_output=True, text=True)
             self.assertEqual((checked.returncode, checked.stdout + checked.stderr), (0, ""))
+
+    async def check_links_are_tls(self):
+        """PostgreSQL, etcd and payments refuse what comes in clear or
+        without the cluster's certificates; every connection the daemons
+        and the replicas hold is TLS."""
+        plan = self.plan
+        scratch = Path(tempfile.mkdtemp(prefix="marketplace-tls-"))
+        self.addCleanup(shutil.rmtree, scratch, ignore_errors=True)
+        found = await threads.deferToThread(_probe_links, plan, scratch)
+        for who in ("anonymous", "another CA"):
+            for what in ("read", "write"):
+                # Refused in the handshake: etcd wants a certificate of its CA.
+                self.assertIn("bad certificate", found[f"etcd {what}, {who}"])
+        self.assertTrue(found["etcd keys, operator"])
+        self.assertNotIn("/service/marketplace/intruder", found["etcd keys, operator"])
+        self.assertIn("no encryption", found["postgres in clear"])
+        self.assertIn("certificate verify failed", found["postgres another CA"])
+        # Closed without a word: no answer in clear.
+        self.assertIn(found["payments in clear"], (b"", "[Errno 104] Connection reset by peer"))
+        clients = {(kind, address) for kind, address, _ in found["connections"]}
+        frontends = {h.address for h in plan.hosts if h.role != "database"}
+        replicas = {h.address for h in plan.by_role("database")} - {
+            (await threads.deferToThread(launch.primary, plan)).address}
+        self.assertTrue({("client backend", a) for a in frontends} <= clients)
+        self.assertTrue({("walsender", a) for a in replicas} <= clients)
+        self.assertEqual({tls for _, _, tls in found["connections"]}, {True})
 
     async def check_switchover(self):
         old = await threads.deferToThread(launch.primary, self.plan)

@@ -1,6 +1,7 @@
 """The parts of the replicated deployment that need no machine: the plan
-of a cluster, the files rendered for its hosts, its settings kept once,
-and how a pool reads a connection string naming several hosts."""
+of a cluster, the files rendered for its hosts (every link TLS), its
+settings and CA kept once, and how a pool reads a connection string
+naming several hosts."""
 
 import os
 import stat
@@ -11,11 +12,15 @@ import yaml
 from psycopg2.extensions import parse_dsn
 from twisted.trial.unittest import SynchronousTestCase
 
-from marketplace.cluster import render, settings
+from cryptography import x509
+
+from marketplace.cluster import certs, render, settings
 from marketplace.cluster.topology import Plan
 from marketplace.postgres.database import host_candidates
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "reliability" / "hosts.example"
+#: One CA for every test here (making keys is quick, but not free).
+AUTHORITY = certs.Authority.create()
 
 
 class HostCandidateTests(SynchronousTestCase):
@@ -63,7 +68,7 @@ class PlanTests(SynchronousTestCase):
             config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"], "on")
 
     def test_secrets_stay_off_the_command_line(self):
-        files = render.render(self.plan, self.plan.machines())
+        files = render.render(self.plan, self.plan.machines(), authority=AUTHORITY)
         for name, text in files.items():
             if name.endswith(".service"):
                 self.assertNotIn(self.plan.superuser_password, text)
@@ -79,24 +84,22 @@ class RenderTests(SynchronousTestCase):
     def setUp(self):
         self.machines, self.network = render.parse_hosts(EXAMPLE.read_text())
         self.settings = settings.Settings(network=self.network)
-        self.files = render.render(self.settings, self.machines)
+        self.files = render.render(self.settings, self.machines, authority=AUTHORITY)
 
     def test_the_files_of_each_host(self):
         by_host = {}
         for name in self.files:
-            host, file = name.split("/")
+            host, file = name.split("/", 1)
             by_host.setdefault(host, set()).add(file)
         database = {"etcd.yml", "patroni.yml", "marketplace-etcd.service",
-                    "marketplace-patroni.service"}
-        self.assertEqual(by_host, {
-            "db1": database, "db2": database, "db3": database,
-            "web1": {"buyer.env", "marketplace-buyer.service", "seller.env",
-                     "marketplace-seller.service"},
-            "web2": {"buyer.env", "marketplace-buyer.service", "seller.env",
-                     "marketplace-seller.service"},
-            "pay1": {"payments.env", "marketplace-payments.service"},
-            "pay2": {"payments.env", "marketplace-payments.service"},
-        })
+                    "marketplace-patroni.service", "tls/ca/ca.pem", "tls/etcd.pem",
+                    "tls/etcd.key", "tls/patroni.pem", "tls/patroni.key"}
+        web = {"buyer.env", "marketplace-buyer.service", "seller.env",
+               "marketplace-seller.service", "tls/ca/ca.pem"}
+        pay = {"payments.env", "marketplace-payments.service", "tls/ca/ca.pem",
+               "tls/payments.pem", "tls/payments.key"}
+        self.assertEqual(by_host, {"db1": database, "db2": database, "db3": database,
+                                   "web1": web, "web2": web, "pay1": pay, "pay2": pay})
 
     def test_every_host_agrees(self):
         patroni = yaml.safe_load(self.files["db2/patroni.yml"])
@@ -104,9 +107,9 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(patroni["etcd3"]["hosts"],
                          "10.0.0.11:2379,10.0.0.12:2379,10.0.0.13:2379")
         self.assertEqual(patroni["restapi"]["connect_address"], "10.0.0.12:8008")
-        self.assertEqual(etcd["initial-cluster"], "db1=http://10.0.0.11:2380,"
-                         "db2=http://10.0.0.12:2380,db3=http://10.0.0.13:2380")
-        self.assertIn("host all all 10.0.0.0/24 scram-sha-256",
+        self.assertEqual(etcd["initial-cluster"], "db1=https://10.0.0.11:2380,"
+                         "db2=https://10.0.0.12:2380,db3=https://10.0.0.13:2380")
+        self.assertIn("hostssl all all 10.0.0.0/24 scram-sha-256",
                       patroni["postgresql"]["pg_hba"])
         dsn = parse_dsn(render.read_environment(self.files["web1/seller.env"])
                         ["MARKETPLACE_PRODUCT_DB"])
@@ -125,7 +128,10 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(service.command[:5], ["/opt/marketplace/bin/twistd", "--nodaemon",
                                                "--pidfile=", "--logfile=-", "marketplace-buyer"])
         # Each buyer starts with the payments daemon of its own number.
-        self.assertIn("--payments=tcp:10.0.0.32:8082|tcp:10.0.0.31:8082", service.command)
+        # (over TLS, trusting only the CA in the host's tls/ca/)
+        ca = f"{out}/web2/tls/ca"
+        self.assertIn(f"--payments=tls:host=10.0.0.32:port=8082:trustRoots={ca}"
+                      f"|tls:host=10.0.0.31:port=8082:trustRoots={ca}", service.command)
         self.assertNotIn("--signups-per-address=100000", service.command)
         self.assertEqual(service.environment["MARKETPLACE_PAYMENTS_SECRET"],
                          self.settings.payments_secret)
@@ -151,6 +157,84 @@ class RenderTests(SynchronousTestCase):
             with self.assertRaises(render.HostsFileError) as raised:
                 render.parse_hosts(text)
             self.assertIn(complaint, str(raised.exception))
+
+
+class TlsRenderTests(SynchronousTestCase):
+    """Every link between hosts is TLS, each side checked against the
+    cluster's CA (docs/SECURITY.md, "The cluster's links")."""
+
+    def setUp(self):
+        self.machines, network = render.parse_hosts(EXAMPLE.read_text())
+        self.settings = settings.Settings(network=network)
+        self.files = render.render(self.settings, self.machines, authority=AUTHORITY)
+        self.ca = "/etc/marketplace/tls/ca/ca.pem"
+
+    def test_postgresql_takes_only_tls_from_other_hosts(self):
+        patroni = yaml.safe_load(self.files["db1/patroni.yml"])
+        postgresql = patroni["postgresql"]
+        self.assertEqual(postgresql["parameters"]["ssl"], "on")
+        self.assertEqual(postgresql["parameters"]["ssl_key_file"],
+                         "/etc/marketplace/tls/patroni.key")
+        for line in postgresql["pg_hba"]:
+            self.assertTrue(line.startswith(("local ", "hostssl ")), line)
+        # Patroni's own connections to the other nodes check the server.
+        for user in ("superuser", "replication", "rewind"):
+            self.assertEqual(
+                {k: postgresql["authentication"][user][k] for k in ("sslmode", "sslrootcert")},
+                {"sslmode": "verify-full", "sslrootcert": self.ca})
+
+    def test_the_daemons_check_the_database_server(self):
+        for name in ("web1/seller.env", "web1/buyer.env", "pay1/payments.env"):
+            for key, value in render.read_environment(self.files[name]).items():
+                if key.endswith("_DB"):
+                    dsn = parse_dsn(value)
+                    self.assertEqual((dsn["sslmode"], dsn["sslrootcert"]),
+                                     ("verify-full", self.ca))
+
+    def test_etcd_demands_client_certificates(self):
+        etcd = yaml.safe_load(self.files["db3/etcd.yml"])
+        for key in ("listen-peer-urls", "listen-client-urls", "advertise-client-urls",
+                    "initial-advertise-peer-urls"):
+            self.assertTrue(etcd[key].startswith("https://10.0.0.13:"), etcd[key])
+        for side in ("client-transport-security", "peer-transport-security"):
+            self.assertEqual(etcd[side]["client-cert-auth"], True)
+            self.assertEqual(etcd[side]["trusted-ca-file"], self.ca)
+        patroni = yaml.safe_load(self.files["db3/patroni.yml"])
+        self.assertEqual(patroni["etcd3"]["protocol"], "https")
+        self.assertEqual(patroni["etcd3"]["cacert"], self.ca)
+        self.assertEqual(patroni["etcd3"]["cert"], "/etc/marketplace/tls/patroni.pem")
+        self.assertEqual(patroni["restapi"]["certfile"], "/etc/marketplace/tls/patroni.pem")
+        self.assertEqual(patroni["restapi"]["cafile"], self.ca)
+
+    def test_payments_only_over_tls(self):
+        unit = self.files["pay2/marketplace-payments.service"]
+        self.assertIn("--listen=ssl:8082:interface=10.0.0.32:privateKey=", unit)
+        self.assertNotIn("tcp:8082", unit)
+
+    def test_certificates_name_their_host(self):
+        ca = x509.load_pem_x509_certificate(AUTHORITY.cert_pem.encode())
+        for name, address, usage in (("db2/tls/etcd.pem", "10.0.0.12", "CLIENT_AUTH"),
+                                     ("db2/tls/patroni.pem", "10.0.0.12", "CLIENT_AUTH"),
+                                     ("pay1/tls/payments.pem", "10.0.0.31", None)):
+            cert = x509.load_pem_x509_certificate(self.files[name].encode())
+            cert.verify_directly_issued_by(ca)
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            self.assertEqual([str(a) for a in names.get_values_for_type(x509.IPAddress)],
+                             [address])
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            self.assertIn(x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, usages)
+            if usage is None:
+                # Only the database hosts' processes may be etcd's clients.
+                self.assertNotIn(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH, usages)
+        self.assertEqual(self.files["web1/tls/ca/ca.pem"], AUTHORITY.cert_pem)
+
+    def test_the_ca_is_made_once_and_private(self):
+        with tempfile.TemporaryDirectory() as folder:
+            first = certs.load_or_create(Path(folder))
+            for name in (certs.CA_KEY, certs.OPERATOR_KEY):
+                self.assertEqual(stat.S_IMODE((Path(folder) / name).stat().st_mode), 0o600)
+            self.assertEqual(certs.load_or_create(Path(folder)), first)
+            self.assertEqual(os.listdir(Path(folder) / "tls" / "ca"), ["ca.pem"])
 
 
 class SettingsTests(SynchronousTestCase):
