@@ -144,11 +144,16 @@ def load_or_create(folder: Path) -> Authority:
     return authority
 
 
-@functools.lru_cache(maxsize=None)
 def client_context(folder: str) -> ssl.SSLContext:
     """A TLS client context for the cluster in C{folder}: it trusts only
     the cluster's CA (checking the server's address against its
     certificate) and shows the operator's certificate (etcd asks for one)."""
-    context = ssl.create_default_context(cafile=str(Path(folder) / CA_CERT))
+    # Made once per CA (a folder made again holds another one).
+    return _client_context(str(folder), (Path(folder) / CA_CERT).read_text())
+
+
+@functools.lru_cache(maxsize=16)
+def _client_context(folder: str, ca_pem: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca_pem)
     context.load_cert_chain(str(Path(folder) / OPERATOR_CERT), str(Path(folder) / OPERATOR_KEY))
     return context
