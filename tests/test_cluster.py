@@ -13,7 +13,10 @@ root for the namespaces (CI runs as root).  The waits are printed, not
 asserted (make reliability measures them against their targets).
 """
 
+import datetime
+import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -24,9 +27,74 @@ from pathlib import Path
 from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
-from marketplace.cluster import evaluate, hosts, launch, operate
+from marketplace.cluster import backups, evaluate, hosts, launch, operate, render
 from marketplace.cluster import report as evaluation
 from marketplace.cluster.topology import SETTLE_AFTER
+from marketplace.postgres import roles
+
+#: Run in a frontend host, as its daemon's user with its daemon's
+#: environment: what the daemon's connection may do (each statement in a
+#: transaction of its own), and whether it reaches the other database.
+_AS_A_DAEMON = """
+import json, os, sys
+import psycopg2
+from psycopg2.extensions import make_dsn
+dsn, other, statements = os.environ[sys.argv[1]], sys.argv[2], json.loads(sys.argv[3])
+found = {}
+connection = psycopg2.connect(dsn)
+connection.autocommit = True
+for statement in statements:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+        found[statement] = "ok"
+    except psycopg2.Error as e:
+        found[statement] = e.pgcode or "error"
+try:
+    psycopg2.connect(make_dsn(dsn, dbname=other)).close()
+    found["connect " + other] = "ok"
+except psycopg2.Error:
+    found["connect " + other] = "refused"
+print(json.dumps(found))
+"""
+
+
+#: Tables whose every row a restore must bring back as it was.
+_RESTORED = {"marketplace": ("accounts", "items", "active_cart_lines", "purchases"),
+             "payments": ("authorizations",)}
+
+
+def _contents(plan) -> dict:
+    """Every row of the L{_RESTORED} tables of C{plan}'s cluster."""
+    import psycopg2
+
+    found = {}
+    for database, tables in _RESTORED.items():
+        connection = psycopg2.connect(plan.database_dsn(database))
+        try:
+            with connection.cursor() as cursor:
+                for table in tables:
+                    cursor.execute(f"SELECT row_to_json(t)::text FROM {table} AS t")
+                    found[table] = sorted(row for (row,) in cursor.fetchall())
+        finally:
+            connection.close()
+    return found
+
+
+def _the_mistake(plan) -> datetime.datetime:
+    """An operator's DELETE of every cart line; when it began."""
+    import psycopg2
+
+    connection = psycopg2.connect(plan.database_dsn("marketplace"))
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            (began,) = cursor.fetchone()
+            time.sleep(1.0)  # a restore to half a second before: before it all
+            cursor.execute("DELETE FROM active_cart_lines")
+    finally:
+        connection.close()
+    return began
 
 
 def _kill_everything(plan) -> None:
@@ -49,7 +117,8 @@ class OperationsTests(unittest.TestCase):
 
         # Taken down even when bringing it up fails half-way.
         self.addCleanup(take_down)
-        d = threads.deferToThread(launch.up, self.folder)
+        # load_testing: the clients all sign up from this machine's address.
+        d = threads.deferToThread(launch.up, self.folder, load_testing=True)
         return d.addCallback(lambda plan: setattr(self, "plan", plan))
 
     async def settled(self, load: evaluate.Load) -> dict:
@@ -89,9 +158,13 @@ class OperationsTests(unittest.TestCase):
             [plan.endpoint(h) for h in plan.by_role("buyer")],
         )
         await self.check_rendered_patroni_files()
+        await self.check_no_process_runs_as_root()
+        await self.check_least_privilege()
         await self.check_switchover()
+        backup_id = await threads.deferToThread(backups.take, plan)
         await self.check_roll()
         last = await self.check_primary_killed_and_started_again()
+        await self.check_restore(backup_id)
         await self.check_replace()
         await self.check_restart(last)
 
@@ -108,6 +181,71 @@ class OperationsTests(unittest.TestCase):
                  "--validate-config", "--ignore-listen-port", str(config)],
                 capture_output=True, text=True)
             self.assertEqual((checked.returncode, checked.stdout + checked.stderr), (0, ""))
+
+    async def check_no_process_runs_as_root(self):
+        """etcd, Patroni, PostgreSQL and the daemons run as system users."""
+        as_root = []
+        for host in self.plan.hosts:
+            found = await threads.deferToThread(hosts.pids, self.plan, host)
+            self.assertTrue(found, f"nothing runs on {host.name}")
+            for pid in found:
+                status = Path(f"/proc/{pid}/status").read_text()
+                uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+                if "0" in uids.split()[1:]:
+                    as_root.append(f"{host.name}: {hosts._command_line(pid)[:80]}")
+        self.assertEqual(as_root, [])
+
+    async def as_daemon(self, host, variable: str, other: str, statements) -> dict:
+        """What C{statements} do on the connection of C{host}'s daemon."""
+        unit = render.service(self.plan.folder / host.name / render.unit_name(host.role))
+        entry = pwd.getpwnam(unit.user)
+        ran = await threads.deferToThread(
+            subprocess.run,
+            ["ip", "netns", "exec", host.namespace(self.plan.cluster_id), "setpriv",
+             f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+             sys.executable, "-c", _AS_A_DAEMON, variable, other, json.dumps(statements)],
+            capture_output=True, text=True, env={**unit.environment, "PATH": os.environ["PATH"]},
+            cwd=str(self.plan.folder / host.name))
+        self.assertEqual(ran.returncode, 0, ran.stderr)
+        return json.loads(ran.stdout)
+
+    async def check_least_privilege(self):
+        """Each daemon's role may use its own service's rows and nothing
+        else: no DROP TABLE, no other service's database, no program run
+        by the server, no new role; and the daemons' connections are of
+        those roles alone."""
+        denied = "42501"  # insufficient_privilege
+        harmful = ["COPY (SELECT 1) TO PROGRAM 'true'", "CREATE ROLE intruder SUPERUSER"]
+        shop = await self.as_daemon(
+            self.plan.host("buyer1"), "MARKETPLACE_CUSTOMER_DB", "payments",
+            ["SELECT count(*) FROM accounts", "SELECT count(*) FROM items",
+             "DROP TABLE items", "CREATE TABLE extra (x int)", *harmful])
+        self.assertEqual(shop, {
+            "SELECT count(*) FROM accounts": "ok", "SELECT count(*) FROM items": "ok",
+            "DROP TABLE items": denied, "CREATE TABLE extra (x int)": denied,
+            **{statement: denied for statement in harmful}, "connect payments": "refused"})
+        payments = await self.as_daemon(
+            self.plan.host("payments1"), "MARKETPLACE_PAYMENTS_DB", "marketplace",
+            ["SELECT count(*) FROM authorizations", "DROP TABLE authorizations", *harmful])
+        self.assertEqual(payments, {
+            "SELECT count(*) FROM authorizations": "ok", "DROP TABLE authorizations": denied,
+            **{statement: denied for statement in harmful}, "connect marketplace": "refused"})
+
+        def connected_as():
+            import psycopg2
+
+            connection = psycopg2.connect(self.plan.database_dsn("postgres"))
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT DISTINCT usename, datname FROM pg_stat_activity"
+                                   " WHERE client_addr IS NOT NULL AND usename <> 'replicator'"
+                                   " AND client_addr <> inet_client_addr()")
+                    return set(cursor.fetchall())
+            finally:
+                connection.close()
+
+        self.assertEqual(await threads.deferToThread(connected_as), {
+            (roles.SHOP, "marketplace"), (roles.PAYMENTS, "payments")})
 
     async def check_switchover(self):
         old = await threads.deferToThread(launch.primary, self.plan)
@@ -156,6 +294,51 @@ class OperationsTests(unittest.TestCase):
         self.assertEqual(invariants, {key: 0 for key in invariants})
         self.assertTrue(load.ledger.purchases, "no purchase was acknowledged")
         return load
+
+    async def check_restore(self, backup_id: str):
+        """The promise of the backups: acknowledged writes, a backup, more
+        acknowledged writes (the primary killed among them: the WAL is
+        archived by one node, then another), then a mistake (every cart
+        cleared) at time T; a new cluster restored to just before T has
+        every write acknowledged before T and none of the mistake."""
+        plan = self.plan
+        load = evaluate.Load(reactor, self.population, clients=2)
+        await load.set_up()
+        try:
+            await load.run(2.0, 1.0, lambda: None)
+            carts = await load.carts_now()
+        finally:
+            await load.close()
+        before = await threads.deferToThread(_contents, plan)
+        self.assertTrue(before["active_cart_lines"], "no cart line to lose")
+        mistake_at = await threads.deferToThread(_the_mistake, plan)
+        self.assertEqual(await threads.deferToThread(_contents, plan),
+                         {**before, "active_cart_lines": []})
+        listed = await threads.deferToThread(backups.listing, plan)
+        self.assertIn(backup_id, [b["id"] for b in listed])
+
+        folder = Path(tempfile.mkdtemp(prefix="marketplace-restored-"))
+        folder.rmdir()
+
+        def take_down():
+            d = threads.deferToThread(launch.down, folder)
+            d.addErrback(lambda _: None)
+            return d.addBoth(lambda _: shutil.rmtree(folder, ignore_errors=True))
+
+        self.addCleanup(take_down)
+        started = time.monotonic()
+        restored = await threads.deferToThread(
+            backups.restore, folder, plan.folder, mistake_at - datetime.timedelta(seconds=0.5))
+        took = time.monotonic() - started
+        after = await threads.deferToThread(_contents, restored)
+        found = await threads.deferToThread(
+            evaluate.check_invariants, load.ledger, carts,
+            restored.database_dsn("marketplace"), restored.database_dsn("payments"))
+        print(f"\nrestored to just before the mistake into a new cluster in {took:.1f} s;"
+              f" invariants {found}")
+        self.assertEqual(after, before)
+        self.assertEqual(found, {key: 0 for key in found})
+        await take_down()
 
     async def check_replace(self):
         plan = self.plan

@@ -13,6 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from marketplace.cluster import render, settings
 from marketplace.cluster.topology import Plan
+from marketplace.postgres import roles
+
+#: The service roles' passwords, as rolescli.passwords_in gives them.
+PASSWORDS = {role: f"pw-of-{role}" for role in roles.ROLES}
 from marketplace.postgres.database import host_candidates
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "reliability" / "hosts.example"
@@ -63,7 +67,7 @@ class PlanTests(SynchronousTestCase):
             config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"], "on")
 
     def test_secrets_stay_off_the_command_line(self):
-        files = render.render(self.plan, self.plan.machines())
+        files = render.render(self.plan, self.plan.machines(), passwords=PASSWORDS)
         for name, text in files.items():
             if name.endswith(".service"):
                 self.assertNotIn(self.plan.superuser_password, text)
@@ -79,7 +83,7 @@ class RenderTests(SynchronousTestCase):
     def setUp(self):
         self.machines, self.network = render.parse_hosts(EXAMPLE.read_text())
         self.settings = settings.Settings(network=self.network)
-        self.files = render.render(self.settings, self.machines)
+        self.files = render.render(self.settings, self.machines, passwords=PASSWORDS)
 
     def test_the_files_of_each_host(self):
         by_host = {}
@@ -91,11 +95,11 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(by_host, {
             "db1": database, "db2": database, "db3": database,
             "web1": {"buyer.env", "marketplace-buyer.service", "seller.env",
-                     "marketplace-seller.service"},
+                     "marketplace-seller.service", "pgpass"},
             "web2": {"buyer.env", "marketplace-buyer.service", "seller.env",
-                     "marketplace-seller.service"},
-            "pay1": {"payments.env", "marketplace-payments.service"},
-            "pay2": {"payments.env", "marketplace-payments.service"},
+                     "marketplace-seller.service", "pgpass"},
+            "pay1": {"payments.env", "marketplace-payments.service", "pgpass"},
+            "pay2": {"payments.env", "marketplace-payments.service", "pgpass"},
         })
 
     def test_every_host_agrees(self):
@@ -106,12 +110,39 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(patroni["restapi"]["connect_address"], "10.0.0.12:8008")
         self.assertEqual(etcd["initial-cluster"], "db1=http://10.0.0.11:2380,"
                          "db2=http://10.0.0.12:2380,db3=http://10.0.0.13:2380")
-        self.assertIn("host all all 10.0.0.0/24 scram-sha-256",
-                      patroni["postgresql"]["pg_hba"])
         dsn = parse_dsn(render.read_environment(self.files["web1/seller.env"])
                         ["MARKETPLACE_PRODUCT_DB"])
         self.assertEqual(dsn["host"], "10.0.0.11,10.0.0.12,10.0.0.13")
-        self.assertEqual(dsn["password"], self.settings.superuser_password)
+
+    def test_each_daemon_connects_as_its_service_role(self):
+        """Never as the superuser: with its service's role, whose password
+        is in the host's password file, alone."""
+        for env, variable, role, database in (
+                ("web1/seller.env", "MARKETPLACE_PRODUCT_DB", roles.SHOP, "marketplace"),
+                ("web1/buyer.env", "MARKETPLACE_CUSTOMER_DB", roles.SHOP, "marketplace"),
+                ("pay2/payments.env", "MARKETPLACE_PAYMENTS_DB", roles.PAYMENTS, "payments")):
+            dsn = parse_dsn(render.read_environment(self.files[env])[variable])
+            self.assertEqual((dsn["user"], dsn["dbname"], dsn["passfile"]),
+                             (role, database, f"/etc/marketplace/pgpass"))
+            self.assertNotIn("password", dsn)
+            host = env.split("/")[0]
+            self.assertEqual(roles.parse_pgpass(self.files[f"{host}/pgpass"]),
+                             {role: PASSWORDS[role]})
+        for name, text in self.files.items():
+            if not name.startswith("db"):
+                self.assertNotIn(self.settings.superuser_password, text)
+
+    def test_each_role_only_from_its_hosts(self):
+        hba = yaml.safe_load(self.files["db1/patroni.yml"])["postgresql"]["pg_hba"]
+        self.assertEqual([line for line in hba if roles.SHOP in line], [
+            f"host marketplace {roles.SHOP} 10.0.0.21/32 scram-sha-256",
+            f"host marketplace {roles.SHOP} 10.0.0.22/32 scram-sha-256"])
+        self.assertEqual([line for line in hba if roles.PAYMENTS in line], [
+            f"host payments {roles.PAYMENTS} 10.0.0.31/32 scram-sha-256",
+            f"host payments {roles.PAYMENTS} 10.0.0.32/32 scram-sha-256"])
+        self.assertEqual([line for line in hba if "replication" in line], [
+            f"host replication replicator 10.0.0.{n}/32 scram-sha-256" for n in (11, 12, 13)])
+        self.assertNotIn("host all all", " ".join(hba))
 
     def test_units_start_what_they_say(self):
         with tempfile.TemporaryDirectory() as out:
@@ -146,7 +177,7 @@ class RenderTests(SynchronousTestCase):
                 ("db1 10.0.0.1 database\ndb2 10.0.0.2 database\n", "odd number"),
                 (EXAMPLE.read_text() + "x 10.0.0.9 cashier\n", "unknown role 'cashier'"),
                 (EXAMPLE.read_text() + "db1 10.0.0.9 buyer\n", "listed twice"),
-                (EXAMPLE.read_text() + "lonely\n", "line 13"),
+                (EXAMPLE.read_text() + "lonely\n", "line 14"),
         ):
             with self.assertRaises(render.HostsFileError) as raised:
                 render.parse_hosts(text)

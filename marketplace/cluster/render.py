@@ -10,11 +10,15 @@ A hosts file names each host, its address and its roles, one host a line:
     network  10.0.0.0/24
 
 (C{network}, optional: the network PostgreSQL lets clients in from; without
-it, only the hosts' own addresses.)  L{render} turns it, with the cluster's
+it, only the database hosts' addresses) the superuser and the tables' owner
+may connect from; each service's role is let in only from its own hosts.)  L{render} turns it, with the cluster's
 L{Settings}, into one folder per host: for a database host, etcd's and
 Patroni's configuration and their systemd units; for a frontend host, one
-environment file (connection strings and secrets) and one systemd unit per
-daemon.  The network-namespace cluster (L{marketplace.cluster.launch})
+environment file (connection strings and secrets), one systemd unit per
+daemon and a libpq password file (C{pgpass}) with only the line of the
+database role its daemons connect as (postgres/roles.py: marketplace_shop
+for buyer and seller, marketplace_payments for payments; never the
+superuser).  The network-namespace cluster (L{marketplace.cluster.launch})
 starts its processes from exactly these files, read back with L{service}.
 """
 
@@ -22,11 +26,12 @@ import configparser
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from marketplace.cluster.settings import Settings, create_private
+from marketplace.postgres import roles
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -73,6 +78,10 @@ class Layout:
     postgres_user: str = "postgres"
     etcd_user: str = "etcd"
     daemon_user: str = "marketplace"
+    #: The primary's archive_command, which sends each WAL segment to the
+    #: backups (e.g. "barman-wal-archive BARMAN_HOST marketplace %p", of
+    #: barman-cli); "": no archiving.
+    archive_command: str = ""
 
     def config_dir(self, machine: Machine) -> str:
         """The folder of C{machine}'s configuration files."""
@@ -119,15 +128,22 @@ def with_role(machines: Sequence[Machine], role: str) -> List[Machine]:
     return [m for m in machines if role in m.roles]
 
 
-def database_dsn(settings: Settings, databases: Sequence[Machine], database: str) -> str:
+#: The database role each service's daemons connect as, and its database.
+SERVICE_ROLES = {"buyer": roles.SHOP, "seller": roles.SHOP, "payments": roles.PAYMENTS}
+SERVICE_DATABASES = {roles.SHOP: "marketplace", roles.PAYMENTS: "payments"}
+
+
+def database_dsn(settings: Settings, databases: Sequence[Machine], database: str,
+                 user: str = "postgres", passfile: Optional[str] = None) -> str:
     """A libpq connection string for C{database}: on every database host,
-    taking the first that accepts writes."""
+    taking the first that accepts writes.  As the superuser (its password
+    in the string) unless C{user} and its libpq C{passfile} are given."""
     attributes = {
         "host": ",".join(m.address for m in databases),
         "port": ",".join(str(POSTGRES_PORT) for _ in databases),
         "dbname": database,
-        "user": "postgres",
-        "password": settings.superuser_password,
+        "user": user,
+        **({"passfile": passfile} if passfile else {"password": settings.superuser_password}),
         "target_session_attrs": "read-write",
         # A dead host must not hold a connection attempt or a statement for
         # long: give up on it and try the next.
@@ -163,8 +179,38 @@ def etcd_config(settings: Settings, machines: Sequence[Machine], machine: Machin
     }
 
 
-def _client_networks(machines: Sequence[Machine], network: Optional[str]) -> List[str]:
-    return [network] if network else [f"{m.address}/32" for m in machines]
+def _addresses(machines: Sequence[Machine]) -> List[str]:
+    return [f"{m.address}/32" for m in machines]
+
+
+def pg_hba(settings: Settings, machines: Sequence[Machine]) -> List[str]:
+    """Who PostgreSQL lets in, from where: each role only from the hosts
+    that need it (the superuser and the tables' owner also from the
+    operator's C{admin_network}, else the C{network}, if the settings name
+    one)."""
+    databases = with_role(machines, "database")
+    admin = settings.admin_network or settings.network
+    admins = _addresses(databases) + ([admin] if admin else [])
+    shops = [m for m in machines if {"buyer", "seller"} & set(m.roles)]
+    hba = ["local all all trust"]  # the socket is in the data folder, 0700
+    # (From the operator's machine too: Barman's backups, pg_basebackup.)
+    hba += [f"host replication replicator {n} scram-sha-256" for n in admins]
+    hba += [f"host all postgres,{roles.OWNER} {n} scram-sha-256" for n in admins]
+    hba += [f"host {SERVICE_DATABASES[roles.SHOP]} {roles.SHOP} {n} scram-sha-256"
+            for n in _addresses(shops)]
+    hba += [f"host {SERVICE_DATABASES[roles.PAYMENTS]} {roles.PAYMENTS} {n} scram-sha-256"
+            for n in _addresses(with_role(machines, "payments"))]
+    return hba
+
+
+def _archiving(layout: Layout) -> Dict:
+    """WAL archiving by whichever node is the primary (Patroni's dynamic
+    configuration, the same on every node), a segment at least once a
+    minute."""
+    if not layout.archive_command:
+        return {}
+    return {"archive_mode": "on", "archive_command": layout.archive_command,
+            "archive_timeout": 60}
 
 
 def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Machine,
@@ -172,11 +218,6 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
     """Patroni's configuration for database host C{machine}."""
     data = layout.data_dir(machine)
     databases = with_role(machines, "database")
-    hba = ["local all all trust"]  # the socket is in the data folder, 0700
-    hba += [f"host replication replicator {n} scram-sha-256"
-            for n in _client_networks(databases, settings.network)]
-    hba += [f"host all all {n} scram-sha-256"
-            for n in _client_networks(machines, settings.network)]
     return {
         "scope": settings.scope,
         "name": machine.name,
@@ -206,6 +247,7 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
                         "max_wal_senders": 10,
                         "max_replication_slots": 10,
                         "max_connections": 200,
+                        **_archiving(layout),
                     },
                 },
             },
@@ -229,7 +271,7 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
             "basebackup": [{"checkpoint": "fast"}],
             # Patroni's own connections go through the socket.
             "use_unix_socket": True,
-            "pg_hba": hba,
+            "pg_hba": pg_hba(settings, machines),
         },
     }
 
@@ -261,19 +303,19 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
     return command
 
 
-def daemon_environment(settings: Settings, machines: Sequence[Machine],
-                       role: str) -> Dict[str, str]:
-    """The connection strings and secret of C{role}'s daemons."""
+def daemon_environment(settings: Settings, machines: Sequence[Machine], role: str,
+                       passfile: str = "/etc/marketplace/pgpass") -> Dict[str, str]:
+    """The connection strings and secret of C{role}'s daemons, which
+    connect as their service's role with the password in C{passfile}."""
     databases = with_role(machines, "database")
+    user = SERVICE_ROLES[role]
+    dsn = database_dsn(settings, databases, SERVICE_DATABASES[user], user, passfile)
     if role == "payments":
         return {
-            "MARKETPLACE_PAYMENTS_DB": database_dsn(settings, databases, "payments"),
+            "MARKETPLACE_PAYMENTS_DB": dsn,
             "MARKETPLACE_PAYMENTS_SECRET": settings.payments_secret,
         }
-    environment = {
-        "MARKETPLACE_CUSTOMER_DB": database_dsn(settings, databases, "marketplace"),
-        "MARKETPLACE_PRODUCT_DB": database_dsn(settings, databases, "marketplace"),
-    }
+    environment = {"MARKETPLACE_CUSTOMER_DB": dsn, "MARKETPLACE_PRODUCT_DB": dsn}
     if role == "buyer":
         environment["MARKETPLACE_PAYMENTS_SECRET"] = settings.payments_secret
     return environment
@@ -305,9 +347,10 @@ def unit_name(role: str) -> str:
     return f"marketplace-{role}.service"
 
 
-def render(settings: Settings, machines: Sequence[Machine],
-           layout: Layout = Layout()) -> Dict[str, str]:
-    """Every file of every host: {"HOST/FILE": text}."""
+def render(settings: Settings, machines: Sequence[Machine], layout: Layout = Layout(),
+           *, passwords: Mapping[str, str]) -> Dict[str, str]:
+    """Every file of every host: {"HOST/FILE": text}.  C{passwords} are the
+    service roles' (by role name, as rolescli.passwords_in reads them)."""
     files = {}
     for machine in machines:
         config = layout.config_dir(machine)
@@ -327,10 +370,15 @@ def render(settings: Settings, machines: Sequence[Machine],
                 after=unit_name("etcd"),
                 # Patroni's advice: stop only Patroni, which stops PostgreSQL.
                 extra=["KillMode=process", "TimeoutSec=30", "Restart=no"])
+        service_roles = sorted({SERVICE_ROLES[r] for r in machine.roles if r != "database"})
+        if service_roles:
+            # Only the roles this host's daemons connect as.
+            files[f"{home}/pgpass"] = "".join(
+                roles.pgpass_line(r, passwords[r]) for r in service_roles)
         for role in machine.roles:
             if role == "database":
                 continue
-            environment = daemon_environment(settings, machines, role)
+            environment = daemon_environment(settings, machines, role, f"{config}/pgpass")
             files[f"{home}/{role}.env"] = "".join(
                 f'{key}="{value}"\n' for key, value in environment.items())
             files[f"{home}/{unit_name(role)}"] = _unit(

@@ -294,8 +294,10 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                 if plan is None:
                     say("bringing a cluster up")
                     where = Path(tempfile.mkdtemp(prefix="eval-", dir=folder))
+                    # load_testing: the evaluation's clients all sign up
+                    # from this machine, past the per-address limits.
                     plan = await threads.deferToThread(
-                        launch.up, where, settle_after=settle_after)
+                        launch.up, where, settle_after=settle_after, load_testing=True)
                     population = evaluate.Population(
                         reactor, [plan.endpoint(h) for h in plan.by_role("seller")],
                         [plan.endpoint(h) for h in plan.by_role("buyer")])
