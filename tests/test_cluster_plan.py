@@ -141,7 +141,8 @@ class RenderTests(SynchronousTestCase):
             f"host payments {roles.PAYMENTS} 10.0.0.31/32 scram-sha-256",
             f"host payments {roles.PAYMENTS} 10.0.0.32/32 scram-sha-256"])
         self.assertEqual([line for line in hba if "replication" in line], [
-            f"host replication replicator 10.0.0.{n}/32 scram-sha-256" for n in (11, 12, 13)])
+            *(f"host replication replicator 10.0.0.{n}/32 scram-sha-256" for n in (11, 12, 13)),
+            "host replication replicator 10.0.0.0/24 scram-sha-256"])
         self.assertNotIn("host all all", " ".join(hba))
 
     def test_units_start_what_they_say(self):
