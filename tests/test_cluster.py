@@ -85,6 +85,9 @@ def _the_mistake(plan) -> datetime.datetime:
     """An operator's DELETE of every cart line; when it began."""
     import psycopg2
 
+    # The writes before it ended a second before it begins: a restore to
+    # half a second before it has them all.
+    time.sleep(1.0)
     connection = psycopg2.connect(plan.database_dsn("marketplace"))
     try:
         with connection, connection.cursor() as cursor:
@@ -307,6 +310,12 @@ class OperationsTests(unittest.TestCase):
         await load.set_up()
         try:
             await load.run(2.0, 1.0, lambda: None)
+            # A line in each cart for sure (a purchase may just have
+            # emptied it), acknowledged.
+            for i, buyer in enumerate(load.buyers):
+                item = load.items[i]
+                await buyer.add_item_to_cart(item, 1)
+                load.ledger.carts[i].setdefault(item, [0, 0])[0] += 1
             carts = await load.carts_now()
         finally:
             await load.close()
