@@ -652,7 +652,8 @@ def prepared_forms(name: str, sql: str) -> Tuple[str, str]:
 class Database(Service):
     """One PostgreSQL database, reached through a pool of C{size} connections.
 
-    Starting the service opens the pool, stopping it closes the pool.  The
+    Starting the service opens the pool, stopping it closes the pool; with
+    C{replicas}, a second pool on the standbys as well (L{Replicas}).  The
     connection string may be given now or later (L{set_dsn}), before the
     start, for a database that is started by the daemon itself
     (L{marketplace.postgres.embedded.EmbeddedServer}).
@@ -668,8 +669,12 @@ class Database(Service):
         reactor,
         durable: bool = True,
         owner_dsn: Optional[str] = None,
+        replicas: bool = False,
     ):
         self.name = name
+        #: Whether to open a pool on the standbys too, where the connection
+        #: string names several hosts (L{replica_dsn}).
+        self.read_replicas = replicas
         self.dsn = dsn
         #: The connection of the role that owns the tables, which applies
         #: schema.sql (postgres/roles.py); None: the pool's own.
@@ -697,7 +702,7 @@ class Database(Service):
         dsn = connection_dsn(self.dsn, self.durable)
         self._pool = _Pool(dsn, self.size, self._reactor, self._outage, self.stats)
         started = [self._pool.start()]
-        reads = replica_dsn(dsn)
+        reads = replica_dsn(dsn) if self.read_replicas else None
         if reads is not None:
             if self._read_outage is None:
                 self._read_outage = Outage(f"{self.name} (replicas)", self._reactor)
