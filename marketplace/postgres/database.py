@@ -851,7 +851,10 @@ def run_in_turn(pools: List[_Pool], method: str, args: tuple) -> defer.Deferred:
 
 
 def _next_pool(failure, pools, method: str, args: tuple):
-    if not is_unavailable(failure.value):
+    # A standby cancels a query that holds up its replay for too long
+    # (max_standby_streaming_delay) as a serialization failure: a read,
+    # so it is simply run on the next pool.
+    if not (is_unavailable(failure.value) or failure.check(psycopg2.errors.SerializationFailure)):
         return failure
     return run_in_turn(pools, method, args)
 
