@@ -69,7 +69,8 @@ class ReadPoolTests(unittest.TestCase):
         self.assertEqual(payload_of(self, await self.call("DisplayCart")), cart)
         found = payload_of(self, await self.call("GetItem", {"item_id": self.item}))
         self.assertEqual(found["item_id"], self.item)
-        search = payload_of(self, await self.call("SearchItemsForSale", {"category": 3, "keywords": []}))
+        search = payload_of(
+            self, await self.call("SearchItemsForSale", {"category": 3, "keywords": []}))
         self.assertEqual([i["item_id"] for i in search["items"]], [self.item])
         rating = payload_of(self, await self.call("GetSellerRating",
                                                   {"seller_id": found["seller_id"]}))

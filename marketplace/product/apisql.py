@@ -10,10 +10,11 @@ full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
 Every statement begins with the common table expression C{live}, the
 session's account (one row, or none for a session that is not live): on
 one database it checks and touches the session itself (L{LIVE}; on a
-standby it only checks it), on two it is the account the dispatcher found.  Each answers one row: an outcome
-(L{DONE}, or why not) and the payload as JSON text written by PostgreSQL (of
-a refusal: what its error message needs, looked up only then, since every
-plan node costs PostgreSQL time to start on every call).
+standby it only checks it), on two it is the account the dispatcher found.
+Each answers one row: an outcome (L{DONE}, or why not) and the payload as
+JSON text written by PostgreSQL (of a refusal: what its error message
+needs, looked up only then, since every plan node costs PostgreSQL time
+to start on every call).
 
 A write with a request key (arguments C{rk_scope}, C{rk_key},
 C{rk_request}; all null without one) first counts the write among the
