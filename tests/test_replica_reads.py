@@ -11,6 +11,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
+from marketplace.customer.touches import TOUCH_EVERY, Touches
 from tests.support import assert_error, connect, layout_dsns, payload_of, start_marketplace
 from tests.test_buyer_api import buyer_session
 from tests.test_seller_api import PHONE_CASE, seller_session
@@ -81,3 +82,14 @@ class ReadPoolTests(unittest.TestCase):
         # A session that is not live is still refused.
         answer = await self.buyer.request("DisplayCart", {}, "no-such-session")
         assert_error(self, answer, "INVALID_SESSION")
+
+
+class TouchesTests(unittest.SynchronousTestCase):
+    def test_once_every_few_seconds_per_session(self):
+        clock = task.Clock()
+        touches = Touches(None, "buyer", 300.0, clock)
+        self.assertTrue(touches.due("a"))
+        self.assertFalse(touches.due("a"))
+        self.assertTrue(touches.due("b"))
+        clock.advance(TOUCH_EVERY)
+        self.assertTrue(touches.due("a"))
