@@ -12,6 +12,7 @@ from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from marketplace.customer.touches import TOUCH_EVERY, Touches
+from marketplace.postgres import database
 from tests.support import assert_error, connect, layout_dsns, payload_of, start_marketplace
 from tests.test_buyer_api import buyer_session
 from tests.test_seller_api import PHONE_CASE, seller_session
@@ -52,6 +53,17 @@ class ReadPoolTests(unittest.TestCase):
         self.assertTrue(self.backend.product.has_replicas)
         self.assertTrue(self.backend.customer.has_replicas)
         self.assertFalse(self.backend.payments.has_replicas)
+
+    async def test_read_connections_are_made_again_after_a_while(self):
+        # So that one on the primary (no standby was up) moves back to a
+        # standby once there is one.
+        self.patch(database, "READ_CONNECTION_AGE", 0.0)
+        reads = self.backend.product.pools(replicas_first=True)[0]
+        before = set(reads.connections)
+        for _ in range(3):
+            payload_of(self, await self.call("GetItem", {"item_id": self.item}))
+        self.assertTrue(before - set(reads.connections))
+        self.assertEqual(reads.stats.reconnects, 0)
 
     async def test_a_catalog_read_touches_the_session_separately(self):
         await self.backend.customer.execute(

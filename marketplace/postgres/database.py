@@ -56,6 +56,9 @@ STOP_WAIT = 5.0
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
 
+#: Seconds a connection of a read pool serves before it is made again.
+READ_CONNECTION_AGE = 30.0
+
 #: Seconds an attempt to open a connection may take.
 CONNECT_TIMEOUT = 10.0
 
@@ -235,6 +238,8 @@ class _Connection(txpostgres.Connection):
         self.pool = pool
         #: Names of the statements prepared on this connection.
         self.prepared_statements: Set[str] = set()
+        #: When it was made (the reactor's seconds).
+        self.made_at = reactor.seconds()
 
     def connect(self, dsn: str) -> defer.Deferred:  # type: ignore[override]
         """Open the connection; a Deferred of this connection."""
@@ -388,7 +393,10 @@ class _Pool:
         self.hosts = Rotation(host_candidates(dsn))
         #: Whether each new connection starts from the host after the one
         #: the last went to (a read pool, over the standbys), rather than
-        #: from the same one (the primary).
+        #: from the same one (the primary); such a pool also makes each
+        #: connection again after L{READ_CONNECTION_AGE} seconds, so that
+        #: one that landed on the primary (no standby was up) or on a
+        #: standby since promoted moves back to a standby.
         self.spread = spread
         self.size = size
         self.reactor = reactor
@@ -518,6 +526,17 @@ class _Pool:
             self._fail_waiters()
         self._open(replacing=True)
 
+    def _old(self, connection: _Connection) -> bool:
+        return self.reactor.seconds() - connection.made_at > READ_CONNECTION_AGE
+
+    def _make_again(self, connection: _Connection) -> None:
+        """Close C{connection}, which works, and open another in its place
+        (the read pool's rebalancing: no outage, no reconnect counted)."""
+        self.connections.discard(connection)
+        connection.close()
+        if not self.closed:
+            self._open()
+
     def _fail_waiters(self) -> None:
         waiters, self.waiters = self.waiters, deque()
         for d in waiters:
@@ -554,7 +573,9 @@ class _Pool:
 
     def _put_back(self, result, connection: _Connection):
         if connection in self.connections:
-            if connection.usable:
+            if connection.usable and self.spread and self._old(connection):
+                self._make_again(connection)
+            elif connection.usable:
                 self._lend_or_keep(connection)
             else:
                 reason = describe(result) if isinstance(result, Failure) else "left busy"
