@@ -221,7 +221,7 @@ async def run_restart(reactor, plan: Plan, folder: Path, population: evaluate.Po
     down (C{down}) and brought up again, then every process killed at once
     (a power cut) and brought up again; each time, how long C{up} took and
     whether every write the clients were told of is there."""
-    load = _load(reactor, population, "reads" if reads else "none", clients)
+    load = evaluate.Load(reactor, population, clients)
     await load.set_up()
     try:
         await load.run(seconds, None, lambda: None)
