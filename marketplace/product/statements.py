@@ -29,6 +29,13 @@ key, the answer filed under the key is returned if there is one: a
 concurrent repeat waited for the first one's row locks, so the first is
 committed by then.
 
+Where the product database has standbys (a read pool, see
+marketplace/postgres/database.py), the catalog reads run there
+(L{Statements.read_catalog}) and the reads that must see the session's
+writes run there when the primary cannot be reached (L{Statements.read});
+on one database their C{live} is the "standby" one, which checks the
+session without touching it (the touch goes to the primary afterwards).
+
 The handlers are built with Deferred callbacks alone: they are the busiest
 code of the service, and a coroutine costs more to start and resume than a
 callback does to run.
