@@ -76,6 +76,7 @@ class Daemon:
             "--signups-per-address=1000",
             "--hash-per-address=1000",
             "--hash-queue=1000",
+            "--hash-memory=1024",  # (see tests/support.py, TEST_HASH_MEMORY)
             f"--payments=tcp:host=127.0.0.1:port={self.ports['payments']}",
             *[f"--{name}-listen=tcp:{port}:interface=127.0.0.1" for name, port in self.ports.items()],
             *args,

@@ -319,7 +319,7 @@ class EndToEndTests(unittest.TestCase):
 
     async def test_tiny_benchmark(self):
         market = await start_marketplace(self)
-        for workload in ("seed", "browse"):
+        for workload in ("seed", "seed-unkeyed", "browse"):
             plan = Plan(
                 seller=f"tcp:host=127.0.0.1:port={market.ports['seller']}",
                 buyer=f"tcp:host=127.0.0.1:port={market.ports['buyer']}",

@@ -42,6 +42,7 @@ SAMPLES = {
     "hash-queue": ("10", 10, "12", 12),
     "hash-per-address": ("5", 5, "6", 6),
     "hash-per-username": ("3", 3, "4", 4),
+    "hash-memory": ("2048", 2048, "4096", 4096),
     "signups-per-address": ("30", 30, "40", 40),
     "signup-window": ("60", 60.0, "90", 90.0),
     "username-checks-per-address": ("70", 70, "80", 80),

@@ -7,6 +7,9 @@ from twisted.trial import unittest
 
 from marketplace.contract.errors import INVALID_SESSION, ApiError
 from marketplace.frame.dispatch import Api, Dispatcher, Reply, Session
+# The database layer names its errors that mean "unavailable" as it is
+# imported, as it is in every daemon.
+import marketplace.postgres.database  # noqa: F401
 
 
 def frame(api, session_id=None, payload=None):

@@ -51,8 +51,11 @@ class PaymentsClientTests(unittest.TestCase):
         payments = client(self, fake.start(self))
         e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsError)
         self.assertEqual((e.code, e.message), (NOT_FOUND, "fake"))
-        e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsError)
-        self.assertEqual(e.code, UNAVAILABLE)
+        # UNAVAILABLE is not an answer: the request may or may not have
+        # been acted on, and is not sent again (its key settles it).
+        e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsUnavailable)
+        self.assertIn("answered UNAVAILABLE", str(e))
+        self.assertEqual(len(fake.requests), 2)
 
     async def test_no_answer_in_time(self):
         """A request unanswered after the timeout fails, with every request
@@ -64,7 +67,7 @@ class PaymentsClientTests(unittest.TestCase):
         stuck = call(payments, "AuthorizePayment", {})
         behind = call(payments, "GetPayment", {})
         e = await self.assertFailure(stuck, PaymentsUnavailable)
-        self.assertIn("did not answer in time", str(e))
+        self.assertIn("the payments service did not answer", str(e))
         await self.assertFailure(behind, PaymentsUnavailable)
         self.assertLess(reactor.seconds() - started, 5)
         self.assertEqual(await call(payments, "GetPayment", {}), {"n": 4})
@@ -74,10 +77,15 @@ class PaymentsClientTests(unittest.TestCase):
         fake = FakeService("drop")
         payments = client(self, fake.start(self))
         e = await self.assertFailure(call(payments, "GetPayment", {}), PaymentsUnavailable)
-        self.assertIn("the connection was lost", str(e))
+        self.assertIn("the connection to the payments service was lost", str(e))
+        self.assertEqual(len(fake.requests), 1)
+        # Nothing listening: one attempt to connect, not a wait until the
+        # timeout.
         nowhere = client(self, f"tcp:host=127.0.0.1:port={free_port()}")
+        started = reactor.seconds()
         e = await self.assertFailure(call(nowhere, "GetPayment", {}), PaymentsUnavailable)
-        self.assertIn("cannot be reached", str(e))
+        self.assertIn("nothing is listening at the payments service", str(e))
+        self.assertLess(reactor.seconds() - started, 5)
 
 
 class SeveralPaymentsDaemonsTests(unittest.TestCase):

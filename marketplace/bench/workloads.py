@@ -87,6 +87,19 @@ def add_to_cart(state: ClientState) -> Tuple[str, defer.Deferred]:
     return "AddItemToCart", client.add_item_to_cart(state.next_item(), 1)
 
 
+def add_to_cart_unkeyed(state: ClientState) -> Tuple[str, defer.Deferred]:
+    """AddItemToCart without a request key, as a client that never sends a
+    call again may send it (PROTOCOL.md: the key is optional)."""
+    client: BuyerClient = state.client
+    message = {
+        "type": "request",
+        "api": "AddItemToCart",
+        "session_id": client.session_id,
+        "payload": {"item_id": state.next_item(), "quantity": 1},
+    }
+    return "AddItemToCart", client.connection.call(message)
+
+
 def search(state: ClientState) -> Tuple[str, defer.Deferred]:
     client: BuyerClient = state.client
     keyword = KEYWORDS[state.rng.randrange(len(KEYWORDS))]
@@ -191,6 +204,13 @@ WORKLOADS: Dict[str, Workload] = {
             "buyers AddItemToCart, sellers DisplayItemsForSale",
             seller=(display_items,),
             buyer=(add_to_cart,),
+        ),
+        Workload(
+            "seed-unkeyed",
+            "the seed workload with AddItemToCart sent without a request key:"
+            " against seed, what the keys cost",
+            seller=(display_items,),
+            buyer=(add_to_cart_unkeyed,),
         ),
         Workload(
             "browse",

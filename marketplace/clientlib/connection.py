@@ -77,8 +77,9 @@ class Connection:
     @param initial_delay: seconds to wait before the second attempt to
         connect or to send; each further failure doubles it, up to
         C{max_delay} (with 20 % jitter either way).
-    @param max_retries: at most this many repeats of one call (by default
-        as many as the deadline allows).
+    @param max_retries: at most this many repeats of one call, and this
+        many attempts to connect after a first that failed (by default as
+        many as the deadline allows).
     @param give_up_after: the older name of C{deadline}.
     @param where: the service's address for error messages (by default the
         endpoint description).
@@ -195,6 +196,7 @@ class Connection:
         """The open connection, connecting first where there is none,
         again and again with backoff until C{until}."""
         backoff = self._backoff()
+        failures = 0
         while True:
             protocol = self._protocol
             if protocol is not None and protocol.open:
@@ -214,6 +216,7 @@ class Connection:
                 if self._closed:
                     raise ClientError(UNAVAILABLE, "the client is closed", api)
                 failed = unreachable(self.where, e)
+                failures += 1
             except ClientError:
                 raise
             except Exception:
@@ -221,6 +224,8 @@ class Connection:
                 if self._closed:
                     raise ClientError(UNAVAILABLE, "the client is closed", api)
                 raise
+            if self.max_retries is not None and failures > self.max_retries:
+                raise ClientError(UNAVAILABLE, failed, api)
             wait = backoff.next()
             if self._reactor.seconds() + wait > until:
                 raise self._gave_up(api, failed)

@@ -29,12 +29,15 @@ from marketplace.contract.errors import (
 from marketplace.customer import customerdb, identities, throttles
 from marketplace.customer.touches import Touches
 from marketplace.customer.passwords import (
+    DEFAULT_HASH_MEMORY,
     DEFAULT_HASH_PER_SOURCE,
     DEFAULT_HASH_PER_USERNAME,
     DEFAULT_HASH_QUEUE,
     DEFAULT_HASH_WORKERS,
+    MIN_HASH_MEMORY,
     HashingBudget,
     Passwords,
+    hasher,
 )
 from marketplace.postgres.database import Database
 from marketplace.postgres import requestkeys
@@ -67,6 +70,7 @@ class AccountLimits:
     hash_queue: int = DEFAULT_HASH_QUEUE
     hash_per_address: int = DEFAULT_HASH_PER_SOURCE
     hash_per_username: int = DEFAULT_HASH_PER_USERNAME
+    hash_memory: int = DEFAULT_HASH_MEMORY
     signups_per_address: int = DEFAULT_SIGNUPS_PER_ADDRESS
     signup_window: float = DEFAULT_SIGNUP_WINDOW
     max_sessions: int = DEFAULT_MAX_SESSIONS
@@ -88,6 +92,10 @@ class AccountLimits:
             self.hash_workers, self.hash_queue, self.hash_per_address, self.hash_per_username
         )
 
+    def passwords(self) -> Passwords:
+        """Password hashing with this memory and within this budget."""
+        return Passwords(hasher(self.hash_memory), self.budget())
+
 
 OPTIONS = [
     ["hash-workers", None, str(DEFAULT_HASH_WORKERS),
@@ -99,6 +107,10 @@ OPTIONS = [
      " RATE_LIMITED."],
     ["hash-per-username", None, str(DEFAULT_HASH_PER_USERNAME),
      "Login hashes of one username run at once; the others wait."],
+    ["hash-memory", None, str(DEFAULT_HASH_MEMORY),
+     "KiB of memory per password hash (argon2id). Less makes guessing"
+     " stolen hashes cheaper: lower it only for tests. Hashes made with"
+     " other values still verify."],
     ["signups-per-address", None, str(DEFAULT_SIGNUPS_PER_ADDRESS),
      "Accounts one source address may create at once (a token bucket's"
      " size); it fills up again over --signup-window."],
@@ -127,6 +139,7 @@ def limits_from_options(options) -> AccountLimits:
             hash_queue=int(options["hash-queue"]),
             hash_per_address=int(options["hash-per-address"]),
             hash_per_username=int(options["hash-per-username"]),
+            hash_memory=int(options["hash-memory"]),
             signups_per_address=int(options["signups-per-address"]),
             signup_window=float(options["signup-window"]),
             max_sessions=int(options["max-sessions"]),
@@ -143,6 +156,7 @@ def limits_from_options(options) -> AccountLimits:
     if (
         min(limits.hash_workers, limits.hash_per_address, limits.hash_per_username) < 1
         or limits.hash_queue < 0
+        or limits.hash_memory < MIN_HASH_MEMORY
         or limits.signups_per_address < 0
         or limits.username_checks_per_address < 0
         or not 0 < limits.signup_window <= SIGNUP_WINDOW_MAX
@@ -154,7 +168,7 @@ def limits_from_options(options) -> AccountLimits:
             " --max-sessions and --request-keys-per-minute must be at least 1,"
             " --hash-queue, --signups-per-address and"
             " --username-checks-per-address at least 0, --signup-window above 0"
-            " and at most 7 days"
+            f" and at most 7 days, --hash-memory at least {MIN_HASH_MEMORY}"
         )
     return limits
 

@@ -25,6 +25,17 @@ DEFAULT_HASH_WORKERS = 2
 DEFAULT_HASH_QUEUE = 4096
 DEFAULT_HASH_PER_SOURCE = 512
 DEFAULT_HASH_PER_USERNAME = 2
+#: KiB of memory of one argon2id computation (argon2-cffi's default, RFC
+#: 9106's second recommendation); the time and parallelism stay its defaults.
+DEFAULT_HASH_MEMORY = 65536
+#: The least --hash-memory: argon2 needs 8 KiB per lane, and anything near
+#: this is for tests, not for protecting passwords.
+MIN_HASH_MEMORY = 1024
+
+
+def hasher(memory: int = DEFAULT_HASH_MEMORY) -> PasswordHasher:
+    """An argon2id hasher using C{memory} KiB per computation."""
+    return PasswordHasher(memory_cost=memory)
 
 
 @dataclass

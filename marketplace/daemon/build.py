@@ -202,7 +202,7 @@ def build(
         settings,
         reactor,
         tuple(databases),
-        passwords or Passwords(budget=account_limits.budget()),
+        passwords or account_limits.passwords(),
     )
     backend.setServiceParent(top)
     if "customer" in databases:
