@@ -63,8 +63,12 @@ class PlanTests(SynchronousTestCase):
         machines = self.plan.machines()
         config = render.patroni_config(self.plan, machines, machines[0], render.Layout())
         self.assertIs(config["bootstrap"]["dcs"]["synchronous_mode"], True)
+        # Every replica synchronous, each commit applied there before it
+        # is acknowledged: a standby answering reads has every write.
+        self.assertEqual(config["bootstrap"]["dcs"]["synchronous_node_count"], 2)
         self.assertEqual(
-            config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"], "on")
+            config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"],
+            "remote_apply")
 
     def test_secrets_stay_off_the_command_line(self):
         files = render.render(self.plan, self.plan.machines(), passwords=PASSWORDS)

@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
     evaluation.add_argument("--failure", default="all", type=_cases,
                             help="which failures or planned changes, comma-separated: none,"
-                            " frontend, replica, primary, switchover, roll, restart (the"
-                            " whole-cluster restart check, after the runs); default all")
+                            " frontend, replica, primary, switchover, roll, browse (the"
+                            " primary killed under browsing buyers), reads (browsing buyers"
+                            " alone), restart (the whole-cluster restart check, after the"
+                            " runs); default all")
     evaluation.add_argument("--scenarios", default="1,10,100",
                             help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
     # 6 + 35: the primary's failure (about 22 s) is over before the run is.

@@ -234,13 +234,18 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
                 "loop_wait": PATRONI_LOOP_WAIT,
                 "retry_timeout": PATRONI_RETRY_TIMEOUT,
                 "maximum_lag_on_failover": 1048576,
-                # A commit is acknowledged only once a second node has it.
+                # A commit is acknowledged only once a second node has it;
+                # every replica is synchronous, so that with the daemons'
+                # synchronous_commit = remote_apply each standby that
+                # answers reads has applied every acknowledged write
+                # (docs/RELIABILITY.md, Reads on the replicas).
                 "synchronous_mode": True,
+                "synchronous_node_count": max(1, len(databases) - 1),
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,
                     "parameters": {
-                        "synchronous_commit": "on",
+                        "synchronous_commit": "remote_apply",
                         "wal_level": "replica",
                         "hot_standby": "on",
                         "wal_log_hints": "on",
