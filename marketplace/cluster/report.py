@@ -399,42 +399,44 @@ def _ordered(results: List[Dict]) -> List[Dict]:
     return sorted(results, key=lambda r: (order.index(r["case"]), r["clients"]))
 
 
-def comparison(results: List[Dict]) -> List[str]:
-    """The table of no-failure throughput: the cluster against make run's
-    deployment (empty without runs of both)."""
-    cluster = {r["clients"]: r for r in results if r["case"] == "none"}
-    single = {r["clients"]: r for r in results if r["case"] == SINGLE}
+def _against_make_run(results: List[Dict], case: str, single_case: str, figure: str,
+                      intro: str, header: str) -> List[str]:
+    """A table of C{figure} of the C{case} runs against the C{single_case}
+    runs (make run's deployment) with the same clients (empty without runs
+    of both)."""
+    cluster = {r["clients"]: r for r in results if r["case"] == case}
+    single = {r["clients"]: r for r in results if r["case"] == single_case}
     both = sorted(set(cluster) & set(single))
     if not both:
         return []
-    lines = ["", "No failure, the cluster against `make run`'s deployment (the same clients,"
-             " workload and length of run):", "",
-             "| clients | cluster calls/s | make run calls/s | cluster / make run |",
-             "| --- | --- | --- | --- |"]
+    lines = ["", intro, "", header, "| --- | --- | --- | --- |"]
     for n in both:
-        mine, theirs = cluster[n]["throughput"], single[n]["throughput"]
-        lines.append(f"| {n}+{n} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
+        mine, theirs = cluster[n][figure], single[n][figure]
+        label = f"{n}+{n}" if figure == "throughput" else f"{n}"
+        lines.append(f"| {label} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
     return lines
+
+
+def comparison(results: List[Dict]) -> List[str]:
+    """The table of no-failure throughput: the cluster against make run's
+    deployment (empty without runs of both)."""
+    return _against_make_run(
+        results, "none", SINGLE, "throughput",
+        "No failure, the cluster against `make run`'s deployment (the same clients,"
+        " workload and length of run):",
+        "| clients | cluster calls/s | make run calls/s | cluster / make run |")
 
 
 def read_comparison(results: List[Dict]) -> List[str]:
     """The table of read throughput (the "reads" runs: browsing buyers
-    alone), the cluster's standbys serving reads against make run's
-    deployment (empty without runs of both)."""
-    cluster = {r["clients"]: r for r in results if r["case"] == "reads"}
-    single = {r["clients"]: r for r in results if r["case"] == SINGLE_READS}
-    both = sorted(set(cluster) & set(single))
-    if not both:
-        return []
-    lines = ["", "Reads alone (browsing buyers: DisplayCart, SearchItemsForSale, GetItem,"
-             " and an addition to the cart every 0.25 s each), the cluster, whose standbys"
-             " answer the catalog reads, against `make run`'s deployment:", "",
-             "| browsing buyers | cluster reads/s | make run reads/s | cluster / make run |",
-             "| --- | --- | --- | --- |"]
-    for n in both:
-        mine, theirs = cluster[n]["reads_per_s"], single[n]["reads_per_s"]
-        lines.append(f"| {n} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
-    return lines
+    alone), the cluster, whose standbys serve catalog reads, against make
+    run's deployment (empty without runs of both)."""
+    return _against_make_run(
+        results, "reads", SINGLE_READS, "reads_per_s",
+        "Reads alone (browsing buyers: DisplayCart, SearchItemsForSale, GetItem,"
+        " and an addition to the cart every 0.25 s each), the cluster, whose standbys"
+        " answer the catalog reads, against `make run`'s deployment:",
+        "| browsing buyers | cluster reads/s | make run reads/s | cluster / make run |")
 
 
 def scaling_markdown(results: List[Dict]) -> str:
