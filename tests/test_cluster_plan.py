@@ -16,6 +16,10 @@ from cryptography import x509
 
 from marketplace.cluster import certs, render, settings
 from marketplace.cluster.topology import Plan
+from marketplace.postgres import roles
+
+#: The service roles' passwords, as rolescli.passwords_in gives them.
+PASSWORDS = {role: f"pw-of-{role}" for role in roles.ROLES}
 from marketplace.postgres.database import host_candidates
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "reliability" / "hosts.example"
@@ -64,11 +68,16 @@ class PlanTests(SynchronousTestCase):
         machines = self.plan.machines()
         config = render.patroni_config(self.plan, machines, machines[0], render.Layout())
         self.assertIs(config["bootstrap"]["dcs"]["synchronous_mode"], True)
+        # Every replica synchronous, each commit applied there before it
+        # is acknowledged: a standby answering reads has every write.
+        self.assertEqual(config["bootstrap"]["dcs"]["synchronous_node_count"], 2)
         self.assertEqual(
-            config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"], "on")
+            config["bootstrap"]["dcs"]["postgresql"]["parameters"]["synchronous_commit"],
+            "remote_apply")
 
     def test_secrets_stay_off_the_command_line(self):
-        files = render.render(self.plan, self.plan.machines(), authority=AUTHORITY)
+        files = render.render(self.plan, self.plan.machines(), passwords=PASSWORDS,
+                              authority=AUTHORITY)
         for name, text in files.items():
             if name.endswith(".service"):
                 self.assertNotIn(self.plan.superuser_password, text)
@@ -84,7 +93,8 @@ class RenderTests(SynchronousTestCase):
     def setUp(self):
         self.machines, self.network = render.parse_hosts(EXAMPLE.read_text())
         self.settings = settings.Settings(network=self.network)
-        self.files = render.render(self.settings, self.machines, authority=AUTHORITY)
+        self.files = render.render(self.settings, self.machines, passwords=PASSWORDS,
+                                   authority=AUTHORITY)
 
     def test_the_files_of_each_host(self):
         by_host = {}
@@ -95,8 +105,8 @@ class RenderTests(SynchronousTestCase):
                     "marketplace-patroni.service", "tls/ca/ca.pem", "tls/etcd.pem",
                     "tls/etcd.key", "tls/patroni.pem", "tls/patroni.key"}
         web = {"buyer.env", "marketplace-buyer.service", "seller.env",
-               "marketplace-seller.service", "tls/ca/ca.pem"}
-        pay = {"payments.env", "marketplace-payments.service", "tls/ca/ca.pem",
+               "marketplace-seller.service", "pgpass", "tls/ca/ca.pem"}
+        pay = {"payments.env", "marketplace-payments.service", "pgpass", "tls/ca/ca.pem",
                "tls/payments.pem", "tls/payments.key"}
         self.assertEqual(by_host, {"db1": database, "db2": database, "db3": database,
                                    "web1": web, "web2": web, "pay1": pay, "pay2": pay})
@@ -109,12 +119,40 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(patroni["restapi"]["connect_address"], "10.0.0.12:8008")
         self.assertEqual(etcd["initial-cluster"], "db1=https://10.0.0.11:2380,"
                          "db2=https://10.0.0.12:2380,db3=https://10.0.0.13:2380")
-        self.assertIn("hostssl all all 10.0.0.0/24 scram-sha-256",
-                      patroni["postgresql"]["pg_hba"])
         dsn = parse_dsn(render.read_environment(self.files["web1/seller.env"])
                         ["MARKETPLACE_PRODUCT_DB"])
         self.assertEqual(dsn["host"], "10.0.0.11,10.0.0.12,10.0.0.13")
-        self.assertEqual(dsn["password"], self.settings.superuser_password)
+
+    def test_each_daemon_connects_as_its_service_role(self):
+        """Never as the superuser: with its service's role, whose password
+        is in the host's password file, alone."""
+        for env, variable, role, database in (
+                ("web1/seller.env", "MARKETPLACE_PRODUCT_DB", roles.SHOP, "marketplace"),
+                ("web1/buyer.env", "MARKETPLACE_CUSTOMER_DB", roles.SHOP, "marketplace"),
+                ("pay2/payments.env", "MARKETPLACE_PAYMENTS_DB", roles.PAYMENTS, "payments")):
+            dsn = parse_dsn(render.read_environment(self.files[env])[variable])
+            self.assertEqual((dsn["user"], dsn["dbname"], dsn["passfile"]),
+                             (role, database, f"/etc/marketplace/pgpass"))
+            self.assertNotIn("password", dsn)
+            host = env.split("/")[0]
+            self.assertEqual(roles.parse_pgpass(self.files[f"{host}/pgpass"]),
+                             {role: PASSWORDS[role]})
+        for name, text in self.files.items():
+            if not name.startswith("db"):
+                self.assertNotIn(self.settings.superuser_password, text)
+
+    def test_each_role_only_from_its_hosts(self):
+        hba = yaml.safe_load(self.files["db1/patroni.yml"])["postgresql"]["pg_hba"]
+        self.assertEqual([line for line in hba if roles.SHOP in line], [
+            f"hostssl marketplace {roles.SHOP} 10.0.0.21/32 scram-sha-256",
+            f"hostssl marketplace {roles.SHOP} 10.0.0.22/32 scram-sha-256"])
+        self.assertEqual([line for line in hba if roles.PAYMENTS in line], [
+            f"hostssl payments {roles.PAYMENTS} 10.0.0.31/32 scram-sha-256",
+            f"hostssl payments {roles.PAYMENTS} 10.0.0.32/32 scram-sha-256"])
+        self.assertEqual([line for line in hba if "replication" in line], [
+            *(f"hostssl replication replicator 10.0.0.{n}/32 scram-sha-256" for n in (11, 12, 13)),
+            "hostssl replication replicator 10.0.0.0/24 scram-sha-256"])
+        self.assertNotIn("hostssl all all", " ".join(hba))
 
     def test_units_start_what_they_say(self):
         with tempfile.TemporaryDirectory() as out:
@@ -152,7 +190,7 @@ class RenderTests(SynchronousTestCase):
                 ("db1 10.0.0.1 database\ndb2 10.0.0.2 database\n", "odd number"),
                 (EXAMPLE.read_text() + "x 10.0.0.9 cashier\n", "unknown role 'cashier'"),
                 (EXAMPLE.read_text() + "db1 10.0.0.9 buyer\n", "listed twice"),
-                (EXAMPLE.read_text() + "lonely\n", "line 13"),
+                (EXAMPLE.read_text() + "lonely\n", "line 14"),
         ):
             with self.assertRaises(render.HostsFileError) as raised:
                 render.parse_hosts(text)
@@ -166,7 +204,8 @@ class TlsRenderTests(SynchronousTestCase):
     def setUp(self):
         self.machines, network = render.parse_hosts(EXAMPLE.read_text())
         self.settings = settings.Settings(network=network)
-        self.files = render.render(self.settings, self.machines, authority=AUTHORITY)
+        self.files = render.render(self.settings, self.machines, passwords=PASSWORDS,
+                                   authority=AUTHORITY)
         self.ca = "/etc/marketplace/tls/ca/ca.pem"
 
     def test_postgresql_takes_only_tls_from_other_hosts(self):

@@ -58,6 +58,25 @@ class PopulationTests(unittest.TestCase):
         self.assertGreaterEqual(len(load.ledger.purchase_keys), len(load.ledger.purchases))
 
 
+    async def test_browsing_buyers_read_their_own_additions(self):
+        market = await start_marketplace(self)
+        seller = endpoint_description("127.0.0.1", market.ports["seller"])
+        buyer = endpoint_description("127.0.0.1", market.ports["buyer"])
+        population = evaluate.Population(reactor, [seller], [buyer])
+        load = evaluate.Load(reactor, population, 0, browsers=2)
+        await load.set_up()
+        try:
+            await load.run(1.0, None, lambda: None)
+        finally:
+            await load.close()
+        apis = {c.api for c in load.calls if c.client.startswith("r") and c.code == "OK"}
+        self.assertEqual(apis, set(evaluate.BROWSE_APIS))
+        self.assertTrue(any(load.browsed_carts.values()), "no addition was acknowledged")
+        self.assertEqual(load.stale_carts, 0)
+        self.assertEqual(load.errors(), {})
+        self.assertLess(load.browse_gap(load.started), 1.0)
+
+
 def _result(case: str, clients: int, throughput: float) -> dict:
     return {"case": case, "clients": clients, "throughput": throughput, "errors": {},
             "outage": {}, "invariants": {}, "apis": {}, "failed_hosts": []}
@@ -71,6 +90,12 @@ class ReportTests(unittest.SynchronousTestCase):
         self.assertIn("| 10+10 | 900 | 1,500 | 0.60 |", lines)
         # Only scenarios measured on both.
         self.assertEqual([line for line in lines if line.startswith("| 1+1")], [])
+
+    def test_reads_on_the_cluster_against_make_run(self):
+        results = [{**_result("reads", 10, 0.0), "reads_per_s": 3000.0},
+                   {**_result(report.SINGLE_READS, 10, 0.0), "reads_per_s": 2000.0}]
+        self.assertIn("| 10 | 3,000 | 2,000 | 1.50 |", report.read_comparison(results))
+        self.assertIn("| 10 | 3,000 | 2,000 | 1.50 |", report.markdown(results))
 
     def test_rows_by_case_then_clients(self):
         results = [_result(report.SINGLE, 1, 1.0), _result("primary", 1, 1.0),

@@ -15,7 +15,14 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXClientEndpoint, c
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from marketplace.postgres.database import Database, connection_dsn, is_unavailable
+from marketplace.postgres.database import (
+    Database,
+    _Pool,
+    connection_dsn,
+    host_candidates,
+    is_unavailable,
+    replica_dsn,
+)
 from tests.db import test_dsns, test_server
 from tests.test_crash_pools import assert_reactor_clean
 from tests.test_unavailable import allow_connections
@@ -176,12 +183,32 @@ class PoolTests(unittest.TestCase):
 
 
 class ConnectionSettingsTests(unittest.SynchronousTestCase):
-    def test_commits_wait_for_the_disk_by_default(self):
+    def test_commits_wait_for_the_disk_and_the_standbys_by_default(self):
         dsn = parse_dsn(connection_dsn("dbname=x options='-c work_mem=1MB'"))
-        self.assertEqual(dsn["options"], "-c work_mem=1MB -c synchronous_commit=on")
+        self.assertEqual(dsn["options"], "-c work_mem=1MB -c synchronous_commit=remote_apply")
         self.assertEqual(dsn["keepalives"], "1")
 
     def test_unsafe_mode(self):
         dsn = parse_dsn(connection_dsn("postgresql:///x?keepalives_idle=3", durable=False))
         self.assertEqual(dsn["options"], "-c synchronous_commit=off")
         self.assertEqual(dsn["keepalives_idle"], "3")
+
+    def test_no_read_pool_on_one_host(self):
+        self.assertIsNone(replica_dsn("host=db1 dbname=x"))
+        self.assertIsNone(replica_dsn("dbname=x"))
+
+    def test_read_pool_prefers_each_standby_then_any_host(self):
+        reads = replica_dsn("host=a,b port=5,6 dbname=x target_session_attrs=read-write")
+        found = [(p["host"], p["port"], p["target_session_attrs"])
+                 for p in map(parse_dsn, host_candidates(reads))]
+        self.assertEqual(found, [("a", "5", "standby"), ("b", "6", "standby"),
+                                 ("a", "5", "any"), ("b", "6", "any")])
+
+    def test_read_pool_spreads_over_the_standbys(self):
+        pool = _Pool(replica_dsn("host=a,b,c dbname=x"), 3, None, None, spread=True)
+        pool._spread_from(1)  # a connection on standby b: the next tries c first
+        self.assertEqual(pool.hosts.current, 2)
+        pool._spread_from(2)  # then a, never a host taken as "any"
+        self.assertEqual(pool.hosts.current, 0)
+        pool._spread_from(5)  # on c as any: the next tries the standbys again
+        self.assertEqual(pool.hosts.current, 0)

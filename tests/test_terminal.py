@@ -515,10 +515,10 @@ class ConnectionProblemTests(unittest.TestCase):
         os.makedirs(self.home)
 
     async def assert_told(self, args, message: str):
-        started = reactor.seconds()
         term = start(self, "marketplace-buyer-cli", args, self.home)
-        screen = await term.expect(message, timeout=5)
-        self.assertLess(reactor.seconds() - started, 2.0 + 1.5)  # + Python's start
+        # Told at the first refusal, not after the client library's 30 s of
+        # trying again (the bound is far from both, for a loaded machine).
+        screen = await term.expect(message, timeout=20)
         self.assertEqual(await term.ended, 1)
         self.assertNotIn("Password", screen)
         self.assertNotIn("Traceback", screen)

@@ -90,17 +90,13 @@ class BuyerApis:
             product, sessions, self.accounts, apisql.FILED_ANSWER
         )
         layout = statements.layout
-        self._get_item = statements.statement("get_item", apisql.full_text("GetItem", layout))
+        self._get_item = statements.read_statement("get_item", "GetItem")
         self._add_to_cart = statements.statement(
             "add_to_cart", apisql.full_text("AddItemToCart", layout)
         )
-        self._display_cart = statements.statement(
-            "display_cart", apisql.full_text("DisplayCart", layout)
-        )
+        self._display_cart = statements.read_statement("display_cart", "DisplayCart")
         self._searches = {
-            shape: statements.statement(
-                f"search_{shape}", apisql.full_text(f"SearchItemsForSale/{shape}", layout)
-            )
+            shape: statements.read_statement(f"search_{shape}", f"SearchItemsForSale/{shape}")
             for shape in ("all", "one", "many")
         }
 
@@ -123,7 +119,9 @@ class BuyerApis:
         except ApiError as error:
             return self.statements.refuse(call, error)
         shape, _, args = productdb.search_statement(category, keywords, limit, offset, after)
-        return self.statements.read(self._searches[shape], self.statements.args(call, **args))
+        return self.statements.read_catalog(
+            self._searches[shape], self.statements.args(call, **args)
+        )
 
     def get_item(self, call: Call) -> defer.Deferred:
         try:
@@ -131,7 +129,7 @@ class BuyerApis:
         except ApiError as error:
             return self.statements.refuse(call, error)
         args = self.statements.args(call, category=category, number=number)
-        return self.statements.read(self._get_item, args, _not_found)
+        return self.statements.read_catalog(self._get_item, args, _not_found)
 
     def add_to_cart(self, call: Call) -> defer.Deferred:
         statements = self.statements
@@ -188,7 +186,7 @@ class BuyerApis:
 
     async def get_seller_rating(self, call: Call) -> dict:
         seller_id = validate.integer(call.payload, "seller_id", 0, 2**63 - 1)
-        rating = await seller_rating(self.customer, self.product, seller_id)
+        rating = await seller_rating(self.customer.replicas, self.product.replicas, seller_id)
         if rating is None:
             raise ApiError(NOT_FOUND, f"there is no seller {seller_id}")
         return rating

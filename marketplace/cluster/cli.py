@@ -11,6 +11,10 @@
     marketplace-cluster roll                every frontend restarted, one at a time
     marketplace-cluster down [--dir D]      stop everything, remove the network (the
                                             data and settings stay for the next up)
+    marketplace-cluster backup [--dir D]    a full backup now (Barman, from the primary)
+    marketplace-cluster backups [--dir D]   the backups, the oldest point a restore reaches
+    marketplace-cluster --dir NEW restore --from OLD [--to TIME]
+                                            a new cluster with OLD's data as at TIME
     marketplace-cluster render --hosts FILE --out DIR   the files of real hosts
     marketplace-cluster evaluate --failure CASE   the failure evaluation
     marketplace-cluster bench               marketplace-bench on a cluster and on
@@ -19,6 +23,7 @@
 
 import argparse
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from marketplace.cluster import certs, hosts, launch, operate, render, settings
 from marketplace.cluster.topology import SETTLE_AFTER
+from marketplace.postgres import rolescli
 
 DEFAULT_FOLDER = Path("var/cluster")
 
@@ -59,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="the new primary (default: Patroni's pick, the synchronous"
                         " standby)")
     commands.add_parser("roll", help="restart every frontend, one at a time")
+    commands.add_parser("backup", help="a full backup now, from the current primary (Barman;"
+                        " the WAL is archived continuously)")
+    commands.add_parser("backups", help="the backups, and the oldest point a restore reaches")
+    restoring = commands.add_parser(
+        "restore", help="bring up a new cluster (in --dir) whose data is another's as it was"
+        " at a time")
+    restoring.add_argument("--from", dest="source", type=Path, required=True,
+                           help="the folder of the cluster whose backups are restored")
+    restoring.add_argument("--to", type=_time, default=None, metavar="TIME",
+                           help="ISO time, e.g. '2026-12-06 14:03:07+00' (default: the latest"
+                           " point archived)")
     rendering = commands.add_parser(
         "render", help="every file a deployment on real hosts needs (Patroni and etcd"
         " configuration, the daemons' settings, systemd units)")
@@ -74,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
             ("data", "folder of the data on the hosts"),
             ("bin", "where patroni and twistd are on the hosts"),
             ("etcd_bin", "where etcd is on the hosts"),
-            ("postgres_bin", "where PostgreSQL's programs are on the hosts")):
+            ("postgres_bin", "where PostgreSQL's programs are on the hosts"),
+            ("archive_command", "the primary's archive_command, e.g. 'barman-wal-archive"
+             " BARMAN_HOST marketplace %%p' (barman-cli); none: no WAL archiving")):
         rendering.add_argument(f"--{option.replace('_', '-')}", dest=option,
                                default=getattr(defaults, option),
                                help=f"{help_text} (default {getattr(defaults, option)})")
@@ -87,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate", help="the failure evaluation: a fresh cluster per case and scenario")
     evaluation.add_argument("--failure", default="all", type=_cases,
                             help="which failures or planned changes, comma-separated: none,"
-                            " frontend, replica, primary, switchover, roll, restart (the"
-                            " whole-cluster restart check, after the runs); default all")
+                            " frontend, replica, primary, switchover, roll, browse (the"
+                            " primary killed under browsing buyers), reads (browsing buyers"
+                            " alone), restart (the whole-cluster restart check, after the"
+                            " runs); default all")
     evaluation.add_argument("--scenarios", default="1,10,100",
                             help="sellers (= buyers) per run, comma-separated (default 1,10,100)")
     # 6 + 35: the primary's failure (about 22 s) is over before the run is.
@@ -130,6 +151,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _time(text: str):
+    from marketplace.postgres.backup import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+
+
+def _backups(arguments) -> None:
+    from marketplace.cluster import backups
+
+    if arguments.command == "restore":
+        started = time.monotonic()
+        backups.restore(arguments.dir, arguments.source, arguments.to)
+        point = arguments.to.isoformat() if arguments.to else "the latest point archived"
+        print(f"{arguments.dir}: a new cluster with the data of {arguments.source} as at"
+              f" {point}, up in {time.monotonic() - started:.1f} s")
+        return
+    plan = launch.load_plan(arguments.dir)
+    if arguments.command == "backup":
+        started = time.monotonic()
+        print(f"backup {backups.take(plan)} taken in {time.monotonic() - started:.1f} s")
+        return
+    found = backups.listing(plan)
+    for entry in found:
+        print(f"{entry['id']}  began {entry['begin']:%Y-%m-%d %H:%M:%S%z}"
+              f"  ended {entry['end']:%Y-%m-%d %H:%M:%S%z}  {entry['size']} with its WAL")
+    print(backups.describe_restore_point(found))
+
+
 def _cases(text: str) -> tuple:
     from marketplace.cluster.report import CASES, RESTART
 
@@ -161,10 +213,13 @@ def _render(arguments) -> None:
     arguments.out.mkdir(parents=True, exist_ok=True)
     kept = settings.load_or_create(arguments.out, network=network)
     layout = render.Layout(**{option: getattr(arguments, option) for option in (
-        "config", "data", "bin", "etcd_bin", "postgres_bin")})
-    authority = certs.load_or_create(arguments.out)
+        "config", "data", "bin", "etcd_bin", "postgres_bin", "archive_command")})
+    # The service roles' passwords, made once beside the settings; create
+    # the roles with them: marketplace-db-roles --passfile OUT/roles.pgpass.
+    passwords = rolescli.passwords_in(arguments.out / launch.ROLE_PASSWORDS)
     written, unchanged = render.write(
-        render.render(kept, machines, layout, authority=authority), arguments.out)
+        render.render(kept, machines, layout, passwords=passwords,
+                      authority=certs.load_or_create(arguments.out)), arguments.out)
     for name in written:
         print(f"wrote {arguments.out / name}")
     for name in unchanged:
@@ -195,6 +250,8 @@ def main(argv=None) -> int:
             launch.down(arguments.dir)
         elif arguments.command == "render":
             _render(arguments)
+        elif arguments.command in ("backup", "backups", "restore"):
+            _backups(arguments)
         elif arguments.command in ("switchover", "roll"):
             plan = launch.load_plan(arguments.dir)
             if arguments.command == "roll":
@@ -221,7 +278,8 @@ def main(argv=None) -> int:
                 print(f"{host.name} cloned from the primary and streaming in {took:.1f} s")
             else:
                 hosts.cut(plan, host, up=arguments.restore)
-    except (launch.ClusterError, render.HostsFileError, KeyError, OSError) as e:
+    except (launch.ClusterError, render.HostsFileError, KeyError, OSError,
+            subprocess.CalledProcessError) as e:
         print(f"marketplace-cluster: {e}", file=sys.stderr)
         return 1
     return 0

@@ -52,6 +52,12 @@ CONNECT_TIMEOUT = 1
 #: seconds have passed (see L{marketplace.clientlib.Connection}): longer than
 #: the primary's failover, so that a caller sees it as a wait, not an error.
 CLIENT_OPTIONS = {"deadline": 60.0}
+#: What a browsing buyer reads, in turn (the issue's "browse").
+BROWSE_APIS = ("DisplayCart", "SearchItemsForSale", "GetItem")
+#: Seconds between a browsing buyer's additions to its cart (on a
+#: connection of their own, so that an addition waiting for the primary
+#: holds up no read).
+BROWSER_ADD_EVERY = 0.25
 
 
 def endpoint(endpoints: Sequence[str], index: int, reactor) -> FailoverEndpoint:
@@ -199,10 +205,21 @@ class Load:
     """Closed-loop clients of a cluster (the first C{clients} sellers and
     buyers of C{population}), and what they saw."""
 
-    def __init__(self, reactor, population: Population, clients: int, seed: int = 1) -> None:
+    def __init__(self, reactor, population: Population, clients: int, seed: int = 1,
+                 browsers: int = 0) -> None:
         self.reactor = reactor
         self.population = population
         self.clients = clients
+        #: Browsing buyers (the accounts after the C{clients} buyers): each
+        #: reads (L{BROWSE_APIS}) as fast as it is answered, and adds to its
+        #: cart now and then on a second connection.
+        self.browsers = browsers
+        #: Per browsing buyer: item id -> units acknowledged to it.
+        self.browsed_carts: Dict[int, Dict[str, int]] = {}
+        #: DisplayCart answers that lacked an addition acknowledged before
+        #: the call was sent (read-your-writes broken).
+        self.stale_carts = 0
+        self.browsing: List[BuyerClient] = []
         self.random = random.Random(seed)
         self.calls: List[Call] = []
         self.ledger = Ledger()
@@ -226,21 +243,70 @@ class Load:
         """Before the clock starts: the population grown to this run's size,
         carts emptied, prices noted, and every client connected."""
         population = self.population
-        if len(population) < self.clients:
-            await population.grow(self.clients)
+        accounts = self.clients + self.browsers
+        if len(population) < accounts:
+            await population.grow(accounts)
         prices = await population.refresh()
         self.seller_items = {i: list(population.accounts["seller"][i].items)
-                             for i in range(self.clients)}
-        self.items: List[str] = [item for i in range(self.clients)
-                                 for item in self.seller_items[i]]
+                             for i in range(max(self.clients, 1))}
+        self.items: List[str] = [item for items in self.seller_items.values()
+                                 for item in items]
         for item in self.items:
             self.ledger.registered[item] = UNITS
             self.ledger.prices[item] = [prices[item], []]
         self.sellers = [population.client("seller", i) for i in range(self.clients)]
         self.buyers = [population.client("buyer", i) for i in range(self.clients)]
         self.ledger.carts = {i: {} for i in range(self.clients)}
-        await defer.gatherResults([c.connect() for c in self.sellers + self.buyers],
-                                  consumeErrors=True)
+        # Two clients per browsing buyer, one session: reads, additions.
+        self.browsing = [population.client("buyer", self.clients + i // 2)
+                         for i in range(2 * self.browsers)]
+        self.browsed_carts = {i: {} for i in range(self.browsers)}
+        await defer.gatherResults([c.connect() for c in self._clients()], consumeErrors=True)
+
+    def _clients(self) -> list:
+        return self.sellers + self.buyers + self.browsing
+
+    async def _browser(self, i: int) -> None:
+        """Browsing buyer C{i}: its reads in turn, every DisplayCart held
+        against the additions acknowledged before it was sent."""
+        reader, cart = self.browsing[2 * i], self.browsed_carts[i]
+        turn = i
+        while self.running:
+            api = BROWSE_APIS[turn % len(BROWSE_APIS)]
+            turn += 1
+            try:
+                if api == "DisplayCart":
+                    acknowledged = dict(cart)
+                    answer = await self._timed(f"r{i}", api, reader.display_cart)
+                    shown = {line["item_id"]: line["quantity"] for line in answer["cart"]}
+                    if any(shown.get(item, 0) < n for item, n in acknowledged.items()):
+                        self.stale_carts += 1
+                elif api == "SearchItemsForSale":
+                    await self._timed(f"r{i}", api,
+                                      lambda: reader.search_items_for_sale(1, ["thing"]))
+                else:
+                    item = self.random.choice(self.items)
+                    await self._timed(f"r{i}", api, lambda: reader.get_item(item))
+            except ClientError:
+                await self._pause()
+
+    async def _browser_adds(self, i: int) -> None:
+        """Browsing buyer C{i}'s additions to its cart, on its second
+        connection, one every L{BROWSER_ADD_EVERY} seconds."""
+        adder, cart = self.browsing[2 * i + 1], self.browsed_carts[i]
+        while self.running:
+            item = self.random.choice(self.items)
+            try:
+                await self._timed(f"a{i}", "AddItemToCart", lambda: adder.add_item_to_cart(item, 1))
+                cart[item] = cart.get(item, 0) + 1
+            except ClientError:
+                pass
+            await task.deferLater(self.reactor, BROWSER_ADD_EVERY, lambda: None)
+
+    def browse_gap(self, since: float) -> float:
+        """The longest a browsing buyer went without an answer to a read
+        from C{since} to the end of the run."""
+        return self.longest_gap(since, readers=True)
 
     async def _buyer(self, i: int) -> None:
         buyer = self.buyers[i]
@@ -313,6 +379,8 @@ class Load:
         self.started = time.monotonic()
         workers = [defer.Deferred.fromCoroutine(self._buyer(i)) for i in range(self.clients)]
         workers += [defer.Deferred.fromCoroutine(self._seller(i)) for i in range(self.clients)]
+        workers += [defer.Deferred.fromCoroutine(work(i)) for i in range(self.browsers)
+                    for work in (self._browser, self._browser_adds)]
         failed_at = None
         if failure_at is not None:
             await task.deferLater(self.reactor, failure_at, lambda: None)
@@ -328,13 +396,18 @@ class Load:
         await defer.DeferredList(workers, consumeErrors=True)
         return failed_at
 
-    def longest_gap(self, since: float, until: Optional[float] = None) -> float:
+    def longest_gap(self, since: float, until: Optional[float] = None,
+                    readers: bool = False) -> float:
         """The longest any client went without a successful call between
         C{since} and C{until} (the end of the run): the longest wait a
-        person would have noticed across a failure or a planned change."""
+        person would have noticed across a failure or a planned change
+        (with C{readers}, of the browsing buyers' reads alone)."""
         until = self.ended if until is None else until
         longest = 0.0
-        for client in {c.client for c in self.calls}:
+        clients = {c.client for c in self.calls}
+        if readers:
+            clients = {c for c in clients if c.startswith("r")}
+        for client in clients:
             previous = since
             for ended in sorted(c.ended for c in self.calls
                                 if c.client == client and c.code == "OK"):
@@ -366,7 +439,7 @@ class Load:
 
     async def close(self) -> None:
         """Close every client's connection."""
-        await defer.gatherResults([c.close() for c in self.sellers + self.buyers])
+        await defer.gatherResults([c.close() for c in self._clients()])
 
 
 def check_invariants(ledger: Ledger, carts: Dict[int, Dict[str, int]],

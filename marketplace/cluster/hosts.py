@@ -70,8 +70,9 @@ def start(
     environment: Optional[dict] = None,
 ) -> int:
     """Start C{command} on C{host} in the background; its pid.  Output goes
-    to C{log}.  With C{user}, the command runs as that system user;
-    C{environment} is added to this process's environment."""
+    to C{log}, and the command runs in its folder.  With C{user}, the
+    command runs as that system user; C{environment} is added to this
+    process's environment."""
     prefix = ["ip", "netns", "exec", host.namespace(plan.cluster_id)]
     if user is not None:
         import pwd
@@ -89,6 +90,7 @@ def start(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=log.parent,
             env={**os.environ, "HOME": str(log.parent), "PYTHONUNBUFFERED": "1",
                  **(environment or {})},
         )

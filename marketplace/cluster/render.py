@@ -10,13 +10,18 @@ A hosts file names each host, its address and its roles, one host a line:
     network  10.0.0.0/24
 
 (C{network}, optional: the network PostgreSQL lets clients in from; without
-it, only the hosts' own addresses.)  L{render} turns it, with the cluster's
-L{Settings} and certificate authority (L{certs}), into one folder per host:
-for a database host, etcd's and Patroni's configuration and their systemd
-units; for a frontend host, one environment file (connection strings and
-secrets) and one systemd unit per daemon; for every host, the CA's
-certificate and its own certificates and keys under C{tls/}.  Every link
-between hosts is TLS (docs/SECURITY.md, "The cluster's links").  The network-namespace cluster (L{marketplace.cluster.launch})
+it, only the database hosts' addresses) the superuser and the tables' owner
+may connect from; each service's role is let in only from its own hosts.)  L{render} turns it, with the cluster's
+L{Settings}, into one folder per host: for a database host, etcd's and
+Patroni's configuration and their systemd units; for a frontend host, one
+environment file (connection strings and secrets), one systemd unit per
+daemon and a libpq password file (C{pgpass}) with only the line of the
+database role its daemons connect as (postgres/roles.py: marketplace_shop
+for buyer and seller, marketplace_payments for payments; never the
+superuser); for every host, the CA's certificate (L{certs}) and its own
+certificates and keys under C{tls/}: every link between hosts is TLS
+(docs/SECURITY.md, "The cluster's links").  The network-namespace
+cluster (L{marketplace.cluster.launch})
 starts its processes from exactly these files, read back with L{service}.
 """
 
@@ -24,12 +29,13 @@ import configparser
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from marketplace.cluster import certs
 from marketplace.cluster.settings import Settings, create_private
+from marketplace.postgres import roles
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -76,6 +82,10 @@ class Layout:
     postgres_user: str = "postgres"
     etcd_user: str = "etcd"
     daemon_user: str = "marketplace"
+    #: The primary's archive_command, which sends each WAL segment to the
+    #: backups (e.g. "barman-wal-archive BARMAN_HOST marketplace %p", of
+    #: barman-cli); "": no archiving.
+    archive_command: str = ""
 
     def config_dir(self, machine: Machine) -> str:
         """The folder of C{machine}'s configuration files."""
@@ -128,17 +138,24 @@ def with_role(machines: Sequence[Machine], role: str) -> List[Machine]:
     return [m for m in machines if role in m.roles]
 
 
+#: The database role each service's daemons connect as, and its database.
+SERVICE_ROLES = {"buyer": roles.SHOP, "seller": roles.SHOP, "payments": roles.PAYMENTS}
+SERVICE_DATABASES = {roles.SHOP: "marketplace", roles.PAYMENTS: "payments"}
+
+
 def database_dsn(settings: Settings, databases: Sequence[Machine], database: str,
-                 ca_file: str) -> str:
+                 ca_file: str, user: str = "postgres", passfile: Optional[str] = None) -> str:
     """A libpq connection string for C{database}: on every database host,
     taking the first that accepts writes, over TLS only, each server's
-    certificate checked against the CA in C{ca_file} and its address."""
+    certificate checked against the CA in C{ca_file} and its address.  As
+    the superuser (its password in the string) unless C{user} and its
+    libpq C{passfile} are given."""
     attributes = {
         "host": ",".join(m.address for m in databases),
         "port": ",".join(str(POSTGRES_PORT) for _ in databases),
         "dbname": database,
-        "user": "postgres",
-        "password": settings.superuser_password,
+        "user": user,
+        **({"passfile": passfile} if passfile else {"password": settings.superuser_password}),
         "target_session_attrs": "read-write",
         # A dead host must not hold a connection attempt or a statement for
         # long: give up on it and try the next.
@@ -187,8 +204,40 @@ def etcd_config(settings: Settings, machines: Sequence[Machine], machine: Machin
     }
 
 
-def _client_networks(machines: Sequence[Machine], network: Optional[str]) -> List[str]:
-    return [network] if network else [f"{m.address}/32" for m in machines]
+def _addresses(machines: Sequence[Machine]) -> List[str]:
+    return [f"{m.address}/32" for m in machines]
+
+
+def pg_hba(settings: Settings, machines: Sequence[Machine]) -> List[str]:
+    """Who PostgreSQL lets in, from where: each role only from the hosts
+    that need it (the superuser and the tables' owner also from the
+    operator's C{admin_network}, else the C{network}, if the settings name
+    one)."""
+    databases = with_role(machines, "database")
+    admin = settings.admin_network or settings.network
+    admins = _addresses(databases) + ([admin] if admin else [])
+    shops = [m for m in machines if {"buyer", "seller"} & set(m.roles)]
+    hba = ["local all all trust"]  # the socket is in the data folder, 0700
+    # From other hosts, TLS only (hostssl): a plaintext connection finds no
+    # line that admits it.
+    # (From the operator's machine too: Barman's backups, pg_basebackup.)
+    hba += [f"hostssl replication replicator {n} scram-sha-256" for n in admins]
+    hba += [f"hostssl all postgres,{roles.OWNER} {n} scram-sha-256" for n in admins]
+    hba += [f"hostssl {SERVICE_DATABASES[roles.SHOP]} {roles.SHOP} {n} scram-sha-256"
+            for n in _addresses(shops)]
+    hba += [f"hostssl {SERVICE_DATABASES[roles.PAYMENTS]} {roles.PAYMENTS} {n} scram-sha-256"
+            for n in _addresses(with_role(machines, "payments"))]
+    return hba
+
+
+def _archiving(layout: Layout) -> Dict:
+    """WAL archiving by whichever node is the primary (Patroni's dynamic
+    configuration, the same on every node), a segment at least once a
+    minute."""
+    if not layout.archive_command:
+        return {}
+    return {"archive_mode": "on", "archive_command": layout.archive_command,
+            "archive_timeout": 60}
 
 
 def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Machine,
@@ -196,13 +245,6 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
     """Patroni's configuration for database host C{machine}."""
     data = layout.data_dir(machine)
     databases = with_role(machines, "database")
-    hba = ["local all all trust"]  # the socket is in the data folder, 0700
-    # From other hosts, TLS only (hostssl): a plaintext connection finds no
-    # line that admits it.
-    hba += [f"hostssl replication replicator {n} scram-sha-256"
-            for n in _client_networks(databases, settings.network)]
-    hba += [f"hostssl all all {n} scram-sha-256"
-            for n in _client_networks(machines, settings.network)]
     # Patroni's connections to the other nodes (replication, pg_rewind)
     # check the server as the daemons do.
     verify = {"sslmode": "verify-full", "sslrootcert": layout.tls(machine, "ca/ca.pem")}
@@ -234,19 +276,25 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
                 "loop_wait": PATRONI_LOOP_WAIT,
                 "retry_timeout": PATRONI_RETRY_TIMEOUT,
                 "maximum_lag_on_failover": 1048576,
-                # A commit is acknowledged only once a second node has it.
+                # A commit is acknowledged only once a second node has it;
+                # every replica is synchronous, so that with the daemons'
+                # synchronous_commit = remote_apply each standby that
+                # answers reads has applied every acknowledged write
+                # (docs/RELIABILITY.md, Reads on the replicas).
                 "synchronous_mode": True,
+                "synchronous_node_count": max(1, len(databases) - 1),
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,
                     "parameters": {
-                        "synchronous_commit": "on",
+                        "synchronous_commit": "remote_apply",
                         "wal_level": "replica",
                         "hot_standby": "on",
                         "wal_log_hints": "on",
                         "max_wal_senders": 10,
                         "max_replication_slots": 10,
                         "max_connections": 200,
+                        **_archiving(layout),
                     },
                 },
             },
@@ -277,7 +325,7 @@ def patroni_config(settings: Settings, machines: Sequence[Machine], machine: Mac
             "basebackup": [{"checkpoint": "fast"}],
             # Patroni's own connections go through the socket.
             "use_unix_socket": True,
-            "pg_hba": hba,
+            "pg_hba": pg_hba(settings, machines),
         },
     }
 
@@ -317,20 +365,21 @@ def daemon_command(settings: Settings, machines: Sequence[Machine], machine: Mac
     return command
 
 
-def daemon_environment(settings: Settings, machines: Sequence[Machine], machine: Machine,
-                       role: str, layout: Layout) -> Dict[str, str]:
-    """The connection strings and secret of C{role}'s daemon on C{machine}."""
+def daemon_environment(settings: Settings, machines: Sequence[Machine], role: str,
+                       passfile: str = "/etc/marketplace/pgpass",
+                       ca_file: str = "/etc/marketplace/tls/ca/ca.pem") -> Dict[str, str]:
+    """The connection strings and secret of C{role}'s daemons, which
+    connect as their service's role with the password in C{passfile},
+    checking the server against the CA in C{ca_file}."""
     databases = with_role(machines, "database")
-    ca_file = layout.tls(machine, "ca/ca.pem")
+    user = SERVICE_ROLES[role]
+    dsn = database_dsn(settings, databases, SERVICE_DATABASES[user], ca_file, user, passfile)
     if role == "payments":
         return {
-            "MARKETPLACE_PAYMENTS_DB": database_dsn(settings, databases, "payments", ca_file),
+            "MARKETPLACE_PAYMENTS_DB": dsn,
             "MARKETPLACE_PAYMENTS_SECRET": settings.payments_secret,
         }
-    environment = {
-        "MARKETPLACE_CUSTOMER_DB": database_dsn(settings, databases, "marketplace", ca_file),
-        "MARKETPLACE_PRODUCT_DB": database_dsn(settings, databases, "marketplace", ca_file),
-    }
+    environment = {"MARKETPLACE_CUSTOMER_DB": dsn, "MARKETPLACE_PRODUCT_DB": dsn}
     if role == "buyer":
         environment["MARKETPLACE_PAYMENTS_SECRET"] = settings.payments_secret
     return environment
@@ -380,10 +429,12 @@ def tls_files(authority: certs.Authority, machine: Machine) -> Dict[str, str]:
     return {f"{certs.FOLDER}/{name}": text for name, text in files.items()}
 
 
-def render(settings: Settings, machines: Sequence[Machine], layout: Layout = Layout(), *,
-           authority: certs.Authority) -> Dict[str, str]:
-    """Every file of every host: {"HOST/FILE": text}.  (Certificates are
-    issued anew on every call: L{write} keeps those already written.)"""
+def render(settings: Settings, machines: Sequence[Machine], layout: Layout = Layout(),
+           *, passwords: Mapping[str, str], authority: certs.Authority) -> Dict[str, str]:
+    """Every file of every host: {"HOST/FILE": text}.  C{passwords} are the
+    service roles' (by role name, as rolescli.passwords_in reads them);
+    C{authority} the cluster's CA (certificates are issued anew on every
+    call: L{write} keeps those already written)."""
     files = {}
     for machine in machines:
         config = layout.config_dir(machine)
@@ -405,10 +456,16 @@ def render(settings: Settings, machines: Sequence[Machine], layout: Layout = Lay
                 after=unit_name("etcd"),
                 # Patroni's advice: stop only Patroni, which stops PostgreSQL.
                 extra=["KillMode=process", "TimeoutSec=30", "Restart=no"])
+        service_roles = sorted({SERVICE_ROLES[r] for r in machine.roles if r != "database"})
+        if service_roles:
+            # Only the roles this host's daemons connect as.
+            files[f"{home}/pgpass"] = "".join(
+                roles.pgpass_line(r, passwords[r]) for r in service_roles)
         for role in machine.roles:
             if role == "database":
                 continue
-            environment = daemon_environment(settings, machines, machine, role, layout)
+            environment = daemon_environment(settings, machines, role, f"{config}/pgpass",
+                                             layout.tls(machine, "ca/ca.pem"))
             files[f"{home}/{role}.env"] = "".join(
                 f'{key}="{value}"\n' for key, value in environment.items())
             files[f"{home}/{unit_name(role)}"] = _unit(

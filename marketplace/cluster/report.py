@@ -22,7 +22,15 @@ from twisted.internet import defer, task, threads
 from marketplace.cluster import evaluate, hosts, launch, observe, operate
 from marketplace.cluster.topology import SETTLE_AFTER, Plan
 
-CASES = ("none", "frontend", "replica", "primary", "switchover", "roll")
+CASES = ("none", "frontend", "replica", "primary", "switchover", "roll", "browse", "reads")
+#: Runs with browsing buyers (evaluate.Load's browsers, as many as the
+#: scenario's clients): "browse", the primary's host killed under them and
+#: the usual load ("browse during primary failure": its longest wait is the
+#: browsers' reads'); "reads", no failure and the browsers alone (read
+#: throughput, against make run's deployment).
+BROWSING = ("browse", "reads")
+#: The stale-cart invariant of the browsing runs.
+STALE_CARTS = "carts shown without an acknowledged addition"
 #: Planned changes, not failures: the cluster stays whole, and the wait
 #: that counts is the longest across the whole change.
 PLANNED = ("switchover", "roll")
@@ -30,6 +38,8 @@ PLANNED = ("switchover", "roll")
 RESTART = "restart"
 #: The case name of the no-failure runs on C{make run}'s deployment.
 SINGLE = "make run"
+#: The read-only runs ("reads") on C{make run}'s deployment.
+SINGLE_READS = "make run reads"
 BUCKET = 0.5  # seconds per point of the throughput-over-time chart
 WRITES = ("AddItemToCart", "MakePurchase", "ChangeItemPrice")
 DECLINED = " PAYMENT_DECLINED"
@@ -44,7 +54,7 @@ def victims(plan: Plan, case: str) -> List:
         # the primary's commits wait on.
         standby = launch.synchronous_standby(plan)
         return [standby] if standby else []
-    if case == "primary":
+    if case in ("primary", "browse"):
         leader = launch.primary(plan)
         return [leader] if leader else []
     return []
@@ -133,9 +143,10 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
                    clients: int, seconds: float, failure_at: float) -> Dict:
     """One run of one case on the cluster of C{plan}; the hosts that were
     killed are started again afterwards."""
-    load = evaluate.Load(reactor, population, clients)
+    load = _load(reactor, population, case, clients)
     await load.set_up()
     targets = await threads.deferToThread(victims, plan, case)
+    quiet = case in ("none", "reads")
 
     def inject():
         if case == "switchover":
@@ -145,12 +156,12 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         for host in targets:
             hosts.kill(plan, host)
 
-    watching = {"on": case == "none"}
+    watching = {"on": quiet}
     observed = defer.Deferred.fromCoroutine(
         _observe(reactor, plan.database_dsn("postgres"), watching))
     try:
         try:
-            failed_at = await load.run(seconds, failure_at if case != "none" else None, inject)
+            failed_at = await load.run(seconds, None if quiet else failure_at, inject)
             failed_at_end = failed_at
         finally:
             watching["on"] = False
@@ -171,6 +182,7 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         # From the start of the change, over all of it.
         failed_at = load.failure_started
     result = summarise(load, failed_at, invariants)
+    _browsing(result, load, case, failed_at)
     if case in PLANNED:
         result["outage"]["longest_wait_s"] = load.longest_gap(failed_at)
         result["change_s"] = failed_at_end - failed_at
@@ -180,6 +192,27 @@ async def run_case(reactor, plan: Plan, population: evaluate.Population, case: s
         result["observed"] = observe.summarise(
             samples, {plan.gateway: "sampler", **{h.address: h.name for h in plan.hosts}})
     return result
+
+
+def _load(reactor, population: evaluate.Population, case: str, clients: int) -> evaluate.Load:
+    """The load of a run of C{case} at C{clients} (see L{BROWSING})."""
+    if case == "reads":
+        return evaluate.Load(reactor, population, 0, browsers=clients)
+    return evaluate.Load(reactor, population, clients,
+                         browsers=clients if case in BROWSING else 0)
+
+
+def _browsing(result: Dict, load: evaluate.Load, case: str, failed_at: Optional[float]) -> None:
+    """A browsing run's own figures in C{result}: its scenario, its reads per
+    second, the browsers' longest wait and the stale-cart invariant."""
+    if not load.browsers:
+        return
+    result["clients"] = load.browsers
+    reads = [c for c in load.calls if c.client.startswith("r") and c.code == "OK"]
+    result["reads_per_s"] = len(reads) / (load.ended - load.started)
+    if failed_at is not None:
+        result["outage"]["longest_wait_s"] = load.browse_gap(failed_at)
+    result["invariants"][STALE_CARTS] = load.stale_carts
 
 
 async def run_restart(reactor, plan: Plan, folder: Path, population: evaluate.Population,
@@ -239,11 +272,12 @@ async def _observe(reactor, dsn: str, watching: Dict) -> List[Dict]:
 
 
 async def run_single(reactor, single, population: evaluate.Population, clients: int,
-                     seconds: float, settle_after: float) -> Dict:
-    """The no-failure run on C{make run}'s deployment (L{LocalMarketplace})."""
+                     seconds: float, settle_after: float, reads: bool = False) -> Dict:
+    """The no-failure run on C{make run}'s deployment (L{LocalMarketplace});
+    with C{reads}, of browsing buyers alone (the "reads" case)."""
     from marketplace.bench.catalogcli import embedded_dsn
 
-    load = evaluate.Load(reactor, population, clients)
+    load = _load(reactor, population, "reads" if reads else "none", clients)
     await load.set_up()
     try:
         await load.run(seconds, None, lambda: None)
@@ -255,7 +289,8 @@ async def run_single(reactor, single, population: evaluate.Population, clients: 
         await load.close()
     result = summarise(load, None, invariants)
     result["failed_hosts"] = []
-    result["case"] = SINGLE
+    result["case"] = SINGLE_READS if reads else SINGLE
+    _browsing(result, load, "reads" if reads else "none", None)
     return result
 
 
@@ -294,8 +329,10 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
                 if plan is None:
                     say("bringing a cluster up")
                     where = Path(tempfile.mkdtemp(prefix="eval-", dir=folder))
+                    # load_testing: the evaluation's clients all sign up
+                    # from this machine, past the per-address limits.
                     plan = await threads.deferToThread(
-                        launch.up, where, settle_after=settle_after)
+                        launch.up, where, settle_after=settle_after, load_testing=True)
                     population = evaluate.Population(
                         reactor, [plan.endpoint(h) for h in plan.by_role("seller")],
                         [plan.endpoint(h) for h in plan.by_role("buyer")])
@@ -319,15 +356,17 @@ async def evaluate_all(reactor, cases, scenarios, seconds, failure_at, folder: P
     finally:
         if plan is not None:
             await threads.deferToThread(discard, where)
-    if single_port is not None and "none" in cases:
+    single_cases = [case for case in ("none", "reads") if case in cases]
+    if single_port is not None and single_cases:
         results += await evaluate_single(reactor, scenarios, seconds, single_port,
-                                         settle_after, say)
+                                         settle_after, say, single_cases)
     say(f"evaluation done in {time.monotonic() - started:.0f} s")
     return results
 
 
 async def evaluate_single(reactor, scenarios, seconds, port: int,
-                          settle_after: float = SETTLE_AFTER, say=print) -> List[Dict]:
+                          settle_after: float = SETTLE_AFTER, say=print,
+                          cases=("none",)) -> List[Dict]:
     """The no-failure load on C{make run}'s deployment: every service on
     this machine, one embedded PostgreSQL, as many worker processes per
     service as cores, measured the same way (same clients, workload and
@@ -342,11 +381,12 @@ async def evaluate_single(reactor, scenarios, seconds, port: int,
     try:
         population = evaluate.Population(reactor, [single.seller], [single.buyer])
         for clients in scenarios:
-            say(f"make run, {clients}+{clients} clients")
-            result = await run_single(reactor, single, population, clients, seconds,
-                                      settle_after)
-            _report(result, say)
-            results.append(result)
+            for case in cases:
+                say(f"make run, {case}, {clients}+{clients} clients")
+                result = await run_single(reactor, single, population, clients, seconds,
+                                          settle_after, reads=case == "reads")
+                _report(result, say)
+                results.append(result)
     finally:
         await threads.deferToThread(single.stop)
     return results
@@ -354,34 +394,57 @@ async def evaluate_single(reactor, scenarios, seconds, port: int,
 
 def _ordered(results: List[Dict]) -> List[Dict]:
     """By case (the no-failure runs on make run's deployment last), then clients."""
-    order = CASES + (SINGLE,)
+    order = CASES + (SINGLE, SINGLE_READS)
     results = [r for r in results if r["case"] != RESTART]
     return sorted(results, key=lambda r: (order.index(r["case"]), r["clients"]))
+
+
+def _against_make_run(results: List[Dict], case: str, single_case: str, figure: str,
+                      intro: str, header: str) -> List[str]:
+    """A table of C{figure} of the C{case} runs against the C{single_case}
+    runs (make run's deployment) with the same clients (empty without runs
+    of both)."""
+    cluster = {r["clients"]: r for r in results if r["case"] == case}
+    single = {r["clients"]: r for r in results if r["case"] == single_case}
+    both = sorted(set(cluster) & set(single))
+    if not both:
+        return []
+    lines = ["", intro, "", header, "| --- | --- | --- | --- |"]
+    for n in both:
+        mine, theirs = cluster[n][figure], single[n][figure]
+        label = f"{n}+{n}" if figure == "throughput" else f"{n}"
+        lines.append(f"| {label} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
+    return lines
 
 
 def comparison(results: List[Dict]) -> List[str]:
     """The table of no-failure throughput: the cluster against make run's
     deployment (empty without runs of both)."""
-    cluster = {r["clients"]: r for r in results if r["case"] == "none"}
-    single = {r["clients"]: r for r in results if r["case"] == SINGLE}
-    both = sorted(set(cluster) & set(single))
-    if not both:
-        return []
-    lines = ["", "No failure, the cluster against `make run`'s deployment (the same clients,"
-             " workload and length of run):", "",
-             "| clients | cluster calls/s | make run calls/s | cluster / make run |",
-             "| --- | --- | --- | --- |"]
-    for n in both:
-        mine, theirs = cluster[n]["throughput"], single[n]["throughput"]
-        lines.append(f"| {n}+{n} | {mine:,.0f} | {theirs:,.0f} | {mine / theirs:.2f} |")
-    return lines
+    return _against_make_run(
+        results, "none", SINGLE, "throughput",
+        "No failure, the cluster against `make run`'s deployment (the same clients,"
+        " workload and length of run):",
+        "| clients | cluster calls/s | make run calls/s | cluster / make run |")
+
+
+def read_comparison(results: List[Dict]) -> List[str]:
+    """The table of read throughput (the "reads" runs: browsing buyers
+    alone), the cluster, whose standbys serve catalog reads, against make
+    run's deployment (empty without runs of both)."""
+    return _against_make_run(
+        results, "reads", SINGLE_READS, "reads_per_s",
+        "Reads alone (browsing buyers: DisplayCart, SearchItemsForSale, GetItem,"
+        " and an addition to the cart every 0.25 s each), the cluster, whose standbys"
+        " answer the catalog reads, against `make run`'s deployment:",
+        "| browsing buyers | cluster reads/s | make run reads/s | cluster / make run |")
 
 
 def scaling_markdown(results: List[Dict]) -> str:
     """docs/SCALING.md's measured figures: no-failure throughput against
     make run's deployment, how far behind the replicas were, and the
     server connections each frontend held."""
-    lines = comparison(results)[1:] or ["(no no-failure runs on both deployments)"]
+    lines = (comparison(results) + read_comparison(results))[1:] or [
+        "(no no-failure runs on both deployments)"]
     observed = [r for r in _ordered(results) if r.get("observed")]
     if observed:
         lines += ["", "Replicas and connections during the no-failure runs on the cluster,"
@@ -429,7 +492,7 @@ def markdown(results: List[Dict]) -> str:
             f"| {r['case']} | {r['clients']}+{r['clients']} | {r['throughput']:,.0f} | {errors} "
             f"| {declined} | {first_text} | {write_text} | {wait_text} | {broken} |"
         )
-    lines += comparison(results)
+    lines += comparison(results) + read_comparison(results)
     if restarts:
         lines += ["", "The whole cluster restarted after a run (on the same folder: its"
                   " settings, files and data), then the run's acknowledged writes checked:", "",

@@ -36,9 +36,12 @@ class Settings:
     #: Patroni's scope and etcd's cluster token.
     scope: str = "marketplace"
     settle_after: float = SETTLE_AFTER
-    #: The network the cluster's hosts and clients are on ("10.0.0.0/24"),
-    #: which pg_hba lets in; None: only the hosts' own addresses.
+    #: The network the cluster's hosts and clients are on ("10.0.0.0/24").
     network: Optional[str] = None
+    #: Where the operator connects from ("10.0.0.5/32"): PostgreSQL lets
+    #: the superuser and the tables' owner in from there (else from the
+    #: C{network}) and from the database hosts.
+    admin_network: Optional[str] = None
     #: The clients are a load generator on the same machine (the cluster on
     #: one machine): the daemons' per-address sign-up and hashing shares and
     #: per-account share of keyed writes, meant for strangers on the

@@ -44,6 +44,9 @@ class Plan(Settings):
     def __post_init__(self) -> None:
         if self.network is None:
             self.network = f"{self.subnet}.0/24"
+        if self.admin_network is None:
+            # The operator (marketplace-cluster, the tests) is this machine.
+            self.admin_network = f"{self.gateway}/32"
 
     @property
     def subnet(self) -> str:

@@ -27,6 +27,7 @@ from marketplace.contract.errors import (
     ApiError,
 )
 from marketplace.customer import customerdb, identities, throttles
+from marketplace.customer.touches import Touches
 from marketplace.customer.passwords import (
     DEFAULT_HASH_MEMORY,
     DEFAULT_HASH_PER_SOURCE,
@@ -41,6 +42,7 @@ from marketplace.customer.passwords import (
 from marketplace.postgres.database import Database
 from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Reply, Session, session_key, username_scope
+from marketplace.frame.unavailable import is_unavailable
 from marketplace.frame.limits import LOGIN_WINDOW, MAX_LOGIN_FAILURES
 
 DEFAULT_SESSION_TIMEOUT = 300.0
@@ -219,6 +221,8 @@ class Accounts:
         # a flood costs the database a statement per token, not per request.
         self._bucket_turns = throttles.OneAtATime()
         self._empty_buckets = throttles.EmptyBuckets(self.clock)
+        #: Touches of sessions whose reads a standby answered.
+        self.touches = Touches(self.customer, self.role, self.session_timeout, self._clock())
 
     @property
     def id_field(self) -> str:
@@ -227,9 +231,18 @@ class Accounts:
     async def authenticate(self, session_id: str) -> Session:
         """The live session of this role with this id, or INVALID_SESSION."""
         key = session_key(session_id)
-        account_id = await customerdb.touch_session(
-            self.customer, key, self.role, self.session_timeout
-        )
+        try:
+            account_id = await customerdb.touch_session(
+                self.customer, key, self.role, self.session_timeout
+            )
+        except Exception as e:
+            # The primary cannot be reached: a standby has every session
+            # acknowledged (remote_apply), and checks it without a touch.
+            if not (is_unavailable(e) and self.customer.has_replicas):
+                raise
+            account_id = await customerdb.live_account(
+                self.customer.replicas, key, self.role, self.session_timeout
+            )
         if account_id is None:
             raise invalid_session(self.role)
         return Session(account_id, key)

@@ -93,12 +93,31 @@ WITH live AS (
 
 _TOUCH = LIVE_SESSION + "\nSELECT account_id FROM live\n"
 
+# C{live} that writes nothing, for a standby (which cannot): the same check
+# of last_seen, without the touch; the touch is sent to the primary
+# separately (marketplace/customer/touches.py).
+LIVE_SESSION_READ = """
+WITH live AS (
+    SELECT account_id FROM sessions
+    WHERE key = %(key)s AND role = %(role)s
+      AND last_seen > now() - %(timeout)s * interval '1 second'
+)"""
+
+_LIVE_ACCOUNT = LIVE_SESSION_READ + "\nSELECT account_id FROM live\n"
+
 
 async def touch_session(
     db: Database, key: str, role: str, timeout: float
 ) -> Optional[int]:
     """The account of a live session of C{role}, marking it as just used."""
     row = await db.one(_TOUCH, {"key": key, "role": role, "timeout": timeout})
+    return row[0] if row else None
+
+
+async def live_account(db, key: str, role: str, timeout: float) -> Optional[int]:
+    """The account of a live session of C{role}, without touching it: for
+    a standby (C{db} a L{marketplace.postgres.database.Replicas})."""
+    row = await db.one(_LIVE_ACCOUNT, {"key": key, "role": role, "timeout": timeout})
     return row[0] if row else None
 
 

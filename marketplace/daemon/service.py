@@ -75,13 +75,15 @@ class Backend(OrderedMultiService):
         self.settings = settings
         self.reactor = reactor
         durable = not settings.unsafe_async_commit
+        # Sessions, accounts and the catalog are read on the standbys too,
+        # where there are any (docs/RELIABILITY.md, Reads on the replicas).
         self.customer = Database(
             "customer", settings.customer_db, settings.pool_size, reactor, durable,
-            settings.customer_owner_db,
+            settings.customer_owner_db, replicas=True,
         )
         self.product = Database(
             "product", settings.product_db, settings.pool_size, reactor, durable,
-            settings.product_owner_db,
+            settings.product_owner_db, replicas=True,
         )
         self.payments = Database(
             "payments", settings.payments_db, settings.pool_size, reactor, durable,

@@ -9,9 +9,14 @@ Barman takes full backups with the wheel's own C{pg_basebackup}
 L{RETENTION} and restores a backup with the WAL up to a chosen time
 (C{barman restore --target-time}).  This module writes Barman's
 configuration for a data folder and runs its commands; the
-C{marketplace-backup} command (backupcli.py) is what users run.
+C{marketplace-backup} command (backupcli.py) is what users run.  The
+replicated cluster's backups (marketplace/cluster/backups.py) use the same
+configuration and commands, with a Barman home and connections of their
+own (L{config_for}, L{run_barman}).
 """
 
+import datetime
+import json
 import os
 import pwd
 import shlex
@@ -19,7 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 #: Barman's name for the embedded server.
 SERVER = "marketplace"
@@ -40,16 +45,26 @@ def home(data_dir: Path) -> Path:
 
 def incoming(data_dir: Path) -> Path:
     """Where the server's archive_command puts each WAL segment."""
-    return home(data_dir) / SERVER / "incoming"
+    return incoming_of(home(data_dir))
+
+
+def incoming_of(barman_home: Path) -> Path:
+    """The incoming WAL folder of Barman's home C{barman_home}."""
+    return Path(barman_home) / SERVER / "incoming"
 
 
 def archive_command(data_dir: Path) -> str:
-    """The embedded server's archive_command: copy a segment into Barman's
-    incoming folder, never over one of the same name, and on disk before
+    """The embedded server's archive_command (L{archive_command_into})."""
+    return archive_command_into(incoming(data_dir))
+
+
+def archive_command_into(folder: Path) -> str:
+    """An archive_command that copies a segment into Barman's incoming
+    C{folder}, never over one of the same name, and on disk before
     PostgreSQL is told it is archived (it may then recycle its own copy):
     written under a temporary name, flushed (sync FILE, coreutils), then
     renamed into place."""
-    target = shlex.quote(str(incoming(data_dir)))
+    target = shlex.quote(str(folder))
     return (
         f"test ! -f {target}/%f && cp %p {target}/.%f.partial"
         f" && sync {target}/.%f.partial && mv {target}/.%f.partial {target}/%f"
@@ -66,11 +81,21 @@ def binaries() -> Path:
 def config_text(data_dir: Path, socket_dir: Path) -> str:
     """Barman's configuration for the embedded server of C{data_dir}, whose
     unix socket is in C{socket_dir}."""
-    barman_home = home(data_dir)
-    user = pwd.getpwuid(os.geteuid()).pw_name
     connection = f"host={socket_dir} user=postgres dbname=postgres"
+    return config_for(home(data_dir), connection, connection,
+                      f"the embedded PostgreSQL of {Path(data_dir).resolve()}")
+
+
+def config_for(barman_home: Path, conninfo: str, streaming_conninfo: str,
+               description: str, programs: Optional[Path] = None) -> str:
+    """Barman's configuration of the server L{SERVER}, reached through
+    C{conninfo} (a superuser's) and C{streaming_conninfo} (a replication
+    connection, for pg_basebackup), its WAL coming into its incoming
+    folder; Barman's files in C{barman_home}; PostgreSQL's programs from
+    C{programs} (default: the wheel's, L{binaries})."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
     return f"""\
-; Written by marketplace-backup (marketplace/postgres/backup.py) at each run.
+; Written by marketplace/postgres/backup.py at each run.
 [barman]
 barman_home = {barman_home}
 barman_user = {user}
@@ -78,13 +103,13 @@ log_file = {barman_home}/barman.log
 log_level = INFO
 
 [{SERVER}]
-description = the embedded PostgreSQL of {Path(data_dir).resolve()}
-conninfo = {connection}
-streaming_conninfo = {connection}
+description = {description}
+conninfo = {conninfo}
+streaming_conninfo = {streaming_conninfo}
 backup_method = postgres
 archiver = on
 streaming_archiver = off
-path_prefix = {binaries()}
+path_prefix = {programs or binaries()}
 retention_policy = {RETENTION}
 minimum_redundancy = 1
 """
@@ -94,11 +119,19 @@ def barman(data_dir: Path, socket_dir: Path, *args: str, check: bool = True,
            capture: bool = False) -> subprocess.CompletedProcess:
     """Run C{barman ARGS} on the configuration of C{data_dir}."""
     make_home(data_dir)
-    config = home(data_dir) / "barman.conf"
-    config.write_text(config_text(data_dir, socket_dir))
+    return run_barman(home(data_dir), config_text(data_dir, socket_dir), *args,
+                      check=check, capture=capture)
+
+
+def run_barman(barman_home: Path, config: str, *args: str, check: bool = True,
+               capture: bool = False) -> subprocess.CompletedProcess:
+    """Run C{barman ARGS} with configuration C{config} (written into
+    C{barman_home}, which L{make_home_at} made)."""
+    path = Path(barman_home) / "barman.conf"
+    path.write_text(config)
     program = shutil.which("barman", path=str(Path(sys.executable).parent)) or "barman"
     return subprocess.run(
-        [program, "-c", str(config), *([] if capture else ["-q"]), *args],
+        [program, "-c", str(path), *([] if capture else ["-q"]), *args],
         check=check, text=True,
         stdout=subprocess.PIPE if capture else None,
         # What Barman writes is the database's data: for its owner alone.
@@ -107,13 +140,19 @@ def barman(data_dir: Path, socket_dir: Path, *args: str, check: bool = True,
 
 
 def make_home(data_dir: Path) -> None:
+    """Barman's folders for the embedded server of C{data_dir}."""
+    make_home_at(home(data_dir))
+
+
+def make_home_at(barman_home: Path) -> None:
     """Barman's folders: private, but for the way (execute only) to the
     incoming folder, which the server's system user writes into."""
-    for folder in (home(data_dir), home(data_dir) / SERVER):
+    barman_home = Path(barman_home)
+    for folder in (barman_home, barman_home / SERVER):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o711)
-    incoming(data_dir).mkdir(exist_ok=True)
-    incoming(data_dir).chmod(0o700)
+    incoming_of(barman_home).mkdir(exist_ok=True)
+    incoming_of(barman_home).chmod(0o700)
 
 
 def server_user_owns(path: Path, user: str) -> None:
@@ -129,3 +168,26 @@ def backup_ids(data_dir: Path, socket_dir: Path) -> List[str]:
     """The ids of the backups Barman holds, oldest first."""
     listed = barman(data_dir, socket_dir, "list-backups", "--minimal", SERVER, capture=True)
     return list(reversed(listed.stdout.split()))
+
+
+def describe(run, backup_id: str) -> dict:
+    """Barman's show-backup of C{backup_id} as a dict (id, begin and end
+    time, size with its WAL), C{run} running a barman command (capturing
+    its output) as L{barman} or L{run_barman} do."""
+    shown = run("-f", "json", "show-backup", SERVER, backup_id)
+    info = next(iter(json.loads(shown.stdout).values()))
+    base = info.get("base_backup_information", {})
+    return {
+        "id": backup_id,
+        "begin": parse_time(base["begin_time"]),
+        "end": parse_time(base["end_time"]),
+        "size": base.get("backup_size_with_wals", "?"),
+    }
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO time; one without a time zone is in the local one."""
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment

@@ -16,7 +16,6 @@ it replaces is kept as C{postgres.before-restore-STAMP}.
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -70,19 +69,10 @@ def backups(data_dir: Path) -> list:
     (a restore can reach any time from the end of the oldest on)."""
 
     def work(socket_dir):
-        found = []
-        for backup_id in backup.backup_ids(data_dir, socket_dir):
-            shown = backup.barman(data_dir, socket_dir, "-f", "json", "show-backup",
-                                  backup.SERVER, backup_id, capture=True)
-            info = next(iter(json.loads(shown.stdout).values()))
-            base = info.get("base_backup_information", {})
-            found.append({
-                "id": backup_id,
-                "begin": _parse_time(base["begin_time"]),
-                "end": _parse_time(base["end_time"]),
-                "size": base.get("backup_size_with_wals", "?"),
-            })
-        return found
+        def run(*args):
+            return backup.barman(data_dir, socket_dir, *args, capture=True)
+
+        return [backup.describe(run, b) for b in backup.backup_ids(data_dir, socket_dir)]
 
     return _with_server(data_dir, work)
 
@@ -94,11 +84,7 @@ def _daemons_running(data_dir: Path) -> list:
     return [pid for pid in _handles(pgdata).get() if pid != os.getpid() and _alive(pid)]
 
 
-def _parse_time(text: str) -> datetime.datetime:
-    moment = datetime.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # the local time zone
-    return moment
+_parse_time = backup.parse_time
 
 
 def restore(data_dir: Path, to: Optional[datetime.datetime] = None) -> Path:

@@ -12,8 +12,16 @@ socket that the pool closes itself: libpq closes its own socket as soon
 as it sees the server gone, and a socket closed under the reactor's feet
 leaves stale entries behind (C{EBADF}, lost readers, a crash at shutdown).
 
-Every commit waits for the disk (C{synchronous_commit = on}), whatever
-the server's default, unless the pool is made with C{durable=False}.
+Every commit waits until it is durable and visible on the synchronous
+standbys too (C{synchronous_commit = remote_apply}, which is C{on} where
+there is no synchronous standby), whatever the server's default, unless the
+pool is made with C{durable=False}: so a read on a synchronous standby sees
+every write acknowledged before it (docs/RELIABILITY.md, Reads on the
+replicas).
+
+A database whose connection string names several hosts also gets a pool
+on its standbys (L{replica_dsn}: C{target_session_attrs=prefer-standby}),
+for the reads that may be answered there (L{Database.replicas}).
 """
 
 import functools
@@ -47,6 +55,9 @@ STOP_WAIT = 5.0
 #: not be opened, and the longest wait between two attempts.
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
+
+#: Seconds a connection of a read pool serves before it is made again.
+READ_CONNECTION_AGE = 30.0
 
 #: Seconds an attempt to open a connection may take.
 CONNECT_TIMEOUT = 10.0
@@ -89,12 +100,22 @@ count_as_unavailable(*UNAVAILABLE_ERRORS)
 
 def connection_dsn(dsn: str, durable: bool = True) -> str:
     """C{dsn} with the pool's own settings: TCP keepalives where it names
-    none, and C{synchronous_commit} on (off if not C{durable})."""
+    none, and C{synchronous_commit} remote_apply (off if not C{durable})."""
     params = parse_dsn(dsn)
     extra = {k: v for k, v in KEEPALIVES.items() if k not in params}
-    commit = "on" if durable else "off"
+    commit = "remote_apply" if durable else "off"
     extra["options"] = f"{params.get('options', '')} -c synchronous_commit={commit}".strip()
     return make_dsn(dsn, **extra)
+
+
+def replica_dsn(dsn: str) -> Optional[str]:
+    """The connection string of the read pool of C{dsn}: its hosts, standbys
+    preferred (C{target_session_attrs=prefer-standby}); None where C{dsn}
+    names one host (no replicas: the reads stay on the one pool)."""
+    params = parse_dsn(dsn)
+    if len(params.get("host", "").split(",")) < 2:
+        return None
+    return make_dsn(dsn, target_session_attrs="prefer-standby")
 
 
 def host_candidates(dsn: str) -> List[str]:
@@ -103,12 +124,20 @@ def host_candidates(dsn: str) -> List[str]:
     libpq can try several hosts itself, but on a non-blocking connection it
     swaps the socket under the reactor's feet when it moves to the next
     host; so the pool tries the hosts one connection each.  Settings such
-    as C{target_session_attrs} apply to each.
+    as C{target_session_attrs} apply to each; C{prefer-standby}, which on
+    one host means any, becomes each host as a C{standby}, then each as
+    C{any}.
     """
     params = parse_dsn(dsn)
     hosts = params.get("host", "").split(",")
     if len(hosts) < 2:
         return [dsn]
+    if params.get("target_session_attrs") == "prefer-standby":
+        return [
+            one
+            for attrs in ("standby", "any")
+            for one in host_candidates(make_dsn(dsn, target_session_attrs=attrs))
+        ]
     ports = params.get("port", "").split(",")
     addresses = params.get("hostaddr", "").split(",")
     candidates = []
@@ -209,6 +238,8 @@ class _Connection(txpostgres.Connection):
         self.pool = pool
         #: Names of the statements prepared on this connection.
         self.prepared_statements: Set[str] = set()
+        #: When it was made (the reactor's seconds).
+        self.made_at = reactor.seconds()
 
     def connect(self, dsn: str) -> defer.Deferred:  # type: ignore[override]
         """Open the connection; a Deferred of this connection."""
@@ -349,11 +380,24 @@ class _Pool:
     time, and replaced when it breaks."""
 
     def __init__(
-        self, dsn: str, size: int, reactor, outage: Outage, stats: Optional[PoolStats] = None
+        self,
+        dsn: str,
+        size: int,
+        reactor,
+        outage: Outage,
+        stats: Optional[PoolStats] = None,
+        spread: bool = False,
     ) -> None:
         self.dsn = dsn
         #: The hosts to try, one connection each; the last that took first.
         self.hosts = Rotation(host_candidates(dsn))
+        #: Whether each new connection starts from the host after the one
+        #: the last went to (a read pool, over the standbys), rather than
+        #: from the same one (the primary); such a pool also makes each
+        #: connection again after L{READ_CONNECTION_AGE} seconds, so that
+        #: one that landed on the primary (no standby was up) or on a
+        #: standby since promoted moves back to a standby.
+        self.spread = spread
         self.size = size
         self.reactor = reactor
         self.outage = outage
@@ -408,8 +452,18 @@ class _Pool:
                 if timer.active():
                     timer.cancel()
             self.hosts.worked(index)
+            if self.spread:
+                self._spread_from(index)
             return connection
         raise failure if failure is not None else DatabaseDown("the pool is closed")
+
+    def _spread_from(self, index: int) -> None:
+        # The next connection starts with the standby after this one; after
+        # a host taken as "any" (no standby answered), with the first
+        # standby again (host_candidates: each host as a standby, then each
+        # as any).
+        hosts = len(parse_dsn(self.dsn).get("host", "").split(","))
+        self.hosts.worked((index + 1) % hosts if index < hosts else 0)
 
     async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
         backoff = Backoff(RETRY_FIRST, RETRY_MAX)
@@ -472,6 +526,17 @@ class _Pool:
             self._fail_waiters()
         self._open(replacing=True)
 
+    def _old(self, connection: _Connection) -> bool:
+        return self.reactor.seconds() - connection.made_at > READ_CONNECTION_AGE
+
+    def _make_again(self, connection: _Connection) -> None:
+        """Close C{connection}, which works, and open another in its place
+        (the read pool's rebalancing: no outage, no reconnect counted)."""
+        self.connections.discard(connection)
+        connection.close()
+        if not self.closed:
+            self._open()
+
     def _fail_waiters(self) -> None:
         waiters, self.waiters = self.waiters, deque()
         for d in waiters:
@@ -508,7 +573,9 @@ class _Pool:
 
     def _put_back(self, result, connection: _Connection):
         if connection in self.connections:
-            if connection.usable:
+            if connection.usable and self.spread and self._old(connection):
+                self._make_again(connection)
+            elif connection.usable:
                 self._lend_or_keep(connection)
             else:
                 reason = describe(result) if isinstance(result, Failure) else "left busy"
@@ -606,7 +673,8 @@ def prepared_forms(name: str, sql: str) -> Tuple[str, str]:
 class Database(Service):
     """One PostgreSQL database, reached through a pool of C{size} connections.
 
-    Starting the service opens the pool, stopping it closes the pool.  The
+    Starting the service opens the pool, stopping it closes the pool; with
+    C{replicas}, a second pool on the standbys as well (L{Replicas}).  The
     connection string may be given now or later (L{set_dsn}), before the
     start, for a database that is started by the daemon itself
     (L{marketplace.postgres.embedded.EmbeddedServer}).
@@ -622,8 +690,12 @@ class Database(Service):
         reactor,
         durable: bool = True,
         owner_dsn: Optional[str] = None,
+        replicas: bool = False,
     ):
         self.name = name
+        #: Whether to open a pool on the standbys too, where the connection
+        #: string names several hosts (L{replica_dsn}).
+        self.read_replicas = replicas
         self.dsn = dsn
         #: The connection of the role that owns the tables, which applies
         #: schema.sql (postgres/roles.py); None: the pool's own.
@@ -636,6 +708,10 @@ class Database(Service):
         self._outage: Optional[Outage] = None
         #: Waits and reconnects of its pools, over restarts (metrics.py).
         self.stats = PoolStats()
+        #: The pool on the standbys (None: no replicas, see L{replica_dsn}).
+        self._read_pool: Optional[_Pool] = None
+        self._read_outage: Optional[Outage] = None
+        self.replicas = Replicas(self)
 
     def startService(self) -> defer.Deferred:
         """Open the pool; fires once each connection is up or retrying."""
@@ -646,7 +722,16 @@ class Database(Service):
             self._outage = Outage(self.name, self._reactor)
         dsn = connection_dsn(self.dsn, self.durable)
         self._pool = _Pool(dsn, self.size, self._reactor, self._outage, self.stats)
-        return self._pool.start()
+        started = [self._pool.start()]
+        reads = replica_dsn(dsn) if self.read_replicas else None
+        if reads is not None:
+            if self._read_outage is None:
+                self._read_outage = Outage(f"{self.name} (replicas)", self._reactor)
+            self._read_pool = _Pool(
+                reads, self.size, self._reactor, self._read_outage, spread=True
+            )
+            started.append(self._read_pool.start())
+        return defer.gatherResults(started).addCallback(lambda _: None)
 
     @property
     def reactor(self):
@@ -680,10 +765,24 @@ class Database(Service):
 
     def stopService(self):
         super().stopService()
-        if self._pool is None:
+        pools = [p for p in (self._pool, self._read_pool) if p is not None]
+        self._pool = self._read_pool = None
+        if not pools:
             return None
-        pool, self._pool = self._pool, None
-        return pool.close()
+        return defer.gatherResults([p.close() for p in pools]).addCallback(lambda _: None)
+
+    @property
+    def has_replicas(self) -> bool:
+        """Whether this database has a pool on its standbys."""
+        return self._read_pool is not None
+
+    def pools(self, replicas_first: bool) -> List[_Pool]:
+        """The pools a read may try, in turn: the primary's and the
+        standbys' (the standbys' first if C{replicas_first})."""
+        pools = [p for p in (self._pool, self._read_pool) if p is not None]
+        if not pools:
+            raise DatabaseDown(f"the {self.name} database is not open")
+        return pools[::-1] if replicas_first else pools
 
     @property
     def pool(self) -> _Pool:
@@ -729,6 +828,56 @@ class Database(Service):
         this class's statement methods (L{Transaction}), so the functions
         that take a database can run inside it."""
         return self.transaction(lambda cursor: work(Transaction(cursor)))
+
+
+class Replicas:
+    """The statements of a L{Database} that only read, on its standbys
+    where it has any: L{query}, L{one} and L{prepared} as L{Database} has
+    them.  A statement that fails there because the standbys cannot be
+    reached runs on the primary; without standbys, on the primary alone.
+    What runs here may be as old as the standby's replay lag (see
+    docs/RELIABILITY.md, Reads on the replicas)."""
+
+    def __init__(self, database: "Database") -> None:
+        self.database = database
+
+    def _run(self, method: str, args: tuple, replicas_first: bool = True) -> defer.Deferred:
+        try:
+            pools = self.database.pools(replicas_first)
+        except DatabaseDown:
+            return defer.fail()
+        return run_in_turn(pools, method, args)
+
+    def query(self, sql: str, args: Any = None) -> "defer.Deferred[List[tuple]]":
+        """Rows of one statement."""
+        return self._run("runQuery", (sql, args))
+
+    async def one(self, sql: str, args: Any = None) -> Optional[tuple]:
+        """The first row of one statement, or None."""
+        rows = await self.query(sql, args)
+        return rows[0] if rows else None
+
+    def prepared(self, name: str, sql: str, args: dict) -> "defer.Deferred[List[tuple]]":
+        """L{Database.prepared}, on a standby."""
+        return self._run("run_prepared", (name,) + prepared_forms(name, sql) + (args,))
+
+
+def run_in_turn(pools: List[_Pool], method: str, args: tuple) -> defer.Deferred:
+    """C{method(*args)} of the first of C{pools}; on the next where it
+    fails because its database cannot be reached (L{is_unavailable})."""
+    d = getattr(pools[0], method)(*args)
+    if len(pools) > 1:
+        d.addErrback(_next_pool, pools[1:], method, args)
+    return d
+
+
+def _next_pool(failure, pools, method: str, args: tuple):
+    # A standby cancels a query that holds up its replay for too long
+    # (max_standby_streaming_delay) as a serialization failure: a read,
+    # so it is simply run on the next pool.
+    if not (is_unavailable(failure.value) or failure.check(psycopg2.errors.SerializationFailure)):
+        return failure
+    return run_in_turn(pools, method, args)
 
 
 class Transaction:

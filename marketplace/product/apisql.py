@@ -9,11 +9,12 @@ full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
 
 Every statement begins with the common table expression C{live}, the
 session's account (one row, or none for a session that is not live): on
-one database it checks and touches the session itself (L{LIVE}), on two it
-is the account the dispatcher found.  Each answers one row: an outcome
-(L{DONE}, or why not) and the payload as JSON text written by PostgreSQL (of
-a refusal: what its error message needs, looked up only then, since every
-plan node costs PostgreSQL time to start on every call).
+one database it checks and touches the session itself (L{LIVE}; on a
+standby it only checks it), on two it is the account the dispatcher found.
+Each answers one row: an outcome (L{DONE}, or why not) and the payload as
+JSON text written by PostgreSQL (of a refusal: what its error message
+needs, looked up only then, since every plan node costs PostgreSQL time
+to start on every call).
 
 A write with a request key (arguments C{rk_scope}, C{rk_key},
 C{rk_request}; all null without one) first counts the write among the
@@ -27,7 +28,7 @@ import sys
 from typing import Dict
 
 from marketplace.contract import money
-from marketplace.customer.customerdb import LIVE_SESSION
+from marketplace.customer.customerdb import LIVE_SESSION, LIVE_SESSION_READ
 from marketplace.postgres import requestkeys
 from marketplace.product.statements import DONE, TOO_MANY_KEYS
 
@@ -44,6 +45,9 @@ MAX_CART_LINES = 100
 LIVE = {
     "joined": LIVE_SESSION,
     "separate": "WITH live AS (SELECT %(account_id)s::bigint AS account_id)",
+    # Joined, on a standby: the session checked, not touched (a standby
+    # cannot write; marketplace/customer/touches.py touches it).
+    "standby": LIVE_SESSION_READ,
 }
 
 
@@ -396,8 +400,8 @@ STATEMENTS: Dict[str, str] = {
 
 def full_text(api: str, layout: str = "joined") -> str:
     """The whole statement of C{api} (a key of L{STATEMENTS}) on
-    C{layout}: "joined" (customer and product data in one database) or
-    "separate"."""
+    C{layout}: "joined" (customer and product data in one database),
+    "standby" (joined, for a standby: nothing written) or "separate"."""
     return LIVE[layout] + STATEMENTS[api]
 
 

@@ -29,6 +29,13 @@ key, the answer filed under the key is returned if there is one: a
 concurrent repeat waited for the first one's row locks, so the first is
 committed by then.
 
+Where the product database has standbys (a read pool, see
+marketplace/postgres/database.py), the catalog reads run there
+(L{Statements.read_catalog}) and the reads that must see the session's
+writes run there when the primary cannot be reached (L{Statements.read});
+on one database their C{live} is the "standby" one, which checks the
+session without touching it (the touch goes to the primary afterwards).
+
 The handlers are built with Deferred callbacks alone: they are the busiest
 code of the service, and a coroutine costs more to start and resume than a
 callback does to run.
@@ -45,6 +52,7 @@ from marketplace.postgres.database import Database
 from marketplace.frame import dispatch
 from marketplace.postgres import requestkeys
 from marketplace.frame.dispatch import Api, Call, Handler
+from marketplace.frame.unavailable import is_unavailable
 
 #: The outcome of a statement that did its work.
 #: The outcome of a statement that did its work (the others say why not).
@@ -91,10 +99,12 @@ Refusal = Callable[[tuple, dict], ApiError]
 
 @dataclass(frozen=True)
 class Statement:
-    """An API's statement in one strategy, and the name it is prepared as."""
+    """An API's statement in one strategy, and the name it is prepared as;
+    C{standby}: the same for a standby (it writes nothing), where it has one."""
 
     name: str
     sql: str
+    standby: Optional["Statement"] = None
 
 
 class Statements:
@@ -119,6 +129,20 @@ class Statements:
         """The statement C{sql} (written for L{layout}), prepared as C{name}."""
         return Statement(f"{name}_{self.sessions.name}", sql)
 
+    def read_statement(self, name: str, api: str) -> Statement:
+        """The statement of C{api} (an apisql name) that only reads, with its
+        form for a standby: on one database the standby's checks the
+        session without touching it."""
+        from marketplace.product import apisql  # apisql imports this module
+
+        layout = self.sessions.name
+        standby = "standby" if self.sessions.joined else layout
+        return Statement(
+            f"{name}_{layout}",
+            apisql.full_text(api, layout),
+            Statement(f"{name}_{standby}", apisql.full_text(api, standby)),
+        )
+
     def apis(self, handlers: Dict[str, Handler]) -> Dict[str, Api]:
         """The APIs of these C{handlers}, by name: the dispatcher checks
         their session only where their statement does not."""
@@ -141,8 +165,41 @@ class Statements:
     def read(
         self, statement: Statement, args: dict, refused: Optional[Refusal] = None
     ) -> defer.Deferred:
-        """A Deferred of the payload of a statement that changes nothing."""
+        """A Deferred of the payload of a statement that changes nothing and
+        must see the session's own writes: on the primary; on a standby
+        (L{Statement.standby}) when the primary cannot be reached (a
+        synchronous standby has applied every write acknowledged)."""
         d = self.db.prepared(statement.name, statement.sql, args)
+        if statement.standby is not None and self.db.has_replicas:
+            d.addErrback(self._on_standby, statement.standby, args)
+        return d.addCallback(self._payload, args, refused)
+
+    def _on_standby(self, failure, standby: Statement, args: dict):
+        if not is_unavailable(failure.value):
+            return failure
+        return self.db.replicas.prepared(standby.name, standby.sql, args)
+
+    def read_catalog(
+        self, statement: Statement, args: dict, refused: Optional[Refusal] = None
+    ) -> defer.Deferred:
+        """A Deferred of the payload of a catalog read (L{read}'s, but
+        answered by a standby where there are any, to spread the load; the
+        primary if none can be reached).  A session the standby does not
+        know is looked for on the primary; one it knows is touched there
+        (not waited for, L{Touches})."""
+        if not self.db.has_replicas or statement.standby is None:
+            return self.read(statement, args, refused)
+        standby = statement.standby
+        d = self.db.replicas.prepared(standby.name, standby.sql, args)
+        return d.addCallback(self._catalog_rows, statement, args, refused)
+
+    def _catalog_rows(self, rows: list, statement: Statement, args: dict, refused):
+        if rows or not self.sessions.joined:
+            if self.sessions.joined:
+                self.accounts.touches.touch(args["key"])
+            return self._payload(rows, args, refused)
+        d = self.db.prepared(statement.name, statement.sql, args)
+        d.addErrback(_unless_unavailable, rows)
         return d.addCallback(self._payload, args, refused)
 
     def write(
@@ -204,6 +261,11 @@ def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
 
 
 _NO_KEY = {"rk_scope": None, "rk_key": None, "rk_request": None}
+
+
+def _unless_unavailable(failure, rows: list):
+    # The primary away: the standby's answer (no such live session) stands.
+    return rows if is_unavailable(failure.value) else failure
 
 
 def _raise(_, error: ApiError):

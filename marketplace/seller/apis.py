@@ -61,9 +61,7 @@ class SellerApis:
             product, sessions, self.accounts, apisql.FILED_ANSWER
         )
         layout = statements.layout
-        self._seller_items = statements.statement(
-            "seller_items", apisql.full_text("DisplayItemsForSale", layout)
-        )
+        self._seller_items = statements.read_statement("seller_items", "DisplayItemsForSale")
         self._change_price = statements.statement(
             "change_price", apisql.full_text("ChangeItemPrice", layout)
         )
@@ -72,7 +70,9 @@ class SellerApis:
         )
 
     async def get_seller_rating(self, call: Call) -> dict:
-        rating = await seller_rating(self.customer, self.product, call.session.user_id)
+        rating = await seller_rating(
+            self.customer.replicas, self.product.replicas, call.session.user_id
+        )
         if rating is None:
             raise ApiError(NOT_FOUND, "this seller's account no longer exists")
         return rating
@@ -118,7 +118,7 @@ class SellerApis:
         return statements.write(call, self._take_off_sale, args, _refused)
 
     def display_items(self, call: Call) -> defer.Deferred:
-        return self.statements.read(self._seller_items, self.statements.args(call))
+        return self.statements.read_catalog(self._seller_items, self.statements.args(call))
 
     def apis(self) -> Dict[str, Api]:
         """Every seller API, by name."""
