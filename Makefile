@@ -16,10 +16,17 @@ install: $(VENV)/.installed
 
 # The marketplace with the extras of setup.cfg a target needs: none for the
 # daemons, test and bench (whose report the tests check) for the tests,
-# bench for the benchmark.  One stamp file per set.
+# bench for the benchmark.  One stamp file per set.  With the backup extra,
+# Barman too, without its dependencies: it asks for the psycopg2 package,
+# which pip would build from source (a compiler and libpq's headers, absent
+# from a fresh machine), while psycopg2-binary, installed with the
+# marketplace, provides the same module; the backup extra lists its other
+# dependency.
+BARMAN = 'barman >= 3.16, < 4'
 define install-with
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check '.$(1)'
+	$(if $(findstring backup,$(1)),$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BARMAN))
 	@# refresh twisted's plugin cache, so twistd --help lists the plugins
 	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 	touch $@
@@ -39,7 +46,7 @@ $(VENV)/.installed-backup: $(SOURCES)
 $(VENV)/.installed-bench: $(SOURCES)
 	$(call install-with,[bench])
 
-CLUSTER_EXTRAS = [cluster,bench]
+CLUSTER_EXTRAS = [cluster,bench,backup]
 $(VENV)/.installed-cluster: $(SOURCES)
 	$(call install-with,$(CLUSTER_EXTRAS))
 
@@ -86,12 +93,18 @@ rsync:
 
 # The cluster's hosts run Debian's PostgreSQL (the embedded wheel's build has
 # no TLS, and every link of the cluster is TLS): installed here if it is
-# missing and we are root, else asked for.
+# missing and we are root, else asked for.  Debian would also create and
+# start a default server of its own (port 5432): a policy-rc.d that refuses
+# every start, for the length of the install, keeps it stopped (an existing
+# policy-rc.d is left as it is).
 postgresql-server:
-	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
-		&& command -v apt-get >/dev/null && apt-get update -q \
-		&& apt-get install -y -q --no-install-recommends postgresql; } \
-		|| { echo "the cluster needs Debian's PostgreSQL: apt-get install postgresql"; exit 1; }
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "the cluster needs Debian's PostgreSQL: apt-get install postgresql"; exit 1; fi; \
+	policy=/usr/sbin/policy-rc.d; made=; \
+	if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made=1; fi; \
+	apt-get update -q && apt-get install -y -q --no-install-recommends postgresql; status=$$?; \
+	[ -z "$$made" ] || rm -f $$policy; exit $$status
 
 # A development CA and a server certificate for localhost in ./certs (see
 # marketplace/daemon/devcerts.py), for trying TLS out; never for production.
