@@ -299,19 +299,31 @@ class BenchExtraTests(unittest.SynchronousTestCase):
             self.assertNotIn(library, required)
             self.assertIn(library, bench)
 
-    def pip_installs(self, target: str) -> list:
+    def pip_lines(self, target: str) -> list:
         # -B: as if nothing were installed yet; -n: only print the commands.
         lines = subprocess.run(
             ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.splitlines()
-        return [line.split()[-1] for line in lines if "pip install" in line]
+        return [line for line in lines if "pip install" in line]
+
+    def pip_installs(self, target: str) -> list:
+        """The marketplace's installs of C{target}, by their extras."""
+        return [line.split()[-1] for line in self.pip_lines(target) if "--no-deps" not in line]
+
+    def installs_barman_alone(self, target: str) -> bool:
+        """Whether C{target} installs Barman without its dependencies (its
+        psycopg2 would be built from source)."""
+        return any("--no-deps" in line and "barman" in line for line in self.pip_lines(target))
 
     def test_make_installs_it_for_bench_and_test_only(self):
         self.assertEqual(self.pip_installs("bench"), ["'.[bench]'"])
         self.assertEqual(self.pip_installs("test"), ["'.[test,bench,cluster,backup]'"])
         self.assertEqual(self.pip_installs("backup"), ["'.[backup]'"])
         self.assertEqual(self.pip_installs("run"), ["'.'"])
-        self.assertEqual(self.pip_installs("cluster"), ["'.[cluster,bench]'"])
+        self.assertEqual(self.pip_installs("cluster"), ["'.[cluster,bench,backup]'"])
+        for target, barman in (("test", True), ("backup", True), ("cluster", True),
+                               ("run", False), ("bench", False)):
+            self.assertEqual(self.installs_barman_alone(target), barman, target)
 
 
 class EndToEndTests(unittest.TestCase):
