@@ -66,8 +66,10 @@ run: install
 		--metrics=tcp:$(METRICS_PORT):interface=127.0.0.1
 
 # The whole test suite, on its own throwaway embedded databases: trial
-# spreads the tests over one process per core (TRIAL_ARGS= for one).
-TRIAL_ARGS ?= -j$(WORKERS)
+# spreads the tests over one process per core and one more, since the
+# replicated cluster's test keeps one process for minutes, mostly waiting
+# on its hosts (TRIAL_ARGS= for one process).
+TRIAL_ARGS ?= -j$(shell expr $(WORKERS) + 1)
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory rsync || echo "(the restore test is skipped without rsync)"
 	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory postgresql-server
