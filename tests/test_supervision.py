@@ -115,6 +115,13 @@ class WorkerMonitorTests(unittest.SynchronousTestCase):
         self.assertEqual(setup["dsns"]["customer_db"], "dbname=marketplace password=secret")
         self.assertNotIn("secret", " ".join(first.args))
 
+    def test_a_workers_lines_are_relayed_but_blank_ones(self):
+        with capturedLogs() as events:
+            for line in ("Main loop terminated.", "", "  "):
+                self.monitor.log.info("[{tag}] {line}", tag="worker 1", line=line,
+                                      stream="stdout")
+        self.assertEqual([e["line"] for e in events], ["Main loop terminated."])
+
     def test_no_workers_when_worker_0_cannot_listen(self):
         self.backend.up.callback(None)
         self.server.up.errback(error.CannotListenError("", 1, OSError("in use")))

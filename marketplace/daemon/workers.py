@@ -130,6 +130,8 @@ class WorkerMonitor(ProcessMonitor):
                 for d in waiting:
                     d.callback(None)
             return
+        if event.get("line", "x").strip() == "":
+            return  # (a worker's blank line would be a "[worker N] " line)
         globalLogPublisher(event)
 
     def all_serving(self) -> defer.Deferred:
