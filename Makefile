@@ -72,7 +72,8 @@ run: install
 TRIAL_ARGS ?= -j$(shell expr $(WORKERS) + 1)
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory rsync || echo "(the restore test is skipped without rsync)"
-	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory postgresql-server
+	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory postgresql-server \
+		|| echo "(the cluster's test is skipped without Debian's PostgreSQL)"
 	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
 
 # Backups of the embedded database (./var) with point-in-time recovery, by
