@@ -18,18 +18,11 @@ import time
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from tests.crashes import Daemon, alive, call_fresh, free_port, sleep
+from tests.crashes import Daemon, alive, call_fresh, free_port_pair, sleep
 from tests.support import payload_of
 
 log = Logger()
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 #: A password the account rules accept.
@@ -113,9 +106,7 @@ class WorkerCrashTests(unittest.TestCase):
         self.assertEqual(daemon.handles(), [])
 
     async def test_ready_line_then_sigterm_twice_to_a_worker_and_to_the_group(self):
-        metrics = free_port()
-        while not port_is_free(metrics + 1):
-            metrics = free_port()
+        metrics = free_port_pair()
         daemon = Daemon(
             self, 2, f"--metrics=tcp:{metrics}:interface=127.0.0.1", own_group=True
         ).start()

@@ -3,7 +3,6 @@
 follows the database; JSON logs hold no secrets."""
 
 import json
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tests.support import (
     start_marketplace,
     test_settings,
 )
+from tests.crashes import free_port_pair
 from tests.test_daemons import connect_when_up, free_port, start_daemon
 from tests.test_purchase import CARD
 from tests.test_unavailable import allow_connections
@@ -393,7 +393,7 @@ class DaemonTests(unittest.TestCase):
         await empty_databases(self)
         cwd = Path(self.mktemp()).resolve()
         cwd.mkdir(parents=True)
-        seller_port, metrics_port = free_port(), free_pair()
+        seller_port, metrics_port = free_port(), free_port_pair()
         dsns = layout_dsns()
         daemon = start_daemon(
             self, cwd, "marketplace-seller", "--workers=2",
@@ -431,16 +431,3 @@ class DaemonTests(unittest.TestCase):
         self.assertTrue(any(e.get("tag") == "worker 1" and "line" in e for e in events), formats)
         self.assertNotIn(dsns["customer"], (cwd / "log.json").read_text())
         self.assertEqual(daemon.log(), "", "nothing is logged as text")
-
-
-def free_pair() -> int:
-    """A loopback port whose next port is free too."""
-    for _ in range(100):
-        port = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no two free ports in a row")
