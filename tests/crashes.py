@@ -4,9 +4,7 @@ and what is needed to find, kill and count its processes.
 """
 
 import os
-import random
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -18,41 +16,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import Logger
 
 from tests.support import WireClient
+from tests.ports import free_port  # noqa: F401 (used by other tests too)
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
 
 log = Logger()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a loopback port can be bound now."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port_pair() -> int:
-    """A free port whose next port is free too, below the kernel's range of
-    ephemeral ports: worker 1 binds the second seconds later, and a port in
-    that range may meanwhile become the source port of any outgoing
-    connection on the machine (or another test's port 0)."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-        lowest_ephemeral = int(ports.read().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(max(1024, lowest_ephemeral - 12000), lowest_ephemeral - 2)
-        if port_is_free(port) and port_is_free(port + 1):
-            return port
 
 
 def sleep(seconds: float) -> defer.Deferred:

@@ -2,7 +2,6 @@
 plaintext port and plain frames to a TLS port, nothing listening; each its
 own message, at once (within 2 seconds), without retrying in vain."""
 
-import socket
 
 from twisted.internet import protocol, reactor
 from twisted.trial import unittest
@@ -12,13 +11,7 @@ from marketplace.contract.errors import UNAVAILABLE
 from marketplace.clientlib import tls
 from marketplace.daemon.devcerts import make_dev_certs
 from tests.support import empty_databases, start_plain_and_tls, test_settings
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (bound, then let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port  # noqa: F401 (used by other tests too)
 
 
 class ConnectionProblemTests(unittest.TestCase):

@@ -18,7 +18,8 @@ import time
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from tests.crashes import Daemon, alive, call_fresh, free_port_pair, sleep
+from tests.crashes import Daemon, alive, call_fresh, sleep
+from tests.ports import free_port_pair
 from tests.support import payload_of
 
 log = Logger()

@@ -8,7 +8,6 @@ options docs/OPERATING.md gives for the foreground, from one working folder.
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from twisted.trial import unittest
 
 from tests.support import WireClient, payload_of
 from tests.test_seller_api import PHONE_CASE
+from tests.ports import free_port  # noqa: F401 (used by other tests too)
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -34,12 +34,6 @@ def readme_foreground_options() -> list:
     foreground = [line for line in found if "--nodaemon" in line.split()]
     assert len(foreground) == 1, f"docs/OPERATING.md's foreground commands: {found}"
     return foreground[0].split()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Daemon(protocol.ProcessProtocol):

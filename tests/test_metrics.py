@@ -29,7 +29,7 @@ from tests.support import (
     start_marketplace,
     test_settings,
 )
-from tests.crashes import free_port_pair
+from tests.ports import free_port_pair
 from tests.test_daemons import connect_when_up, free_port, start_daemon
 from tests.test_purchase import CARD
 from tests.test_unavailable import allow_connections

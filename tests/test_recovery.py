@@ -27,6 +27,7 @@ from tests.support import (
     test_settings,
 )
 from tests.test_purchase import CARD, Buyer, Shop
+from tests.ports import free_port  # noqa: F401 (used by other tests too)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -64,12 +65,6 @@ class HoldingPayments(protocol.Factory):
             )
         if not self.held.called:
             self.held.callback(answer)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Child(protocol.ProcessProtocol):
