@@ -58,7 +58,7 @@ class ReadPoolTests(unittest.TestCase):
         # So that one on the primary (no standby was up) moves back to a
         # standby once there is one.
         self.patch(database, "READ_CONNECTION_AGE", 0.0)
-        reads = self.backend.product.pools(replicas_first=True)[0]
+        reads = self.backend.product.read_pools()[0]
         before = set(reads.connections)
         for _ in range(3):
             payload_of(self, await self.call("GetItem", {"item_id": self.item}))

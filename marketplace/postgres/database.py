@@ -391,6 +391,9 @@ class _Pool:
         self.dsn = dsn
         #: The hosts to try, one connection each; the last that took first.
         self.hosts = Rotation(host_candidates(dsn))
+        # (How many hosts the connection string names: a read pool's
+        # candidates are each of them as a standby, then each as any.)
+        self._host_count = len(parse_dsn(dsn).get("host", "").split(","))
         #: Whether each new connection starts from the host after the one
         #: the last went to (a read pool, over the standbys), rather than
         #: from the same one (the primary); such a pool also makes each
@@ -462,7 +465,7 @@ class _Pool:
         # a host taken as "any" (no standby answered), with the first
         # standby again (host_candidates: each host as a standby, then each
         # as any).
-        hosts = len(parse_dsn(self.dsn).get("host", "").split(","))
+        hosts = self._host_count
         self.hosts.worked((index + 1) % hosts if index < hosts else 0)
 
     async def _keep_opening(self, first: defer.Deferred, replacing: bool) -> None:
@@ -776,13 +779,13 @@ class Database(Service):
         """Whether this database has a pool on its standbys."""
         return self._read_pool is not None
 
-    def pools(self, replicas_first: bool) -> List[_Pool]:
-        """The pools a read may try, in turn: the primary's and the
-        standbys' (the standbys' first if C{replicas_first})."""
-        pools = [p for p in (self._pool, self._read_pool) if p is not None]
+    def read_pools(self) -> List[_Pool]:
+        """The pools a read that may be answered by a standby tries, in
+        turn: the standbys', then the primary's."""
+        pools = [p for p in (self._read_pool, self._pool) if p is not None]
         if not pools:
             raise DatabaseDown(f"the {self.name} database is not open")
-        return pools[::-1] if replicas_first else pools
+        return pools
 
     @property
     def pool(self) -> _Pool:
@@ -841,9 +844,9 @@ class Replicas:
     def __init__(self, database: "Database") -> None:
         self.database = database
 
-    def _run(self, method: str, args: tuple, replicas_first: bool = True) -> defer.Deferred:
+    def _run(self, method: str, args: tuple) -> defer.Deferred:
         try:
-            pools = self.database.pools(replicas_first)
+            pools = self.database.read_pools()
         except DatabaseDown:
             return defer.fail()
         return run_in_turn(pools, method, args)
