@@ -291,6 +291,13 @@ async def connect(testcase, port: int) -> WireClient:
     client = await connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", port), WireClient()
     )
+    close_after_test(testcase, client)
+    return client
+
+
+def close_after_test(testcase, client: WireClient) -> None:
+    """Close C{client}'s connection, if still open, once the test is over
+    (the test waits until it is closed)."""
 
     def close():
         if client.transport.connected:
@@ -298,7 +305,6 @@ async def connect(testcase, port: int) -> WireClient:
             return client.closed
 
     testcase.addCleanup(close)
-    return client
 
 
 def frame(message: Any) -> bytes:

@@ -21,6 +21,7 @@ from marketplace.daemon.build import build
 from tests.support import (
     _later,
     assert_error,
+    close_after_test,
     empty_databases,
     payload_of,
     test_settings,
@@ -72,13 +73,7 @@ class CrowdTestCase(unittest.TestCase):
     async def client(self, source: str, service: str = "buyer"):
         """A wire client of C{service} connecting from C{source}."""
         client = await _from(self.ports[service], source)
-
-        def close():
-            if client.transport.connected:
-                client.transport.loseConnection()
-                return client.closed
-
-        self.addCleanup(close)
+        close_after_test(self, client)
         return client
 
 
