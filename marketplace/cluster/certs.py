@@ -12,26 +12,21 @@ its folder like its other secrets:
     tls/operator.key     cluster's own calls to etcd and Patroni)
 
 Each host's certificates (its address as their name) are issued by
-L{Authority.issue} and written by L{marketplace.cluster.render}.  Keys are
-ECDSA P-256 (C{cryptography}, as marketplace.daemon.devcerts), the
-certificates valid for ten years: replacing one is deleting it and running
-C{up} (or C{render}) again.
+L{Authority.issue} and written by L{marketplace.cluster.render}.  Keys and
+certificates are made by L{marketplace.daemon.certificates}, as the
+development ones are, valid for ten years: replacing one is deleting it
+and running C{up} (or C{render}) again.
 """
 
-import datetime
 import functools
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from marketplace.cluster.settings import create_private
+from marketplace.daemon import certificates
+from marketplace.daemon.certificates import BOTH, CLIENT, SERVER  # noqa: F401 (for render)
 
 FOLDER = "tls"
 CA_CERT = "tls/ca/ca.pem"
@@ -39,45 +34,15 @@ CA_KEY = "tls/ca.key"
 OPERATOR_CERT = "tls/operator.pem"
 OPERATOR_KEY = "tls/operator.key"
 VALID_DAYS = 3650
-
-#: What a certificate may be used for: a server, a client, or both (an
-#: etcd member is both to its peers; Patroni serves its REST API and
-#: PostgreSQL and is etcd's client).
-SERVER = (ExtendedKeyUsageOID.SERVER_AUTH,)
-CLIENT = (ExtendedKeyUsageOID.CLIENT_AUTH,)
-BOTH = SERVER + CLIENT
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Marketplace cluster"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _cert_pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _alt_name(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-def _validity(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (builder.not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS)))
+ORGANIZATION = "Marketplace cluster"
 
 
 @dataclass(frozen=True)
 class Authority:
-    """A CA: its certificate and private key, as PEM text."""
+    """A cluster's CA: its certificate and private key, as PEM text.  (An
+    etcd member's certificate is both a server's and a client's, to its
+    peers; Patroni serves its REST API and PostgreSQL and is etcd's
+    client.)"""
 
     cert_pem: str
     key_pem: str
@@ -85,42 +50,14 @@ class Authority:
     @classmethod
     def create(cls, common_name: str = "Marketplace cluster CA") -> "Authority":
         """A new CA with a new key."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = _name(common_name)
-        usage = x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                              content_commitment=False, key_encipherment=False,
-                              data_encipherment=False, key_agreement=False,
-                              encipher_only=False, decipher_only=False)
-        cert = (_validity(x509.CertificateBuilder())
-                .subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(usage, critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                               critical=False)
-                .sign(key, hashes.SHA256()))
-        return cls(_cert_pem(cert), _key_pem(key))
+        return cls(*certificates.new_authority(common_name, ORGANIZATION, VALID_DAYS))
 
     def issue(self, common_name: str, names: Sequence[str],
               usages=BOTH) -> Tuple[str, str]:
         """A new key and a certificate for it, signed by this CA, for
         C{names} (addresses or host names): (certificate, key) as PEM."""
-        ca_cert = x509.load_pem_x509_certificate(self.cert_pem.encode())
-        ca_key = serialization.load_pem_private_key(self.key_pem.encode(), None)
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (_validity(x509.CertificateBuilder())
-                   .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                                  critical=True)
-                   .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       ca_key.public_key()), critical=False))
-        if names:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([_alt_name(n) for n in dict.fromkeys(names)]),
-                critical=False)
-        return _cert_pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key)
+        return certificates.issue(self.cert_pem, self.key_pem, common_name, ORGANIZATION,
+                                  names, usages, VALID_DAYS)
 
 
 def load_or_create(folder: Path) -> Authority:

@@ -16,46 +16,17 @@ For trying TLS out on one machine, never for production.  Run
 """
 
 import argparse
-import datetime
-import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from marketplace.daemon import certificates
 from marketplace.frame import secretfiles
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Marketplace development"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _alt_name(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-def _key_pem(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+ORGANIZATION = "Marketplace development"
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
@@ -75,60 +46,13 @@ def make_dev_certs(
     """Write a new CA and a server certificate for C{hosts} into C{folder};
     the paths written, by name (ca_dir, ca_cert, ca_key, cert, key)."""
     folder = Path(folder)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start = now - datetime.timedelta(minutes=5)
-    end = now + datetime.timedelta(days=VALID_DAYS)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("Marketplace development CA")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_cert, ca_key = certificates.new_authority(
+        "Marketplace development CA", ORGANIZATION, VALID_DAYS
     )
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([_alt_name(h) for h in dict.fromkeys(hosts)]),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert, key = certificates.issue(
+        ca_cert, ca_key, common_name, ORGANIZATION, list(hosts), certificates.SERVER,
+        VALID_DAYS,
     )
-
     paths = {
         "ca_dir": folder / "ca",
         "ca_cert": folder / "ca" / "ca.pem",
@@ -136,10 +60,10 @@ def make_dev_certs(
         "cert": folder / "server.pem",
         "key": folder / "server.key",
     }
-    _write(paths["ca_cert"], ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(paths["ca_key"], _key_pem(ca_key), secret=True)
-    _write(paths["cert"], cert.public_bytes(serialization.Encoding.PEM))
-    _write(paths["key"], _key_pem(key), secret=True)
+    _write(paths["ca_cert"], ca_cert.encode())
+    _write(paths["ca_key"], ca_key.encode(), secret=True)
+    _write(paths["cert"], cert.encode())
+    _write(paths["key"], key.encode(), secret=True)
     return paths
 
 
