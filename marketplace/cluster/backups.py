@@ -107,17 +107,13 @@ def listing(plan: Plan) -> List[dict]:
 
 
 def _backup_before(plan: Plan, to: Optional[datetime.datetime]) -> str:
-    found = listing(plan)
-    if not found:
-        raise BackupError(f"the cluster in {plan.folder} has no backup yet:"
-                          " marketplace-cluster backup")
-    if to is None:
-        return found[-1]["id"]
-    fitting = [b for b in found if b["end"] <= to]
-    if not fitting:
-        raise BackupError(f"no backup ended before {to.isoformat()}; the oldest point a"
-                          f" restore can reach is {found[0]['end'].isoformat()}")
-    return fitting[-1]["id"]
+    try:
+        return backup.backup_before(
+            listing(plan), to,
+            f"the cluster in {plan.folder} has no backup yet: marketplace-cluster backup",
+        )
+    except backup.NoBackupFits as e:
+        raise BackupError(str(e)) from None
 
 
 def _stage(old: Plan, new: Plan, backup_id: str, to: Optional[datetime.datetime]) -> Path:

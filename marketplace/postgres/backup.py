@@ -185,6 +185,28 @@ def describe(run, backup_id: str) -> dict:
     }
 
 
+class NoBackupFits(Exception):
+    """No backup a restore to the time asked for could start from."""
+
+
+def backup_before(found: List[dict], to: Optional[datetime.datetime], none_yet: str) -> str:
+    """The id of the latest of C{found} (L{describe}'s dicts, oldest first)
+    that ended before C{to} (the latest without it); L{NoBackupFits} with
+    C{none_yet} where there is none at all, or with the oldest point a
+    restore can reach."""
+    if not found:
+        raise NoBackupFits(none_yet)
+    if to is None:
+        return found[-1]["id"]
+    fitting = [b for b in found if b["end"] <= to]
+    if not fitting:
+        raise NoBackupFits(
+            f"no backup ended before {to.isoformat()}; the oldest point a restore can reach"
+            f" is {found[0]['end'].isoformat()}"
+        )
+    return fitting[-1]["id"]
+
+
 def parse_time(text: str) -> datetime.datetime:
     """An ISO time; one without a time zone is in the local one."""
     moment = datetime.datetime.fromisoformat(text)

@@ -133,18 +133,12 @@ def restore(data_dir: Path, to: Optional[datetime.datetime] = None) -> Path:
 def _backup_before(data_dir: Path, to: Optional[datetime.datetime]) -> str:
     """The id of the latest backup that ended before C{to} (the latest
     backup without it)."""
-    found = backups(data_dir)
-    if not found:
-        raise BackupError("there is no backup yet: marketplace-backup backup")
-    if to is None:
-        return found[-1]["id"]
-    fitting = [b for b in found if b["end"] <= to]
-    if not fitting:
-        raise BackupError(
-            f"no backup ended before {to.isoformat()}; the oldest point a restore can reach"
-            f" is {found[0]['end'].isoformat()}"
+    try:
+        return backup.backup_before(
+            backups(data_dir), to, "there is no backup yet: marketplace-backup backup"
         )
-    return fitting[-1]["id"]
+    except backup.NoBackupFits as e:
+        raise BackupError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
