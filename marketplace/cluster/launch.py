@@ -246,13 +246,6 @@ def _system_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
-def _own(path: Path, entry: pwd.struct_passwd) -> None:
-    """Give C{path} and everything in it to C{entry}'s user."""
-    for root, folders, files in os.walk(path):
-        for name in [root, *(os.path.join(root, f) for f in folders + files)]:
-            os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-
-
 def write_files(plan: Plan) -> List[str]:
     """Render every host's files into the cluster's folder (those already
     there are kept: written at the first start, used by every later one);
@@ -272,7 +265,7 @@ def write_files(plan: Plan) -> List[str]:
         os.chown(home, entry.pw_uid, entry.pw_gid)
         etcd = home / "etcd"
         if etcd.exists() and etcd.stat().st_uid != entry.pw_uid:
-            _own(etcd, entry)  # a cluster from when etcd ran as root
+            backup.server_user_owns(etcd, entry.pw_name)  # (from when etcd ran as root)
     files = render.render(plan, plan.machines(), layout(plan), passwords=role_passwords(plan),
                           authority=certs.load_or_create(plan.folder))
     written, _ = render.write(files, plan.folder)

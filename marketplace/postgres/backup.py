@@ -156,12 +156,12 @@ def make_home_at(barman_home: Path) -> None:
 
 
 def server_user_owns(path: Path, user: str) -> None:
-    """Give C{path} (recursively) to system user C{user}."""
+    """Give C{path} and everything in it (links themselves, not what they
+    point to) to system user C{user}."""
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        for name in [root, *(os.path.join(root, f) for f in dirs + files)]:
+            os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def backup_ids(data_dir: Path, socket_dir: Path) -> List[str]:
