@@ -438,10 +438,21 @@ def _bring_up(plan: Plan, timeout: float, fresh: bool,
     for host in plan.by_role("database"):
         wait_for(f"etcd on {host.name}", lambda host=host: etcd_healthy(plan, host), timeout)
     _say("etcd: three members healthy")
-    wait_for("a PostgreSQL primary", lambda: primary(plan) is not None, timeout)
-    wait_for("a synchronous standby", lambda: synchronous_standby(plan) is not None, timeout)
-    _say(f"PostgreSQL: primary on {primary(plan).name}, "
-         f"synchronous standby on {synchronous_standby(plan).name}")
+    # The hosts as the waits found them: asked again, Patroni may answer
+    # otherwise (a node coming back is taken out of the synchronous set,
+    # then put in again).
+    found: Dict[str, Optional[Host]] = {}
+
+    def finds(role: str, find: Callable[[Plan], Optional[Host]]) -> Callable[[], bool]:
+        def check() -> bool:
+            found[role] = find(plan)
+            return found[role] is not None
+        return check
+
+    wait_for("a PostgreSQL primary", finds("primary", primary), timeout)
+    wait_for("a synchronous standby", finds("standby", synchronous_standby), timeout)
+    _say(f"PostgreSQL: primary on {found['primary'].name}, "
+         f"synchronous standby on {found['standby'].name}")
     # (A primary that was killed with everything else is started again
     # before it takes connections.)
     wait_for("the marketplace's databases", lambda: _create_databases(plan), timeout)
