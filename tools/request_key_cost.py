@@ -1,0 +1,124 @@
+"""What a request key costs one AddItemToCart on PostgreSQL alone (issue 28;
+docs/PERFORMANCE.md, "What request keys and one path per API cost").
+
+Replays the statement as a buyer daemon sends it on the one-database
+layout (PREPARE once, then EXECUTE per call, durable commits, one
+connection), with a fresh request key per call and without one,
+alternated in rounds of C{--calls} each, and prints per round the time a
+call takes (median and fastest, client round trip included) and the WAL
+it writes (pg_current_wal_lsn before and after, so run it on a server
+nothing else writes to).  Keys, fingerprints and scope are made by the
+checkout's own code (statements._key_args), so the same tool measures
+any version of it.
+
+    PYTHONPATH=. .venv/bin/python tools/request_key_cost.py DSN [--setup] [--calls N] [--rounds N]
+
+DSN: a database of its own, as its owner; C{--setup} applies schema.sql
+(every part) and makes a buyer session and three items first.
+"""
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from types import SimpleNamespace
+
+import psycopg2
+
+from marketplace.postgres import schema
+from marketplace.postgres.database import prepared_forms
+from marketplace.product import apisql, statements
+
+SESSION_KEY = "c0ffee" * 10 + "abcd"
+ITEMS = 3
+
+
+def setup(connection) -> None:
+    """Every part of schema.sql, a live buyer session and ITEMS items."""
+    parts = schema.schema_parts(schema.schema_path().read_text())
+    with connection.cursor() as cursor:
+        for part in ("customer", "product"):
+            cursor.execute(parts[part])
+        cursor.execute("TRUNCATE accounts, items, active_cart_lines CASCADE")
+        cursor.execute(
+            "INSERT INTO accounts (role, username, name, password_hash)"
+            " VALUES ('buyer', 'bench', 'Bench', 'x') RETURNING id"
+        )
+        (account,) = cursor.fetchone()
+        cursor.execute(
+            "INSERT INTO sessions (key, role, account_id) VALUES (%s, 'buyer', %s)",
+            (SESSION_KEY, account),
+        )
+        cursor.execute(
+            "INSERT INTO items (seller_id, name, category, condition, price, quantity)"
+            " SELECT 1, 'item ' || n, 3, 'new', 1.25, 2000000000 FROM generate_series(1, %s) AS n",
+            (ITEMS,),
+        )
+
+
+def arguments(item: int, keyed: bool) -> dict:
+    """The statement's arguments for one unit of C{item}, as the buyer
+    daemon makes them; a fresh request key if C{keyed}."""
+    payload = {"item_id": f"3-{item}", "quantity": 1}
+    request = SimpleNamespace(
+        api="AddItemToCart", payload=payload, request_key=str(uuid.uuid4()) if keyed else None
+    )
+    args = {"key": SESSION_KEY, "role": "buyer", "timeout": 3600.0,
+            "category": 3, "number": item, "units": 1, "rk_max": 10**9}
+    args.update(statements._key_args(request, "buyer", SESSION_KEY))
+    return args
+
+
+def lsn(cursor) -> int:
+    cursor.execute("SELECT pg_current_wal_lsn() - '0/0'")
+    return int(cursor.fetchone()[0])
+
+
+def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> dict:
+    """One round: µs per call (median, fastest) and WAL bytes per call."""
+    cursor = connection.cursor()
+    cursor.execute("CHECKPOINT")  # every round starts with the same full-page images to write
+    times = []
+    start = lsn(cursor)
+    for n in range(calls):
+        args = arguments(items[n % len(items)], keyed)
+        began = time.perf_counter()
+        cursor.execute(execute, args)
+        row = cursor.fetchone()
+        times.append(time.perf_counter() - began)
+        if row[0] != statements.DONE:
+            raise SystemExit(f"the statement answered {row[0]}: {row[1]}")
+    wal = lsn(cursor) - start
+    return {
+        "keyed": keyed,
+        "median_us": round(statistics.median(times) * 1e6, 1),
+        "fastest_us": round(min(times) * 1e6, 1),
+        "wal_bytes_per_call": round(wal / calls, 1),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dsn")
+    parser.add_argument("--setup", action="store_true")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args(argv)
+    connection = psycopg2.connect(options.dsn)
+    connection.autocommit = True
+    if options.setup:
+        setup(connection)
+    cursor = connection.cursor()
+    cursor.execute("SET synchronous_commit = on")
+    cursor.execute("SELECT id FROM items ORDER BY id")
+    items = [row[0] for row in cursor.fetchall()]
+    prepare, execute = prepared_forms("add_to_cart", apisql.full_text("AddItemToCart", "joined"))
+    cursor.execute(prepare)
+    for n in range(options.rounds):
+        for keyed in (n % 2 == 0, n % 2 == 1):
+            print(json.dumps(round_of(connection, execute, items, keyed, options.calls)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
