@@ -102,25 +102,47 @@ WHERE a.username <> lower(a.username)
   );
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
--- came with a request_key, filed under its scope (role and session key, or
--- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
--- and the key, and written in the same statement or transaction as the
--- change itself.  A repeat finds the key taken (the primary key), changes
--- nothing and gets this answer; its request (a SHA-256 of the API and
--- payload) must match.  The answer is the payload's JSON, or for a cart a
--- JSON array of its lines [item id, quantity, price], a few bytes a line
--- (marketplace/product/apisql.py, FILED_ANSWER).  Swept once older than
--- requestkeys.keep_for.  The BRIN index costs a write next to nothing and
--- finds old rows for the sweep.
-CREATE TABLE IF NOT EXISTS request_keys (
-    scope      text NOT NULL,
-    key        text NOT NULL,
-    request    text NOT NULL,
+-- came with a request_key, filed under the SHA-256 of its scope (role and
+-- session key, or role and username for CreateAccount) and the key
+-- (marketplace/postgres/requestkeys.py; frame/dispatch.py, key_id), and
+-- written in the same statement or transaction as the change itself.  A
+-- repeat finds the key taken (the primary key), changes nothing and gets
+-- this answer; its request (the SHA-256 of the API and payload) must
+-- match.  Both digests are 32 raw bytes: the row and its index entry are
+-- about 110 and 70 bytes smaller than with scope, key and hex digests as
+-- text, and so is the WAL of each keyed write (docs/PERFORMANCE.md).  The
+-- answer is the payload's JSON, or for a cart a JSON array of its lines
+-- [item id, quantity, price], a few bytes a line (marketplace/product/
+-- apisql.py, FILED_ANSWER).  Swept once older than requestkeys.keep_for,
+-- found by the BRIN index; created_at is the second the key was filed in
+-- (rounded down), so that the keys of one second share one value and the
+-- BRIN summary of a block range is widened (a WAL record) once a second
+-- rather than by every key.
+CREATE TABLE IF NOT EXISTS request_answers (
+    id         bytea PRIMARY KEY,
+    request    bytea NOT NULL,
     answer     text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, key)
+    created_at timestamptz NOT NULL DEFAULT date_trunc('second', now())
 );
-CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys USING brin (created_at);
+CREATE INDEX IF NOT EXISTS request_answers_created ON request_answers USING brin (created_at);
+-- Upgrade: the keys of the code before (request_keys: scope, key and hex
+-- digests as text) are copied here, so that a repeat of a request answered
+-- before the upgrade still gets its first answer.  The older table is left
+-- to the daemons of the older code that still run in a rolling upgrade
+-- (their statements name it) and swept by the newer ones
+-- (requestkeys.sweep); it may be dropped once none of the older code runs.
+-- A key first used on one and repeated on the other after this copy is not
+-- found there: that repeat runs again.
+DO $$
+BEGIN
+    IF to_regclass('request_keys') IS NOT NULL THEN
+        INSERT INTO request_answers (id, request, answer, created_at)
+        SELECT sha256(convert_to(scope || chr(0) || key, 'UTF8')), decode(request, 'hex'),
+               answer, created_at
+        FROM request_keys WHERE answer <> ''
+        ON CONFLICT (id) DO NOTHING;
+    END IF;
+END $$;
 
 -- database: product
 
@@ -356,37 +378,72 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
 
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
--- came with a request_key, filed under its scope (role and session key, or
--- role and username for CreateAccount: marketplace/postgres/requestkeys.py)
--- and the key, and written in the same statement or transaction as the
--- change itself.  A repeat finds the key taken (the primary key), changes
--- nothing and gets this answer; its request (a SHA-256 of the API and
--- payload) must match.  The answer is the payload's JSON, or for a cart a
--- JSON array of its lines [item id, quantity, price], a few bytes a line
--- (marketplace/product/apisql.py, FILED_ANSWER).  Swept once older than
--- requestkeys.keep_for.  The BRIN index costs a write next to nothing and
--- finds old rows for the sweep.
-CREATE TABLE IF NOT EXISTS request_keys (
-    scope      text NOT NULL,
-    key        text NOT NULL,
-    request    text NOT NULL,
+-- came with a request_key, filed under the SHA-256 of its scope (role and
+-- session key, or role and username for CreateAccount) and the key
+-- (marketplace/postgres/requestkeys.py; frame/dispatch.py, key_id), and
+-- written in the same statement or transaction as the change itself.  A
+-- repeat finds the key taken (the primary key), changes nothing and gets
+-- this answer; its request (the SHA-256 of the API and payload) must
+-- match.  Both digests are 32 raw bytes: the row and its index entry are
+-- about 110 and 70 bytes smaller than with scope, key and hex digests as
+-- text, and so is the WAL of each keyed write (docs/PERFORMANCE.md).  The
+-- answer is the payload's JSON, or for a cart a JSON array of its lines
+-- [item id, quantity, price], a few bytes a line (marketplace/product/
+-- apisql.py, FILED_ANSWER).  Swept once older than requestkeys.keep_for,
+-- found by the BRIN index; created_at is the second the key was filed in
+-- (rounded down), so that the keys of one second share one value and the
+-- BRIN summary of a block range is widened (a WAL record) once a second
+-- rather than by every key.
+CREATE TABLE IF NOT EXISTS request_answers (
+    id         bytea PRIMARY KEY,
+    request    bytea NOT NULL,
     answer     text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, key)
+    created_at timestamptz NOT NULL DEFAULT date_trunc('second', now())
 );
-CREATE INDEX IF NOT EXISTS request_keys_created ON request_keys USING brin (created_at);
+CREATE INDEX IF NOT EXISTS request_answers_created ON request_answers USING brin (created_at);
+-- Upgrade: the keys of the code before (request_keys: scope, key and hex
+-- digests as text) are copied here, so that a repeat of a request answered
+-- before the upgrade still gets its first answer.  The older table is left
+-- to the daemons of the older code that still run in a rolling upgrade
+-- (their statements name it) and swept by the newer ones
+-- (requestkeys.sweep); it may be dropped once none of the older code runs.
+-- A key first used on one and repeated on the other after this copy is not
+-- found there: that repeat runs again.
+DO $$
+BEGIN
+    IF to_regclass('request_keys') IS NOT NULL THEN
+        INSERT INTO request_answers (id, request, answer, created_at)
+        SELECT sha256(convert_to(scope || chr(0) || key, 'UTF8')), decode(request, 'hex'),
+               answer, created_at
+        FROM request_keys WHERE answer <> ''
+        ON CONFLICT (id) DO NOTHING;
+    END IF;
+END $$;
 
 -- The keyed writes of each account in its current window (requestkeys.py,
 -- KEY_WINDOW): beyond its share (--request-keys-per-minute) a keyed write
 -- is RATE_LIMITED, which bounds the rows one account's keys can fill.
--- Rows of windows that have passed are swept away.
-CREATE TABLE IF NOT EXISTS request_key_counts (
+-- Rows of windows that have passed are swept away.  Unlogged: a count is
+-- an update of this row in every keyed write, which in WAL (a row lock
+-- and an update record, about 125 bytes) cost as much as the key's own
+-- row; unlogged, it costs none.  A crash empties the table, and a standby
+-- that takes over starts with it empty: the counts of the window then
+-- start again from zero, so an account may make up to twice its share of
+-- keyed writes in that one window.  A database made by the code before
+-- has it logged: it is made unlogged once (a rewrite of a small table).
+CREATE UNLOGGED TABLE IF NOT EXISTS request_key_counts (
     role         text NOT NULL,
     account_id   bigint NOT NULL,
     window_start timestamptz NOT NULL DEFAULT now(),
     keys         integer NOT NULL DEFAULT 0,
     PRIMARY KEY (role, account_id)
 );
+DO $$
+BEGIN
+    IF (SELECT relpersistence FROM pg_class WHERE oid = 'request_key_counts'::regclass) = 'p' THEN
+        ALTER TABLE request_key_counts SET UNLOGGED;
+    END IF;
+END $$;
 
 -- database: payments
 

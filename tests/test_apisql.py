@@ -33,9 +33,9 @@ class PrintedWhole(unittest.TestCase):
     def test_a_write_files_its_answer_and_counts_its_key_in_the_same_statement(self):
         for api in ("AddItemToCart", "ChangeItemPrice", "UpdateUnitsForSale"):
             text = apisql.full_text(api)
-            self.assertIn("INSERT INTO request_keys", text)
+            self.assertIn("INSERT INTO request_answers", text)
             self.assertIn("INSERT INTO request_key_counts", text)
-            self.assertIn("%(rk_scope)s", text)
+            self.assertIn("%(rk_id)s", text)
 
     def test_without_an_api_it_names_them(self):
         self.assertEqual(printed().split(), list(apisql.STATEMENTS))

@@ -231,10 +231,10 @@ class KeyedWrites(KeyedCase):
         await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, new_key())
         backend = self.market.backend()
         for db in {backend.customer.dsn: backend.customer, backend.product.dsn: backend.product}.values():
-            await db.execute("UPDATE request_keys SET created_at = created_at - interval '1 day'")
+            await db.execute("UPDATE request_answers SET created_at = created_at - interval '1 day'")
         await requestkeys.sweep(backend.customer, 300)
         await requestkeys.sweep(backend.product, 300)
-        rows = await backend.product.query("SELECT count(*) FROM request_keys")
+        rows = await backend.product.query("SELECT count(*) FROM request_answers")
         self.assertEqual(rows[0][0], 0)
 
 
@@ -278,9 +278,9 @@ class AbuseOfKeys(KeyedCase):
             accounts.limits = replace(accounts.limits, request_keys_per_minute=per_window)
 
     async def key_table(self) -> tuple:
-        """(rows, bytes) of request_keys on the product database."""
+        """(rows, bytes) of request_answers on the product database."""
         rows = await self.market.backend().product.query(
-            "SELECT count(*), coalesce(sum(pg_column_size(k.*)), 0) FROM request_keys AS k"
+            "SELECT count(*), coalesce(sum(pg_column_size(k.*)), 0) FROM request_answers AS k"
         )
         return rows[0]
 

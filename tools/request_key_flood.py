@@ -6,7 +6,7 @@ up two sellers with 500 items of random 32-character names and a buyer whose
 active cart gets as many of them as the service lets in (500 lines on code
 without a line limit), waits for a fresh window of the keyed-write limit,
 then sends AddItemToCart with a fresh key on 4 connections for 10 s, and
-prints the growth of request_keys (pg_total_relation_size) and its rows.
+prints the growth of request_answers (pg_total_relation_size) and its rows.
 
     PYTHONPATH=. .venv/bin/python tools/request_key_flood.py [BASE_PORT]
 """
@@ -35,7 +35,7 @@ def _name() -> str:
 
 def _table(dsn: str) -> tuple:
     with psycopg2.connect(dsn) as db, db.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size('request_keys'), count(*) FROM request_keys")
+        cursor.execute("SELECT pg_total_relation_size('request_answers'), count(*) FROM request_answers")
         return cursor.fetchone()
 
 
@@ -83,7 +83,7 @@ async def flood(reactor, market: LocalMarketplace) -> None:
     size_after, rows_after = _table(market.product_dsn())
     print(f"cart lines: {lines}; answers in {SECONDS:g} s on {CONNECTIONS} connections: {outcomes}")
     print(
-        f"request_keys grew by {(size_after - size_before) / 1e6:.2f} MB"
+        f"request_answers grew by {(size_after - size_before) / 1e6:.2f} MB"
         f" ({rows_after - rows_before} rows); now {size_after / 1e6:.2f} MB, {rows_after} rows"
     )
     for c in clients + [buyer] + sellers:

@@ -268,12 +268,21 @@ def username_scope(role: str, username: str) -> str:
     return f"{role}:username:{username}"
 
 
-def fingerprint(api: str, payload: dict, leave_out: Iterable[str] = ()) -> str:
-    """The SHA-256 (hex) of an API and its payload, the fields C{leave_out}
-    left out (a password is never filed, not even as a fast hash)."""
+def key_id(scope: str, key: str) -> bytes:
+    """What a request key is filed under: the SHA-256 (32 bytes) of its
+    scope and the key, joined by a NUL (neither can hold one).  schema.sql
+    computes the same of the keys it moves from the older table."""
+    text = f"{scope}\x00{key}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def fingerprint(api: str, payload: dict, leave_out: Iterable[str] = ()) -> bytes:
+    """The SHA-256 (32 bytes) of an API and its payload, the fields
+    C{leave_out} left out (a password is never filed, not even as a fast
+    hash)."""
     kept = {name: value for name, value in payload.items() if name not in leave_out}
     text = json.dumps([api, kept], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 # Dispatching.

@@ -3,16 +3,20 @@ under the client's key in the same transaction as the write, so that a
 repeat of the request (after a dropped connection, on another frontend or
 database primary) gets the first answer and changes nothing.
 
-A key is filed in a scope (L{RequestKey.scope}), written here once: the
-session that sent it (role and session key), or, for CreateAccount before
-there is an account, the role and username.  A key is one request: its
-row keeps the SHA-256 of the API and payload, and another request under
-the key is BAD_REQUEST.
+A key is filed in a scope, written here once: the session that sent it
+(role and session key), or, for CreateAccount before there is an account,
+the role and username.  Its row (schema.sql, request_answers) is found by
+L{RequestKey.id}, the SHA-256 of scope and key (32 bytes, where the two as
+text took over 100 in the row and again in the index).  A key is one
+request: its row keeps the SHA-256 of the API and payload, and another
+request under the key is BAD_REQUEST.
 
 What a key may fill is bounded: an account's keyed writes are counted in
-windows of L{KEY_WINDOW} seconds (request_key_counts), and beyond its
-share a keyed write is RATE_LIMITED and changes nothing; an answer that
-holds a cart is filed as the cart's lines, not its JSON (see
+windows of L{KEY_WINDOW} seconds (request_key_counts, an unlogged table:
+a count costs no write-ahead log, and one lost in a crash or a failover
+only loosens the bound for the window it was in), and beyond its share a
+keyed write is RATE_LIMITED and changes nothing; an answer that holds a
+cart is filed as the cart's lines, not its JSON (see
 marketplace/product/apisql.py, FILED_ANSWER).
 
 A write runs with its key in one transaction that first claims the key
@@ -34,7 +38,7 @@ import psycopg2.errors
 
 from marketplace.contract.errors import RATE_LIMITED, ApiError, bad_request
 from marketplace.frame import dispatch
-from marketplace.frame.dispatch import fingerprint, session_scope
+from marketplace.frame.dispatch import fingerprint, key_id, session_scope
 
 #: The shortest time a key is kept; see L{keep_for}.
 KEEP_AT_LEAST = 900.0
@@ -56,14 +60,13 @@ DEFAULT_KEYS_PER_WINDOW = 300
 
 @dataclass(frozen=True)
 class RequestKey:
-    """A write's key: its scope (whose keys it is among), the client's
-    key, the SHA-256 of the request it was first used for, and the
-    account whose keyed writes it counts among (role and id; None: it
-    is not counted, as CreateAccount's are not)."""
+    """A write's key: what it is filed under (L{key_id} of its scope, whose
+    keys it is among, and the client's key), the SHA-256 of the request it
+    was first used for, and the account whose keyed writes it counts among
+    (role and id; None: it is not counted, as CreateAccount's are not)."""
 
-    scope: str
-    key: str
-    request: str
+    id: bytes
+    request: bytes
     role: Optional[str] = None
     account_id: Optional[int] = None
 
@@ -75,7 +78,7 @@ def of_request(
     if request.request_key is None:
         return None
     return RequestKey(
-        scope, request.request_key, fingerprint(request.api, request.payload, leave_out)
+        key_id(scope, request.request_key), fingerprint(request.api, request.payload, leave_out)
     )
 
 
@@ -89,8 +92,7 @@ def of_session(
     if request.request_key is None:
         return None
     return RequestKey(
-        session_scope(role, session.key),
-        request.request_key,
+        key_id(session_scope(role, session.key), request.request_key),
         fingerprint(request.api, request.payload if payload is None else payload),
         role,
         session.user_id,
@@ -98,11 +100,11 @@ def of_session(
 
 
 _CLAIM = """
-INSERT INTO request_keys (scope, key, request, answer) VALUES (%s, %s, %s, '')
-ON CONFLICT (scope, key) DO NOTHING RETURNING true
+INSERT INTO request_answers (id, request, answer) VALUES (%s, %s, '')
+ON CONFLICT (id) DO NOTHING RETURNING true
 """
-_FILE_ANSWER = "UPDATE request_keys SET answer = %s WHERE scope = %s AND key = %s"
-_FIRST_ANSWER = "SELECT request, {answer} FROM request_keys WHERE scope = %s AND key = %s"
+_FILE_ANSWER = "UPDATE request_answers SET answer = %s WHERE id = %s"
+_FIRST_ANSWER = "SELECT request, {answer} FROM request_answers WHERE id = %s"
 
 #: Counts a keyed write of account %(account_id)s of %(role)s in its
 #: window (one statement, so writes sent at once all count); the window's
@@ -136,9 +138,9 @@ def another_request() -> ApiError:
     )
 
 
-def _first(row: tuple, request: str) -> dispatch.JsonPayload:
+def _first(row: tuple, request: bytes) -> dispatch.JsonPayload:
     filed_for, answer = row
-    if filed_for != request:
+    if bytes(filed_for) != request:
         raise another_request()
     return dispatch.JsonPayload(answer)
 
@@ -149,7 +151,7 @@ async def first_answer(
     """The answer filed under C{key}, or None; BAD_REQUEST if the key was
     used for another request.  C{answer_sql} makes the answer of what is
     filed (an SQL expression over the column C{answer})."""
-    row = await db.one(_FIRST_ANSWER.format(answer=answer_sql), (key.scope, key.key))
+    row = await db.one(_FIRST_ANSWER.format(answer=answer_sql), (key.id,))
     return None if row is None else _first(row, key.request)
 
 
@@ -171,10 +173,10 @@ async def claim(
     C{keys_per_window}), else the answer filed under it (empty while the
     request is not done), or BAD_REQUEST if it was used for another
     request."""
-    claimed = await transaction.one(_CLAIM, (key.scope, key.key, key.request))
+    claimed = await transaction.one(_CLAIM, (key.id, key.request))
     if claimed is None:
         sql = _FIRST_ANSWER.format(answer=answer_sql)
-        return _first(await transaction.one(sql, (key.scope, key.key)), key.request)
+        return _first(await transaction.one(sql, (key.id,)), key.request)
     await count(transaction, key, keys_per_window)
     return None
 
@@ -207,7 +209,7 @@ async def run(
             return first
         answer = await work(transaction)
         text = getattr(answer, "filed", None) or dispatch.payload_text(answer)
-        await transaction.execute(_FILE_ANSWER, (text, key.scope, key.key))
+        await transaction.execute(_FILE_ANSWER, (text, key.id))
         return answer
 
     return await db.run_in_transaction(keyed)
@@ -217,17 +219,31 @@ def is_repeat(error: BaseException) -> bool:
     """Whether a statement failed because its request key was taken."""
     return (
         isinstance(error, psycopg2.errors.UniqueViolation)
-        and error.diag.constraint_name == "request_keys_pkey"
+        and error.diag.constraint_name == "request_answers_pkey"
     )
+
+
+#: The table of the code before request_answers (scope, key and request
+#: as text), left for its daemons during a rolling upgrade; see L{sweep}.
+_OLDER_TABLE = "request_keys"
 
 
 async def sweep(db, session_timeout: float, counted: bool = False) -> None:
     """Delete the keys older than L{keep_for}, and (C{counted}: on the
-    database that counts them) the counts of windows that have passed."""
+    database that counts them) the counts of windows that have passed.
+    The older table of keys, while there is one, is swept as well."""
+    # created_at is the second it was filed in, rounded down: one more
+    # second, and every key is kept at least keep_for.
+    keep = keep_for(session_timeout) + 1
     await db.execute(
-        "DELETE FROM request_keys WHERE created_at < now() - %s * interval '1 second'",
-        (keep_for(session_timeout),),
+        "DELETE FROM request_answers WHERE created_at < now() - %s * interval '1 second'", (keep,)
     )
+    (older,) = await db.one("SELECT to_regclass(%s) IS NOT NULL", (_OLDER_TABLE,))
+    if older:
+        await db.execute(
+            f"DELETE FROM {_OLDER_TABLE} WHERE created_at < now() - %s * interval '1 second'",
+            (keep,),
+        )
     if counted:
         await db.execute(
             "DELETE FROM request_key_counts WHERE window_start < now() - %s * interval '1 second'",

@@ -16,12 +16,13 @@ JSON text written by PostgreSQL (of a refusal: what its error message
 needs, looked up only then, since every plan node costs PostgreSQL time
 to start on every call).
 
-A write with a request key (arguments C{rk_scope}, C{rk_key},
-C{rk_request}; all null without one) first counts the write among the
-account's (L{COUNTED}: beyond C{rk_max} in the window the outcome is
+A write with a request key (arguments C{rk_id}, what the key is filed
+under, and C{rk_request}, the request's fingerprint: both 32-byte SHA-256
+digests, null without a key) first counts the write among the account's
+(L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
-where the outcome is L{DONE}.  The scope is computed once, in Python
-(L{marketplace.frame.dispatch.session_scope}).
+where the outcome is L{DONE}.  Both digests are computed in Python
+(L{marketplace.frame.dispatch.key_id} and C{fingerprint}).
 """
 
 import sys
@@ -112,12 +113,13 @@ FILED_ANSWER = f"""CASE WHEN left(answer, 1) = '[' THEN {cart_json(
 #: The lines of the active cart of session %(key)s.
 CART_LINES = "SELECT item_id, quantity FROM active_cart_lines WHERE session_key = %(key)s"
 
-#: Counts a keyed write (%(rk_key)s not null) of the session's account
+#: Counts a keyed write (%(rk_id)s not null) of the session's account
 #: among its keyed writes of the window; C{keys} is the count so far
-#: (requestkeys.COUNT_KEY, as a common table expression).
+#: (requestkeys.COUNT_KEY, as a common table expression; the table is
+#: unlogged, so the count writes no WAL).
 COUNTED = f"""counted AS (
     INSERT INTO request_key_counts AS c (role, account_id, window_start, keys)
-    SELECT %(role)s, s.account_id, now(), 1 FROM live AS s WHERE %(rk_key)s::text IS NOT NULL
+    SELECT %(role)s, s.account_id, now(), 1 FROM live AS s WHERE %(rk_id)s::bytea IS NOT NULL
     ON CONFLICT (role, account_id) DO UPDATE SET
         window_start = CASE WHEN c.window_start <= now() - interval '{requestkeys.KEY_WINDOW:g} seconds'
                             THEN now() ELSE c.window_start END,
@@ -135,9 +137,9 @@ def filed(answer: str) -> str:
     common table expression C{answer}, whose columns are outcome and
     payload) under the request key where the outcome is L{DONE}."""
     return f"""recorded AS (
-    INSERT INTO request_keys (scope, key, request, answer)
-    SELECT %(rk_scope)s::text, %(rk_key)s::text, %(rk_request)s::text, {answer}
-    FROM answer AS a WHERE %(rk_key)s::text IS NOT NULL AND a.outcome = '{DONE}'
+    INSERT INTO request_answers (id, request, answer)
+    SELECT %(rk_id)s::bytea, %(rk_request)s::bytea, {answer}
+    FROM answer AS a WHERE %(rk_id)s::bytea IS NOT NULL AND a.outcome = '{DONE}'
 )"""
 
 

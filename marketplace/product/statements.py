@@ -210,7 +210,7 @@ class Statements:
         args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
         d = self.db.prepared(statement.name, statement.sql, args)
-        if args["rk_key"] is None:
+        if args["rk_id"] is None:
             return d.addCallback(self._payload, args, refused)
         return d.addCallbacks(
             self._keyed_payload,
@@ -244,7 +244,7 @@ class Statements:
         return self._first_answer(args).addCallback(_or_fail, failure)
 
     def _first_answer(self, args: dict) -> defer.Deferred:
-        key = requestkeys.RequestKey(args["rk_scope"], args["rk_key"], args["rk_request"])
+        key = requestkeys.RequestKey(args["rk_id"], args["rk_request"])
         return defer.ensureDeferred(requestkeys.first_answer(self.db, key, self.filed_answer))
 
 
@@ -253,14 +253,14 @@ def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
     request of C{role}'s session C{session_key} (all None: no key)."""
     if request.request_key is None:
         return _NO_KEY
+    scope = dispatch.session_scope(role, session_key)
     return {
-        "rk_scope": dispatch.session_scope(role, session_key),
-        "rk_key": request.request_key,
+        "rk_id": dispatch.key_id(scope, request.request_key),
         "rk_request": dispatch.fingerprint(request.api, request.payload),
     }
 
 
-_NO_KEY = {"rk_scope": None, "rk_key": None, "rk_request": None}
+_NO_KEY = {"rk_id": None, "rk_request": None}
 
 
 def _unless_unavailable(failure, rows: list):
