@@ -137,7 +137,8 @@ DO $$
 BEGIN
     IF to_regclass('request_keys') IS NOT NULL THEN
         INSERT INTO request_answers (id, request, answer, created_at)
-        SELECT sha256(convert_to(scope || chr(0) || key, 'UTF8')), decode(request, 'hex'),
+        SELECT sha256(convert_to(scope, 'UTF8') || '\x00'::bytea || convert_to(key, 'UTF8')),
+               decode(request, 'hex'),
                answer, created_at
         FROM request_keys WHERE answer <> ''
         ON CONFLICT (id) DO NOTHING;
@@ -413,7 +414,8 @@ DO $$
 BEGIN
     IF to_regclass('request_keys') IS NOT NULL THEN
         INSERT INTO request_answers (id, request, answer, created_at)
-        SELECT sha256(convert_to(scope || chr(0) || key, 'UTF8')), decode(request, 'hex'),
+        SELECT sha256(convert_to(scope, 'UTF8') || '\x00'::bytea || convert_to(key, 'UTF8')),
+               decode(request, 'hex'),
                answer, created_at
         FROM request_keys WHERE answer <> ''
         ON CONFLICT (id) DO NOTHING;

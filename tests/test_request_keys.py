@@ -7,11 +7,12 @@ from dataclasses import replace
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from marketplace.contract.errors import ApiError
 from marketplace.frame import dispatch
 from marketplace.frame.dispatch import session_key
 from marketplace.product import apisql
-from marketplace.postgres import requestkeys
-from tests.support import assert_error, connect, on_both_layouts, payload_of
+from marketplace.postgres import requestkeys, schema
+from tests.support import assert_error, connect, on_both_layouts, open_database, payload_of
 from tests.test_buyer_api import BuyerTestCase, buyer_session
 from tests.test_seller_api import PHONE_CASE
 
@@ -388,6 +389,60 @@ class AbuseOfKeys(KeyedCase):
         payload_of(self, await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 1}, key))
         answer = await self.sell("ChangeItemPrice", {"item_id": self.item_id, "price": 2}, key)
         self.assertEqual(payload_of(self, answer)["price_decimal"], "2.00")
+
+
+#: request_keys as the code before request_answers made it (scope, key and
+#: a hex fingerprint as text), and its logged request_key_counts.
+_TABLES_OF_THE_CODE_BEFORE = """
+CREATE TABLE request_keys (
+    scope      text NOT NULL,
+    key        text NOT NULL,
+    request    text NOT NULL,
+    answer     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+ALTER TABLE request_key_counts SET LOGGED;
+"""
+
+
+class UpgradeFromTheCodeBefore(unittest.TestCase):
+    """A database the code before request_answers used: schema.sql,
+    applied again, keeps the keys filed there and makes the counts
+    unlogged; the sweep empties the older table too."""
+
+    async def test_keys_filed_before_an_upgrade_keep_their_answers(self):
+        db = await open_database(self, "product")
+        self.addCleanup(db.execute, "DROP TABLE IF EXISTS request_keys")
+        await db.execute(_TABLES_OF_THE_CODE_BEFORE)
+        scope = dispatch.session_scope("buyer", "ab" * 32)
+        request = dispatch.fingerprint("AddItemToCart", {"item_id": "3-1", "quantity": 1})
+        for key, answer in (("kéy-1", '{"cart": 1}'), ("key-2", '{"cart": 2}')):
+            await db.execute(
+                "INSERT INTO request_keys (scope, key, request, answer) VALUES (%s, %s, %s, %s)",
+                (scope, key, request.hex(), answer),
+            )
+        await db.execute("UPDATE schema_applied SET digest = 'older' WHERE part = 'product'")
+
+        await schema.apply_schema(db, "product", unless_applied=True)
+        first = await requestkeys.first_answer(
+            db, requestkeys.RequestKey(dispatch.key_id(scope, "kéy-1"), request)
+        )
+        self.assertEqual(first.text, '{"cart": 1}')
+        other = dispatch.fingerprint("AddItemToCart", {"item_id": "3-1", "quantity": 2})
+        with self.assertRaises(ApiError) as raised:
+            await requestkeys.first_answer(
+                db, requestkeys.RequestKey(dispatch.key_id(scope, "key-2"), other)
+            )
+        self.assertEqual(raised.exception.code, "BAD_REQUEST")
+        (persistence,) = await db.one(
+            "SELECT relpersistence FROM pg_class WHERE relname = 'request_key_counts'"
+        )
+        self.assertEqual(persistence, "u")
+
+        await db.execute("UPDATE request_keys SET created_at = now() - interval '1 day'")
+        await requestkeys.sweep(db, 300)
+        self.assertEqual(await db.one("SELECT count(*) FROM request_keys"), (0,))
 
 
 class KeyHelpers(unittest.TestCase):
