@@ -13,8 +13,11 @@ any version of it.
 
     PYTHONPATH=. .venv/bin/python tools/request_key_cost.py DSN [--setup] [--calls N] [--rounds N]
 
-DSN: a database of its own, as its owner; C{--setup} applies schema.sql
-(every part) and makes a buyer session and three items first.
+DSN: a database of its own, as a superuser (every round starts with a
+CHECKPOINT, so that each pays the same full-page images); C{--setup}
+applies schema.sql (every part) and makes a buyer session and three items
+first.  docs/PERFORMANCE.md says how it was run (before and after, two
+databases of one server, alternated) and what pg_waldump showed.
 """
 
 import argparse
