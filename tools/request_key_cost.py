@@ -12,6 +12,12 @@ checkout's own code (statements._key_args), so the same tool measures
 any version of it.
 
     PYTHONPATH=. .venv/bin/python tools/request_key_cost.py DSN [--setup] [--calls N] [--rounds N]
+        [--connections N --seconds S]
+
+With C{--connections} N (up to L{SESSIONS}), N connections, each a buyer
+of its own, replay it at once for C{--seconds} per round instead, and the
+rounds give calls per second: where durable commits share the WAL
+flushes, as in the benchmark's 100+100.
 
 DSN: a database of its own, as a superuser (every round starts with a
 CHECKPOINT, so that each pays the same full-page images); C{--setup}
@@ -22,7 +28,9 @@ databases of one server, alternated) and what pg_waldump showed.
 
 import argparse
 import json
+import hashlib
 import statistics
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -33,26 +41,33 @@ from marketplace.postgres import schema
 from marketplace.postgres.database import prepared_forms
 from marketplace.product import apisql, statements
 
-SESSION_KEY = "c0ffee" * 10 + "abcd"
 ITEMS = 3
+#: Buyers (one session each) that --setup makes.
+SESSIONS = 64
+
+
+def session_key(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
 
 
 def setup(connection) -> None:
-    """Every part of schema.sql, a live buyer session and ITEMS items."""
+    """Every part of schema.sql, SESSIONS buyers with a live session each
+    and ITEMS items."""
     parts = schema.schema_parts(schema.schema_path().read_text())
     with connection.cursor() as cursor:
         for part in ("customer", "product"):
             cursor.execute(parts[part])
         cursor.execute("TRUNCATE accounts, items, active_cart_lines CASCADE")
-        cursor.execute(
-            "INSERT INTO accounts (role, username, name, password_hash)"
-            " VALUES ('buyer', 'bench', 'Bench', 'x') RETURNING id"
-        )
-        (account,) = cursor.fetchone()
-        cursor.execute(
-            "INSERT INTO sessions (key, role, account_id) VALUES (%s, 'buyer', %s)",
-            (SESSION_KEY, account),
-        )
+        for n in range(SESSIONS):
+            cursor.execute(
+                "INSERT INTO accounts (role, username, name, password_hash)"
+                " VALUES ('buyer', %s, 'Bench', 'x') RETURNING id", (f"bench{n}",)
+            )
+            (account,) = cursor.fetchone()
+            cursor.execute(
+                "INSERT INTO sessions (key, role, account_id) VALUES (%s, 'buyer', %s)",
+                (session_key(n), account),
+            )
         cursor.execute(
             "INSERT INTO items (seller_id, name, category, condition, price, quantity)"
             " SELECT 1, 'item ' || n, 3, 'new', 1.25, 2000000000 FROM generate_series(1, %s) AS n",
@@ -60,16 +75,18 @@ def setup(connection) -> None:
         )
 
 
-def arguments(item: int, keyed: bool) -> dict:
-    """The statement's arguments for one unit of C{item}, as the buyer
-    daemon makes them; a fresh request key if C{keyed}."""
+def arguments(item: int, keyed: bool, session: int = 0) -> dict:
+    """The statement's arguments for one unit of C{item} into the cart of
+    buyer C{session}, as the buyer daemon makes them; a fresh request key
+    if C{keyed}."""
+    key = session_key(session)
     payload = {"item_id": f"3-{item}", "quantity": 1}
     request = SimpleNamespace(
         api="AddItemToCart", payload=payload, request_key=str(uuid.uuid4()) if keyed else None
     )
-    args = {"key": SESSION_KEY, "role": "buyer", "timeout": 3600.0,
+    args = {"key": key, "role": "buyer", "timeout": 3600.0,
             "category": 3, "number": item, "units": 1, "rk_max": 10**9}
-    args.update(statements._key_args(request, "buyer", SESSION_KEY))
+    args.update(statements._key_args(request, "buyer", key))
     return args
 
 
@@ -101,12 +118,50 @@ def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> 
     }
 
 
+def concurrent_round(dsn: str, items: list, keyed: bool, connections: int, seconds: float) -> dict:
+    """One round of C{connections} buyers at once: calls per second, and
+    WAL bytes per call."""
+    prepare, execute = prepared_forms("add_to_cart", apisql.full_text("AddItemToCart", "joined"))
+    cursors = []
+    for _ in range(connections):
+        connection = psycopg2.connect(dsn)
+        connection.autocommit = True
+        cursor = connection.cursor()
+        cursor.execute(prepare)
+        cursors.append(cursor)
+    cursors[0].execute("CHECKPOINT")
+    start = lsn(cursors[0])
+    counts = [0] * connections
+    end = time.monotonic() + seconds
+
+    def buyer(n: int) -> None:
+        while time.monotonic() < end:
+            cursors[n].execute(execute, arguments(items[counts[n] % len(items)], keyed, n))
+            counts[n] += 1
+
+    threads = [threading.Thread(target=buyer, args=(n,)) for n in range(connections)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.monotonic() - began
+    calls = sum(counts)
+    wal = lsn(cursors[0]) - start
+    for cursor in cursors:
+        cursor.connection.close()
+    return {"keyed": keyed, "connections": connections, "calls_per_s": round(calls / took),
+            "wal_bytes_per_call": round(wal / calls, 1)}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dsn")
     parser.add_argument("--setup", action="store_true")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args(argv)
     connection = psycopg2.connect(options.dsn)
     connection.autocommit = True
@@ -116,6 +171,12 @@ def main(argv=None) -> None:
     cursor.execute("SET synchronous_commit = on")
     cursor.execute("SELECT id FROM items ORDER BY id")
     items = [row[0] for row in cursor.fetchall()]
+    if options.connections > 1:
+        for n in range(options.rounds):
+            for keyed in (n % 2 == 0, n % 2 == 1):
+                result = concurrent_round(options.dsn, items, keyed, options.connections, options.seconds)
+                print(json.dumps(result), flush=True)
+        return
     prepare, execute = prepared_forms("add_to_cart", apisql.full_text("AddItemToCart", "joined"))
     cursor.execute(prepare)
     for n in range(options.rounds):
