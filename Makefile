@@ -70,11 +70,16 @@ run: install
 # replicated cluster's test keeps one process for minutes, mostly waiting
 # on its hosts (TRIAL_ARGS= for one process).
 TRIAL_ARGS ?= -j$(shell expr $(WORKERS) + 1)
+# The test modules, that cluster's test first: trial hands tests to its
+# processes in the order named, and the longest one started last would
+# run on alone after the others are done.
+TESTS ?= tests.test_cluster $(filter-out tests.test_cluster,$(sort \
+	$(basename $(subst /,.,$(wildcard tests/test_*.py)))))
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory rsync || echo "(the restore test is skipped without rsync)"
 	@[ "$$(id -u)" != 0 ] || $(MAKE) --no-print-directory postgresql-server \
 		|| echo "(the cluster's test is skipped without Debian's PostgreSQL)"
-	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) tests
+	$(BIN)/python -m twisted.trial $(TRIAL_ARGS) $(TESTS)
 
 # Backups of the embedded database (./var) with point-in-time recovery, by
 # Barman (see docs/OPERATING.md, Backups): a full backup now; the backups
