@@ -429,3 +429,16 @@ class InstallHintTests(unittest.SynchronousTestCase):
             install_bench_command(), f"{os.path.join(venv, 'pip')} install '.[bench]'"
         )
         self.assertTrue(os.path.exists(os.path.join(ROOT, venv, "pip")))
+
+
+class ThrottledOptionTests(unittest.SynchronousTestCase):
+    def test_each_limit_names_its_option(self):
+        """A bench stopped by a limit names the deployment's option that
+        lets it through, the request keys' share of an account included."""
+        from marketplace.bench.patience import Throttled
+        from marketplace.clientlib import ClientError
+        from marketplace.postgres.requestkeys import too_many_keys
+
+        keys = too_many_keys()
+        error = ClientError(keys.code, keys.message, "AddItemToCart")
+        self.assertIn("--request-keys-per-minute", Throttled(error, 80.0).line())

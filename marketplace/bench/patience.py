@@ -54,6 +54,8 @@ class Throttled(Stopped):
             return "--hash-queue"
         if "connections" in message:
             return "--max-connections"
+        if "request_key" in message:
+            return "--request-keys-per-minute"
         return "the limit it names"
 
     def line(self) -> str:
