@@ -2,9 +2,10 @@
 -- sessions), the product database (items, carts, purchases, feedback) and
 -- the payments database of the financial-transactions service.
 -- The services apply each part to its own database when they start; the
--- "-- database:" lines mark where a part begins.  Applying the whole file to
--- one database (psql -f schema.sql) also works.  Applying it again changes
--- nothing.
+-- "-- database:" lines mark where a part begins (or goes on); a line that
+-- names several parts ("-- database: customer, product") begins text that
+-- each of them has.  Applying the whole file to one database (psql -f
+-- schema.sql) also works.  Applying it again changes nothing.
 
 -- database: customer
 
@@ -100,50 +101,6 @@ WHERE a.username <> lower(a.username)
         AND lower(b.username) = lower(a.username)
         AND (b.username = lower(b.username) OR b.id < a.id)
   );
-
--- Request keys (PROTOCOL.md, Request keys): the answer of each write that
--- came with a request_key, filed under the SHA-256 of its scope (role and
--- session key, or role and username for CreateAccount) and the key
--- (marketplace/postgres/requestkeys.py; frame/dispatch.py, key_id), and
--- written in the same statement or transaction as the change itself.  A
--- repeat finds the key taken (the primary key), changes nothing and gets
--- this answer; its request (the SHA-256 of the API and payload) must
--- match.  Both digests are 32 raw bytes: the row and its index entry are
--- about 110 and 70 bytes smaller than with scope, key and hex digests as
--- text, and so is the WAL of each keyed write (docs/PERFORMANCE.md).  The
--- answer is the payload's JSON, or for a cart a JSON array of its lines
--- [item id, quantity, price], a few bytes a line (marketplace/product/
--- apisql.py, FILED_ANSWER).  Swept once older than requestkeys.keep_for,
--- found by the BRIN index; created_at is the second the key was filed in
--- (rounded down), so that the keys of one second share one value and the
--- BRIN summary of a block range is widened (a WAL record) once a second
--- rather than by every key.
-CREATE TABLE IF NOT EXISTS request_answers (
-    id         bytea PRIMARY KEY,
-    request    bytea NOT NULL,
-    answer     text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT date_trunc('second', now())
-);
-CREATE INDEX IF NOT EXISTS request_answers_created ON request_answers USING brin (created_at);
--- Upgrade: the keys of the code before (request_keys: scope, key and hex
--- digests as text) are copied here, so that a repeat of a request answered
--- before the upgrade still gets its first answer.  The older table is left
--- to the daemons of the older code that still run in a rolling upgrade
--- (their statements name it) and swept by the newer ones
--- (requestkeys.sweep); it may be dropped once none of the older code runs.
--- A key first used on one and repeated on the other after this copy is not
--- found there: that repeat runs again.
-DO $$
-BEGIN
-    IF to_regclass('request_keys') IS NOT NULL THEN
-        INSERT INTO request_answers (id, request, answer, created_at)
-        SELECT sha256(convert_to(scope, 'UTF8') || '\x00'::bytea || convert_to(key, 'UTF8')),
-               decode(request, 'hex'),
-               answer, created_at
-        FROM request_keys WHERE answer <> ''
-        ON CONFLICT (id) DO NOTHING;
-    END IF;
-END $$;
 
 -- database: product
 
@@ -378,6 +335,8 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_item ON feedback (item_id);
 
+-- database: customer, product
+
 -- Request keys (PROTOCOL.md, Request keys): the answer of each write that
 -- came with a request_key, filed under the SHA-256 of its scope (role and
 -- session key, or role and username for CreateAccount) and the key
@@ -421,6 +380,8 @@ BEGIN
         ON CONFLICT (id) DO NOTHING;
     END IF;
 END $$;
+
+-- database: product
 
 -- The keyed writes of each account in its current window (requestkeys.py,
 -- KEY_WINDOW): beyond its share (--request-keys-per-minute) a keyed write

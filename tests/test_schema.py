@@ -43,3 +43,23 @@ class AppliedOnceTests(unittest.TestCase):
         self.assertEqual(found, 1)
 
 
+
+
+class PartsTests(unittest.SynchronousTestCase):
+    def test_a_section_of_several_parts_goes_into_each(self):
+        """A "-- database:" line may name several parts (schema.sql's
+        request keys are in both the customer and the product database);
+        a part named again goes on where it stopped."""
+        parts = schema.schema_parts(
+            "-- database: customer\nA;\n-- database: product\nB;\n"
+            "-- database: customer, product\nC;\n-- database: product\nD;\n"
+        )
+        self.assertEqual(parts, {"customer": "A;\nC;", "product": "B;\nC;\nD;"})
+
+    def test_schema_sql_files_request_keys_in_both(self):
+        parts = schema.schema_parts(schema.schema_path().read_text())
+        for part in ("customer", "product"):
+            self.assertIn("CREATE TABLE IF NOT EXISTS request_answers", parts[part])
+        self.assertNotIn("request_answers", parts["payments"])
+        self.assertIn("request_key_counts", parts["product"])
+        self.assertNotIn("request_key_counts", parts["customer"])

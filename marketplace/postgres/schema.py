@@ -4,7 +4,7 @@ the daemon's service that does so when it starts."""
 import hashlib
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 import psycopg2.errors
 from twisted.application.service import Service
@@ -29,15 +29,19 @@ def schema_path() -> Path:
 
 
 def schema_parts(text: str) -> Dict[str, str]:
-    """Split schema.sql into its parts, by their "-- database: NAME" lines."""
+    """Split schema.sql into its parts, by their "-- database: NAME" lines;
+    the text after a line naming several ("-- database: A, B") goes into
+    each of them."""
     parts: Dict[str, list] = {}
-    current = None
+    current: List[str] = []
     for line in text.splitlines():
         if line.startswith("-- database:"):
-            current = line.split(":", 1)[1].strip()
-            parts.setdefault(current, [])
-        elif current is not None:
-            parts[current].append(line)
+            current = [name.strip() for name in line.split(":", 1)[1].split(",")]
+            for name in current:
+                parts.setdefault(name, [])
+        else:
+            for name in current:
+                parts[name].append(line)
     return {name: "\n".join(lines) for name, lines in parts.items()}
 
 
