@@ -28,7 +28,6 @@ databases of one server, alternated) and what pg_waldump showed.
 
 import argparse
 import json
-import hashlib
 import statistics
 import threading
 import time
@@ -37,6 +36,7 @@ from types import SimpleNamespace
 
 import psycopg2
 
+from marketplace.frame import dispatch
 from marketplace.postgres import schema
 from marketplace.postgres.database import prepared_forms
 from marketplace.product import apisql, statements
@@ -47,7 +47,8 @@ SESSIONS = 64
 
 
 def session_key(n: int) -> str:
-    return hashlib.sha256(str(n).encode()).hexdigest()
+    """The key buyer C{n}'s session is filed under (its id: C{n})."""
+    return dispatch.session_key(str(n))
 
 
 def setup(connection) -> None:
