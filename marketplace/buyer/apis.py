@@ -89,11 +89,8 @@ class BuyerApis:
         self.statements = statements = Statements(
             product, sessions, self.accounts, apisql.FILED_ANSWER
         )
-        layout = statements.layout
         self._get_item = statements.read_statement("get_item", "GetItem")
-        self._add_to_cart = statements.statement(
-            "add_to_cart", apisql.full_text("AddItemToCart", layout)
-        )
+        self._add_to_cart = statements.write_statement("add_to_cart", "AddItemToCart")
         self._display_cart = statements.read_statement("display_cart", "DisplayCart")
         self._searches = {
             shape: statements.read_statement(f"search_{shape}", f"SearchItemsForSale/{shape}")

@@ -5,7 +5,7 @@ SearchItemsForSale, GetItem, AddItemToCart and DisplayCart each answer
 with one statement on the product database (run by
 marketplace/product/statements.py).  L{full_text} gives any of them in
 full, as PostgreSQL runs it; C{python -m marketplace.product.apisql API
-[joined|separate]} prints it.
+[joined|separate|standby] [unkeyed]} prints it.
 
 Every statement begins with the common table expression C{live}, the
 session's account (one row, or none for a session that is not live): on
@@ -22,7 +22,8 @@ digests, null without a key) first counts the write among the account's
 (L{COUNTED}: beyond C{rk_max} in the window the outcome is
 L{TOO_MANY_KEYS} and nothing changes), then files its answer under the key
 where the outcome is L{DONE}.  Both digests are computed in Python
-(L{marketplace.frame.dispatch.key_id} and C{fingerprint}).
+(L{marketplace.frame.dispatch.key_id} and C{fingerprint}).  A write
+without a key runs its form without either (L{UNKEYED}).
 """
 
 import sys
@@ -132,11 +133,26 @@ COUNTED = f"""counted AS (
 OVER_SHARE = "EXISTS (SELECT FROM counted WHERE keys > %(rk_max)s)"
 
 
-def filed(answer: str) -> str:
-    """The common table expression that files C{answer} (SQL over the
-    common table expression C{answer}, whose columns are outcome and
-    payload) under the request key where the outcome is L{DONE}."""
-    return f"""recorded AS (
+def counted(keyed: bool) -> str:
+    """L{COUNTED} after a comma, for a keyed write; nothing for one without
+    a key (whose statement then starts no plan nodes for it)."""
+    return f", {COUNTED}" if keyed else ""
+
+
+def over_share(keyed: bool) -> str:
+    """L{OVER_SHARE} for a keyed write; for one without a key, false (which
+    PostgreSQL folds away when it plans the statement)."""
+    return OVER_SHARE if keyed else "false"
+
+
+def filed(answer: str, keyed: bool = True) -> str:
+    """After a comma, the common table expression that files C{answer} (SQL
+    over the common table expression C{answer}, whose columns are outcome
+    and payload) under the request key where the outcome is L{DONE};
+    nothing for a write without a key."""
+    if not keyed:
+        return ""
+    return f""", recorded AS (
     INSERT INTO request_answers (id, request, answer)
     SELECT %(rk_id)s::bytea, %(rk_request)s::bytea, {answer}
     FROM answer AS a WHERE %(rk_id)s::bytea IS NOT NULL AND a.outcome = '{DONE}'
@@ -154,18 +170,19 @@ FROM live AS s
 """
 
 
-def _item_write(change: str, where: str, refused: str) -> str:
+def _item_write(change: str, where: str, refused: str, keyed: bool = True) -> str:
     """A seller's write on an item of theirs: the item after C{change} (SQL
     of SET) where C{where} holds as well; the outcome NO_ITEM, NOT_OWNER
-    or, where the seller owns the item, C{refused} (SQL of the outcome)."""
-    return f""", {COUNTED}, changed AS (
+    or, where the seller owns the item, C{refused} (SQL of the outcome).
+    C{keyed}: the form for a request with a key (counted and filed)."""
+    return f"""{counted(keyed)}, changed AS (
     UPDATE items AS i SET {change}
     WHERE i.id = %(number)s AND i.category = %(category)s
-      AND i.seller_id = (SELECT account_id FROM live){where} AND NOT {OVER_SHARE}
+      AND i.seller_id = (SELECT account_id FROM live){where} AND NOT {over_share(keyed)}
     RETURNING i.*
 ), answer AS (
     SELECT CASE WHEN c.id IS NOT NULL THEN '{DONE}'
-                WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
+                WHEN {over_share(keyed)} THEN '{TOO_MANY_KEYS}'
                 ELSE coalesce((
                     SELECT CASE WHEN o.seller_id <> s.account_id THEN '{NOT_OWNER}'
                                 ELSE {refused} END
@@ -173,19 +190,22 @@ def _item_write(change: str, where: str, refused: str) -> str:
                 ), '{NO_ITEM}') END AS outcome,
            {item_json('c')}::text AS payload
     FROM live AS s LEFT JOIN changed AS c ON true
-), {filed("a.payload")}
+){filed("a.payload", keyed)}
 SELECT outcome, payload FROM answer
 """
 
 
-#: ChangeItemPrice: %(price)s for the item %(category)s-%(number)s (the
-#: owner's change always happens, so the third outcome never comes).
-CHANGE_PRICE = _item_write("price = %(price)s", "", f"'{NOT_OWNER}'")
+def change_price(keyed: bool = True) -> str:
+    """ChangeItemPrice: %(price)s for the item %(category)s-%(number)s (the
+    owner's change always happens, so the third outcome never comes)."""
+    return _item_write("price = %(price)s", "", f"'{NOT_OWNER}'", keyed)
 
-#: UpdateUnitsForSale: %(units)s off sale, if the item has that many.
-TAKE_OFF_SALE = _item_write(
-    "quantity = i.quantity - %(units)s", " AND i.quantity >= %(units)s", f"'{SHORT}'"
-)
+
+def take_off_sale(keyed: bool = True) -> str:
+    """UpdateUnitsForSale: %(units)s off sale, if the item has that many."""
+    return _item_write(
+        "quantity = i.quantity - %(units)s", " AND i.quantity >= %(units)s", f"'{SHORT}'", keyed
+    )
 
 
 # Buyer
@@ -343,23 +363,25 @@ _LINES_AFTER_ADDING = """
     SELECT item_id, quantity FROM active_cart_lines
     WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
-#: AddItemToCart: %(units)s of the item %(category)s-%(number)s into the
-#: active cart of session %(key)s, unless the cart would then hold more
-#: than is on sale, the line would come to more than money.TOTAL_MAX, or
-#: the item would be a line beyond MAX_CART_LINES.  One statement, so
-#: concurrent additions of one item add up exactly: the conflicting row is
-#: locked while its new quantity is checked (as a bigint, so no sum
-#: overflows the column before it is refused) and written.  The outcome is
-#: DONE, with the cart, or REFUSED, with what the error message needs (JSON):
-#: [units on sale, price, units the cart holds, lines it holds] of the
-#: item, or null: there is no such item.  With a request key the cart is
-#: filed as its lines (cart_lines_json).
-ADD_TO_CART = f""", item AS (
+def add_to_cart(keyed: bool = True) -> str:
+    """AddItemToCart: %(units)s of the item %(category)s-%(number)s into the
+    active cart of session %(key)s, unless the cart would then hold more
+    than is on sale, the line would come to more than money.TOTAL_MAX, or
+    the item would be a line beyond MAX_CART_LINES.  One statement, so
+    concurrent additions of one item add up exactly: the conflicting row is
+    locked while its new quantity is checked (as a bigint, so no sum
+    overflows the column before it is refused) and written.  The outcome is
+    DONE, with the cart, or REFUSED, with what the error message needs (JSON):
+    [units on sale, price, units the cart holds, lines it holds] of the
+    item, or null: there is no such item.  With a request key the cart is
+    filed as its lines (cart_lines_json).
+    C{keyed}: the form for a request with a key."""
+    return f""", item AS (
     SELECT id, quantity, price FROM items WHERE id = %(number)s AND category = %(category)s
-), {COUNTED}, added AS (
+){counted(keyed)}, added AS (
     INSERT INTO active_cart_lines AS l (session_key, buyer_id, item_id, quantity)
     SELECT %(key)s, s.account_id, i.id, %(units)s FROM item AS i, live AS s
-    WHERE i.quantity >= %(units)s AND i.price * %(units)s <= {_TOTAL_MAX} AND NOT {OVER_SHARE}
+    WHERE i.quantity >= %(units)s AND i.price * %(units)s <= {_TOTAL_MAX} AND NOT {over_share(keyed)}
       AND ((SELECT count(*) FROM active_cart_lines WHERE session_key = %(key)s) < {MAX_CART_LINES}
            OR EXISTS (SELECT FROM active_cart_lines
                       WHERE session_key = %(key)s AND item_id = %(number)s))
@@ -371,7 +393,7 @@ ADD_TO_CART = f""", item AS (
     RETURNING l.item_id, l.quantity
 ), answer AS (
     SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{DONE}'
-                WHEN {OVER_SHARE} THEN '{TOO_MANY_KEYS}'
+                WHEN {over_share(keyed)} THEN '{TOO_MANY_KEYS}'
                 ELSE '{REFUSED}' END AS outcome,
            CASE WHEN EXISTS (SELECT FROM added) THEN {cart_json(_LINES_AFTER_ADDING)}::text
                 ELSE (SELECT json_build_array(i.quantity, i.price, coalesce((
@@ -381,7 +403,7 @@ ADD_TO_CART = f""", item AS (
                            WHERE l.session_key = %(key)s))::text
                       FROM item AS i) END AS payload
     FROM live AS s
-), {filed(cart_lines_json(_LINES_AFTER_ADDING) + "::text")}
+){filed(cart_lines_json(_LINES_AFTER_ADDING) + "::text", keyed)}
 SELECT outcome, payload FROM answer
 """
 
@@ -389,10 +411,10 @@ SELECT outcome, payload FROM answer
 #: by its shape too: SearchItemsForSale/one...).
 STATEMENTS: Dict[str, str] = {
     "DisplayItemsForSale": DISPLAY_ITEMS,
-    "ChangeItemPrice": CHANGE_PRICE,
-    "UpdateUnitsForSale": TAKE_OFF_SALE,
+    "ChangeItemPrice": change_price(),
+    "UpdateUnitsForSale": take_off_sale(),
     "GetItem": GET_ITEM,
-    "AddItemToCart": ADD_TO_CART,
+    "AddItemToCart": add_to_cart(),
     "DisplayCart": DISPLAY_CART,
     "SearchItemsForSale/all": _search(SEARCH_ALL),
     "SearchItemsForSale/one": _search(SEARCH_ONE),
@@ -400,21 +422,34 @@ STATEMENTS: Dict[str, str] = {
 }
 
 
-def full_text(api: str, layout: str = "joined") -> str:
+#: The writes' statements for a request without a key: nothing counted or
+#: filed, so PostgreSQL starts no plan nodes for either (issue 29: a
+#: tenth to a sixth of an AddItemToCart's time in PostgreSQL).
+UNKEYED: Dict[str, str] = {
+    "ChangeItemPrice": change_price(keyed=False),
+    "UpdateUnitsForSale": take_off_sale(keyed=False),
+    "AddItemToCart": add_to_cart(keyed=False),
+}
+
+
+def full_text(api: str, layout: str = "joined", keyed: bool = True) -> str:
     """The whole statement of C{api} (a key of L{STATEMENTS}) on
     C{layout}: "joined" (customer and product data in one database),
-    "standby" (joined, for a standby: nothing written) or "separate"."""
-    return LIVE[layout] + STATEMENTS[api]
+    "standby" (joined, for a standby: nothing written) or "separate";
+    of a write, without C{keyed}, its form for a request without a key
+    (L{UNKEYED})."""
+    return LIVE[layout] + (STATEMENTS[api] if keyed else UNKEYED[api])
 
 
 def main(argv=None) -> None:
-    """Print the statement of an API: C{API [joined|separate]}; without
-    arguments, the names."""
+    """Print the statement of an API: C{API [joined|separate|standby]
+    [unkeyed]}; without arguments, the names."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in STATEMENTS:
         print("\n".join(STATEMENTS))
         return
-    print(full_text(argv[0], argv[1] if len(argv) > 1 else "joined"))
+    layout = argv[1] if len(argv) > 1 else "joined"
+    print(full_text(argv[0], layout, keyed="unkeyed" not in argv[2:]))
 
 
 if __name__ == "__main__":

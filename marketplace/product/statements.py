@@ -100,11 +100,13 @@ Refusal = Callable[[tuple, dict], ApiError]
 @dataclass(frozen=True)
 class Statement:
     """An API's statement in one strategy, and the name it is prepared as;
-    C{standby}: the same for a standby (it writes nothing), where it has one."""
+    C{standby}: the same for a standby (it writes nothing), where it has one;
+    C{unkeyed}: a write's form for a request without a key, where it has one."""
 
     name: str
     sql: str
     standby: Optional["Statement"] = None
+    unkeyed: Optional["Statement"] = None
 
 
 class Statements:
@@ -141,6 +143,18 @@ class Statements:
             f"{name}_{layout}",
             apisql.full_text(api, layout),
             Statement(f"{name}_{standby}", apisql.full_text(api, standby)),
+        )
+
+    def write_statement(self, name: str, api: str) -> Statement:
+        """The statement of C{api} (an apisql name) that writes, with its
+        form for a request without a key (which counts and files nothing)."""
+        from marketplace.product import apisql  # apisql imports this module
+
+        layout = self.sessions.name
+        return Statement(
+            f"{name}_{layout}",
+            apisql.full_text(api, layout),
+            unkeyed=Statement(f"{name}_{layout}_unkeyed", apisql.full_text(api, layout, keyed=False)),
         )
 
     def apis(self, handlers: Dict[str, Handler]) -> Dict[str, Api]:
@@ -209,9 +223,12 @@ class Statements:
         its answer under the request's key."""
         args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
-        d = self.db.prepared(statement.name, statement.sql, args)
         if args["rk_id"] is None:
+            if statement.unkeyed is not None:
+                statement = statement.unkeyed
+            d = self.db.prepared(statement.name, statement.sql, args)
             return d.addCallback(self._payload, args, refused)
+        d = self.db.prepared(statement.name, statement.sql, args)
         return d.addCallbacks(
             self._keyed_payload,
             self._keyed_failure,

@@ -60,14 +60,9 @@ class SellerApis:
         self.statements = statements = Statements(
             product, sessions, self.accounts, apisql.FILED_ANSWER
         )
-        layout = statements.layout
         self._seller_items = statements.read_statement("seller_items", "DisplayItemsForSale")
-        self._change_price = statements.statement(
-            "change_price", apisql.full_text("ChangeItemPrice", layout)
-        )
-        self._take_off_sale = statements.statement(
-            "take_off_sale", apisql.full_text("UpdateUnitsForSale", layout)
-        )
+        self._change_price = statements.write_statement("change_price", "ChangeItemPrice")
+        self._take_off_sale = statements.write_statement("take_off_sale", "UpdateUnitsForSale")
 
     async def get_seller_rating(self, call: Call) -> dict:
         rating = await seller_rating(
