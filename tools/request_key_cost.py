@@ -3,11 +3,13 @@ docs/PERFORMANCE.md, "What request keys and one path per API cost").
 
 Replays the statement as a buyer daemon sends it on the one-database
 layout (PREPARE once, then EXECUTE per call, durable commits, one
-connection), with a fresh request key per call and without one,
+connection), with a fresh request key per call and without one (the
+statement's form without a key, apisql.UNKEYED, as the daemon sends it),
 alternated in rounds of C{--calls} each, and prints per round the time a
-call takes (median and fastest, client round trip included) and the WAL
-it writes (pg_current_wal_lsn before and after, so run it on a server
-nothing else writes to).  Keys, fingerprints and scope are made by the
+call takes (median and fastest, client round trip included), the CPU time
+the server's backend spends on it (from /proc, where the server runs on
+this machine) and the WAL it writes (pg_current_wal_lsn before and
+after, so run it on a server nothing else writes to).  Keys, fingerprints and scope are made by the
 checkout's own code (statements._key_args), so the same tool measures
 any version of it.
 
@@ -28,6 +30,7 @@ databases of one server, alternated) and what pg_waldump showed.
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -96,12 +99,37 @@ def lsn(cursor) -> int:
     return int(cursor.fetchone()[0])
 
 
+def forms(name: str = "add_to_cart") -> dict:
+    """PREPARE and EXECUTE of AddItemToCart's statement, by whether the
+    request has a key: the forms a buyer daemon sends."""
+    return {
+        keyed: prepared_forms(f"{name}{'' if keyed else '_unkeyed'}",
+                              apisql.full_text("AddItemToCart", "joined", keyed=keyed))
+        for keyed in (True, False)
+    }
+
+
+def backend_cpu(cursor) -> "float | None":
+    """The CPU time (s) the connection's backend has used, or None where
+    the server is not on this machine."""
+    cursor.execute("SELECT pg_backend_pid()")
+    (pid,) = cursor.fetchone()
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> dict:
-    """One round: µs per call (median, fastest) and WAL bytes per call."""
+    """One round: µs per call (median, fastest), the backend's CPU µs per
+    call and WAL bytes per call."""
     cursor = connection.cursor()
     cursor.execute("CHECKPOINT")  # every round starts with the same full-page images to write
     times = []
     start = lsn(cursor)
+    cpu = backend_cpu(cursor)
     for n in range(calls):
         args = arguments(items[n % len(items)], keyed)
         began = time.perf_counter()
@@ -111,10 +139,12 @@ def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> 
         if row[0] != statements.DONE:
             raise SystemExit(f"the statement answered {row[0]}: {row[1]}")
     wal = lsn(cursor) - start
+    cpu_after = backend_cpu(cursor)
     return {
         "keyed": keyed,
         "median_us": round(statistics.median(times) * 1e6, 1),
         "fastest_us": round(min(times) * 1e6, 1),
+        "backend_cpu_us": None if cpu is None else round((cpu_after - cpu) / calls * 1e6, 1),
         "wal_bytes_per_call": round(wal / calls, 1),
     }
 
@@ -122,7 +152,7 @@ def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> 
 def concurrent_round(dsn: str, items: list, keyed: bool, connections: int, seconds: float) -> dict:
     """One round of C{connections} buyers at once: calls per second, and
     WAL bytes per call."""
-    prepare, execute = prepared_forms("add_to_cart", apisql.full_text("AddItemToCart", "joined"))
+    prepare, execute = forms()[keyed]
     cursors = []
     for _ in range(connections):
         connection = psycopg2.connect(dsn)
@@ -178,10 +208,12 @@ def main(argv=None) -> None:
                 result = concurrent_round(options.dsn, items, keyed, options.connections, options.seconds)
                 print(json.dumps(result), flush=True)
         return
-    prepare, execute = prepared_forms("add_to_cart", apisql.full_text("AddItemToCart", "joined"))
-    cursor.execute(prepare)
+    statements = forms()
+    for prepare, _ in statements.values():
+        cursor.execute(prepare)
     for n in range(options.rounds):
         for keyed in (n % 2 == 0, n % 2 == 1):
+            execute = statements[keyed][1]
             print(json.dumps(round_of(connection, execute, items, keyed, options.calls)), flush=True)
 
 
