@@ -127,17 +127,13 @@ class Statements:
         """The layout the statements must be written for (apisql.LIVE)."""
         return self.sessions.name
 
-    def statement(self, name: str, sql: str) -> Statement:
-        """The statement C{sql} (written for L{layout}), prepared as C{name}."""
-        return Statement(f"{name}_{self.sessions.name}", sql)
-
     def read_statement(self, name: str, api: str) -> Statement:
         """The statement of C{api} (an apisql name) that only reads, with its
         form for a standby: on one database the standby's checks the
         session without touching it."""
         from marketplace.product import apisql  # apisql imports this module
 
-        layout = self.sessions.name
+        layout = self.layout
         standby = "standby" if self.sessions.joined else layout
         return Statement(
             f"{name}_{layout}",
@@ -150,7 +146,7 @@ class Statements:
         form for a request without a key (which counts and files nothing)."""
         from marketplace.product import apisql  # apisql imports this module
 
-        layout = self.sessions.name
+        layout = self.layout
         return Statement(
             f"{name}_{layout}",
             apisql.full_text(api, layout),
@@ -224,8 +220,7 @@ class Statements:
         args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
         if args["rk_id"] is None:
-            if statement.unkeyed is not None:
-                statement = statement.unkeyed
+            statement = statement.unkeyed or statement
             d = self.db.prepared(statement.name, statement.sql, args)
             return d.addCallback(self._payload, args, refused)
         d = self.db.prepared(statement.name, statement.sql, args)
