@@ -43,6 +43,7 @@ from marketplace.frame import dispatch
 from marketplace.postgres import schema
 from marketplace.postgres.database import prepared_forms
 from marketplace.product import apisql, statements
+from tools import cpu_per_call
 
 ITEMS = 3
 #: Buyers (one session each) that --setup makes.
@@ -114,12 +115,9 @@ def backend_cpu(cursor) -> "float | None":
     the server is not on this machine."""
     cursor.execute("SELECT pg_backend_pid()")
     (pid,) = cursor.fetchone()
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
+    if not os.path.exists(f"/proc/{pid}"):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_per_call.cpu_seconds(pid)
 
 
 def round_of(connection, execute: str, items: list, keyed: bool, calls: int) -> dict:
