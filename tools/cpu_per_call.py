@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 #: A second belongs to the busy stretch if the bench used at least this
 #: share of its usual busy rate (the 80th percentile of its seconds).
@@ -48,8 +48,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def descendants(root: int) -> List[int]:
-    """C{root} and every process below it."""
+def children_of() -> Dict[int, List[int]]:
+    """Every process's children, by parent (one reading of /proc)."""
     children: Dict[int, List[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -59,6 +59,14 @@ def descendants(root: int) -> List[int]:
             except OSError:
                 continue
             children.setdefault(parent, []).append(int(name))
+    return children
+
+
+def descendants(root: int, children: Optional[Dict[int, List[int]]] = None) -> List[int]:
+    """C{root} and every process below it (in C{children}, L{children_of}
+    by default)."""
+    if children is None:
+        children = children_of()
     found, stack = [], [root]
     while stack:
         pid = stack.pop()
@@ -114,7 +122,9 @@ def main(argv=None) -> None:
 
     def sample() -> None:
         while not done.is_set():
-            now = {name: sum(cpu_seconds(p) for p in descendants(root)) for name, root in roots.items()}
+            children = children_of()  # once for both trees
+            now = {name: sum(cpu_seconds(p) for p in descendants(root, children))
+                   for name, root in roots.items()}
             now["bench"] = cpu_seconds(bench.pid)
             samples.append((time.monotonic(), now))
             done.wait(1.0)
