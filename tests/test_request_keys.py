@@ -112,6 +112,19 @@ class KeyedWrites(KeyedCase):
         self.assertEqual(again, first)
         self.assertEqual((await self.cart())["cart"][0]["quantity"], 2)
 
+    async def test_a_repeat_answers_a_cart_of_several_lines_at_its_first_prices(self):
+        cheaper = await self.item(item_name="Cable", price=3.25)
+        await self.buy("AddItemToCart", {"item_id": cheaper, "quantity": 3}, new_key())
+        key = new_key()
+        first = await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 2}, key)
+        lines = payload_of(self, first)["cart"]
+        self.assertEqual(sorted((l["item_id"], l["quantity"]) for l in lines),
+                         sorted([(cheaper, 3), (self.item_id, 2)]))
+        await self.sell("ChangeItemPrice", {"item_id": cheaper, "price": 4.5}, new_key())
+        again = await self.buy("AddItemToCart", {"item_id": self.item_id, "quantity": 2}, key)
+        self.assertEqual(again, first)
+        self.assertEqual([l["quantity"] for l in (await self.cart())["cart"]], [2, 3])
+
     async def test_units_taken_off_once_even_when_too_few_are_left_for_a_second(self):
         units = PHONE_CASE["quantity"]
         key = new_key()

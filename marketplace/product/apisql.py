@@ -68,35 +68,53 @@ def item_json(row: str, *extra: str) -> str:
     )
 
 
-def cart_json(lines: str, price: str = "i.price") -> str:
-    """SQL for a cart as PROTOCOL.md returns it (JSON), of C{lines}: a
-    query of (item_id, quantity) rows, C{c}, at C{price} (an SQL
-    expression: the item's price now, or C{c.price}, the line's own).
-    PostgreSQL's numeric is exact, and its text of a numeric(12, 2) or of a
-    sum of them has two decimals, as L{money.text} writes them.  Every
-    answer that holds a cart has PostgreSQL write it this way, so a cart
-    filed as its lines (L{cart_lines_json}) comes back byte for byte."""
-    return f"""(
-    SELECT json_build_object(
+def cart_object(price: str = "i.price") -> str:
+    """SQL for a cart as PROTOCOL.md returns it (JSON), aggregated over
+    rows of C{c}, a cart line (item_id, quantity), joined to C{i}, its
+    item, at C{price} (an SQL expression: the item's price now, or
+    C{c.price}, the line's own).  PostgreSQL's numeric is exact, and its
+    text of a numeric(12, 2) or of a sum of them has two decimals, as
+    L{money.text} writes them.  Every answer that holds a cart has
+    PostgreSQL write it this way, so a cart filed as its lines
+    (L{LINES_OBJECT}) comes back byte for byte."""
+    return f"""json_build_object(
         'cart', coalesce(json_agg(json_build_object(
             'item_id', i.category || '-' || i.id, 'item_name', i.name,
             'quantity', c.quantity, 'price', {price}, 'price_decimal', {price}::text,
             'subtotal_decimal', (c.quantity * {price})::text) ORDER BY c.item_id), '[]'),
         'total', coalesce(sum(c.quantity * {price}), 0),
-        'total_decimal', round(coalesce(sum(c.quantity * {price}), 0), 2)::text)
-    FROM ({lines}) AS c JOIN items AS i ON i.id = c.item_id
+        'total_decimal', round(coalesce(sum(c.quantity * {price}), 0), 2)::text)"""
+
+
+#: SQL for the compact form a cart is filed in under a request key,
+#: aggregated over the rows of L{cart_object}: a JSON array of [item id,
+#: quantity, price], a few bytes a line where the cart's JSON takes a
+#: hundred and more.
+LINES_OBJECT = """coalesce(json_agg(json_build_array(c.item_id, c.quantity, i.price)
+                    ORDER BY c.item_id), '[]')"""
+
+
+def cart_rows(lines: str) -> str:
+    """The FROM clause of L{cart_object}: C{lines}, a query of (item_id,
+    quantity) rows, as C{c}, joined to their items, C{i}."""
+    return f"({lines}) AS c JOIN items AS i ON i.id = c.item_id"
+
+
+def cart_json(lines: str, price: str = "i.price") -> str:
+    """SQL for the cart (L{cart_object}) of C{lines}, a query of
+    (item_id, quantity) rows."""
+    return f"""(
+    SELECT {cart_object(price)}
+    FROM {cart_rows(lines)}
 )"""
 
 
 def cart_lines_json(lines: str) -> str:
-    """SQL for the compact form a cart is filed in under a request key: a
-    JSON array of [item id, quantity, price] of C{lines} (as for
-    L{cart_json}), a few bytes a line where the cart's JSON takes a
-    hundred and more."""
+    """SQL for the compact form (L{LINES_OBJECT}) of the cart of C{lines}
+    (as for L{cart_json})."""
     return f"""(
-    SELECT coalesce(json_agg(json_build_array(c.item_id, c.quantity, i.price)
-                    ORDER BY c.item_id), '[]')
-    FROM ({lines}) AS c JOIN items AS i ON i.id = c.item_id
+    SELECT {LINES_OBJECT}
+    FROM {cart_rows(lines)}
 )"""
 
 
@@ -363,6 +381,22 @@ _LINES_AFTER_ADDING = """
     SELECT item_id, quantity FROM active_cart_lines
     WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
+def _cart_after_adding(keyed: bool) -> str:
+    """Of AddItemToCart: after a comma, for a keyed write, the common table
+    expression C{cart}, one row: the cart after adding, as answered
+    (C{answer}) and as filed under the key (C{filed}), aggregated in one
+    pass over one join (where the answer and what is filed each read the
+    cart, the join and its plan nodes were made twice); nothing for a write
+    without a key.  Only read when the line was added."""
+    if not keyed:
+        return ""
+    return f""", cart AS (
+    SELECT {cart_object()}::text AS answer,
+        {LINES_OBJECT}::text AS filed
+    FROM {cart_rows(_LINES_AFTER_ADDING)}
+)"""
+
+
 def add_to_cart(keyed: bool = True) -> str:
     """AddItemToCart: %(units)s of the item %(category)s-%(number)s into the
     active cart of session %(key)s, unless the cart would then hold more
@@ -374,8 +408,9 @@ def add_to_cart(keyed: bool = True) -> str:
     DONE, with the cart, or REFUSED, with what the error message needs (JSON):
     [units on sale, price, units the cart holds, lines it holds] of the
     item, or null: there is no such item.  With a request key the cart is
-    filed as its lines (cart_lines_json).
+    filed as its lines (LINES_OBJECT).
     C{keyed}: the form for a request with a key."""
+    cart = "(SELECT answer FROM cart)" if keyed else f"{cart_json(_LINES_AFTER_ADDING)}::text"
     return f""", item AS (
     SELECT id, quantity, price FROM items WHERE id = %(number)s AND category = %(category)s
 ){counted(keyed)}, added AS (
@@ -391,11 +426,11 @@ def add_to_cart(keyed: bool = True) -> str:
                    AND (l.quantity::bigint + excluded.quantity) * i.price <= {_TOTAL_MAX}
                FROM item AS i)
     RETURNING l.item_id, l.quantity
-), answer AS (
+){_cart_after_adding(keyed)}, answer AS (
     SELECT CASE WHEN EXISTS (SELECT FROM added) THEN '{DONE}'
                 WHEN {over_share(keyed)} THEN '{TOO_MANY_KEYS}'
                 ELSE '{REFUSED}' END AS outcome,
-           CASE WHEN EXISTS (SELECT FROM added) THEN {cart_json(_LINES_AFTER_ADDING)}::text
+           CASE WHEN EXISTS (SELECT FROM added) THEN {cart}
                 ELSE (SELECT json_build_array(i.quantity, i.price, coalesce((
                           SELECT l.quantity FROM active_cart_lines AS l
                           WHERE l.session_key = %(key)s AND l.item_id = i.id), 0),
@@ -403,7 +438,7 @@ def add_to_cart(keyed: bool = True) -> str:
                            WHERE l.session_key = %(key)s))::text
                       FROM item AS i) END AS payload
     FROM live AS s
-){filed(cart_lines_json(_LINES_AFTER_ADDING) + "::text", keyed)}
+){filed("(SELECT filed FROM cart)", keyed)}
 SELECT outcome, payload FROM answer
 """
 
