@@ -126,8 +126,13 @@ class ReportTests(unittest.SynchronousTestCase):
         none = {**_result("none", 10, 900.0), "observed": observed}
         text = report.scaling_markdown([none, _result(report.SINGLE, 10, 1500.0)])
         self.assertIn("| 10+10 | 900 | 1,500 | 0.60 |", text)
-        self.assertIn("| 10+10 | sync | 3.0 ms | 4.0 ms | 300 |", text)
-        self.assertIn("| 10+10 | buyer1 8, payments1 3 |", text)
+        self.assertIn("| none | 10+10 | sync | 3.0 ms | 4.0 ms | 300 |", text)
+        self.assertIn("| none | 10+10 | buyer1 8, payments1 3 |", text)
+        # The browsing buyers' run says so: its rows are not the others' twins.
+        reads = {**_result("reads", 10, 0.0), "observed": observed}
+        text = report.scaling_markdown([none, reads])
+        self.assertIn("| reads | 10 browsing | sync | 3.0 ms | 4.0 ms | 300 |", text)
+        self.assertIn("| reads | 10 browsing | buyer1 8, payments1 3 |", text)
 
 
 @implementer(IStreamClientEndpoint)

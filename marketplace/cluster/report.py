@@ -439,6 +439,12 @@ def read_comparison(results: List[Dict]) -> List[str]:
         "| browsing buyers | cluster reads/s | make run reads/s | cluster / make run |")
 
 
+def _clients(result: Dict) -> str:
+    """A run's clients in few words: sellers and buyers, or browsing buyers."""
+    n = result["clients"]
+    return f"{n} browsing" if result["case"] == "reads" else f"{n}+{n}"
+
+
 def scaling_markdown(results: List[Dict]) -> str:
     """docs/SCALING.md's measured figures: no-failure throughput against
     make run's deployment, how far behind the replicas were, and the
@@ -447,21 +453,23 @@ def scaling_markdown(results: List[Dict]) -> str:
         "(no no-failure runs on both deployments)"]
     observed = [r for r in _ordered(results) if r.get("observed")]
     if observed:
-        lines += ["", "Replicas and connections during the no-failure runs on the cluster,"
-                  " sampled on the primary every second (`pg_stat_replication`,"
+        lines += ["", "Replicas and connections during the cluster's runs"
+                  " without a failure (\"none\": sellers and buyers; \"reads\": browsing"
+                  " buyers alone), sampled on the primary every second (`pg_stat_replication`,"
                   " `pg_stat_activity`):", "",
-                  "| clients | replica | replay lag mean | replay lag max | most bytes behind |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| run | clients | replica | replay lag mean | replay lag max | most bytes behind |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in observed:
             for kind, f in sorted(r["observed"]["replicas"].items()):
                 lines.append(
-                    f"| {r['clients']}+{r['clients']} | {kind} | {f['mean_lag_ms']:.1f} ms "
+                    f"| {r['case']} | {_clients(r)} | {kind} | {f['mean_lag_ms']:.1f} ms "
                     f"| {f['max_lag_ms']:.1f} ms | {f['max_behind_bytes']:,} |")
-        lines += ["", "| clients | server connections held (most at once) |", "| --- | --- |"]
+        lines += ["", "| run | clients | server connections held (most at once) |",
+                  "| --- | --- | --- |"]
         for r in observed:
             held = r["observed"]["connections"]
             text = ", ".join(f"{name} {n}" for name, n in sorted(held.items()))
-            lines.append(f"| {r['clients']}+{r['clients']} | {text} |")
+            lines.append(f"| {r['case']} | {_clients(r)} | {text} |")
     return "\n".join(lines) + "\n"
 
 
