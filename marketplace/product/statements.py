@@ -263,10 +263,13 @@ class Statements:
 def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
     """The request-key arguments of a single statement (apisql) for a
     request of C{role}'s session C{session_key} (all None: no key)."""
-    key = requestkeys.of_request(request, dispatch.session_scope(role, session_key))
-    if key is None:
+    if request.request_key is None:
         return _NO_KEY
-    return {"rk_id": key.id, "rk_request": key.request}
+    scope = dispatch.session_scope(role, session_key)
+    return {
+        "rk_id": dispatch.key_id(scope, request.request_key),
+        "rk_request": dispatch.fingerprint(request.api, request.payload),
+    }
 
 
 _NO_KEY = {"rk_id": None, "rk_request": None}
