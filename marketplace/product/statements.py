@@ -262,7 +262,10 @@ class Statements:
 
 def _key_args(request: dispatch.Request, role: str, session_key: str) -> dict:
     """The request-key arguments of a single statement (apisql) for a
-    request of C{role}'s session C{session_key} (all None: no key)."""
+    request of C{role}'s session C{session_key} (all None: no key): the
+    digests of requestkeys.of_request, made here from dispatch's own
+    functions so that an AddItemToCart walks no further file
+    (tests/test_request_path.py)."""
     if request.request_key is None:
         return _NO_KEY
     scope = dispatch.session_scope(role, session_key)
