@@ -381,6 +381,7 @@ _LINES_AFTER_ADDING = """
     SELECT item_id, quantity FROM active_cart_lines
     WHERE session_key = %(key)s AND item_id <> %(number)s"""
 
+
 def _cart_after_adding(keyed: bool) -> str:
     """Of AddItemToCart: after a comma, for a keyed write, the common table
     expression C{cart}, one row: the cart after adding, as answered
