@@ -219,11 +219,12 @@ class Statements:
         its answer under the request's key."""
         args.update(_key_args(call.request, self.role, args["key"]))
         args["rk_max"] = self.accounts.limits.request_keys_per_minute
-        if args["rk_id"] is None:
+        keyed = args["rk_id"] is not None
+        if not keyed:
             statement = statement.unkeyed or statement
-            d = self.db.prepared(statement.name, statement.sql, args)
-            return d.addCallback(self._payload, args, refused)
         d = self.db.prepared(statement.name, statement.sql, args)
+        if not keyed:
+            return d.addCallback(self._payload, args, refused)
         return d.addCallbacks(
             self._keyed_payload,
             self._keyed_failure,
