@@ -206,12 +206,12 @@ def main(argv=None) -> None:
                 result = concurrent_round(options.dsn, items, keyed, options.connections, options.seconds)
                 print(json.dumps(result), flush=True)
         return
-    statements = forms()
-    for prepare, _ in statements.values():
+    by_key = forms()
+    for prepare, _ in by_key.values():
         cursor.execute(prepare)
     for n in range(options.rounds):
         for keyed in (n % 2 == 0, n % 2 == 1):
-            execute = statements[keyed][1]
+            execute = by_key[keyed][1]
             print(json.dumps(round_of(connection, execute, items, keyed, options.calls)), flush=True)
 
 
