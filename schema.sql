@@ -154,31 +154,48 @@ CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 
 -- One row per pair of keywords of each item on sale (first < second): the
 -- items that share two or more of a search's keywords, found without
--- reading the keywords' whole lists.  A search with several keywords takes
--- its page from them when enough of them score more than any item sharing
--- a single keyword can (product/apisql.py, SEARCH_MANY).  Kept by the same triggers
--- as item_keywords; filled here from the items when it is first made.
+-- reading the keywords' whole lists.  Each row carries what scores the item
+-- for any query (its keywords and lower-cased name) and how many of the
+-- pair's two keywords its name misses (0 to 2).  item_keyword_pairs_ranked
+-- keeps each pair's list in the order of those misses, then the tie-breaks
+-- of the ranking, so that a search reads the best of its pairs' lists first
+-- and stops once no row it has not read can reach its page
+-- (product/apisql.py, SEARCH_MANY).  Kept by the same triggers as
+-- item_keywords; filled here from the items when it is first made, and made
+-- again from them for a database whose rows lack the misses and keywords.
 DO $$
 BEGIN
+    IF to_regclass('item_keyword_pairs') IS NOT NULL AND NOT EXISTS (
+        SELECT FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'item_keyword_pairs'
+          AND column_name = 'keywords'
+    ) THEN
+        DROP TABLE item_keyword_pairs;
+    END IF;
     IF to_regclass('item_keyword_pairs') IS NULL THEN
         CREATE TABLE item_keyword_pairs (
             item_id  bigint NOT NULL,
             category integer NOT NULL,
             first    text NOT NULL,
             second   text NOT NULL,
+            misses   smallint NOT NULL,
             votes    integer NOT NULL,
             price    numeric(12, 2) NOT NULL,
-            name     text NOT NULL
+            name     text NOT NULL,
+            keywords text[] NOT NULL
         );
-        INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
-        SELECT DISTINCT i.id, i.category, a, b, i.thumbs_down - i.thumbs_up, i.price, lower(i.name)
+        INSERT INTO item_keyword_pairs
+            (item_id, category, first, second, misses, votes, price, name, keywords)
+        SELECT DISTINCT i.id, i.category, a, b,
+               (strpos(lower(i.name), a) = 0)::int + (strpos(lower(i.name), b) = 0)::int,
+               i.thumbs_down - i.thumbs_up, i.price, lower(i.name), i.keywords
         FROM items AS i, unnest(i.keywords) AS a, unnest(i.keywords) AS b
         WHERE a < b AND i.quantity > 0;
     END IF;
 END
 $$;
-CREATE INDEX IF NOT EXISTS item_keyword_pairs_listed ON item_keyword_pairs
-    (category, first, second) INCLUDE (item_id, votes, price, name);
+CREATE INDEX IF NOT EXISTS item_keyword_pairs_ranked ON item_keyword_pairs
+    (category, first, second, misses, votes, price, item_id) INCLUDE (name, keywords);
 CREATE INDEX IF NOT EXISTS item_keyword_pairs_item ON item_keyword_pairs (item_id);
 
 -- The rows of item_keywords of the items of a statement, from its
@@ -191,8 +208,11 @@ BEGIN
            n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
     FROM new_items AS n, unnest(n.keywords) AS k
     WHERE n.quantity > 0;
-    INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
-    SELECT DISTINCT n.id, n.category, a, b, n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
+    INSERT INTO item_keyword_pairs
+        (item_id, category, first, second, misses, votes, price, name, keywords)
+    SELECT DISTINCT n.id, n.category, a, b,
+           (strpos(lower(n.name), a) = 0)::int + (strpos(lower(n.name), b) = 0)::int,
+           n.thumbs_down - n.thumbs_up, n.price, lower(n.name), n.keywords
     FROM new_items AS n, unnest(n.keywords) AS a, unnest(n.keywords) AS b
     WHERE a < b AND n.quantity > 0;
     RETURN NULL;
@@ -222,9 +242,11 @@ BEGIN
         SELECT DISTINCT ON (k) NEW.id, k, NEW.category, strpos(lower(NEW.name), k) = 0,
                NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name)
         FROM unnest(NEW.keywords) AS k;
-        INSERT INTO item_keyword_pairs (item_id, category, first, second, votes, price, name)
-        SELECT DISTINCT NEW.id, NEW.category, a, b, NEW.thumbs_down - NEW.thumbs_up, NEW.price,
-               lower(NEW.name)
+        INSERT INTO item_keyword_pairs
+            (item_id, category, first, second, misses, votes, price, name, keywords)
+        SELECT DISTINCT NEW.id, NEW.category, a, b,
+               (strpos(lower(NEW.name), a) = 0)::int + (strpos(lower(NEW.name), b) = 0)::int,
+               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name), NEW.keywords
         FROM unnest(NEW.keywords) AS a, unnest(NEW.keywords) AS b
         WHERE a < b;
     END IF;

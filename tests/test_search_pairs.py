@@ -1,6 +1,7 @@
 """The keyword pairs of search (schema.sql, item_keyword_pairs): made and
-filled when schema.sql is applied to a database that had none, left as
-they are when it is applied again, and kept by the items' triggers."""
+filled when schema.sql is applied to a database that had none or had them
+without the misses and keywords, left as they are when it is applied
+again, and kept by the items' triggers."""
 
 from itertools import combinations
 
@@ -19,9 +20,22 @@ ITEMS = [
 ]
 
 _PAIRS = (
-    "SELECT item_id, category, first, second, votes, price::text, name"
+    "SELECT item_id, category, first, second, misses, votes, price::text, name, keywords"
     " FROM item_keyword_pairs ORDER BY item_id, first, second"
 )
+
+# The table as the version before the misses and the keywords made it.
+_OLDER_PAIRS = """
+DROP TABLE item_keyword_pairs;
+CREATE TABLE item_keyword_pairs (
+    item_id bigint NOT NULL, category integer NOT NULL, first text NOT NULL,
+    second text NOT NULL, votes integer NOT NULL, price numeric(12, 2) NOT NULL,
+    name text NOT NULL
+);
+INSERT INTO item_keyword_pairs VALUES (1, 0, 'a', 'b', 0, 1, 'x');
+CREATE INDEX item_keyword_pairs_listed ON item_keyword_pairs
+    (category, first, second) INCLUDE (item_id, votes, price, name);
+"""
 
 
 class KeywordPairTests(unittest.TestCase):
@@ -46,8 +60,12 @@ class KeywordPairTests(unittest.TestCase):
         pairs = []
         for item_id, category, keywords, votes, price, name, quantity in rows:
             if quantity > 0:
+                lowered = name.lower()
                 for first, second in combinations(sorted(set(keywords)), 2):
-                    pairs.append((item_id, category, first, second, votes, price, name.lower()))
+                    misses = (first not in lowered) + (second not in lowered)
+                    pairs.append(
+                        (item_id, category, first, second, misses, votes, price, lowered, keywords)
+                    )
         return sorted(pairs)
 
     async def test_older_database_gets_them_and_applying_again_changes_nothing(self):
@@ -58,6 +76,18 @@ class KeywordPairTests(unittest.TestCase):
         self.assertEqual(len(pairs), 3 + 10)
         await schema.apply_schema(self.product, "product")
         self.assertEqual(await self.product.query(_PAIRS), pairs)
+
+    async def test_older_pairs_are_made_again(self):
+        await self.product.execute(_OLDER_PAIRS)
+        await schema.apply_schema(self.product, "product")
+        self.assertEqual(sorted(await self.product.query(_PAIRS)), await self.expected())
+        indexes = await self.product.query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'item_keyword_pairs'"
+            " ORDER BY indexname"
+        )
+        self.assertEqual(
+            indexes, [("item_keyword_pairs_item",), ("item_keyword_pairs_ranked",)]
+        )
 
     async def test_triggers_keep_them(self):
         self.assertEqual(sorted(await self.product.query(_PAIRS)), await self.expected())

@@ -286,72 +286,224 @@ FROM (
 ORDER BY k.name_miss, k.votes, k.price, k.item_id
 """
 
+# Several keywords (two to five, given as %(keywords)s).  An item's score
+# is counted in halves (an integer: cheaper to add up and sort) until the
+# page is cut; %(halves)s is the cursor's.  An item sharing one of n query
+# keywords scores at most 1.5 for it and a half for each other keyword in
+# its name: 2 + n halves.  Every item that can score more shares two or
+# more, so it is on the list of a pair of the query's keywords
+# (item_keyword_pairs, whose rows carry the item's keywords and lower-cased
+# name: one row scores its item).
+_QUERY = "%(keywords)s::text[]"
+_SLOTS = range(1, 6)
+
+
+def _keyword(n: int) -> str:
+    """The query's C{n}th keyword (from 1; null beyond the last): a scalar
+    argument of its own, since an element of the array argument would be
+    taken out of it on every row in a generic plan."""
+    return f"%(keyword_{n})s::text"
+
+
 # The halves an item scores for the query keywords found in its
 # lower-cased name C{name} (the query's keywords are lower-cased).
 _NAME_HITS = " + ".join(
-    f"coalesce((strpos(name, (%(keywords)s::text[])[{n}]) > 0)::int, 0)" for n in range(1, 6)
+    f"coalesce((strpos(name, {_keyword(n)}) > 0)::int, 0)" for n in _SLOTS
 )
 
-# Up to five keywords, given as %(keywords)s, when fewer than a page share
-# two of them (SEARCH_MANY): only the rows of those keywords in the
-# category are read (an index-only scan of item_keywords_ranked); an item's
-# rows give how many keywords it shares and its lower-cased name, hence its
-# score, without reading the item.  The score is counted in halves (an
-# integer: cheaper to add up and sort) until the page is cut; %(halves)s is
-# the cursor's.
-_EVERY_LIST = f"""
-    SELECT item_id, halves, votes, price FROM (
-        SELECT item_id, 2 * count(*) + max(hits) AS halves,
-               any_value(votes) AS votes, any_value(price) AS price
-        FROM (
-            SELECT item_id, votes, price, {_NAME_HITS} AS hits
-            FROM item_keywords
-            WHERE category = %(category)s AND keyword = ANY (%(keywords)s::text[])
-        ) AS rows
-        GROUP BY item_id
-    ) AS scored
-    WHERE (-halves, votes, price, item_id)
-        > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
-    ORDER BY halves DESC, votes, price, item_id
-    LIMIT %(limit)s OFFSET %(offset)s"""
 
-# Several keywords.  An item that shares one query keyword scores at most
-# 1.5 for it and a half for each other keyword in its name: 2 + n halves
-# for n keywords.  The items sharing two or more are found on the lists of
-# pairs of the query's keywords (item_keyword_pairs: an item sharing k of
-# them is on k(k-1)/2 of those lists, so how many tells k).  If at least
-# offset + limit of them after the cursor score above that bound, they are
-# the page, and the keywords' whole lists (often long: a common word is on
-# a third of the items) are never read; otherwise _EVERY_LIST is.
+
+def _others(*columns: str) -> str:
+    """Whether the query's keyword (C{{n}}) is not that of one of these
+    columns of the row: only the others are looked for."""
+    return " AND ".join(f"{{keyword}} <> {column}" for column in columns)
+
+
+def _sum_of(test: str) -> str:
+    """The number of query keywords C{keyword} for which C{test} holds."""
+    return " + ".join(
+        f"coalesce(({test.format(keyword=_keyword(n))})::int, 0)" for n in _SLOTS
+    )
+
+
+# The halves of the item of a pair row: its pair's two keywords (4), each
+# in its name (2 - misses), and two for each other query keyword among its
+# C{keywords} and one for each in its name.
+_PAIR_HALVES = (
+    "6 - misses + 2 * ("
+    + _sum_of(_others("first", "second") + " AND {keyword} = ANY (keywords)")
+    + ") + "
+    + _sum_of(_others("first", "second") + " AND strpos(name, {keyword}) > 0")
+)
+
+# The halves of an item from its row of item_keywords, when that is the one
+# query keyword it has: 2, one if the name holds it, one for each other
+# query keyword in its name.
+_SINGLE_HALVES = (
+    "3 - name_miss::int + "
+    + _sum_of(_others("keyword") + " AND strpos(name, {keyword}) > 0")
+)
+
+_AFTER_CURSOR = (
+    "(-halves, votes, price, item_id)"
+    " > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)"
+)
+_RANKED = "ORDER BY halves DESC, votes, price, item_id"
+_PAGE_ROWS = "%(limit)s::bigint + %(offset)s::bigint"
+_ABOVE_ONE_KEYWORD = f"halves > 2 + cardinality({_QUERY})"
+
+
+def _pair_list(x: int, y: int) -> str:
+    """The list of the pair of the query's keywords C{x} and C{y} (their
+    places, from 1; no rows for a query of fewer than C{y}) in the category,
+    best first (item_keyword_pairs_ranked), at most %(pair_rows)s rows."""
+    first, second = _keyword(x), _keyword(y)
+    return f"""(SELECT item_id, first, second, misses, votes, price, name, keywords
+        FROM item_keyword_pairs
+        WHERE category = %(category)s AND {second} IS NOT NULL
+          AND first = least({first}, {second}) AND second = greatest({first}, {second})
+        ORDER BY misses, votes, price, item_id LIMIT %(pair_rows)s)"""
+
+
+# Only a query of two or three keywords reads its pairs' lists first (see
+# productdb.pair_rows): three lists at most.
+_FIRST_SLOTS = range(1, 4)
+_PAIR_LISTS = "\n    UNION ALL ".join(
+    _pair_list(x, y) for x in _FIRST_SLOTS for y in _FIRST_SLOTS if x < y
+)
+
+# The pairs of the query's keywords (first < second, as in the table).
+_QUERY_PAIRS = (
+    f"SELECT a AS first, b AS second FROM unnest({_QUERY}) AS a, unnest({_QUERY}) AS b"
+    " WHERE a < b"
+)
+
+# The search reads the first %(pair_rows)s rows of its pairs' lists merged
+# in one order (READ): misses (how many of its pair's two keywords the
+# item's name lacks), then votes, price and id, in a Merge Append of index
+# scans that stops there.  Each item read is scored from any of its rows
+# (SEEN).  The last row read is the frontier; the lists with rows after it
+# are the open ones (one index probe each).  An item none of whose rows
+# were read shares only keywords whose pairs are all open, k of them at
+# most (OPEN_KEYWORDS), and on each of its pairs its name lacks at least as
+# many keywords as the frontier's row (m): with m = 0 it may score 2k + n
+# halves (every keyword in its name), with m = 1 at most one of those it
+# shares is in its name (k + n + 1), with m = 2 none is (k + n).  Scoring
+# that much takes a row with exactly m misses, which comes after the
+# frontier in the same order; so such an item ranks after the frontier's
+# place scored that much (UNREAD_BEST).  Then:
+# - if enough items read score above 2 + n and the last of the page ranks
+#   ahead of UNREAD_BEST (or no list is open), they are the page;
+# - else the open lists' rows after the frontier give the items not read
+#   (REST, by item: an item sharing k keywords is on k(k-1)/2 of the lists),
+#   and if the items sharing two keywords or more (KNOWN) still do not fill
+#   a page above 2 + n, the items sharing one are read from the keywords'
+#   lists (item_keywords_ranked, which includes the lower-cased name), each
+#   scored from its row alone (SINGLE).
+# A row of a list that comes after the frontier (its values as scalars, so
+# that even a generic plan seeks to it in the index).
+_AFTER_FRONTIER = (
+    "(x.misses, x.votes, x.price, x.item_id) > ("
+    + ", ".join(f"(SELECT {column} FROM frontier)" for column in ("misses", "votes", "price", "item_id"))
+    + ")"
+)
+
 SEARCH_MANY = f"""
-WITH shared AS (
-    SELECT item_id, 2 * CASE count(*) WHEN 1 THEN 2 WHEN 3 THEN 3 WHEN 6 THEN 4 ELSE 5 END
-                    + max({_NAME_HITS}) AS halves,
-           any_value(votes) AS votes, any_value(price) AS price
-    FROM item_keyword_pairs
-    WHERE category = %(category)s
-      AND (first, second) IN (
-          SELECT a, b FROM unnest(%(keywords)s::text[]) AS a, unnest(%(keywords)s::text[]) AS b
-          WHERE a < b)
-    GROUP BY item_id
-), above AS (
-    SELECT item_id, halves, votes, price FROM shared
-    WHERE halves > 2 + cardinality(%(keywords)s::text[])
-      AND (-halves, votes, price, item_id)
-          > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
-    ORDER BY halves DESC, votes, price, item_id
-    LIMIT %(limit)s::bigint + %(offset)s::bigint
-), page AS (
-    SELECT item_id, halves, votes, price FROM above
-    WHERE (SELECT count(*) FROM above) = %(limit)s::bigint + %(offset)s::bigint
-    ORDER BY halves DESC, votes, price, item_id
-    OFFSET %(offset)s
+WITH read AS MATERIALIZED (
+    SELECT * FROM (
+    {_PAIR_LISTS}
+    ) AS rows
+    ORDER BY misses, votes, price, item_id
+    LIMIT CASE WHEN {_keyword(4)} IS NULL THEN %(pair_rows)s ELSE 0 END
+), frontier AS MATERIALIZED (
+    SELECT misses, votes, price, item_id FROM (
+        SELECT * FROM (
+            SELECT misses, votes, price, item_id FROM read
+            ORDER BY misses DESC, votes DESC, price DESC, item_id DESC LIMIT 1
+        ) AS last
+        UNION ALL
+        SELECT -1, 0, 0, 0
+    ) AS place ORDER BY misses DESC LIMIT 1
+), beyond AS MATERIALIZED (
+    SELECT x.* FROM ({_QUERY_PAIRS}) AS p, LATERAL (
+        SELECT x.item_id, x.first, x.second, x.misses, x.votes, x.price, x.name, x.keywords
+        FROM item_keyword_pairs AS x
+        WHERE x.category = %(category)s AND x.first = p.first AND x.second = p.second
+          AND {_AFTER_FRONTIER}
+        ORDER BY x.misses, x.votes, x.price, x.item_id
+        LIMIT CASE WHEN (SELECT misses FROM frontier) < 0 THEN 1 ELSE %(beyond_rows)s + 1 END
+    ) AS x
+), open_pairs AS MATERIALIZED (
+    SELECT first, second FROM beyond GROUP BY first, second
+    HAVING count(*) > CASE WHEN (SELECT misses FROM frontier) < 0 THEN 0 ELSE %(beyond_rows)s END
+), open_keywords AS (
+    SELECT count(DISTINCT keyword) AS k FROM open_pairs, LATERAL (VALUES (first), (second)) AS v (keyword)
+), unread_best AS (
+    SELECT o.k + cardinality({_QUERY})
+           + CASE WHEN f.misses <= 0 THEN o.k WHEN f.misses = 1 THEN 1 ELSE 0 END AS halves,
+           f.votes, f.price, f.item_id
+    FROM frontier AS f, open_keywords AS o
+), seen AS MATERIALIZED (
+    SELECT item_id, {_PAIR_HALVES} AS halves, votes, price FROM (
+        SELECT DISTINCT ON (item_id) * FROM (
+            SELECT * FROM read
+            UNION ALL
+            SELECT * FROM beyond
+        ) AS rows
+    ) AS once
+), seen_above AS (
+    SELECT * FROM seen WHERE {_ABOVE_ONE_KEYWORD} AND {_AFTER_CURSOR}
+    {_RANKED} LIMIT {_PAGE_ROWS}
+), proved AS (
+    SELECT (SELECT count(*) FROM seen_above) = {_PAGE_ROWS}
+       AND ((SELECT k FROM open_keywords) < 2
+            OR (SELECT (-last.halves, last.votes, last.price, last.item_id)
+                       < (-u.halves, u.votes, u.price, u.item_id)
+                FROM unread_best AS u, (
+                    SELECT * FROM seen_above
+                    ORDER BY halves, votes DESC, price DESC, item_id DESC LIMIT 1
+                ) AS last)) AS yes
+), rest AS (
+    SELECT item_id, 2 * CASE pairs WHEN 1 THEN 2 WHEN 3 THEN 3 WHEN 6 THEN 4 ELSE 5 END
+                    + {_NAME_HITS} AS halves, votes, price FROM (
+        SELECT x.item_id, count(*) AS pairs, any_value(x.name) AS name,
+               any_value(x.votes) AS votes, any_value(x.price) AS price
+        FROM open_pairs AS p, item_keyword_pairs AS x
+        WHERE NOT (SELECT yes FROM proved)
+          AND x.category = %(category)s AND x.first = p.first AND x.second = p.second
+          AND {_AFTER_FRONTIER}
+          AND x.item_id NOT IN (SELECT item_id FROM seen)
+        GROUP BY x.item_id
+    ) AS by_item
+), known AS MATERIALIZED (
+    SELECT * FROM seen WHERE NOT (SELECT yes FROM proved)
+    UNION ALL
+    SELECT * FROM rest
+), known_above AS (
+    SELECT * FROM known WHERE {_ABOVE_ONE_KEYWORD} AND {_AFTER_CURSOR}
+    {_RANKED} LIMIT {_PAGE_ROWS}
+), every_list AS (
+    SELECT NOT (SELECT yes FROM proved)
+           AND (SELECT count(*) FROM known_above) < {_PAGE_ROWS} AS needed
+), single AS (
+    SELECT item_id, {_SINGLE_HALVES} AS halves, votes, price FROM item_keywords AS l
+    WHERE (SELECT needed FROM every_list)
+      AND category = %(category)s AND keyword = ANY ({_QUERY})
+      AND l.item_id NOT IN (SELECT item_id FROM known)
 )
 SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
-    SELECT * FROM page
+    SELECT * FROM seen_above WHERE (SELECT yes FROM proved)
     UNION ALL
-    SELECT * FROM ({_EVERY_LIST}
-    ) AS every WHERE (SELECT count(*) FROM above) < %(limit)s::bigint + %(offset)s::bigint
+    SELECT * FROM known_above
+    WHERE NOT (SELECT yes FROM proved) AND NOT (SELECT needed FROM every_list)
+    UNION ALL
+    SELECT * FROM (
+        SELECT * FROM known WHERE {_AFTER_CURSOR}
+        UNION ALL
+        SELECT * FROM single WHERE {_AFTER_CURSOR}
+        {_RANKED} LIMIT {_PAGE_ROWS}
+    ) AS every WHERE (SELECT needed FROM every_list)
+    {_RANKED} OFFSET %(offset)s
 ) AS m JOIN items AS i ON i.id = m.item_id
 ORDER BY m.halves DESC, m.votes, m.price, m.item_id
 """

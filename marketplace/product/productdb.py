@@ -100,18 +100,47 @@ def _cursor_args(cursor: SearchCursor, top: Decimal, bottom: Decimal) -> dict:
     return {"votes": cursor.votes, "price": cursor.price, "id": cursor.number}
 
 
+#: How many rows of its pairs' lists a search with several keywords reads
+#: first, for each item of the page it asks for (apisql.SEARCH_MANY): the
+#: three most common keywords of a catalog of a million items needed 8 to
+#: 17 for a page of 50 (docs/PERFORMANCE.md, "Several keywords: the best
+#: of the pairs first").
+PAIR_ROWS_PER_ITEM = 20
+#: The fewest and the most it reads first, whatever the page.
+PAIR_ROWS = (200, 20_000)
+#: How many rows after the first read it reads of each list: a list with no
+#: more is then read whole, and an item not read cannot be on it.
+BEYOND_ROWS = 64
+
+
+def pair_rows(keywords: int, limit: int, offset: int) -> int:
+    """How many rows of its pairs' lists a search with C{keywords} keywords
+    for C{offset + limit} items reads first: none with four or five, whose
+    pages the first rows do not settle (the best an unread item can score
+    grows with the keywords it may have in its name)."""
+    if keywords > 3:
+        return 0
+    low, high = PAIR_ROWS
+    return max(low, min(high, PAIR_ROWS_PER_ITEM * (limit + offset)))
+
+
 def search_statement(
     category: int,
     keywords: List[str],
     limit: int,
     offset: int,
     cursor: Cursor = None,
+    first_pair_rows: Optional[int] = None,
+    beyond_rows: int = BEYOND_ROWS,
 ) -> Tuple[str, str, dict]:
     """The search for these fields: the short name of its statement in
     L{SEARCHES}, its SQL (answering ITEM_COLUMNS and the score, ranked) and
     arguments.
     C{cursor} is L{validate.search_cursor}'s (score, votes, price, number)
-    of the item the page comes after, or None for the first page."""
+    of the item the page comes after, or None for the first page.
+    C{first_pair_rows}: how many rows of the pairs' lists to read first
+    (default L{pair_rows}), and C{beyond_rows} of each after those (default
+    L{BEYOND_ROWS}); tests make them small."""
     after = SearchCursor(*cursor) if cursor is not None else FIRST
     args = {"category": category, "limit": limit, "offset": offset}
     if not keywords:
@@ -128,7 +157,13 @@ def search_statement(
     if after.score.is_finite():
         halves = max(-100, min(100, int((2 * after.score).to_integral_value(ROUND_FLOOR))))
     level = Decimal(halves) / 2
-    args.update(_cursor_args(after, level, level), halves=int(halves), keywords=keywords)
+    if first_pair_rows is None:
+        first_pair_rows = pair_rows(len(keywords), limit, offset)
+    args.update(
+        _cursor_args(after, level, level), halves=int(halves), keywords=keywords,
+        pair_rows=first_pair_rows, beyond_rows=beyond_rows,
+        **{f"keyword_{n}": keywords[n - 1] if n <= len(keywords) else None for n in range(1, 6)},
+    )
     return "many", SEARCH_MANY, args
 
 
