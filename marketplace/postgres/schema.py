@@ -19,6 +19,10 @@ from marketplace.frame.backoff import Backoff
 # from creating the same tables at the same time.
 _SCHEMA_LOCK = 0x6D61726B
 
+#: Seconds after which a start says that schema.sql is still being applied
+#: (the first start after an upgrade may make search's tables again).
+SLOW_APPLY = 5.0
+
 
 def schema_path() -> Path:
     """schema.sql of this checkout, or the copy installed with the package."""
@@ -145,7 +149,7 @@ class Schema(Service):
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                await apply_schema(database, database.name, unless_applied=True)
+                await self._apply_telling_if_slow(database)
                 return
             except Exception as e:
                 if not is_unavailable(e) or not self.running:
@@ -163,6 +167,30 @@ class Schema(Service):
                 finally:
                     self._sleep = None
 
+
+    async def _apply_telling_if_slow(self, database: Database) -> None:
+        """Apply the database's part; if that takes more than L{SLOW_APPLY}
+        seconds, say so then, and how long it took when it is done."""
+        started = self.reactor.seconds()
+        notice = self.reactor.callLater(
+            SLOW_APPLY,
+            lambda: self.log.info(
+                "still applying schema.sql to the {name} database (after an upgrade"
+                " it may make search's tables again: about 30 s a million items)",
+                name=database.name,
+            ),
+        )
+        try:
+            await apply_schema(database, database.name, unless_applied=True)
+        finally:
+            if notice.active():
+                notice.cancel()
+            else:
+                self.log.info(
+                    "schema.sql applied to the {name} database in {seconds:.0f} s",
+                    name=database.name,
+                    seconds=self.reactor.seconds() - started,
+                )
 
     def stopService(self) -> None:
         super().stopService()
