@@ -319,21 +319,32 @@ def _others(*columns: str) -> str:
     return " AND ".join(f"{{keyword}} <> {column}" for column in columns)
 
 
-def _sum_of(test: str) -> str:
-    """The number of query keywords C{keyword} for which C{test} holds."""
+def _sum_of(test: str, slots=_SLOTS) -> str:
+    """The number of query keywords C{keyword} (of those in C{slots}) for
+    which C{test} holds."""
     return " + ".join(
-        f"coalesce(({test.format(keyword=_keyword(n))})::int, 0)" for n in _SLOTS
+        f"coalesce(({test.format(keyword=_keyword(n))})::int, 0)" for n in slots
     )
 
 
-# The halves of the item of a pair row: its pair's two keywords (4), each
-# in its name (2 - misses), and two for each other query keyword among its
-# C{keywords} and one for each in its name.
+def _pair_halves(slots) -> str:
+    """The halves of the item of a pair row, for a query of the keywords
+    in C{slots}: its pair's two keywords (4), each in its name (2 -
+    misses), and two for each other query keyword among its C{keywords}
+    and one for each in its name."""
+    return (
+        "6 - misses + 2 * ("
+        + _sum_of(_others("first", "second") + " AND {keyword} = ANY (keywords)", slots)
+        + ") + "
+        + _sum_of(_others("first", "second") + " AND strpos(name, {keyword}) > 0", slots)
+    )
+
+
+# The halves of the item of a pair row (the shorter sum when there are no
+# more than three keywords: it is worked out for every row read first).
 _PAIR_HALVES = (
-    "6 - misses + 2 * ("
-    + _sum_of(_others("first", "second") + " AND {keyword} = ANY (keywords)")
-    + ") + "
-    + _sum_of(_others("first", "second") + " AND strpos(name, {keyword}) > 0")
+    f"CASE WHEN {_keyword(4)} IS NULL THEN {_pair_halves(range(1, 4))}"
+    f" ELSE {_pair_halves(_SLOTS)} END"
 )
 
 # The halves of an item from its row of item_keywords, when that is the one
