@@ -17,7 +17,7 @@ from itertools import combinations
 
 from twisted.trial import unittest
 
-from marketplace.product.productdb import search_statement
+from marketplace.product.productdb import pair_rows, search_statement
 from tests.support import empty_databases, open_database
 from tests.test_search_ranking import reference
 
@@ -150,3 +150,18 @@ class SeveralKeywordsTests(unittest.TestCase):
         for first in (1, 2, 3):
             got = await self.page(7, ["ab", "cd", "e"], 1, first=first, beyond=0)
             self.assertEqual(got, [(ids["9"], Decimal("4.5"))], first)
+
+
+class FirstReadTests(unittest.TestCase):
+    """How many rows of the pairs' lists a search reads first."""
+
+    def test_twenty_rows_an_item_of_the_page_within_bounds(self):
+        self.assertEqual(pair_rows(3, 50, 0), 1000)
+        self.assertEqual(pair_rows(2, 1, 0), 200)
+        self.assertEqual(pair_rows(3, 50, 150), 4000)
+
+    def test_none_for_pages_further_down_or_more_keywords(self):
+        self.assertEqual(pair_rows(3, 50, 151), 0)
+        self.assertEqual(pair_rows(3, 500, 0), 0)
+        self.assertEqual(pair_rows(4, 50, 0), 0)
+        self.assertEqual(pair_rows(5, 1, 0), 0)
