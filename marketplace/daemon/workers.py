@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Dict, List, Optional, Set
 
@@ -45,13 +46,30 @@ SETUP_VARIABLE = "MARKETPLACE_WORKER_SETUP"
 #: reads it from the worker's output (and does not relay it).
 SERVING = "every service of this worker listens"
 
-#: A worker process's program.  Ctrl-C reaches the whole process group:
-#: only worker 0 acts on it (and stops the others with SIGTERM), so the
-#: others ignore it from their first moment, imports included.
-_WORKER_MAIN = (
+#: The start of a worker process's program.  Ctrl-C reaches the whole
+#: process group: only worker 0 acts on it (and stops the others with
+#: SIGTERM), so the others ignore it from their first moment.  Python
+#: handles SIGINT from before the first line runs, so worker 0 starts them
+#: with SIGINT blocked (L{sigint_blocked}); they ignore it (which drops one
+#: that came meanwhile), then unblock it.
+IGNORE_SIGINT = (
     "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN);"
-    " import marketplace.daemon.workers as w; w.worker_main({number})"
+    " signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]);"
 )
+
+#: A worker process's program.
+_WORKER_MAIN = IGNORE_SIGINT + " import marketplace.daemon.workers as w; w.worker_main({number})"
+
+
+@contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread meanwhile (a process started now
+    starts with it blocked); one that comes meanwhile is delivered after."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def option_args(options) -> List[str]:
@@ -180,7 +198,8 @@ class WorkerMonitor(ProcessMonitor):
         self.log.info("started {n} more worker processes", n=self.count - 1)
 
     def startProcess(self, name: str) -> None:  # noqa: N802 (Twisted name)
-        super().startProcess(name)
+        with sigint_blocked():
+            super().startProcess(name)
         proto = self.protocols.get(name)
         if proto is not None and proto.transport is not None:
             self.log.info("{name} started (pid {pid})", name=name, pid=proto.transport.pid)
