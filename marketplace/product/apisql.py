@@ -27,7 +27,7 @@ without a key runs its form without either (L{UNKEYED}).
 """
 
 import sys
-from typing import Dict
+from typing import Dict, List, Optional
 
 from marketplace.contract import money
 from marketplace.customer.customerdb import LIVE_SESSION, LIVE_SESSION_READ
@@ -300,9 +300,17 @@ _SLOTS = range(1, 6)
 
 def _keyword(n: int) -> str:
     """The query's C{n}th keyword (from 1; null beyond the last): a scalar
-    argument of its own, since an element of the array argument would be
-    taken out of it on every row in a generic plan."""
+    argument of its own (L{keyword_args}), since an element of the array
+    argument would be taken out of it on every row in a generic plan."""
     return f"%(keyword_{n})s::text"
+
+
+def keyword_args(keywords: List[str]) -> Dict[str, Optional[str]]:
+    """The scalar arguments of L{SEARCH_MANY} (L{_keyword}) for the query's
+    C{keywords}."""
+    return {
+        f"keyword_{n}": keywords[n - 1] if n <= len(keywords) else None for n in _SLOTS
+    }
 
 
 # The halves an item scores for the query keywords found in its
@@ -427,7 +435,9 @@ WITH read AS MATERIALIZED (
     ORDER BY misses, votes, price, item_id
     LIMIT CASE WHEN {_keyword(4)} IS NULL THEN %(pair_rows)s ELSE 0 END
 ), frontier AS MATERIALIZED (
-    SELECT misses, votes, price, item_id FROM (
+    SELECT misses, votes, price, item_id,
+           CASE WHEN misses < 0 THEN 0 ELSE %(beyond_rows)s END AS further
+    FROM (
         SELECT * FROM (
             SELECT misses, votes, price, item_id FROM read
             ORDER BY misses DESC, votes DESC, price DESC, item_id DESC LIMIT 1
@@ -442,11 +452,11 @@ WITH read AS MATERIALIZED (
         WHERE x.category = %(category)s AND x.first = p.first AND x.second = p.second
           AND {_AFTER_FRONTIER}
         ORDER BY x.misses, x.votes, x.price, x.item_id
-        LIMIT CASE WHEN (SELECT misses FROM frontier) < 0 THEN 1 ELSE %(beyond_rows)s + 1 END
+        LIMIT (SELECT further FROM frontier) + 1
     ) AS x
 ), open_pairs AS MATERIALIZED (
     SELECT first, second FROM beyond GROUP BY first, second
-    HAVING count(*) > CASE WHEN (SELECT misses FROM frontier) < 0 THEN 0 ELSE %(beyond_rows)s END
+    HAVING count(*) > (SELECT further FROM frontier)
 ), open_keywords AS (
     SELECT count(DISTINCT keyword) AS k FROM open_pairs, LATERAL (VALUES (first), (second)) AS v (keyword)
 ), unread_best AS (

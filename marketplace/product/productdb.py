@@ -19,6 +19,7 @@ from marketplace.product.apisql import (
     SEARCH_ONE,
     cart_json,
     cart_lines_json,
+    keyword_args,
 )
 from marketplace.frame.dispatch import JsonPayload
 
@@ -166,7 +167,7 @@ def search_statement(
     args.update(
         _cursor_args(after, level, level), halves=int(halves), keywords=keywords,
         pair_rows=first_pair_rows, beyond_rows=beyond_rows,
-        **{f"keyword_{n}": keywords[n - 1] if n <= len(keywords) else None for n in range(1, 6)},
+        **keyword_args(keywords),
     )
     return "many", SEARCH_MANY, args
 
