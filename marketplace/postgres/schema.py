@@ -167,7 +167,6 @@ class Schema(Service):
                 finally:
                     self._sleep = None
 
-
     async def _apply_telling_if_slow(self, database: Database) -> None:
         """Apply the database's part; if that takes more than L{SLOW_APPLY}
         seconds, say so then, and how long it took when it is done."""

@@ -320,10 +320,10 @@ _NAME_HITS = " + ".join(
 )
 
 
-
 def _others(*columns: str) -> str:
-    """Whether the query's keyword (C{{n}}) is not that of one of these
-    columns of the row: only the others are looked for."""
+    """A test that the query keyword (the C{keyword} placeholder that
+    L{_sum_of} fills in) is none of these columns of the row: only the
+    others are looked for."""
     return " AND ".join(f"{{keyword}} <> {column}" for column in columns)
 
 
@@ -397,14 +397,23 @@ _QUERY_PAIRS = (
     " WHERE a < b"
 )
 
+# A row of a list that comes after the frontier (its values as scalars, so
+# that even a generic plan seeks to it in the index).
+_AFTER_FRONTIER = (
+    "(x.misses, x.votes, x.price, x.item_id) > ("
+    + ", ".join(f"(SELECT {column} FROM frontier)" for column in ("misses", "votes", "price", "item_id"))
+    + ")"
+)
+
 # The search reads the first %(pair_rows)s rows of its pairs' lists merged
 # in one order (READ): misses (how many of its pair's two keywords the
 # item's name lacks), then votes, price and id, in a Merge Append of index
 # scans that stops there.  Each item read is scored from any of its rows
-# (SEEN).  The last row read is the frontier; the lists with rows after it
-# are the open ones (one index probe each).  An item none of whose rows
-# were read shares only keywords whose pairs are all open, k of them at
-# most (OPEN_KEYWORDS), and on each of its pairs its name lacks at least as
+# (SEEN).  The last row read is the frontier; each list is read
+# %(beyond_rows)s rows further (BEYOND, scored too), and the lists with
+# more are the open ones.  An item none of whose rows were read shares
+# only keywords whose pairs are all open, k of them at most
+# (OPEN_KEYWORDS), and on each of its pairs its name lacks at least as
 # many keywords as the frontier's row (m): with m = 0 it may score 2k + n
 # halves (every keyword in its name), with m = 1 at most one of those it
 # shares is in its name (k + n + 1), with m = 2 none is (k + n).  Scoring
@@ -419,14 +428,6 @@ _QUERY_PAIRS = (
 #   a page above 2 + n, the items sharing one are read from the keywords'
 #   lists (item_keywords_ranked, which includes the lower-cased name), each
 #   scored from its row alone (SINGLE).
-# A row of a list that comes after the frontier (its values as scalars, so
-# that even a generic plan seeks to it in the index).
-_AFTER_FRONTIER = (
-    "(x.misses, x.votes, x.price, x.item_id) > ("
-    + ", ".join(f"(SELECT {column} FROM frontier)" for column in ("misses", "votes", "price", "item_id"))
-    + ")"
-)
-
 SEARCH_MANY = f"""
 WITH read AS MATERIALIZED (
     SELECT * FROM (
