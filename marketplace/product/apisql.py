@@ -363,6 +363,14 @@ _SINGLE_HALVES = (
     + _sum_of(_others("keyword") + " AND strpos(name, {keyword}) > 0")
 )
 
+# Whether another query keyword than the row's own (in item_keywords) is
+# in its lower-cased name: true for few rows of a long list, and cheaper
+# to test on all of them than L{_SINGLE_HALVES}; null rather than false
+# for a query of fewer than five keywords.
+_OTHER_IN_NAME = " OR ".join(
+    f"({_keyword(n)} <> keyword AND strpos(name, {_keyword(n)}) > 0)" for n in _SLOTS
+)
+
 _AFTER_CURSOR = (
     "(-halves, votes, price, item_id)"
     " > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)"
@@ -383,6 +391,16 @@ def _pair_list(x: int, y: int) -> str:
           AND first = least({first}, {second}) AND second = greatest({first}, {second})
         ORDER BY misses, votes, price, item_id LIMIT %(pair_rows)s)"""
 
+
+def _single_list(n: int) -> str:
+    """The list of the query's keyword C{n} (none beyond the last) in the
+    category, in its own order (item_keywords_ranked)."""
+    return f"""(SELECT item_id, keyword, name_miss, votes, price, name FROM item_keywords
+        WHERE category = %(category)s AND keyword = {_keyword(n)}
+        ORDER BY name_miss, votes, price, item_id)"""
+
+
+_SINGLE_LISTS = "\n    UNION ALL ".join(_single_list(n) for n in _SLOTS)
 
 # Only a query of two or three keywords reads its pairs' lists first (see
 # productdb.pair_rows): three lists at most.
@@ -427,7 +445,11 @@ _AFTER_FRONTIER = (
 #   and if the items sharing two keywords or more (KNOWN) still do not fill
 #   a page above 2 + n, the items sharing one are read from the keywords'
 #   lists (item_keywords_ranked, which includes the lower-cased name), each
-#   scored from its row alone (SINGLE).
+#   scored from its row alone: the few whose name holds another query
+#   keyword are found by testing every row (SINGLE_NAMED); the others score
+#   2, or 3 with their own keyword in their name, so each list's own order
+#   is theirs, and the lists merged in it are read only as far as the page
+#   (SINGLE_PLAIN).
 SEARCH_MANY = f"""
 WITH read AS MATERIALIZED (
     SELECT * FROM (
@@ -507,11 +529,25 @@ WITH read AS MATERIALIZED (
 ), every_list AS (
     SELECT NOT (SELECT yes FROM proved)
            AND (SELECT count(*) FROM known_above) < {_PAGE_ROWS} AS needed
-), single AS (
-    SELECT item_id, {_SINGLE_HALVES} AS halves, votes, price FROM item_keywords AS l
+), single_named AS (
+    SELECT * FROM (
+        SELECT item_id, {_SINGLE_HALVES} AS halves, votes, price FROM item_keywords AS l
+        WHERE (SELECT needed FROM every_list)
+          AND category = %(category)s AND keyword = ANY ({_QUERY})
+          AND l.item_id NOT IN (SELECT item_id FROM known)
+          AND ({_OTHER_IN_NAME})
+        OFFSET 0  -- (so that the halves are worked out only for those rows)
+    ) AS named WHERE {_AFTER_CURSOR}
+), single_plain AS (
+    SELECT item_id, 3 - name_miss::int AS halves, votes, price FROM (
+    {_SINGLE_LISTS}
+    ) AS rows
     WHERE (SELECT needed FROM every_list)
-      AND category = %(category)s AND keyword = ANY ({_QUERY})
-      AND l.item_id NOT IN (SELECT item_id FROM known)
+      AND item_id NOT IN (SELECT item_id FROM known)
+      AND ({_OTHER_IN_NAME}) IS NOT TRUE
+      AND (-(3 - name_miss::int), votes, price, item_id)
+          > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+    ORDER BY name_miss, votes, price, item_id LIMIT {_PAGE_ROWS}
 )
 SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
     SELECT * FROM seen_above WHERE (SELECT yes FROM proved)
@@ -522,7 +558,9 @@ SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
     SELECT * FROM (
         SELECT * FROM known WHERE {_AFTER_CURSOR}
         UNION ALL
-        SELECT * FROM single WHERE {_AFTER_CURSOR}
+        SELECT * FROM single_named
+        UNION ALL
+        SELECT * FROM single_plain
         {_RANKED} LIMIT {_PAGE_ROWS}
     ) AS every WHERE (SELECT needed FROM every_list)
     {_RANKED} OFFSET %(offset)s
