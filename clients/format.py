@@ -131,13 +131,17 @@ def votes(item: dict) -> str:
     return f"+{item.get('thumbs_up', 0)}/-{item.get('thumbs_down', 0)}"
 
 
-def page_note(first: int, shown: int, total: int, what: str = "item") -> str:
-    """Which rows of how many a page shows, and how to see the next ones:
+def page_note(
+    first: int, shown: int, total: int, what: str = "item", exact: bool = True
+) -> str:
+    """Which rows of how many a page shows (of more than C{total} unless
+    C{exact}), and how to see the next ones:
     C{"Items 21-40 of 60. Type 'more' for the next 20."}."""
     last = first + shown - 1
-    note = f"{what.capitalize()}s {first}-{last} of {total}."
-    if last < total:
-        following = min(PAGE_SIZE, total - last)
+    of = total if exact else f"more than {total}"
+    note = f"{what.capitalize()}s {first}-{last} of {of}."
+    if last < total or not exact:
+        following = min(PAGE_SIZE, total - last) if exact else PAGE_SIZE
         note += f" Type 'more' for the next {following}."
     return note
 
@@ -148,9 +152,11 @@ def search_results(
     width: Optional[int] = None,
     first: int = 1,
     total: Optional[int] = None,
+    exact: bool = True,
 ) -> str:
     """SearchItemsForSale's items, best match first: one page of them, the
-    C{first}-th result of C{total} at the top."""
+    C{first}-th result of C{total} (of more than C{total} unless C{exact})
+    at the top."""
     total = len(items) if total is None else total
     if not items:
         if total:
@@ -181,10 +187,10 @@ def search_results(
         "SCORE",
         "KEYWORDS",
     )
-    if first == 1 and len(items) == total:
+    if first == 1 and len(items) == total and exact:
         found = plural(total, "item") + " found."
     else:
-        found = page_note(first, len(items), total)
+        found = page_note(first, len(items), total, exact=exact)
     text = table(headers, rows, right={3, 4, 5, 7}, width=width, shrink=(8, 1))
     return text + "\n" + found
 

@@ -791,6 +791,44 @@ class PagingTests(unittest.TestCase):
         self.assertEqual(lines[-1], "Items 41-60 of 60.")
         self.assertIsNone(cli.shell.more)
 
+    async def test_search_counts_only_so_far(self):
+        """Past the next multiple of COUNTED_BY a search says "more than",
+        and asks for no more results than it needs to say so."""
+        market = await start_marketplace(self)
+        seller = make_client(self, SellerClient, service(market, "seller"))
+        await seller.create_account("sam", "correct-horse-7")
+        await seller.login("sam", "correct-horse-7")
+        for n in range(45):
+            await seller.register_item_for_sale(f"Cup {n:02}", 7, ["cup"], "new", "2", 1)
+        cli = buyer_shell(self, market)
+        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        asked = []
+        search = cli.shell.client.search_items_for_sale
+
+        def counting(category, keywords, limit, offset):
+            asked.append((limit, offset))
+            return search(category, keywords, limit, offset)
+
+        self.patch(cli.shell.client, "search_items_for_sale", counting)
+        self.patch(buyer_cli, "COUNTED_BY", 30)
+        lines = (await cli.run("search 7 cup")).splitlines()
+        self.assertEqual(lines[-1], "Items 1-20 of more than 30. Type 'more' for the next 20.")
+        self.assertEqual(asked, [(20, 0), (11, 20)])
+        lines = (await cli.run("more")).splitlines()
+        self.assertIn("Cup 20", lines[2])
+        self.assertEqual(lines[-1], "Items 21-40 of 45. Type 'more' for the next 5.")
+        # Exactly the multiple, and one fewer: exact, and "more than".
+        self.patch(buyer_cli, "COUNTED_BY", 45)
+        lines = (await cli.run("search 7 cup")).splitlines()
+        self.assertEqual(lines[-1], "Items 1-20 of 45. Type 'more' for the next 20.")
+        self.patch(buyer_cli, "COUNTED_BY", 44)
+        lines = (await cli.run("search 7 cup")).splitlines()
+        self.assertEqual(lines[-1], "Items 1-20 of more than 44. Type 'more' for the next 20.")
+        # Past the end it counts to the end, however far.
+        self.patch(buyer_cli, "COUNTED_BY", 10)
+        out = await cli.run("search 7 cup --page 4")
+        self.assertEqual(out, "There are only 45 items.\n")
+
     async def test_items_pages(self):
         market = await start_marketplace(self)
         cli = seller_shell(self, market)
