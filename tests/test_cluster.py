@@ -247,6 +247,7 @@ class OperationsTests(unittest.TestCase):
         await self.check_rendered_patroni_files()
         await self.check_links_are_tls()
         await self.check_no_process_runs_as_root()
+        await self.check_one_etcd_leader()
         await self.check_least_privilege()
         await self.check_switchover()
         backup_id = await threads.deferToThread(backups.take, plan)
@@ -308,6 +309,12 @@ class OperationsTests(unittest.TestCase):
                 if "0" in uids.split()[1:]:
                     as_root.append(f"{host.name}: {hosts._command_line(pid)[:80]}")
         self.assertEqual(as_root, [])
+
+    async def check_one_etcd_leader(self):
+        """down stops etcd's leader last: it is found."""
+        leads = [await threads.deferToThread(launch.etcd_leads, self.plan, host)
+                 for host in self.plan.by_role("database")]
+        self.assertEqual(sorted(leads), [False, False, True])
 
     async def as_daemon(self, host, variable: str, other: str, statements) -> dict:
         """What C{statements} do on the connection of C{host}'s daemon."""

@@ -12,6 +12,7 @@ keeps them and the data, so the next C{up} on the folder resumes the
 same cluster.
 """
 
+import json
 import os
 import pwd
 import sys
@@ -106,6 +107,21 @@ def etcd_healthy(plan: Plan, host: Host) -> bool:
     the operator's client certificate, which etcd demands)."""
     return http_status(f"https://{host.address}:{ETCD_CLIENT_PORT}/health",
                        context=certs.client_context(str(plan.folder))) == 200
+
+
+def etcd_leads(plan: Plan, host: Host) -> bool:
+    """Whether the etcd member on C{host} is the etcd cluster's leader now
+    (False when it does not answer)."""
+    request = urllib.request.Request(
+        f"https://{host.address}:{ETCD_CLIENT_PORT}/v3/maintenance/status",
+        data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(
+                request, timeout=1.0, context=certs.client_context(str(plan.folder))) as answer:
+            status = json.load(answer)
+    except (OSError, ValueError):
+        return False
+    return status.get("leader") == status.get("header", {}).get("member_id")
 
 
 def primary(plan: Plan) -> Optional[Host]:
@@ -481,12 +497,17 @@ def down(folder: Path) -> None:
     # Frontends first, so that they do not log the databases' going away;
     # then Patroni (which stops PostgreSQL) on the replicas and then on the
     # primary, so that the replicas have all it has and it hands its
-    # leader key back to a whole etcd; then etcd; then whatever is left.
+    # leader key back to a whole etcd; then etcd's followers and then its
+    # leader (stopped with them, an etcd leader waited 7 s to hand its
+    # leadership to one of them); then whatever is left.
     leader = primary(plan)
     databases = plan.by_role("database")
+    etcd_leader = [h for h in databases if etcd_leads(plan, h)]
     steps = [([h for h in plan.hosts if h.role != "database"], None),
              ([h for h in databases if h != leader], "patroni"),
              ([h for h in databases if h == leader], "patroni"),
+             ([h for h in databases if h not in etcd_leader], "etcd"),
+             (etcd_leader, "etcd"),
              (databases, None)]
     for several, program in steps:
         try:
