@@ -121,7 +121,8 @@ def etcd_leads(plan: Plan, host: Host) -> bool:
             status = json.load(answer)
     except (OSError, ValueError):
         return False
-    return status.get("leader") == status.get("header", {}).get("member_id")
+    leader = status.get("leader")
+    return leader is not None and leader == status.get("header", {}).get("member_id")
 
 
 def primary(plan: Plan) -> Optional[Host]:
