@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg2
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from marketplace.cluster import backups, certs, evaluate, hosts, launch, operate, render
@@ -197,12 +197,18 @@ class OperationsTests(unittest.TestCase):
             # (make test installs it as root; only where that failed)
             raise unittest.SkipTest("a cluster needs Debian's PostgreSQL: apt-get install postgresql")
         self.folder = Path(tempfile.mkdtemp(prefix="marketplace-cluster-"))
+        down = []
 
         def take_down():
+            if down:
+                return None
+            down.append(True)
             d = threads.deferToThread(launch.down, self.folder)
             return d.addBoth(lambda _: shutil.rmtree(self.folder, ignore_errors=True))
 
-        # Taken down even when bringing it up fails half-way.
+        # Taken down even when bringing it up fails half-way (or by the
+        # test's last step, L{check_restore}, with the restored cluster).
+        self.take_down = take_down
         self.addCleanup(take_down)
         # load_testing: the clients all sign up from this machine's address.
         d = threads.deferToThread(launch.up, self.folder, load_testing=True)
@@ -476,7 +482,8 @@ class OperationsTests(unittest.TestCase):
               f" invariants {found}")
         self.assertEqual(after, before)
         self.assertEqual(found, {key: 0 for key in found})
-        await take_down()
+        # The test's last step: both clusters go down at once.
+        await defer.gatherResults([take_down(), self.take_down()])
 
     async def check_replace(self):
         plan = self.plan
