@@ -4,11 +4,10 @@ and what is needed to find, kill and count its processes.
 """
 
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import psutil
 from twisted.internet import defer, protocol, reactor, task
@@ -29,8 +28,21 @@ def sleep(seconds: float) -> defer.Deferred:
 
 
 def alive(pid: int) -> bool:
+    """Whether a process of pid C{pid} runs now (any process: pids come
+    round again, see L{running})."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def running(process: psutil.Process) -> bool:
+    """Whether C{process} still runs: not a zombie, and its pid not taken
+    by a newer process.  Pids come round again within a run of the suite
+    (it starts tens of thousands of processes, and pid_max may be 32,768):
+    a process remembered by its pid alone may be another one by then."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -80,7 +92,7 @@ class Daemon:
         self.own_group = own_group
         self._out = _Output()
         self.process = None
-        self.seen: Set[int] = set()
+        self.seen: Dict[int, psutil.Process] = {}
 
     def start(self) -> "Daemon":
         env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
@@ -133,18 +145,20 @@ class Daemon:
         """Every process of this daemon: twistd, its descendants, the
         embedded PostgreSQL and its children; remembered, so that those
         seen once are still looked for after their parent is gone."""
-        found = set()
-        for root in (self.pid, self.postmaster()):
-            if root is None:
-                continue
+        roots = [] if self.ended.called else [self.pid]  # (twistd's pid, once reaped, is free)
+        postmaster = self.postmaster()
+        if postmaster is not None:
+            roots.append(postmaster)
+        for root in roots:
             try:
                 top = psutil.Process(root)
-                found |= {top.pid} | {c.pid for c in top.children(recursive=True)}
+                if root == postmaster and str(self.pgdata) not in " ".join(_cmdline(top)):
+                    continue  # a stale postmaster.pid, its pid another process's now
+                self.seen.update({p.pid: p for p in [top, *top.children(recursive=True)]})
             except psutil.Error:
                 pass
         # The guard runs in a session of its own, but is a child of twistd.
-        self.seen |= found
-        return {pid for pid in self.seen if alive(pid)}
+        return {pid for pid, process in self.seen.items() if running(process)}
 
     async def serving(self, timeout: float = 120.0) -> None:
         """Wait until every service answers a request on a fresh connection."""
@@ -196,8 +210,8 @@ class Daemon:
         left = await self.gone(30)
         for pid in left:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
+                self.seen[pid].kill()  # (psutil checks that the pid is still its)
+            except psutil.Error:
                 pass
 
 

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from cryptography import x509
 
-from marketplace.cluster import certs, render, settings
+from marketplace.cluster import certs, launch, render, settings
 from marketplace.cluster.topology import Plan
 from marketplace.postgres import roles
 
@@ -300,3 +300,23 @@ class SettingsTests(SynchronousTestCase):
             self.assertEqual(stat.S_IMODE((Path(folder) / "x").stat().st_mode), 0o600)
             self.assertFalse(settings.create_private(Path(folder) / "x", "other"))
             self.assertEqual((Path(folder) / "x").read_text(), "secret")
+
+
+class LogEndsTests(SynchronousTestCase):
+    """A cluster that does not come up says what its hosts' logs said last."""
+
+    def test_the_last_lines_of_each_host(self):
+        with tempfile.TemporaryDirectory() as folder:
+            plan = Plan(100, Path(folder))
+            db1, db2 = plan.by_role("database")[:2]
+            (Path(folder) / db1.name).mkdir()
+            (Path(folder) / db1.name / "patroni.log").write_text(
+                "".join(f"line {n}\n" for n in range(1, 9)))
+            error = launch.with_log_ends(
+                launch.ClusterError("a PostgreSQL primary did not come up within 120 s"),
+                plan, [db1, db2], "patroni.log", lines=3)
+        self.assertEqual(str(error), "\n  ".join([
+            "a PostgreSQL primary did not come up within 120 s;",
+            f"the end of {folder}/{db1.name}/patroni.log:\n    line 6\n    line 7\n    line 8",
+            f"the end of {folder}/{db2.name}/patroni.log:",
+        ]))

@@ -12,11 +12,12 @@ import signal
 import time
 from collections import Counter
 
+import psutil
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from tests.crashes import Daemon, alive, call_fresh, connect, sleep
+from tests.crashes import Daemon, alive, call_fresh, connect, running, sleep
 from tests.support import payload_of
 from tests.test_purchase import CARD
 from tests.test_seller_api import PHONE_CASE
@@ -132,7 +133,8 @@ class DatabaseCrashTests(unittest.TestCase):
         self.assertEqual(set(codes) - {"OK", "UNAVAILABLE"}, set(), daemon.log())
         restarted = daemon.postmaster()
         self.assertNotEqual(restarted, postmaster)
-        self.assertTrue(alive(restarted))
+        restarted_process = psutil.Process(restarted)
+        self.assertTrue(running(restarted_process))
         self.assertIn("the embedded PostgreSQL (pid", daemon.log())
         self.assertIn("runs again", daemon.log())
         self.assertEqual([p for p in daemon.handles() if not alive(p)], [],
@@ -151,6 +153,6 @@ class DatabaseCrashTests(unittest.TestCase):
             one.client.transport.loseConnection()
         self.assertEqual(await daemon.stop(), 0, daemon.log())
         self.assertEqual(await daemon.gone(), set(), "processes left after SIGTERM")
-        self.assertFalse(alive(restarted), "the restarted PostgreSQL outlived the daemon")
+        self.assertFalse(running(restarted_process), "the restarted PostgreSQL outlived the daemon")
         self.assertEqual(daemon.handles(), [])
         self.assertNotIn("Traceback", daemon.log())

@@ -438,6 +438,18 @@ def up(folder: Path, timeout: float = 120.0, frontends: int = 2,
     return plan
 
 
+def with_log_ends(error: ClusterError, plan: Plan, several: List[Host], log: str,
+                  lines: int = 5) -> ClusterError:
+    """C{error} with the last C{lines} lines of C{log} in each host's folder
+    (what Patroni or the daemon said before it gave up)."""
+    parts = [str(error) + ";"]
+    for host in several:
+        path = plan.folder / host.name / log
+        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+        parts.append("\n    ".join([f"the end of {path}:"] + tail))
+    return ClusterError("\n  ".join(parts))
+
+
 def _bring_up(plan: Plan, timeout: float, fresh: bool,
               before_start: Optional[Callable[[Plan], None]] = None) -> None:
     started = time.monotonic()
@@ -466,8 +478,11 @@ def _bring_up(plan: Plan, timeout: float, fresh: bool,
             return found[role] is not None
         return check
 
-    wait_for("a PostgreSQL primary", finds("primary", primary), timeout)
-    wait_for("a synchronous standby", finds("standby", synchronous_standby), timeout)
+    try:
+        wait_for("a PostgreSQL primary", finds("primary", primary), timeout)
+        wait_for("a synchronous standby", finds("standby", synchronous_standby), timeout)
+    except ClusterError as e:
+        raise with_log_ends(e, plan, plan.by_role("database"), "patroni.log") from None
     _say(f"PostgreSQL: primary on {found['primary'].name}, "
          f"synchronous standby on {found['standby'].name}")
     # (A primary that was killed with everything else is started again

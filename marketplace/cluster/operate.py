@@ -53,9 +53,7 @@ def _wait(plan: Plan, host: Host, what: str, check: Callable[[], bool], timeout:
     try:
         wait_for(what, check, timeout)
     except ClusterError as e:
-        path = plan.folder / host.name / log
-        tail = path.read_text(errors="replace").splitlines()[-5:] if path.exists() else []
-        raise ClusterError("\n  ".join([str(e) + f"; the end of {path}:"] + tail)) from None
+        raise launch.with_log_ends(e, plan, [host], log) from None
 
 
 def _wait_streaming(plan: Plan, host: Host, timeout: float) -> None:
