@@ -355,26 +355,34 @@ _PAIR_HALVES = (
     f" ELSE {_pair_halves(_SLOTS)} END"
 )
 
+# The test that a query keyword other than the row's own (in
+# item_keywords) is in its lower-cased name.
+_OTHER_NAMED = _others("keyword") + " AND strpos(name, {keyword}) > 0"
+
 # The halves of an item from its row of item_keywords, when that is the one
 # query keyword it has: 2, one if the name holds it, one for each other
 # query keyword in its name.
-_SINGLE_HALVES = (
-    "3 - name_miss::int + "
-    + _sum_of(_others("keyword") + " AND strpos(name, {keyword}) > 0")
-)
+_SINGLE_HALVES = "3 - name_miss::int + " + _sum_of(_OTHER_NAMED)
 
-# Whether another query keyword than the row's own (in item_keywords) is
-# in its lower-cased name: true for few rows of a long list, and cheaper
-# to test on all of them than L{_SINGLE_HALVES}; null rather than false
-# for a query of fewer than five keywords.
+# Whether any query keyword other than the row's own is in its name: true
+# for few rows of a long list, and cheaper to test on all of them than
+# L{_SINGLE_HALVES}; null rather than false for a query of fewer than five
+# keywords.
 _OTHER_IN_NAME = " OR ".join(
-    f"({_keyword(n)} <> keyword AND strpos(name, {_keyword(n)}) > 0)" for n in _SLOTS
+    f"({_OTHER_NAMED.format(keyword=_keyword(n))})" for n in _SLOTS
 )
 
-_AFTER_CURSOR = (
-    "(-halves, votes, price, item_id)"
-    " > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)"
-)
+
+def _after_cursor(halves: str = "halves") -> str:
+    """A test that a row of C{halves} (an SQL expression) ranks after the
+    cursor's item."""
+    return (
+        f"(-{halves}, votes, price, item_id)"
+        " > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)"
+    )
+
+
+_AFTER_CURSOR = _after_cursor()
 _RANKED = "ORDER BY halves DESC, votes, price, item_id"
 _PAGE_ROWS = "%(limit)s::bigint + %(offset)s::bigint"
 _ABOVE_ONE_KEYWORD = f"halves > 2 + cardinality({_QUERY})"
@@ -545,8 +553,7 @@ WITH read AS MATERIALIZED (
     WHERE (SELECT needed FROM every_list)
       AND item_id NOT IN (SELECT item_id FROM known)
       AND ({_OTHER_IN_NAME}) IS NOT TRUE
-      AND (-(3 - name_miss::int), votes, price, item_id)
-          > (-%(halves)s::integer, %(votes)s::integer, %(price)s::numeric, %(id)s::bigint)
+      AND {_after_cursor("(3 - name_miss::int)")}
     ORDER BY name_miss, votes, price, item_id LIMIT {_PAGE_ROWS}
 )
 SELECT {_columns('i')}, m.halves * 0.5 AS score FROM (
