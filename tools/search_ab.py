@@ -115,12 +115,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     connection = psycopg2.connect(args.product_db)
     connection.autocommit = True
     wanted = queries(vocabulary(args.seed, args.words))
+    before = load_statement(args.before)
     with connection.cursor() as cursor:
         if args.generic:
             cursor.execute("SET plan_cache_mode = force_generic_plan")
         # Five runs of each first: a prepared statement's plan may change then.
-        compare(cursor, load_statement(args.before), apisql.SEARCH_MANY, wanted[:5], reps=1)
-        times = compare(cursor, load_statement(args.before), apisql.SEARCH_MANY, wanted,
+        compare(cursor, before, apisql.SEARCH_MANY, wanted[:5], reps=1)
+        times = compare(cursor, before, apisql.SEARCH_MANY, wanted,
                         args.reps, [0] + (args.offset or []))
     connection.close()
     print("| queries | before p50 / p90 / max (ms) | after p50 / p90 / max (ms) |")
