@@ -31,7 +31,7 @@ def alive(pid: int) -> bool:
     """Whether a process of pid C{pid} runs now (any process: pids come
     round again, see L{running})."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return running(psutil.Process(pid))
     except psutil.Error:
         return False
 
