@@ -751,17 +751,21 @@ class ConsoleScriptTests(unittest.TestCase):
 class PagingTests(unittest.TestCase):
     """search and items show how many there are and page through them."""
 
-    async def test_search_pages(self):
+    async def cups_and_a_buyer(self):
+        """A marketplace where a seller sells 45 cups in category 7, and a
+        buyer's shell, logged in; (the seller's client, the shell)."""
         market = await start_marketplace(self)
         seller = make_client(self, SellerClient, service(market, "seller"))
         await seller.create_account("sam", "correct-horse-7")
         await seller.login("sam", "correct-horse-7")
         for n in range(45):
-            await seller.register_item_for_sale(
-                f"Cup {n:02}", 7, ["cup"], "new", "2", 1
-            )
+            await seller.register_item_for_sale(f"Cup {n:02}", 7, ["cup"], "new", "2", 1)
         cli = buyer_shell(self, market)
         await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        return seller, cli
+
+    async def test_search_pages(self):
+        seller, cli = await self.cups_and_a_buyer()
         lines = (await cli.run("search 7 cup")).splitlines()
         self.assertEqual(lines[-1], "Items 1-20 of 45. Type 'more' for the next 20.")
         self.assertEqual(len(lines), 2 + 20 + 1)
@@ -794,14 +798,7 @@ class PagingTests(unittest.TestCase):
     async def test_search_counts_only_so_far(self):
         """Past the next multiple of COUNTED_BY a search says "more than",
         and asks for no more results than it needs to say so."""
-        market = await start_marketplace(self)
-        seller = make_client(self, SellerClient, service(market, "seller"))
-        await seller.create_account("sam", "correct-horse-7")
-        await seller.login("sam", "correct-horse-7")
-        for n in range(45):
-            await seller.register_item_for_sale(f"Cup {n:02}", 7, ["cup"], "new", "2", 1)
-        cli = buyer_shell(self, market)
-        await cli.run("register bea -p correct-horse-7", "login bea -p correct-horse-7")
+        _, cli = await self.cups_and_a_buyer()
         asked = []
         search = cli.shell.client.search_items_for_sale
 
