@@ -130,26 +130,79 @@ CREATE INDEX IF NOT EXISTS items_ranked ON items
 DROP INDEX IF EXISTS items_on_sale;
 DROP INDEX IF EXISTS items_keywords;
 
+-- The bigrams (letter pairs) of a lower-cased name, one bit of 64 each: a
+-- name can hold a word only if it has every bit of the word's, a test much
+-- cheaper than looking for the word (strpos), which a search with several
+-- keywords does on every row of their lists (product/apisql.py,
+-- _OTHER_NAMED).  Made from code points alone, so that it stays the same
+-- across versions and hosts.
+CREATE OR REPLACE FUNCTION bigrams(lowered text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    bigrams bigint := 0;
+    previous integer;
+    code integer;
+    letter text;
+BEGIN
+    FOREACH letter IN ARRAY string_to_array(lowered, NULL) LOOP
+        code := ascii(letter);
+        IF previous IS NOT NULL THEN
+            -- The pair's bit: a multiplicative hash of its two code points.
+            bigrams := bigrams
+                | (1::bigint << ((((previous * 31 + code) * 2654435761) >> 20) & 63)::integer);
+        END IF;
+        previous := code;
+    END LOOP;
+    RETURN bigrams;
+END
+$$;
+
 -- One row per keyword of each item on sale: the per-keyword candidate lists
 -- of a search with keywords.  A copy of the item's ranking keys, kept by the
 -- triggers below in the statement that changes the item: whether the
 -- keyword occurs in the lower-cased name (name_miss false: it does, worth
 -- the extra half), thumbs_down - thumbs_up, price, and the lower-cased name
--- (for the other query keywords' halves).  A one-keyword search reads its
--- page off item_keywords_ranked in ranking order; a search with several
--- keywords scores only the rows of its keywords in its category.  The
--- triggers find an item's rows by item_keywords_item.
-CREATE TABLE IF NOT EXISTS item_keywords (
-    item_id   bigint NOT NULL,
-    keyword   text NOT NULL,
-    category  integer NOT NULL,
-    name_miss boolean NOT NULL,
-    votes     integer NOT NULL,
-    price     numeric(12, 2) NOT NULL,
-    name      text NOT NULL
-);
+-- and its bigrams (for the other query keywords' halves).  A one-keyword
+-- search reads its page off item_keywords_ranked in ranking order; a search
+-- with several keywords scores only the rows of its keywords in its
+-- category.  The triggers find an item's rows by item_keywords_item.  Made
+-- from the items when it is first made, and made again for a database whose
+-- rows lack the bigrams; writes of items wait meanwhile, so that none is
+-- missed.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'item_keywords'
+          AND column_name = 'name_bigrams'
+    ) THEN
+        LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE;
+        DROP TABLE IF EXISTS item_keywords;
+        CREATE TABLE item_keywords (
+            item_id      bigint NOT NULL,
+            keyword      text NOT NULL,
+            category     integer NOT NULL,
+            name_miss    boolean NOT NULL,
+            votes        integer NOT NULL,
+            price        numeric(12, 2) NOT NULL,
+            name         text NOT NULL,
+            -- Every bit for a row written by code that knew no bigrams (a
+            -- daemon not yet upgraded): its name is looked at by strpos.
+            name_bigrams bigint NOT NULL DEFAULT -1
+        );
+        INSERT INTO item_keywords
+            (item_id, keyword, category, name_miss, votes, price, name, name_bigrams)
+        SELECT DISTINCT ON (i.id, k) i.id, k, i.category, strpos(i.name, k) = 0,
+               i.votes, i.price, i.name, i.bigrams
+        FROM (SELECT id, category, keywords, thumbs_down - thumbs_up AS votes, price,
+                     lower(name) AS name, bigrams(lower(name)) AS bigrams
+              FROM items WHERE quantity > 0 OFFSET 0) AS i,  -- (bigrams once an item)
+             unnest(i.keywords) AS k;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS item_keywords_ranked ON item_keywords
-    (category, keyword, name_miss, votes, price, item_id) INCLUDE (name);
+    (category, keyword, name_miss, votes, price, item_id) INCLUDE (name, name_bigrams);
 CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 
 -- One row per pair of keywords of each item on sale (first < second): the
@@ -162,17 +215,17 @@ CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 -- and stops once no row it has not read can reach its page
 -- (product/apisql.py, SEARCH_MANY).  Kept by the same triggers as
 -- item_keywords; filled here from the items when it is first made, and made
--- again from them for a database whose rows lack the misses and keywords.
+-- again from them for a database whose rows lack the misses and keywords
+-- (writes of items wait meanwhile, as for item_keywords).
 DO $$
 BEGIN
-    IF to_regclass('item_keyword_pairs') IS NOT NULL AND NOT EXISTS (
+    IF NOT EXISTS (
         SELECT FROM information_schema.columns
         WHERE table_schema = current_schema() AND table_name = 'item_keyword_pairs'
           AND column_name = 'keywords'
     ) THEN
-        DROP TABLE item_keyword_pairs;
-    END IF;
-    IF to_regclass('item_keyword_pairs') IS NULL THEN
+        LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE;
+        DROP TABLE IF EXISTS item_keyword_pairs;
         CREATE TABLE item_keyword_pairs (
             item_id  bigint NOT NULL,
             category integer NOT NULL,
@@ -203,11 +256,14 @@ CREATE INDEX IF NOT EXISTS item_keyword_pairs_item ON item_keyword_pairs (item_i
 CREATE OR REPLACE FUNCTION item_keywords_of_new() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
-    SELECT DISTINCT ON (n.id, k) n.id, k, n.category, strpos(lower(n.name), k) = 0,
-           n.thumbs_down - n.thumbs_up, n.price, lower(n.name)
-    FROM new_items AS n, unnest(n.keywords) AS k
-    WHERE n.quantity > 0;
+    INSERT INTO item_keywords
+        (item_id, keyword, category, name_miss, votes, price, name, name_bigrams)
+    SELECT DISTINCT ON (n.id, k) n.id, k, n.category, strpos(n.name, k) = 0,
+           n.votes, n.price, n.name, n.bigrams
+    FROM (SELECT id, category, keywords, thumbs_down - thumbs_up AS votes, price,
+                 lower(name) AS name, bigrams(lower(name)) AS bigrams
+          FROM new_items WHERE quantity > 0 OFFSET 0) AS n,  -- (bigrams once an item)
+         unnest(n.keywords) AS k;
     INSERT INTO item_keyword_pairs
         (item_id, category, first, second, misses, votes, price, name, keywords)
     SELECT DISTINCT n.id, n.category, a, b,
@@ -238,9 +294,11 @@ BEGIN
     DELETE FROM item_keywords WHERE item_id = OLD.id;
     DELETE FROM item_keyword_pairs WHERE item_id = OLD.id;
     IF NEW.quantity > 0 THEN
-        INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
+        INSERT INTO item_keywords
+            (item_id, keyword, category, name_miss, votes, price, name, name_bigrams)
         SELECT DISTINCT ON (k) NEW.id, k, NEW.category, strpos(lower(NEW.name), k) = 0,
-               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name)
+               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name),
+               bigrams(lower(NEW.name))
         FROM unnest(NEW.keywords) AS k;
         INSERT INTO item_keyword_pairs
             (item_id, category, first, second, misses, votes, price, name, keywords)
@@ -279,13 +337,6 @@ BEGIN
         CREATE TRIGGER items_keywords_delete AFTER DELETE ON items
             REFERENCING OLD TABLE AS old_items
             FOR EACH STATEMENT EXECUTE FUNCTION item_keywords_of_delete();
-        -- The items that were there before the triggers.
-        TRUNCATE item_keywords;
-        INSERT INTO item_keywords (item_id, keyword, category, name_miss, votes, price, name)
-        SELECT DISTINCT ON (i.id, k) i.id, k, i.category, strpos(lower(i.name), k) = 0,
-               i.thumbs_down - i.thumbs_up, i.price, lower(i.name)
-        FROM items AS i, unnest(i.keywords) AS k
-        WHERE i.quantity > 0;
     END IF;
 END
 $$;

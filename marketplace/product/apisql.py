@@ -320,6 +320,18 @@ _NAME_HITS = " + ".join(
 )
 
 
+def _bigrams(n: int) -> str:
+    """The bigrams of the query's C{n}th keyword (schema.sql, bigrams()),
+    worked out once for the whole statement (the C{query_bigrams} of
+    L{SEARCH_MANY})."""
+    return f"(SELECT bigrams_{n} FROM query_bigrams)"
+
+
+_QUERY_BIGRAMS = "query_bigrams AS MATERIALIZED (SELECT " + ", ".join(
+    f"bigrams({_keyword(n)}) AS bigrams_{n}" for n in _SLOTS
+) + ")"
+
+
 def _others(*columns: str) -> str:
     """A test that the query keyword (the C{keyword} placeholder that
     L{_sum_of} fills in) is none of these columns of the row: only the
@@ -328,10 +340,11 @@ def _others(*columns: str) -> str:
 
 
 def _sum_of(test: str, slots=_SLOTS) -> str:
-    """The number of query keywords C{keyword} (of those in C{slots}) for
-    which C{test} holds."""
+    """The number of query keywords C{keyword} (of those in C{slots}; their
+    bigrams C{bigrams}) for which C{test} holds."""
     return " + ".join(
-        f"coalesce(({test.format(keyword=_keyword(n))})::int, 0)" for n in slots
+        f"coalesce(({test.format(keyword=_keyword(n), bigrams=_bigrams(n))})::int, 0)"
+        for n in slots
     )
 
 
@@ -356,8 +369,12 @@ _PAIR_HALVES = (
 )
 
 # The test that a query keyword other than the row's own (in
-# item_keywords) is in its lower-cased name.
-_OTHER_NAMED = _others("keyword") + " AND strpos(name, {keyword}) > 0"
+# item_keywords) is in its lower-cased name: first whether the name has
+# all its bigrams, which most rows fail much faster than strpos.
+_OTHER_NAMED = (
+    _others("keyword")
+    + " AND (name_bigrams & {bigrams}) = {bigrams} AND strpos(name, {keyword}) > 0"
+)
 
 # The halves of an item from its row of item_keywords, when that is the one
 # query keyword it has: 2, one if the name holds it, one for each other
@@ -369,7 +386,7 @@ _SINGLE_HALVES = "3 - name_miss::int + " + _sum_of(_OTHER_NAMED)
 # L{_SINGLE_HALVES}; null rather than false for a query of fewer than five
 # keywords.
 _OTHER_IN_NAME = " OR ".join(
-    f"({_OTHER_NAMED.format(keyword=_keyword(n))})" for n in _SLOTS
+    f"({_OTHER_NAMED.format(keyword=_keyword(n), bigrams=_bigrams(n))})" for n in _SLOTS
 )
 
 
@@ -403,7 +420,8 @@ def _pair_list(x: int, y: int) -> str:
 def _single_list(n: int) -> str:
     """The list of the query's keyword C{n} (none beyond the last) in the
     category, in its own order (item_keywords_ranked)."""
-    return f"""(SELECT item_id, keyword, name_miss, votes, price, name FROM item_keywords
+    return f"""(SELECT item_id, keyword, name_miss, votes, price, name, name_bigrams
+        FROM item_keywords
         WHERE category = %(category)s AND keyword = {_keyword(n)}
         ORDER BY name_miss, votes, price, item_id)"""
 
@@ -459,7 +477,7 @@ _AFTER_FRONTIER = (
 #   is theirs, and the lists merged in it are read only as far as the page
 #   (SINGLE_PLAIN).
 SEARCH_MANY = f"""
-WITH read AS MATERIALIZED (
+WITH {_QUERY_BIGRAMS}, read AS MATERIALIZED (
     SELECT * FROM (
     {_PAIR_LISTS}
     ) AS rows
