@@ -130,6 +130,16 @@ CREATE INDEX IF NOT EXISTS items_ranked ON items
 DROP INDEX IF EXISTS items_on_sale;
 DROP INDEX IF EXISTS items_keywords;
 
+-- Whether this database's table TABLE_NAME has a column COLUMN_NAME: search's
+-- tables lacking one that the code now reads are made again (below).
+CREATE OR REPLACE FUNCTION has_column(table_name text, column_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT FROM information_schema.columns AS c
+        WHERE c.table_schema = current_schema() AND c.table_name = $1
+          AND c.column_name = $2)
+$$;
+
 -- The bigrams (letter pairs) of a lower-cased name, one bit of 64 each: a
 -- name can hold a word only if it has every bit of the word's, a test much
 -- cheaper than looking for the word (strpos), which a search with several
@@ -171,11 +181,7 @@ $$;
 -- missed.
 DO $$
 BEGIN
-    IF NOT EXISTS (
-        SELECT FROM information_schema.columns
-        WHERE table_schema = current_schema() AND table_name = 'item_keywords'
-          AND column_name = 'name_bigrams'
-    ) THEN
+    IF NOT has_column('item_keywords', 'name_bigrams') THEN
         LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE;
         DROP TABLE IF EXISTS item_keywords;
         CREATE TABLE item_keywords (
@@ -219,11 +225,7 @@ CREATE INDEX IF NOT EXISTS item_keywords_item ON item_keywords (item_id);
 -- (writes of items wait meanwhile, as for item_keywords).
 DO $$
 BEGIN
-    IF NOT EXISTS (
-        SELECT FROM information_schema.columns
-        WHERE table_schema = current_schema() AND table_name = 'item_keyword_pairs'
-          AND column_name = 'keywords'
-    ) THEN
+    IF NOT has_column('item_keyword_pairs', 'keywords') THEN
         LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE;
         DROP TABLE IF EXISTS item_keyword_pairs;
         CREATE TABLE item_keyword_pairs (
