@@ -69,6 +69,12 @@ def plural(count: int, word: str, words: str = "") -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
+def only(count: int, word: str) -> str:
+    """C{"there is only 1 item"}, C{"there are only 3 items"}: for a page
+    past the end."""
+    return f"there {'is' if count == 1 else 'are'} only {plural(count, word)}"
+
+
 def date(value) -> str:
     """An ISO timestamp as local C{YYYY-MM-DD HH:MM}; other text as it is."""
     try:
@@ -160,7 +166,7 @@ def search_results(
     total = len(items) if total is None else total
     if not items:
         if total:
-            return f"There are only {plural(total, 'item')}."
+            return only(total, "item").capitalize() + "."
         return f"No items for sale in category {category} match."
     rows = [
         (

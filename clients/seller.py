@@ -132,7 +132,7 @@ def _show_items(shell: Shell, everything: List[dict], page: int) -> None:
     first = (page - 1) * size
     shown = everything[first : first + size]
     if everything and not shown:
-        raise UsageError(f"there are only {format.plural(len(everything), 'item')}")
+        raise UsageError(format.only(len(everything), "item"))
     shell.write(format.seller_items(shown, shell.width, first + 1, everything))
 
     async def following() -> None:

@@ -64,6 +64,9 @@ class FormatTests(unittest.SynchronousTestCase):
         self.assertEqual(format.money(12), "12.00")
         self.assertEqual(format.plural(1, "unit"), "1 unit")
         self.assertEqual(format.plural(0, "unit"), "0 units")
+        self.assertEqual(format.only(1, "item"), "there is only 1 item")
+        self.assertEqual(format.only(3, "item"), "there are only 3 items")
+        self.assertEqual(format.search_results([], 3, total=1), "There is only 1 item.")
 
     def test_cart_has_subtotals_and_total(self):
         text = format.cart(
