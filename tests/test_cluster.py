@@ -303,6 +303,7 @@ class OperationsTests(unittest.TestCase):
         self.assertTrue({("client backend", a) for a in frontends} <= clients)
         self.assertTrue({("walsender", a) for a in replicas} <= clients)
         self.assertEqual({tls for _, _, tls in found["connections"]}, {True})
+
     async def check_no_process_runs_as_root(self):
         """etcd, Patroni, PostgreSQL and the daemons run as system users."""
         as_root = []
