@@ -327,9 +327,16 @@ def _bigrams(n: int) -> str:
     return f"(SELECT bigrams_{n} FROM query_bigrams)"
 
 
+# The bigrams of each query keyword, as one row.
 _QUERY_BIGRAMS = "query_bigrams AS MATERIALIZED (SELECT " + ", ".join(
     f"bigrams({_keyword(n)}) AS bigrams_{n}" for n in _SLOTS
 ) + ")"
+
+
+def _in_slot(test: str, n: int) -> str:
+    """C{test} of the query's C{n}th keyword: its placeholders C{keyword}
+    and C{bigrams} filled in."""
+    return test.format(keyword=_keyword(n), bigrams=_bigrams(n))
 
 
 def _others(*columns: str) -> str:
@@ -343,8 +350,7 @@ def _sum_of(test: str, slots=_SLOTS) -> str:
     """The number of query keywords C{keyword} (of those in C{slots}; their
     bigrams C{bigrams}) for which C{test} holds."""
     return " + ".join(
-        f"coalesce(({test.format(keyword=_keyword(n), bigrams=_bigrams(n))})::int, 0)"
-        for n in slots
+        f"coalesce(({_in_slot(test, n)})::int, 0)" for n in slots
     )
 
 
@@ -386,7 +392,7 @@ _SINGLE_HALVES = "3 - name_miss::int + " + _sum_of(_OTHER_NAMED)
 # L{_SINGLE_HALVES}; null rather than false for a query of fewer than five
 # keywords.
 _OTHER_IN_NAME = " OR ".join(
-    f"({_OTHER_NAMED.format(keyword=_keyword(n), bigrams=_bigrams(n))})" for n in _SLOTS
+    f"({_in_slot(_OTHER_NAMED, n)})" for n in _SLOTS
 )
 
 
