@@ -282,6 +282,8 @@ $$;
 -- anew.  Stock changes that keep an item on sale do not come here (WHEN).
 CREATE OR REPLACE FUNCTION item_keywords_of_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    new_bigrams bigint;
 BEGIN
     IF (NEW.quantity > 0) = (OLD.quantity > 0) AND NEW.name = OLD.name
        AND NEW.keywords = OLD.keywords AND NEW.category = OLD.category THEN
@@ -296,11 +298,11 @@ BEGIN
     DELETE FROM item_keywords WHERE item_id = OLD.id;
     DELETE FROM item_keyword_pairs WHERE item_id = OLD.id;
     IF NEW.quantity > 0 THEN
+        new_bigrams := bigrams(lower(NEW.name));  -- (once, not once a keyword)
         INSERT INTO item_keywords
             (item_id, keyword, category, name_miss, votes, price, name, name_bigrams)
         SELECT DISTINCT ON (k) NEW.id, k, NEW.category, strpos(lower(NEW.name), k) = 0,
-               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name),
-               bigrams(lower(NEW.name))
+               NEW.thumbs_down - NEW.thumbs_up, NEW.price, lower(NEW.name), new_bigrams
         FROM unnest(NEW.keywords) AS k;
         INSERT INTO item_keyword_pairs
             (item_id, category, first, second, misses, votes, price, name, keywords)
