@@ -106,6 +106,21 @@ async def open_database(testcase, name: str) -> Database:
     return database
 
 
+async def insert_item(
+    product: Database, name: str, keywords, category: int = 0, price="1",
+    quantity: int = 1, thumbs_up: int = 0, thumbs_down: int = 0,
+) -> int:
+    """Put an item of seller 1 straight into the product database (its
+    triggers fill search's tables); its id."""
+    (item_id,) = await product.one(
+        "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
+        " quantity, thumbs_up, thumbs_down) VALUES (1, %s, %s, %s::text[], 'new', %s, %s,"
+        " %s, %s) RETURNING id",
+        (name, category, keywords, price, quantity, thumbs_up, thumbs_down),
+    )
+    return item_id
+
+
 async def empty_databases(testcase) -> None:
     """Apply the schema to the test case's databases and empty their tables
     (once for a database that holds two kinds of data)."""

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from marketplace.postgres import schema
 from marketplace.product.productdb import search_statement
-from tests.support import empty_databases, open_database
+from tests.support import empty_databases, insert_item, open_database
 
 
 def bigrams(lowered: str) -> int:
@@ -72,12 +72,7 @@ class BigramTests(unittest.TestCase):
         self.product = await open_database(self, "product")
 
     async def add(self, name: str, keywords) -> int:
-        (item_id,) = await self.product.one(
-            "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
-            " quantity) VALUES (1, %s, 0, %s::text[], 'new', 1, 1) RETURNING id",
-            (name, keywords),
-        )
-        return item_id
+        return await insert_item(self.product, name, keywords)
 
     async def expected(self):
         """item_keywords' rows as the items are now, worked out here."""

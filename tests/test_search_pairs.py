@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from marketplace.postgres import schema
 from marketplace.product.productdb import search_statement
-from tests.support import empty_databases, open_database
+from tests.support import empty_databases, insert_item, open_database
 
 ITEMS = [
     # name, category, keywords, price, quantity
@@ -44,12 +44,9 @@ class KeywordPairTests(unittest.TestCase):
         self.product = await open_database(self, "product")
         self.ids = []
         for name, category, keywords, price, quantity in ITEMS:
-            (item_id,) = await self.product.one(
-                "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
-                " quantity) VALUES (1, %s, %s, %s::text[], 'new', %s, %s) RETURNING id",
-                (name, category, keywords, price, quantity),
+            self.ids.append(
+                await insert_item(self.product, name, keywords, category, price, quantity)
             )
-            self.ids.append(item_id)
 
     async def expected(self):
         """The pairs of the items as they are now, worked out here."""
@@ -122,11 +119,7 @@ class BoundTests(unittest.TestCase):
             ("both", "Zz", ["ab", "cd"], "5.00"),  # 2.0
             ("both again", "Yy", ["ab", "cd"], "6.00"),  # 2.0
         ):
-            (ids[label],) = await product.one(
-                "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
-                " quantity) VALUES (1, %s, 0, %s::text[], 'new', %s, 1) RETURNING id",
-                (name, keywords, price),
-            )
+            ids[label] = await insert_item(product, name, keywords, price=price)
         expected = ["both, name hit", "one, both in name", "both", "both again"]
         for limit in (1, 2, 3, 4):
             _, sql, args = search_statement(0, ["ab", "cd"], limit, 0)

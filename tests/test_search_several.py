@@ -18,7 +18,7 @@ from itertools import combinations
 from twisted.trial import unittest
 
 from marketplace.product.productdb import pair_rows, search_statement
-from tests.support import empty_databases, open_database
+from tests.support import empty_databases, insert_item, open_database
 from tests.test_search_ranking import reference
 
 WORDS = ["ab", "abc", "cd", "bcd", "e", "de", "fab", "zz"]
@@ -141,11 +141,8 @@ class SeveralKeywordsTests(unittest.TestCase):
             ("6 again", "cd e", ["cd", "e"], 0, 0),
             ("9", "ab cd e", ["ab", "cd", "e"], 0, 3),
         ):
-            (ids[label],) = await self.product.one(
-                "INSERT INTO items (seller_id, name, category, keywords, condition, price,"
-                " quantity, thumbs_up, thumbs_down) VALUES (1, %s, 7, %s::text[], 'new', 9, 1,"
-                " %s, %s) RETURNING id",
-                (name, keywords, up, down),
+            ids[label] = await insert_item(
+                self.product, name, keywords, 7, 9, thumbs_up=up, thumbs_down=down
             )
         for first in (1, 2, 3):
             got = await self.page(7, ["ab", "cd", "e"], 1, first=first, beyond=0)
